@@ -1,0 +1,1 @@
+//! meshform: a declarative reconciliation engine for multi-cluster Istio meshes.
