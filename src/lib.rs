@@ -1,1 +1,10 @@
-//! meshform: a declarative reconciliation engine for multi-cluster Istio meshes.
+//! meshform keeps a multi-cluster Istio mesh in the shape declared in a
+//! topology file (`mesh.toml`).
+//!
+//! The modules follow the pipeline: [`topology`] (file model and validation)
+//! → `observe` (reads clusters) → `plan` (pure diff into actions) → `apply`
+//! (writes) → [`render`] (text, markdown, JSON). [`cli`] wires them together.
+
+pub mod cli;
+pub mod render;
+pub mod topology;

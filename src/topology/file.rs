@@ -1,0 +1,124 @@
+//! The `mesh.toml` file as written by users: what serde reads and what the
+//! published JSON Schema (`schemas/mesh.schema.json`) describes.
+//!
+//! Defaults are not filled in here; [`super::resolve`] does that, so a file
+//! round-trips as it was written.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A multi-cluster Istio mesh: its clusters, and how they are grouped into
+/// networks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "meshform topology (mesh.toml)")]
+pub struct MeshFile {
+    /// The mesh itself.
+    pub mesh: MeshSection,
+    /// The clusters of the mesh, one `[[cluster]]` table each.
+    #[serde(default, rename = "cluster", skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterEntry>,
+    /// East-west gateway settings per network, as `[network.<name>]`. A network
+    /// needs no table unless its gateway differs from Istio's defaults.
+    #[serde(
+        default,
+        rename = "network",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub networks: BTreeMap<String, NetworkEntry>,
+}
+
+/// `[mesh]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    /// The mesh id. Used in labels and object names, so it must be a
+    /// DNS-1123 label.
+    pub name: String,
+    /// The namespace Istio runs in, on every cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "istio-system"))]
+    pub namespace: Option<String>,
+}
+
+/// `[[cluster]]`: one Kubernetes cluster of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterEntry {
+    /// The cluster's mesh name: the Istio cluster id and part of Kubernetes
+    /// object names such as `istio-remote-secret-<name>`, so it must be a
+    /// DNS-1123 label. Defaults to `context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The kubeconfig context that reaches the cluster; any string, such as
+    /// `gke_project_region_cluster`. Defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Kubeconfig file holding `context`; relative paths are relative to
+    /// mesh.toml. Defaults to `$KUBECONFIG` or `~/.kube/config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// The network the cluster belongs to. Clusters on the same network reach
+    /// each other's pods directly; clusters on different networks only through
+    /// the east-west gateway. Defaults to the cluster's name: a network of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `primary` runs istiod and holds its peers' remote secrets; `remote` is
+    /// controlled by the primaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The https address peers use to reach this cluster's API server, when the
+    /// kubeconfig's address is private or on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<String>,
+}
+
+/// Whether a cluster runs its own control plane.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs istiod; holds a remote secret for every other cluster of the mesh.
+    #[default]
+    Primary,
+    /// Runs no istiod of its own; the primaries read it through remote secrets.
+    Remote,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Remote => "remote",
+        }
+    }
+}
+
+/// `[network.<name>]`: how peers on other networks reach this network.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntry {
+    /// The east-west gateway Service in the mesh namespace of each cluster
+    /// on this network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "istio-eastwestgateway"))]
+    pub gateway_service: Option<String>,
+    /// The gateway's mTLS passthrough port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535), extend("default" = 15443))]
+    pub gateway_port: Option<u16>,
+}

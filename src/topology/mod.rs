@@ -1,0 +1,238 @@
+//! The topology file: its model, defaults and validation.
+//!
+//! This module owns everything about `mesh.toml` up to a resolved,
+//! validated [`Topology`]. It takes text and returns data: no filesystem, no
+//! kube client, no async. Problems come back as [`Problem`]s, all of them at
+//! once, for the caller to render.
+
+pub mod diagnostic;
+pub mod file;
+pub mod names;
+mod resolve;
+pub mod shape;
+
+use std::collections::BTreeMap;
+
+use miette::NamedSource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use diagnostic::{Code, Problem, Problems, Severity};
+pub use file::{MeshFile, Role};
+pub use resolve::REMOTE_SECRET_PREFIX;
+
+/// Namespace Istio runs in unless `[mesh] namespace` says otherwise.
+pub const DEFAULT_NAMESPACE: &str = "istio-system";
+/// The east-west gateway Service name Istio's samples install.
+pub const DEFAULT_GATEWAY_SERVICE: &str = "istio-eastwestgateway";
+/// Istio's mTLS passthrough port for cross-network traffic.
+pub const DEFAULT_GATEWAY_PORT: u16 = 15443;
+/// meshform reads topology files up to this size; a real mesh of a thousand
+/// clusters is well under 200 KiB.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// A validated topology with every default filled in: what the planner takes
+/// as the desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Topology {
+    pub mesh: Mesh,
+    /// In file order.
+    pub clusters: Vec<Cluster>,
+    /// Every network some cluster is on, by name.
+    pub networks: BTreeMap<String, Network>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Mesh {
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Cluster {
+    /// Mesh name: Istio cluster id, used in object names.
+    pub name: String,
+    /// Kubeconfig context.
+    pub context: String,
+    /// Kubeconfig file, as written in mesh.toml (relative to it).
+    pub kubeconfig: Option<String>,
+    pub network: String,
+    pub role: Role,
+    /// Address peers use for this cluster's API server, when set.
+    pub api_server: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Network {
+    pub gateway_service: String,
+    pub gateway_port: u16,
+}
+
+impl Topology {
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    pub fn primaries(&self) -> impl Iterator<Item = &Cluster> {
+        self.clusters.iter().filter(|c| c.role == Role::Primary)
+    }
+}
+
+/// The outcome of checking a topology file: the topology when it is valid,
+/// and every problem found (warnings included) either way.
+#[derive(Debug)]
+pub struct Checked {
+    pub file: Option<MeshFile>,
+    pub topology: Option<Topology>,
+    pub problems: Problems,
+}
+
+impl Checked {
+    /// The topology and its warnings, or every problem when there is an error.
+    pub fn into_result(self) -> Result<(Topology, Problems), Problems> {
+        match self.topology {
+            Some(topology) => Ok((topology, self.problems)),
+            None => Err(self.problems),
+        }
+    }
+}
+
+/// The JSON Schema of mesh.toml, as published in `schemas/mesh.schema.json`.
+pub fn schema() -> serde_json::Value {
+    // TOML has no null: optional keys are simply absent, so the schema should
+    // not offer `null` to editors.
+    let generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with_transform(schemars::transform::RecursiveTransform(drop_null))
+        .into_generator();
+    generator.into_root_schema_for::<MeshFile>().to_value()
+}
+
+fn drop_null(schema: &mut schemars::Schema) {
+    use serde_json::Value;
+    let is_null = |v: &Value| v.get("type").and_then(Value::as_str) == Some("null");
+    if let Some(Value::Array(types)) = schema.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types.remove(0);
+            schema.insert("type".into(), only);
+        }
+    }
+    // `Option<Enum>` comes out as `anyOf: [{$ref}, {type: null}]`.
+    if let Some(Value::Array(any)) = schema.get("anyOf")
+        && any.len() == 2
+        && any.iter().any(is_null)
+        && let Some(other) = any.iter().find(|v| !is_null(v)).cloned()
+    {
+        schema.remove("anyOf");
+        if let Value::Object(fields) = other {
+            for (k, v) in fields {
+                schema.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Parses and validates a topology file. `name` is how the file is shown in
+/// diagnostics; `bytes` is its content.
+pub fn check(name: &str, bytes: &[u8]) -> Checked {
+    let failed = |text: String, problem: Problem| Checked {
+        file: None,
+        topology: None,
+        problems: Problems {
+            source: NamedSource::new(name, text),
+            problems: vec![problem],
+        },
+    };
+
+    if bytes.len() > MAX_FILE_BYTES {
+        return failed(
+            String::new(),
+            Problem::error(
+                Code::TooLarge,
+                format!("{name} is {} bytes; meshform reads topology files up to {MAX_FILE_BYTES} bytes", bytes.len()),
+            )
+            .help("a topology file declares clusters and networks only; check that this is the right file"),
+        );
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            let at = err.valid_up_to();
+            let lossy = String::from_utf8_lossy(bytes).into_owned();
+            // Point at the character U+FFFD replaced, which sits at the same offset.
+            return failed(
+                lossy,
+                Problem::error(Code::NotUtf8, format!("{name} is not UTF-8 text"))
+                    .label(at..at + 1, format!("invalid UTF-8 at byte {at}"))
+                    .help("TOML files must be UTF-8; re-save the file as UTF-8"),
+            );
+        }
+    };
+    if text.trim().is_empty() {
+        return failed(
+            text.to_string(),
+            Problem::error(Code::Empty, format!("{name} is empty"))
+                .help("a topology needs at least:\n[mesh]\nname = \"mesh1\"\n\n[[cluster]]\nname = \"east\""),
+        );
+    }
+
+    let (root, errors) = toml::de::DeTable::parse_recoverable(text);
+    let mut problems: Vec<Problem> = errors
+        .iter()
+        .map(|err| {
+            let span = err.span().unwrap_or(0..0);
+            Problem::error(
+                Code::Syntax,
+                format!("{name} is not valid TOML: {}", err.message().trim()),
+            )
+            .label(span, err.message().trim().to_string())
+        })
+        .collect();
+    let mut file = None;
+    let mut topology = None;
+    if problems.is_empty() {
+        let (shape_problems, spans) = shape::check(&schema(), &root);
+        let mut root = root;
+        if !shape_problems.is_empty() {
+            // Drop what is malformed and check the rest too, so one run
+            // reports every problem in the file.
+            let bad = shape_problems
+                .iter()
+                .filter(|p| p.code != Code::MissingKey)
+                .filter_map(|p| p.path.clone())
+                .collect();
+            shape::prune(root.get_mut(), "", &bad);
+        }
+        problems = shape_problems;
+        match <MeshFile as Deserialize>::deserialize(toml::de::Deserializer::from(root)) {
+            Ok(parsed) => {
+                let (resolved, semantic) = resolve::resolve(&parsed, &spans);
+                if problems.is_empty() {
+                    topology = resolved;
+                    file = Some(parsed);
+                }
+                problems.extend(semantic);
+            }
+            Err(_) if !problems.is_empty() => {}
+            // The shape check should have caught anything serde refuses;
+            // keep its message rather than lose the problem.
+            Err(err) => problems.push(
+                Problem::error(Code::WrongType, err.message().trim().to_string())
+                    .label(err.span().unwrap_or(0..0), "here"),
+            ),
+        }
+    }
+    for problem in &mut problems {
+        problem.locate(text);
+    }
+    // Errors first, then in file order, so the output reads top to bottom.
+    problems.sort_by_key(|p| (p.severity, p.labels.first().map_or(0, |l| l.offset)));
+    Checked {
+        file,
+        topology,
+        problems: Problems {
+            source: NamedSource::new(name, text.to_string()),
+            problems,
+        },
+    }
+}

@@ -1,0 +1,405 @@
+//! Semantic checks of a well-shaped file, and the resolved topology with
+//! every default filled in.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::diagnostic::{Code, Problem};
+use super::file::{MeshFile, Role};
+use super::names::Rule;
+use super::shape::{Spans, did_you_mean};
+use super::{
+    Cluster, DEFAULT_GATEWAY_PORT, DEFAULT_GATEWAY_SERVICE, DEFAULT_NAMESPACE, Mesh, Network,
+    Topology,
+};
+
+/// The prefix of the remote secret a primary holds for each peer, as istioctl
+/// names it; a peer's name must fit in it.
+pub const REMOTE_SECRET_PREFIX: &str = "istio-remote-secret-";
+
+/// Resolves defaults and checks everything that needs more than one key to
+/// see. Returns the topology only when no error was found.
+pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let at = |path: &str| spans.nearest(path);
+
+    let mesh = Mesh {
+        name: file.mesh.name.clone(),
+        namespace: file
+            .mesh
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+    };
+    check_name(
+        &mut problems,
+        Rule::Dns1123Label,
+        &mesh.name,
+        "mesh.name",
+        at("mesh.name"),
+        "the mesh name",
+        format!("Lease \"meshform-{}\"", mesh.name),
+    );
+    check_name(
+        &mut problems,
+        Rule::Dns1123Label,
+        &mesh.namespace,
+        "mesh.namespace",
+        at("mesh.namespace"),
+        "the mesh namespace",
+        format!("Namespace \"{}\"", mesh.namespace),
+    );
+
+    if file.clusters.is_empty() {
+        problems.push(
+            Problem::error(Code::EmptyMesh, "the mesh has no clusters")
+                .at("cluster")
+                .label(at("mesh"), "this mesh declares no `[[cluster]]`")
+                .help("add one `[[cluster]]` table per cluster, e.g.\n[[cluster]]\nname = \"east\"\ncontext = \"kind-east\""),
+        );
+    }
+
+    let mut clusters = Vec::with_capacity(file.clusters.len());
+    for (i, entry) in file.clusters.iter().enumerate() {
+        let path = format!("cluster[{i}]");
+        let name = match (&entry.name, &entry.context) {
+            (Some(name), _) => name.clone(),
+            (None, Some(context)) => context.clone(),
+            (None, None) => {
+                problems.push(
+                    Problem::error(Code::MissingKey, format!("`[{path}]` has neither `name` nor `context`"))
+                        .at(format!("{path}.name"))
+                        .label(at(&path), "this cluster needs a name")
+                        .help("set `name` to the cluster's mesh name (and `context` when its kubeconfig context differs)"),
+                );
+                continue;
+            }
+        };
+        let context = entry.context.clone().unwrap_or_else(|| name.clone());
+        let network = entry.network.clone().unwrap_or_else(|| name.clone());
+        check_cluster_name(
+            &mut problems,
+            spans,
+            &path,
+            entry.name.is_some(),
+            entry.context.is_some(),
+            &name,
+            &context,
+        );
+
+        if let Some(explicit) = &entry.network {
+            check_network_name(
+                &mut problems,
+                explicit,
+                &format!("{path}.network"),
+                at(&format!("{path}.network")),
+            );
+        }
+        if let Some(api) = &entry.api_server {
+            check_api_server(
+                &mut problems,
+                api,
+                &format!("{path}.api_server"),
+                at(&format!("{path}.api_server")),
+            );
+        }
+        if let Some(kubeconfig) = &entry.kubeconfig {
+            if kubeconfig.trim().is_empty() || kubeconfig.contains('\0') {
+                problems.push(
+                    Problem::error(Code::InvalidKubeconfig, "`kubeconfig` must be a file path")
+                        .at(format!("{path}.kubeconfig"))
+                        .label(at(&format!("{path}.kubeconfig")), "not a usable path")
+                        .help("remove the key to use $KUBECONFIG or ~/.kube/config"),
+                );
+            }
+        }
+        clusters.push((
+            i,
+            Cluster {
+                name,
+                context,
+                kubeconfig: entry.kubeconfig.clone(),
+                network,
+                role: entry.role.unwrap_or_default(),
+                api_server: entry.api_server.clone(),
+            },
+        ));
+    }
+
+    // Duplicates: the same mesh name twice, or two entries reaching the same
+    // kubeconfig context (and so, most likely, the same cluster).
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    let mut by_context: HashMap<(&str, Option<&str>), usize> = HashMap::new();
+    for (i, cluster) in &clusters {
+        let name_span = |i: usize| {
+            spans
+                .value(&format!("cluster[{i}].name"))
+                .unwrap_or_else(|| at(&format!("cluster[{i}].context")))
+        };
+        if let Some(&first) = by_name.get(cluster.name.as_str()) {
+            problems.push(
+                Problem::error(Code::DuplicateCluster, format!("two clusters are named {:?}", cluster.name))
+                    .at(format!("cluster[{i}].name"))
+                    .label(name_span(first), "first used here")
+                    .label(name_span(*i), "used again here")
+                    .help("every cluster needs its own mesh name; the Istio cluster id and remote secret names come from it"),
+            );
+        } else {
+            by_name.insert(&cluster.name, *i);
+        }
+        let key = (cluster.context.as_str(), cluster.kubeconfig.as_deref());
+        // Two clusters with the same name and no context collide on both;
+        // the duplicate name is the one worth reporting.
+        let same_name = |first: usize| {
+            clusters
+                .iter()
+                .any(|(j, c)| *j == first && c.name == cluster.name)
+        };
+        if let Some(&first) = by_context.get(&key).filter(|&&first| !same_name(first)) {
+            let context_span = |i: usize| {
+                spans
+                    .value(&format!("cluster[{i}].context"))
+                    .unwrap_or_else(|| name_span(i))
+            };
+            problems.push(
+                Problem::error(
+                    Code::DuplicateContext,
+                    format!("two clusters use the kubeconfig context {:?}", cluster.context),
+                )
+                .at(format!("cluster[{i}].context"))
+                .label(context_span(first), "first used here")
+                .label(context_span(*i), "used again here")
+                .help("each `[[cluster]]` must reach a different cluster: fix its `context`, or remove the duplicate"),
+            );
+        } else {
+            by_context.insert(key, *i);
+        }
+    }
+
+    // Remote clusters are read by primaries; with no primary nothing would
+    // ever hold their remote secrets.
+    if clusters.iter().all(|(_, c)| c.role == Role::Remote) && !clusters.is_empty() {
+        let mut problem = Problem::error(Code::NoPrimary, "the mesh has remote clusters but no primary")
+            .at("cluster")
+            .help("set `role = \"primary\"` on at least one cluster (clusters are primaries unless told otherwise)");
+        for (i, _) in &clusters {
+            problem = problem.label(at(&format!("cluster[{i}].role")), "remote");
+        }
+        problems.push(problem);
+    }
+
+    // Networks: every network a cluster is on, with gateway settings from its
+    // table or Istio's defaults.
+    let used: BTreeSet<&str> = clusters.iter().map(|(_, c)| c.network.as_str()).collect();
+    let mut networks = BTreeMap::new();
+    for name in &used {
+        let entry = file.networks.get(*name).cloned().unwrap_or_default();
+        let base = format!("network.{}", quote_key(name));
+        let service = entry
+            .gateway_service
+            .unwrap_or_else(|| DEFAULT_GATEWAY_SERVICE.to_string());
+        check_name(
+            &mut problems,
+            Rule::Dns1035Label,
+            &service,
+            &format!("{base}.gateway_service"),
+            at(&format!("{base}.gateway_service")),
+            "the gateway service",
+            format!("Service \"{service}\""),
+        );
+        networks.insert(
+            name.to_string(),
+            Network {
+                gateway_service: service,
+                gateway_port: entry.gateway_port.unwrap_or(DEFAULT_GATEWAY_PORT),
+            },
+        );
+    }
+    for name in file.networks.keys() {
+        let path = format!("network.{}", quote_key(name));
+        let span = spans.key(&path).unwrap_or_else(|| at("network"));
+        if Rule::LabelValue.check(name).is_err() {
+            check_network_name(&mut problems, name, &path, span);
+        } else if !used.contains(name.as_str()) {
+            let mut problem = Problem::warning(
+                Code::UnusedNetwork,
+                format!("no cluster is on network {name:?}"),
+            )
+            .at(&path)
+            .label(span, "settings for a network no cluster uses");
+            problem = match did_you_mean(name, used.iter().copied()) {
+                Some(close) => problem.help(format!("did you mean network {close:?}?")),
+                None => problem.help(format!(
+                    "set `network = {name:?}` on the clusters it is for, or remove the table"
+                )),
+            };
+            problems.push(problem);
+        }
+    }
+
+    let has_errors = problems.iter().any(Problem::is_error);
+    let topology = Topology {
+        mesh,
+        clusters: clusters.into_iter().map(|(_, c)| c).collect(),
+        networks,
+    };
+    (if has_errors { None } else { Some(topology) }, problems)
+}
+
+fn quote_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// Checks one name and reports it with the object the API server would
+/// have refused.
+fn check_name(
+    problems: &mut Vec<Problem>,
+    rule: Rule,
+    name: &str,
+    path: &str,
+    span: std::ops::Range<usize>,
+    what: &str,
+    object: String,
+) {
+    if let Err(why) = rule.check(name) {
+        let mut problem = Problem::error(
+            Code::InvalidName,
+            format!("{what} {name:?} is not a valid Kubernetes name"),
+        )
+        .at(path)
+        .label(span, format!("{why}; the API server would reject {object}"));
+        problem = match rule.suggest(name) {
+            Some(suggestion) => problem.help(format!("use {suggestion:?} ({})", rule.describe())),
+            None => problem.help(rule.describe()),
+        };
+        problems.push(problem);
+    }
+}
+
+fn check_cluster_name(
+    problems: &mut Vec<Problem>,
+    spans: &Spans,
+    path: &str,
+    has_name: bool,
+    has_context: bool,
+    name: &str,
+    context: &str,
+) {
+    let Err(why) = Rule::Dns1123Label.check(name) else {
+        return;
+    };
+    let secret = format!("Secret \"{REMOTE_SECRET_PREFIX}{name}\"");
+    let suggestion = Rule::Dns1123Label.suggest(name);
+    let mut problem = Problem::error(
+        Code::InvalidName,
+        format!("cluster name {name:?} is not a valid Kubernetes name"),
+    )
+    .at(format!("{path}.name"));
+    let fix = suggestion.as_deref().map_or_else(
+        || "a name of lower case letters, digits and '-'".to_string(),
+        |s| format!("name = {s:?}"),
+    );
+    problem = if has_name {
+        problem = problem.label(
+            spans.nearest(&format!("{path}.name")),
+            format!("{why}; the API server would reject {secret}"),
+        );
+        if has_context {
+            problem.help(format!(
+                "set {fix}; the kubeconfig context can stay as it is"
+            ))
+        } else {
+            // `context` defaults to `name`: renaming alone would also change
+            // which kubeconfig context meshform uses.
+            problem.help(format!(
+                "set {fix} and context = {context:?}: the context defaults to the name, so keep the old value as the context"
+            ))
+        }
+    } else {
+        problem
+            .label(
+                spans.nearest(&format!("{path}.context")),
+                format!("the mesh name defaults to the context, and {why}; the API server would reject {secret}"),
+            )
+            .help(format!("add {fix} to this `[[cluster]]`; the context stays as it is"))
+    };
+    problems.push(problem);
+}
+
+fn check_network_name(
+    problems: &mut Vec<Problem>,
+    network: &str,
+    path: &str,
+    span: std::ops::Range<usize>,
+) {
+    if let Err(why) = Rule::LabelValue.check(network) {
+        let mut problem = Problem::error(
+            Code::InvalidNetwork,
+            format!("network name {network:?} is not a valid label value"),
+        )
+        .at(path)
+        .label(
+            span,
+            format!(
+                "{why}; the API server would reject the label topology.istio.io/network={network:?}"
+            ),
+        );
+        let rule = Rule::LabelValue.describe();
+        problem = match Rule::LabelValue.suggest(network) {
+            Some(suggestion) => problem.help(format!("use {suggestion:?} ({rule})")),
+            None => problem.help(rule),
+        };
+        problems.push(problem);
+    }
+}
+
+fn check_api_server(
+    problems: &mut Vec<Problem>,
+    address: &str,
+    path: &str,
+    span: std::ops::Range<usize>,
+) {
+    let problem = match url::Url::parse(address) {
+        Ok(url) if url.scheme() == "https" && url.host_str().is_some_and(|h| !h.is_empty()) => {
+            if url.username().is_empty() && url.password().is_none() {
+                return;
+            }
+            // Never echo the credentials back.
+            Problem::error(
+                Code::InvalidApiServer,
+                "`api_server` must not carry credentials",
+            )
+            .label(span, "remove the user and password from this address")
+            .help("peers authenticate with the reader token meshform writes into the remote secret")
+        }
+        Ok(url) => Problem::error(
+            Code::InvalidApiServer,
+            format!("`api_server` must be an https URL, not {}:", url.scheme()),
+        )
+        .label(
+            span,
+            "peers send a bearer token to this address, so it must use TLS",
+        )
+        .help(format!(
+            "use https://{}",
+            url.host_str().unwrap_or("api.example.com")
+        )),
+        Err(err) => Problem::error(
+            Code::InvalidApiServer,
+            format!("`api_server` is not a URL: {err}"),
+        )
+        .label(
+            span,
+            "expected an address such as https://203.0.113.10:6443",
+        )
+        .help("write the full address, with https:// and, when it is not 443, the port"),
+    };
+    problems.push(problem.at(path));
+}

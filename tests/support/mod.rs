@@ -1,0 +1,7 @@
+//! Shared helpers for meshform's integration tests.
+//!
+//! Each test file that needs them says `mod support;`. Not every file uses
+//! every helper, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod controlplane;
