@@ -15,9 +15,7 @@ use crate::topology::{self, MAX_FILE_BYTES};
 /// meshform keeps a multi-cluster Istio mesh in the shape declared in mesh.toml.
 #[derive(Debug, Parser)]
 #[command(name = "meshform", version, about, long_about = None, propagate_version = true)]
-#[command(
-    after_help = "Examples:\n  meshform validate -f mesh.toml\n  meshform validate --format json | jq .topology"
-)]
+#[command(after_help = "Examples:\n  meshform validate -f mesh.toml\n  meshform validate --format json | jq .topology")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -46,12 +44,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
     /// The topology file.
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "mesh.toml",
-        value_name = "PATH"
-    )]
+    #[arg(short = 'f', long = "file", default_value = "mesh.toml", value_name = "PATH")]
     pub file: PathBuf,
 
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -106,8 +99,7 @@ impl Cli {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                    && io::stderr().is_terminal()
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && io::stderr().is_terminal()
             }
         };
         let width = std::env::var("COLUMNS")
@@ -168,24 +160,31 @@ fn validate(
     let name = args.file.display().to_string();
     let checked = topology::check(&name, &bytes);
     let valid = checked.topology.is_some();
-    match args.format {
-        Format::Json => {
-            render::diagnostics::json(&checked.problems, checked.topology.as_ref(), out)?
-        }
-        Format::Text => {
-            render::diagnostics::text(&checked.problems, style, err)?;
-            if let (Some(t), false) = (&checked.topology, quiet) {
-                let networks = t.networks.len();
-                writeln!(
-                    out,
-                    "{name} is valid: mesh {:?}, {} cluster{} on {networks} network{}",
-                    t.mesh.name,
-                    t.clusters.len(),
-                    if t.clusters.len() == 1 { "" } else { "s" },
-                    if networks == 1 { "" } else { "s" },
-                )?;
+    let mut write = || -> io::Result<()> {
+        match args.format {
+            Format::Json => render::diagnostics::json(&checked.problems, checked.topology.as_ref(), out),
+            Format::Text => {
+                render::diagnostics::text(&checked.problems, style, err)?;
+                if let (Some(t), false) = (&checked.topology, quiet) {
+                    let networks = t.networks.len();
+                    writeln!(
+                        out,
+                        "{name} is valid: mesh {:?}, {} cluster{} on {networks} network{}",
+                        t.mesh.name,
+                        t.clusters.len(),
+                        if t.clusters.len() == 1 { "" } else { "s" },
+                        if networks == 1 { "" } else { "s" },
+                    )?;
+                }
+                Ok(())
             }
         }
+    };
+    let written = write();
+    // The verdict stands even when the reader closed the pipe early.
+    match written {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(Outcome::Io(e)),
+        _ => {}
     }
     Ok(if valid { Exit::Success } else { Exit::Error })
 }

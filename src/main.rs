@@ -16,11 +16,7 @@ fn main() -> ExitCode {
         )
     }))
     .ok();
-    let exit = match cli::run(
-        &cli,
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
-    ) {
+    let exit = match cli::run(&cli, &mut std::io::stdout().lock(), &mut std::io::stderr().lock()) {
         Ok(exit) => exit,
         Err(error) => {
             eprintln!("{:?}", miette::Report::new(error));

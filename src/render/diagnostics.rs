@@ -42,11 +42,7 @@ pub struct ValidationReport<'a> {
     pub topology: Option<&'a Topology>,
 }
 
-pub fn json(
-    problems: &Problems,
-    topology: Option<&Topology>,
-    out: &mut dyn Write,
-) -> io::Result<()> {
+pub fn json(problems: &Problems, topology: Option<&Topology>, out: &mut dyn Write) -> io::Result<()> {
     let report = ValidationReport {
         format_version: 1,
         file: problems.source.name(),

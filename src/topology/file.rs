@@ -22,11 +22,7 @@ pub struct MeshFile {
     pub clusters: Vec<ClusterEntry>,
     /// East-west gateway settings per network, as `[network.<name>]`. A network
     /// needs no table unless its gateway differs from Istio's defaults.
-    #[serde(
-        default,
-        rename = "network",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
+    #[serde(default, rename = "network", skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, NetworkEntry>,
 }
 
@@ -76,20 +72,7 @@ pub struct ClusterEntry {
 }
 
 /// Whether a cluster runs its own control plane.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Default,
-    Deserialize,
-    Serialize,
-    JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Runs istiod; holds a remote secret for every other cluster of the mesh.

@@ -149,7 +149,10 @@ pub fn check(name: &str, bytes: &[u8]) -> Checked {
             String::new(),
             Problem::error(
                 Code::TooLarge,
-                format!("{name} is {} bytes; meshform reads topology files up to {MAX_FILE_BYTES} bytes", bytes.len()),
+                format!(
+                    "{name} is {} bytes; meshform reads topology files up to {MAX_FILE_BYTES} bytes",
+                    bytes.len()
+                ),
             )
             .help("a topology file declares clusters and networks only; check that this is the right file"),
         );

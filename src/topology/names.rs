@@ -104,17 +104,14 @@ impl Rule {
                     });
                 }
                 for (index, &ch) in chars.iter().enumerate() {
-                    if !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '.'))
-                    {
+                    if !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '.')) {
                         return Err(NameError::InvalidChar { ch, index });
                     }
                 }
                 edges(name, |c| c.is_ascii_alphanumeric())?;
                 // Every dot-separated part is itself a label: no "..", ".-" or "-.".
                 for (index, pair) in chars.windows(2).enumerate() {
-                    if pair[0] != pair[1] && pair.contains(&'.') && pair.contains(&'-')
-                        || pair == ['.', '.']
-                    {
+                    if pair[0] != pair[1] && pair.contains(&'.') && pair.contains(&'-') || pair == ['.', '.'] {
                         return Err(NameError::InvalidChar {
                             ch: pair[1],
                             index: index + 1,
@@ -131,10 +128,7 @@ impl Rule {
                 }
                 let len = name.chars().count();
                 if len > MAX_LABEL {
-                    return Err(NameError::TooLong {
-                        len,
-                        max: MAX_LABEL,
-                    });
+                    return Err(NameError::TooLong { len, max: MAX_LABEL });
                 }
                 for (index, ch) in name.chars().enumerate() {
                     if !(ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.')) {
@@ -174,10 +168,7 @@ impl Rule {
         } else {
             MAX_LABEL
         };
-        let trim = |s: &str| {
-            s.trim_matches(|c: char| !c.is_ascii_alphanumeric())
-                .to_string()
-        };
+        let trim = |s: &str| s.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
         let mut out = trim(&out);
         if self == Rule::Dns1035Label {
             out = trim(out.trim_start_matches(|c: char| c.is_ascii_digit()));
@@ -196,10 +187,7 @@ fn check_label(name: &str, start_ok: fn(char) -> bool) -> Result<(), NameError> 
     }
     let len = name.chars().count();
     if len > MAX_LABEL {
-        return Err(NameError::TooLong {
-            len,
-            max: MAX_LABEL,
-        });
+        return Err(NameError::TooLong { len, max: MAX_LABEL });
     }
     for (index, ch) in name.chars().enumerate() {
         if !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') {
@@ -235,14 +223,8 @@ mod tests {
             Rule::Dns1123Label.check("gke_gcp"),
             Err(NameError::InvalidChar { ch: '_', index: 3 })
         );
-        assert_eq!(
-            Rule::Dns1123Label.check("-a"),
-            Err(NameError::BadStart { ch: '-' })
-        );
-        assert_eq!(
-            Rule::Dns1123Label.check("a-"),
-            Err(NameError::BadEnd { ch: '-' })
-        );
+        assert_eq!(Rule::Dns1123Label.check("-a"), Err(NameError::BadStart { ch: '-' }));
+        assert_eq!(Rule::Dns1123Label.check("a-"), Err(NameError::BadEnd { ch: '-' }));
         assert_eq!(
             Rule::Dns1123Label.check("Prod"),
             Err(NameError::InvalidChar { ch: 'P', index: 0 })
@@ -256,10 +238,7 @@ mod tests {
 
     #[test]
     fn subdomain_allows_dots_between_labels() {
-        assert_eq!(
-            Rule::Dns1123Subdomain.check("istio-remote-secret-a.b"),
-            Ok(())
-        );
+        assert_eq!(Rule::Dns1123Subdomain.check("istio-remote-secret-a.b"), Ok(()));
         assert!(Rule::Dns1123Subdomain.check("a..b").is_err());
         assert!(Rule::Dns1123Subdomain.check(".a").is_err());
         assert_eq!(
@@ -272,10 +251,7 @@ mod tests {
     #[test]
     fn dns1035_needs_a_leading_letter() {
         assert_eq!(Rule::Dns1035Label.check("istio-eastwestgateway"), Ok(()));
-        assert_eq!(
-            Rule::Dns1035Label.check("1gw"),
-            Err(NameError::BadStart { ch: '1' })
-        );
+        assert_eq!(Rule::Dns1035Label.check("1gw"), Err(NameError::BadStart { ch: '1' }));
         assert_eq!(Rule::Dns1035Label.suggest("1-Gw").as_deref(), Some("gw"));
     }
 
@@ -286,20 +262,14 @@ mod tests {
             Rule::LabelValue.check("net/1"),
             Err(NameError::InvalidChar { ch: '/', index: 3 })
         );
-        assert_eq!(
-            Rule::LabelValue.check("_x"),
-            Err(NameError::BadStart { ch: '_' })
-        );
+        assert_eq!(Rule::LabelValue.check("_x"), Err(NameError::BadStart { ch: '_' }));
         assert_eq!(Rule::LabelValue.check(""), Err(NameError::Empty));
     }
 
     #[test]
     fn suggestions_fix_kubeconfig_context_names() {
         let s = |n| Rule::Dns1123Label.suggest(n);
-        assert_eq!(
-            s("gke_gcp-cluster_region").as_deref(),
-            Some("gke-gcp-cluster-region")
-        );
+        assert_eq!(s("gke_gcp-cluster_region").as_deref(), Some("gke-gcp-cluster-region"));
         assert_eq!(
             s("arn:aws:eks:eu-west-1:123:cluster/prod").as_deref(),
             Some("arn-aws-eks-eu-west-1-123-cluster-prod")
@@ -319,14 +289,7 @@ mod tests {
             Rule::Dns1035Label,
             Rule::LabelValue,
         ] {
-            for name in [
-                "gke_p_r",
-                "A.B",
-                "--x--",
-                "日本",
-                "x".repeat(300).as_str(),
-                "a-.b",
-            ] {
+            for name in ["gke_p_r", "A.B", "--x--", "日本", "x".repeat(300).as_str(), "a-.b"] {
                 if let Some(s) = rule.suggest(name) {
                     assert_eq!(rule.check(&s), Ok(()), "{rule:?} {name} -> {s}");
                 }

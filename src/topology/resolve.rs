@@ -7,10 +7,7 @@ use super::diagnostic::{Code, Problem};
 use super::file::{MeshFile, Role};
 use super::names::Rule;
 use super::shape::{Spans, did_you_mean};
-use super::{
-    Cluster, DEFAULT_GATEWAY_PORT, DEFAULT_GATEWAY_SERVICE, DEFAULT_NAMESPACE, Mesh, Network,
-    Topology,
-};
+use super::{Cluster, DEFAULT_GATEWAY_PORT, DEFAULT_GATEWAY_SERVICE, DEFAULT_NAMESPACE, Mesh, Network, Topology};
 
 /// The prefix of the remote secret a primary holds for each peer, as istioctl
 /// names it; a peer's name must fit in it.
@@ -69,7 +66,9 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
                     Problem::error(Code::MissingKey, format!("`[{path}]` has neither `name` nor `context`"))
                         .at(format!("{path}.name"))
                         .label(at(&path), "this cluster needs a name")
-                        .help("set `name` to the cluster's mesh name (and `context` when its kubeconfig context differs)"),
+                        .help(
+                            "set `name` to the cluster's mesh name (and `context` when its kubeconfig context differs)",
+                        ),
                 );
                 continue;
             }
@@ -137,11 +136,16 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         };
         if let Some(&first) = by_name.get(cluster.name.as_str()) {
             problems.push(
-                Problem::error(Code::DuplicateCluster, format!("two clusters are named {:?}", cluster.name))
-                    .at(format!("cluster[{i}].name"))
-                    .label(name_span(first), "first used here")
-                    .label(name_span(*i), "used again here")
-                    .help("every cluster needs its own mesh name; the Istio cluster id and remote secret names come from it"),
+                Problem::error(
+                    Code::DuplicateCluster,
+                    format!("two clusters are named {:?}", cluster.name),
+                )
+                .at(format!("cluster[{i}].name"))
+                .label(name_span(first), "first used here")
+                .label(name_span(*i), "used again here")
+                .help(
+                    "every cluster needs its own mesh name; the Istio cluster id and remote secret names come from it",
+                ),
             );
         } else {
             by_name.insert(&cluster.name, *i);
@@ -149,11 +153,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         let key = (cluster.context.as_str(), cluster.kubeconfig.as_deref());
         // Two clusters with the same name and no context collide on both;
         // the duplicate name is the one worth reporting.
-        let same_name = |first: usize| {
-            clusters
-                .iter()
-                .any(|(j, c)| *j == first && c.name == cluster.name)
-        };
+        let same_name = |first: usize| clusters.iter().any(|(j, c)| *j == first && c.name == cluster.name);
         if let Some(&first) = by_context.get(&key).filter(|&&first| !same_name(first)) {
             let context_span = |i: usize| {
                 spans
@@ -220,12 +220,9 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         if Rule::LabelValue.check(name).is_err() {
             check_network_name(&mut problems, name, &path, span);
         } else if !used.contains(name.as_str()) {
-            let mut problem = Problem::warning(
-                Code::UnusedNetwork,
-                format!("no cluster is on network {name:?}"),
-            )
-            .at(&path)
-            .label(span, "settings for a network no cluster uses");
+            let mut problem = Problem::warning(Code::UnusedNetwork, format!("no cluster is on network {name:?}"))
+                .at(&path)
+                .label(span, "settings for a network no cluster uses");
             problem = match did_you_mean(name, used.iter().copied()) {
                 Some(close) => problem.help(format!("did you mean network {close:?}?")),
                 None => problem.help(format!(
@@ -246,11 +243,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
 }
 
 fn quote_key(key: &str) -> String {
-    if !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         key.to_string()
     } else {
         format!("{key:?}")
@@ -312,9 +305,7 @@ fn check_cluster_name(
             format!("{why}; the API server would reject {secret}"),
         );
         if has_context {
-            problem.help(format!(
-                "set {fix}; the kubeconfig context can stay as it is"
-            ))
+            problem.help(format!("set {fix}; the kubeconfig context can stay as it is"))
         } else {
             // `context` defaults to `name`: renaming alone would also change
             // which kubeconfig context meshform uses.
@@ -333,12 +324,7 @@ fn check_cluster_name(
     problems.push(problem);
 }
 
-fn check_network_name(
-    problems: &mut Vec<Problem>,
-    network: &str,
-    path: &str,
-    span: std::ops::Range<usize>,
-) {
+fn check_network_name(problems: &mut Vec<Problem>, network: &str, path: &str, span: std::ops::Range<usize>) {
     if let Err(why) = Rule::LabelValue.check(network) {
         let mut problem = Problem::error(
             Code::InvalidNetwork,
@@ -347,9 +333,7 @@ fn check_network_name(
         .at(path)
         .label(
             span,
-            format!(
-                "{why}; the API server would reject the label topology.istio.io/network={network:?}"
-            ),
+            format!("{why}; the API server would reject the label topology.istio.io/network={network:?}"),
         );
         let rule = Rule::LabelValue.describe();
         problem = match Rule::LabelValue.suggest(network) {
@@ -360,46 +344,26 @@ fn check_network_name(
     }
 }
 
-fn check_api_server(
-    problems: &mut Vec<Problem>,
-    address: &str,
-    path: &str,
-    span: std::ops::Range<usize>,
-) {
+fn check_api_server(problems: &mut Vec<Problem>, address: &str, path: &str, span: std::ops::Range<usize>) {
     let problem = match url::Url::parse(address) {
         Ok(url) if url.scheme() == "https" && url.host_str().is_some_and(|h| !h.is_empty()) => {
             if url.username().is_empty() && url.password().is_none() {
                 return;
             }
             // Never echo the credentials back.
-            Problem::error(
-                Code::InvalidApiServer,
-                "`api_server` must not carry credentials",
-            )
-            .label(span, "remove the user and password from this address")
-            .help("peers authenticate with the reader token meshform writes into the remote secret")
+            Problem::error(Code::InvalidApiServer, "`api_server` must not carry credentials")
+                .label(span, "remove the user and password from this address")
+                .help("peers authenticate with the reader token meshform writes into the remote secret")
         }
         Ok(url) => Problem::error(
             Code::InvalidApiServer,
             format!("`api_server` must be an https URL, not {}:", url.scheme()),
         )
-        .label(
-            span,
-            "peers send a bearer token to this address, so it must use TLS",
-        )
-        .help(format!(
-            "use https://{}",
-            url.host_str().unwrap_or("api.example.com")
-        )),
-        Err(err) => Problem::error(
-            Code::InvalidApiServer,
-            format!("`api_server` is not a URL: {err}"),
-        )
-        .label(
-            span,
-            "expected an address such as https://203.0.113.10:6443",
-        )
-        .help("write the full address, with https:// and, when it is not 443, the port"),
+        .label(span, "peers send a bearer token to this address, so it must use TLS")
+        .help(format!("use https://{}", url.host_str().unwrap_or("api.example.com"))),
+        Err(err) => Problem::error(Code::InvalidApiServer, format!("`api_server` is not a URL: {err}"))
+            .label(span, "expected an address such as https://203.0.113.10:6443")
+            .help("write the full address, with https:// and, when it is not 443, the port"),
     };
     problems.push(problem.at(path));
 }

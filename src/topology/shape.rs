@@ -103,15 +103,8 @@ struct Walk<'s> {
 
 fn join(parent: &str, key: &str) -> String {
     // Keys that are not bare TOML keys are quoted, as TOML would need them.
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let key = if bare {
-        key.to_string()
-    } else {
-        format!("{key:?}")
-    };
+    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let key = if bare { key.to_string() } else { format!("{key:?}") };
     if parent.is_empty() {
         key
     } else {
@@ -156,10 +149,7 @@ fn type_name(json_type: &str) -> &str {
 }
 
 /// The closest of `candidates` to `key`, if it is close enough to be a typo.
-pub fn did_you_mean<'a>(
-    key: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let key = key.to_ascii_lowercase();
     candidates
         .into_iter()
@@ -202,32 +192,20 @@ impl<'s> Walk<'s> {
 
         let types: Vec<&str> = match schema.get("type") {
             Some(Schema::String(t)) => vec![t.as_str()],
-            Some(Schema::Array(ts)) => ts
-                .iter()
-                .filter_map(Schema::as_str)
-                .filter(|t| *t != "null")
-                .collect(),
+            Some(Schema::Array(ts)) => ts.iter().filter_map(Schema::as_str).filter(|t| *t != "null").collect(),
             _ => Vec::new(),
         };
         if !types.is_empty() && !types.iter().any(|t| matches_type(t, inner)) {
             let expected: Vec<&str> = types.iter().map(|t| type_name(t)).collect();
             let mut problem = Problem::error(
                 Code::WrongType,
-                format!(
-                    "`{path}` must be {}, found {}",
-                    expected.join(" or "),
-                    toml_type(inner)
-                ),
+                format!("`{path}` must be {}, found {}", expected.join(" or "), toml_type(inner)),
             )
             .at(path)
             .label(span, format!("expected {}", expected.join(" or ")));
             if types.contains(&"array") && matches!(inner, DeValue::Table(_)) {
-                problem = problem.help(format!(
-                    "write `[[{path}]]`, with double brackets, once for each entry"
-                ));
-            } else if types.contains(&"string")
-                && !matches!(inner, DeValue::Table(_) | DeValue::Array(_))
-            {
+                problem = problem.help(format!("write `[[{path}]]`, with double brackets, once for each entry"));
+            } else if types.contains(&"string") && !matches!(inner, DeValue::Table(_) | DeValue::Array(_)) {
                 problem = problem.help("put the value in double quotes");
             }
             self.problems.push(problem);
@@ -240,9 +218,7 @@ impl<'s> Walk<'s> {
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
                         let item_path = format!("{path}[{i}]");
-                        self.spans
-                            .entries
-                            .insert(item_path.clone(), (item.span(), item.span()));
+                        self.spans.entries.insert(item_path.clone(), (item.span(), item.span()));
                         self.value(item_schema, item, &item_path);
                     }
                 }
@@ -251,9 +227,8 @@ impl<'s> Walk<'s> {
                 let parsed = i128::from_str_radix(&int.as_str().replace('_', ""), int.radix()).ok();
                 let min = schema.get("minimum").and_then(Schema::as_i64);
                 let max = schema.get("maximum").and_then(Schema::as_i64);
-                let in_range = parsed.is_some_and(|n| {
-                    min.is_none_or(|m| n >= i128::from(m)) && max.is_none_or(|m| n <= i128::from(m))
-                });
+                let in_range = parsed
+                    .is_some_and(|n| min.is_none_or(|m| n >= i128::from(m)) && max.is_none_or(|m| n <= i128::from(m)));
                 if !in_range {
                     let range = match (min, max) {
                         (Some(a), Some(b)) => format!("from {a} to {b}"),
@@ -272,12 +247,7 @@ impl<'s> Walk<'s> {
         }
     }
 
-    fn alternatives(
-        &mut self,
-        alternatives: &'s [Schema],
-        value: &Spanned<DeValue<'_>>,
-        path: &str,
-    ) {
+    fn alternatives(&mut self, alternatives: &'s [Schema], value: &Spanned<DeValue<'_>>, path: &str) {
         // Try each alternative on a scratch walk; the first that fits wins.
         for alt in alternatives {
             let before = self.problems.len();
@@ -301,10 +271,9 @@ impl<'s> Walk<'s> {
         let problem = match value.get_ref().as_str() {
             Some(found) if !consts.is_empty() => {
                 let quoted: Vec<String> = consts.iter().map(|c| format!("{c:?}")).collect();
-                let mut p =
-                    Problem::error(Code::InvalidValue, format!("`{path}` cannot be {found:?}"))
-                        .at(path)
-                        .label(span, format!("expected one of {}", quoted.join(", ")));
+                let mut p = Problem::error(Code::InvalidValue, format!("`{path}` cannot be {found:?}"))
+                    .at(path)
+                    .label(span, format!("expected one of {}", quoted.join(", ")));
                 if let Some(close) = did_you_mean(found, consts.iter().copied()) {
                     p = p.help(format!("did you mean {close:?}?"));
                 }
@@ -312,10 +281,7 @@ impl<'s> Walk<'s> {
             }
             _ => Problem::error(
                 Code::WrongType,
-                format!(
-                    "`{path}` must be a string, found {}",
-                    toml_type(value.get_ref())
-                ),
+                format!("`{path}` must be a string, found {}", toml_type(value.get_ref())),
             )
             .at(path)
             .label(span, "expected a string"),
@@ -330,9 +296,7 @@ impl<'s> Walk<'s> {
 
         for (key, value) in table.iter() {
             let key_path = join(path, key.get_ref());
-            self.spans
-                .entries
-                .insert(key_path.clone(), (key.span(), value.span()));
+            self.spans.entries.insert(key_path.clone(), (key.span(), value.span()));
             if let Some(prop) = properties.and_then(|p| p.get(key.get_ref().as_ref())) {
                 self.value(prop, value, &key_path);
                 continue;
@@ -348,12 +312,10 @@ impl<'s> Walk<'s> {
                         p if p.ends_with(']') => format!("in `{p}`"),
                         p => format!("in `[{p}]`"),
                     };
-                    let mut problem = Problem::error(
-                        Code::UnknownKey,
-                        format!("unknown key `{}` {where_}", key.get_ref()),
-                    )
-                    .at(&key_path)
-                    .label(key.span(), "not a meshform key");
+                    let mut problem =
+                        Problem::error(Code::UnknownKey, format!("unknown key `{}` {where_}", key.get_ref()))
+                            .at(&key_path)
+                            .label(key.span(), "not a meshform key");
                     problem = match did_you_mean(key.get_ref(), known.iter().copied()) {
                         Some(close) => problem.help(format!("did you mean `{close}`?")),
                         None => problem.help(format!("known keys here: {}", known.join(", "))),
@@ -365,12 +327,7 @@ impl<'s> Walk<'s> {
             }
         }
 
-        for required in schema
-            .get("required")
-            .and_then(Schema::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for required in schema.get("required").and_then(Schema::as_array).into_iter().flatten() {
             let Some(required) = required.as_str() else {
                 continue;
             };
@@ -380,9 +337,10 @@ impl<'s> Walk<'s> {
                 } else {
                     format!("`[{path}]`")
                 };
-                let what = if properties.and_then(|p| p.get(required)).is_some_and(|p| {
-                    self.resolve(p).get("type").and_then(Schema::as_str) == Some("object")
-                }) {
+                let what = if properties
+                    .and_then(|p| p.get(required))
+                    .is_some_and(|p| self.resolve(p).get("type").and_then(Schema::as_str) == Some("object"))
+                {
                     format!("a `[{}]` table", join(path, required))
                 } else {
                     format!("`{required}`")
