@@ -120,7 +120,11 @@ impl ControlPlane {
                 let status = child.wait();
                 panic!(
                     "control plane did not become ready ({}; exit {status:?}); log {}:\n{}",
-                    if outcome.is_err() { "no ready line" } else { "ready=false" },
+                    if outcome.is_err() {
+                        "no ready line"
+                    } else {
+                        "ready=false"
+                    },
                     log.display(),
                     log_tail(&log),
                 );
@@ -381,7 +385,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 fn control_request(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(CONTROL_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(CONTROL_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     write!(
         stream,
         "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -400,7 +406,10 @@ fn control_request(addr: SocketAddr, method: &str, path: &str, body: Option<&Val
     if (200..300).contains(&status) {
         Ok(value)
     } else {
-        Err(format!("status {status}: {}", value["error"].as_str().unwrap_or(payload)))
+        Err(format!(
+            "status {status}: {}",
+            value["error"].as_str().unwrap_or(payload)
+        ))
     }
 }
 
@@ -431,7 +440,10 @@ fn build() -> PathBuf {
     }
     let tmp = out.join(format!("controlplane.{}.tmp", std::process::id()));
     let version = kubernetes_version(src);
-    let minor = version.split('.').nth(1).expect("k8s.io/kubernetes version has a minor");
+    let minor = version
+        .split('.')
+        .nth(1)
+        .expect("k8s.io/kubernetes version has a minor");
     // Without these the apiserver reports v0.0.0-master; kube clients read /version.
     let ldflags = format!(
         "-X k8s.io/component-base/version.gitVersion={version} \
