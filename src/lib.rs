@@ -6,5 +6,8 @@
 //! (writes) → [`render`] (text, markdown, JSON). [`cli`] wires them together.
 
 pub mod cli;
+pub mod objects;
+pub mod observe;
+pub mod plan;
 pub mod render;
 pub mod topology;

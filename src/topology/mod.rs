@@ -149,10 +149,9 @@ pub fn check(name: &str, bytes: &[u8]) -> Checked {
             String::new(),
             Problem::error(
                 Code::TooLarge,
-                format!(
-                    "{name} is {} bytes; meshform reads topology files up to {MAX_FILE_BYTES} bytes",
-                    bytes.len()
-                ),
+                // Callers may stop reading at the limit (the CLI reads one
+                // byte more), so the length seen here is not the file's size.
+                format!("{name} is larger than the {MAX_FILE_BYTES} bytes meshform reads from a topology file"),
             )
             .help("a topology file declares clusters and networks only; check that this is the right file"),
         );
@@ -183,18 +182,25 @@ pub fn check(name: &str, bytes: &[u8]) -> Checked {
     let mut problems: Vec<Problem> = errors
         .iter()
         .map(|err| {
-            let span = err.span().unwrap_or(0..0);
-            Problem::error(
+            let problem = Problem::error(
                 Code::Syntax,
                 format!("{name} is not valid TOML: {}", err.message().trim()),
-            )
-            .label(span, err.message().trim().to_string())
+            );
+            // Some errors (the parser's recursion limit) have no position;
+            // a label at 0..0 would blame the first line of the file.
+            match err.span() {
+                Some(span) => problem.label(span, err.message().trim().to_string()),
+                None => problem,
+            }
         })
         .collect();
     let mut file = None;
     let mut topology = None;
+    // Spans are taken even from a file with syntax errors: the partial table
+    // still says where each `api_server` is, for redaction below.
+    let (shape_problems, spans) = shape::check(&schema(), &root);
+    let shown = redact_credentials(text, &spans);
     if problems.is_empty() {
-        let (shape_problems, spans) = shape::check(&schema(), &root);
         let mut root = root;
         if !shape_problems.is_empty() {
             // Drop what is malformed and check the rest too, so one run
@@ -209,10 +215,15 @@ pub fn check(name: &str, bytes: &[u8]) -> Checked {
         problems = shape_problems;
         match <MeshFile as Deserialize>::deserialize(toml::de::Deserializer::from(root)) {
             Ok(parsed) => {
-                let (resolved, semantic) = resolve::resolve(&parsed, &spans);
+                let (resolved, mut semantic) = resolve::resolve(&parsed, &spans);
                 if problems.is_empty() {
                     topology = resolved;
                     file = Some(parsed);
+                }
+                // A malformed `cluster` (`[cluster]` for `[[cluster]]`) was
+                // pruned above; "no clusters" would then contradict the file.
+                if problems.iter().any(|p| p.path.as_deref() == Some("cluster")) {
+                    semantic.retain(|p| p.code != Code::EmptyMesh);
                 }
                 problems.extend(semantic);
             }
@@ -234,8 +245,43 @@ pub fn check(name: &str, bytes: &[u8]) -> Checked {
         file,
         topology,
         problems: Problems {
-            source: NamedSource::new(name, text.to_string()),
+            source: NamedSource::new(name, shown),
             problems,
         },
     }
+}
+
+/// The file's text with the user and password of every `api_server` URL
+/// masked, byte for byte so that spans still line up. Rendered diagnostics
+/// quote the lines around each problem, and they end up in CI logs and
+/// tickets; a credential in the file must not travel with them.
+fn redact_credentials(text: &str, spans: &shape::Spans) -> String {
+    let mut shown = text.as_bytes().to_vec();
+    let values = (0..)
+        .map_while(|i| spans.key(&format!("cluster[{i}]")).map(|_| i))
+        .filter_map(|i| spans.value(&format!("cluster[{i}].api_server")));
+    for span in values {
+        let Some(raw) = text.get(span.clone()) else {
+            continue;
+        };
+        let opening = raw.find(['"', '\'']).map_or(0, |q| q + 1);
+        let masked = if raw.contains('\\') {
+            // Escapes could spell `@` or the password any way: mask the
+            // whole string.
+            let closing = raw.rfind(['"', '\'']).filter(|&e| e > opening);
+            opening..closing.unwrap_or(raw.len())
+        } else {
+            let start = raw.find("://").map_or(opening, |s| s + 3);
+            let authority_end = raw[start..]
+                .find(['/', '?', '#', '"', '\''])
+                .map_or(raw.len(), |e| start + e);
+            match raw[start..authority_end].rfind('@') {
+                Some(at) => start..start + at,
+                None => continue,
+            }
+        };
+        shown[span.start + masked.start..span.start + masked.end].fill(b'*');
+    }
+    // Only whole characters were replaced by ASCII, so this cannot fail.
+    String::from_utf8(shown).unwrap_or_else(|_| text.to_string())
 }

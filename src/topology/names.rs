@@ -157,9 +157,15 @@ impl Rule {
             } else {
                 c.to_ascii_lowercase()
             };
+            // A subdomain's dots separate labels: "..", ".-" and "-." would
+            // leave an empty label or one that ends in '-'.
+            let subdomain = self == Rule::Dns1123Subdomain;
             if keep(c) {
+                if subdomain && c == '.' && (out.ends_with('.') || out.ends_with('-')) {
+                    out.pop();
+                }
                 out.push(c);
-            } else if !out.ends_with('-') {
+            } else if !out.ends_with('-') && !(subdomain && out.ends_with('.')) {
                 out.push('-');
             }
         }
@@ -171,7 +177,8 @@ impl Rule {
         let trim = |s: &str| s.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
         let mut out = trim(&out);
         if self == Rule::Dns1035Label {
-            out = trim(out.trim_start_matches(|c: char| c.is_ascii_digit()));
+            // Up to the first letter: "1-2gw" must become "gw", not "2gw".
+            out = trim(out.trim_start_matches(|c: char| !c.is_ascii_lowercase()));
         }
         if out.len() > max {
             out.truncate(max);
@@ -246,6 +253,10 @@ mod tests {
             Err(NameError::InvalidChar { ch: '_', index: 23 })
         );
         assert!(Rule::Dns1123Subdomain.check(&"a".repeat(254)).is_err());
+        // Regression: the suggestion kept "..", "-." and ".-" and so was refused.
+        for bad in ["a..b", "a-.b", "a._b", "a_.b"] {
+            assert_eq!(Rule::Dns1123Subdomain.suggest(bad).as_deref(), Some("a.b"), "{bad}");
+        }
     }
 
     #[test]
@@ -253,6 +264,8 @@ mod tests {
         assert_eq!(Rule::Dns1035Label.check("istio-eastwestgateway"), Ok(()));
         assert_eq!(Rule::Dns1035Label.check("1gw"), Err(NameError::BadStart { ch: '1' }));
         assert_eq!(Rule::Dns1035Label.suggest("1-Gw").as_deref(), Some("gw"));
+        // Regression: only the leading digits were stripped, leaving "2gw".
+        assert_eq!(Rule::Dns1035Label.suggest("1-2gw").as_deref(), Some("gw"));
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
             (None, Some(context)) => context.clone(),
             (None, None) => {
                 problems.push(
-                    Problem::error(Code::MissingKey, format!("`[{path}]` has neither `name` nor `context`"))
+                    Problem::error(Code::MissingKey, format!("`{path}` has neither `name` nor `context`"))
                         .at(format!("{path}.name"))
                         .label(at(&path), "this cluster needs a name")
                         .help(

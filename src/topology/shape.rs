@@ -341,7 +341,7 @@ impl<'s> Walk<'s> {
                     .and_then(|p| p.get(required))
                     .is_some_and(|p| self.resolve(p).get("type").and_then(Schema::as_str) == Some("object"))
                 {
-                    format!("a `[{}]` table", join(path, required))
+                    format!("`[{}]` table", join(path, required))
                 } else {
                     format!("`{required}`")
                 };

@@ -1,0 +1,4 @@
+//! Reading the clusters of a topology.
+
+pub mod model;
+pub mod synthetic;

@@ -1,0 +1,163 @@
+//! What meshform found in the clusters: plain, serialisable data.
+//!
+//! This is the planner's input and the content of `meshform snapshot`. It is
+//! redacted by construction: there is no field that can hold a token, a
+//! kubeconfig or any Secret data, only facts drawn from them (an address, a
+//! CA fingerprint, a token's expiry).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Version of the snapshot format; bumped on any breaking change.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+
+/// Every cluster of a topology, as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Observed {
+    pub format_version: u32,
+    pub mesh: String,
+    pub namespace: String,
+    /// When the clusters were read. Token rotation is judged against it.
+    #[schemars(with = "String")]
+    pub observed_at: Timestamp,
+    /// By mesh name, one entry per cluster of the topology.
+    pub clusters: BTreeMap<String, ClusterObservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterObservation {
+    /// The kubeconfig context used.
+    pub context: String,
+    #[serde(flatten)]
+    pub state: ClusterState,
+}
+
+/// Whether the cluster could be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ClusterState {
+    Reachable(Box<ClusterFacts>),
+    /// Not read: nothing is known, so nothing may be removed on its account.
+    Unknown {
+        reason: UnknownReason,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownReason {
+    /// No connection (refused, DNS, TLS).
+    Unreachable,
+    /// 401: the credentials were refused.
+    Unauthorized,
+    /// 403: the credentials lack a permission meshform needs.
+    Forbidden,
+    Timeout,
+    /// The kubeconfig has no such context or cannot be used.
+    Kubeconfig,
+    /// Two entries of the topology reach the same cluster.
+    DuplicateIdentity,
+    Other,
+}
+
+/// What meshform reads in one reachable cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterFacts {
+    /// UID of the `kube-system` namespace: the cluster's identity, stable
+    /// across renames and kubeconfig changes.
+    pub identity: String,
+    /// The API server address in the kubeconfig.
+    pub server: String,
+    /// SHA-256 (hex) of the CA bundle that verifies `server`; none when the
+    /// kubeconfig relies on system roots.
+    pub ca_sha256: Option<String>,
+    /// The mesh namespace; none when it does not exist.
+    pub namespace: Option<NamespaceFacts>,
+    pub reader: ReaderFacts,
+    /// Secrets labelled `istio/multiCluster=true` in the mesh namespace, by name.
+    pub remote_secrets: BTreeMap<String, RemoteSecretFacts>,
+    /// The `cross-network-gateway` Gateway; none when absent.
+    pub gateway: Option<ObjectFacts>,
+    /// Whether the network's east-west gateway Service exists.
+    pub gateway_service: Option<ObjectFacts>,
+}
+
+/// Identity and ownership of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ObjectFacts {
+    pub uid: String,
+    pub resource_version: String,
+    /// Labelled as meshform's, for this mesh.
+    pub managed: bool,
+    /// The spec-hash annotation meshform wrote, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NamespaceFacts {
+    #[serde(flatten)]
+    pub object: ObjectFacts,
+    /// The `topology.istio.io/network` label.
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReaderFacts {
+    pub service_account: Option<ObjectFacts>,
+    pub cluster_role: Option<ObjectFacts>,
+    pub cluster_role_binding: Option<ObjectFacts>,
+}
+
+/// A remote secret, described without its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RemoteSecretFacts {
+    #[serde(flatten)]
+    pub object: ObjectFacts,
+    /// The cluster ids Istio takes from it: its data keys.
+    pub cluster_ids: Vec<String>,
+    /// The `networking.istio.io/cluster` annotation.
+    pub annotated_cluster: Option<String>,
+    /// The API server address in the kubeconfig it carries.
+    pub server: Option<String>,
+    pub ca_sha256: Option<String>,
+    /// The peer's identity, as recorded by meshform when it wrote the secret.
+    pub peer_identity: Option<String>,
+    pub token: TokenFacts,
+}
+
+/// What is known of the token inside a remote secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TokenFacts {
+    /// A TokenRequest token with a lifetime.
+    Bound {
+        #[schemars(with = "String")]
+        issued_at: Timestamp,
+        #[schemars(with = "String")]
+        expires_at: Timestamp,
+    },
+    /// A never-expiring token (legacy token Secret, as istioctl makes).
+    Unbounded,
+    /// None, or not readable.
+    Unknown,
+}
+
+impl ClusterObservation {
+    pub fn facts(&self) -> Option<&ClusterFacts> {
+        match &self.state {
+            ClusterState::Reachable(facts) => Some(facts),
+            ClusterState::Unknown { .. } => None,
+        }
+    }
+}
+
+impl Observed {
+    pub fn facts(&self, cluster: &str) -> Option<&ClusterFacts> {
+        self.clusters.get(cluster).and_then(ClusterObservation::facts)
+    }
+}

@@ -1,0 +1,55 @@
+//! Content hashes of what meshform writes. The hash goes into the
+//! spec-hash annotation on write; the planner compares it with what was
+//! observed to see drift without reading (or keeping) any secret data.
+
+use sha2::{Digest, Sha256};
+
+use crate::topology::Topology;
+
+/// Bump when the reader ClusterRole's rules change, so existing ones update.
+const READER_RULES_VERSION: &str = "reader-v1";
+/// Bump when the Gateway's shape changes.
+const GATEWAY_VERSION: &str = "gateway-v1";
+const REMOTE_SECRET_VERSION: &str = "remote-secret-v1";
+
+fn digest(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        // Length-prefixed so that ("ab","c") and ("a","bc") differ.
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let out = hasher.finalize();
+    out.iter().take(10).map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn reader_hash(namespace: &str) -> String {
+    digest(&[READER_RULES_VERSION, namespace])
+}
+
+pub fn gateway_hash(port: u16) -> String {
+    digest(&[GATEWAY_VERSION, &port.to_string()])
+}
+
+/// Hash of a remote secret's non-secret content: who it is for, where it
+/// points and which CA it trusts. The token is deliberately not part of it.
+pub fn remote_secret_hash(peer: &str, server: &str, ca_sha256: Option<&str>, peer_identity: &str) -> String {
+    digest(&[
+        REMOTE_SECRET_VERSION,
+        peer,
+        server,
+        ca_sha256.unwrap_or(""),
+        peer_identity,
+    ])
+}
+
+/// SHA-256 of the resolved topology's canonical JSON.
+pub fn topology_hash(topology: &Topology) -> String {
+    let json = serde_json::to_vec(topology).unwrap_or_default();
+    Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 (hex) of arbitrary bytes, e.g. a CA bundle.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,830 @@
+//! The planner: desired topology × observed clusters → an ordered plan.
+//!
+//! [`plan`] is a pure function. It reads no cluster, file or clock (the
+//! observation carries its own time), so every rule of the mesh can be tested
+//! with plain data. It encodes Istio's multi-cluster rules:
+//!
+//! - every primary holds a remote secret for every other cluster; remotes hold none;
+//! - clusters on one network need nothing more; a cluster with peers on
+//!   other networks exposes its services through the `cross-network-gateway`;
+//! - Istio only picks up a cluster's new network on re-attach, so a network
+//!   change is always detach → relabel → re-attach (→ restart workloads);
+//! - objects meshform does not own are never changed or deleted.
+
+pub mod desired;
+mod model;
+pub mod simulate;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+pub use model::*;
+
+use crate::objects::{self, remote_secret_name};
+use crate::observe::model::{ClusterFacts, ClusterState, Observed, RemoteSecretFacts, TokenFacts};
+use crate::topology::{Cluster, Role, Topology};
+
+/// Choices the user makes on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// Plan the reachable clusters and defer the rest, instead of failing.
+    pub skip_unreachable: bool,
+    /// Take over unmanaged remote secrets of the names meshform would write.
+    pub adopt: bool,
+    /// Run (rather than only show) workload restarts after a network change.
+    pub restart_workloads: bool,
+    /// Rotate every reader token now.
+    pub rotate_tokens: bool,
+    /// Rotate a token once this share of its lifetime has passed (0 to 1).
+    pub rotate_after: f64,
+    /// Keep only actions that write to, or are about, these clusters.
+    pub targets: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            skip_unreachable: false,
+            adopt: false,
+            restart_workloads: false,
+            rotate_tokens: false,
+            rotate_after: 0.5,
+            targets: Vec::new(),
+        }
+    }
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Error, Diagnostic, PartialEq)]
+pub enum PlanError {
+    /// Planning without a cluster could remove what it still relies on.
+    #[error("cannot plan: {} could not be read", list(.0.iter().map(|(c, why)| format!("cluster {c:?} ({why})"))))]
+    #[diagnostic(
+        code(meshform::plan::unreachable),
+        help("fix access to the cluster, or pass --skip-unreachable to plan the others and defer its changes")
+    )]
+    Unreachable(Vec<(String, String)>),
+    /// Two entries of the topology reach one cluster.
+    #[error("clusters {first:?} and {second:?} are the same cluster (kube-system UID {identity})")]
+    #[diagnostic(
+        code(meshform::plan::same_cluster),
+        help("each [[cluster]] must reach a different cluster: fix the `context` or `kubeconfig` of one of them")
+    )]
+    SameCluster {
+        first: String,
+        second: String,
+        identity: String,
+    },
+    /// The observation does not belong to this topology.
+    #[error("the observed state does not match the topology: {0}")]
+    #[diagnostic(
+        code(meshform::plan::observed_mismatch),
+        help("take a new snapshot with `meshform snapshot` for this mesh.toml")
+    )]
+    ObservedMismatch(String),
+    /// `--target` names no cluster.
+    #[error("--target {0:?} is not a cluster of this mesh")]
+    #[diagnostic(
+        code(meshform::plan::unknown_target),
+        help("use the mesh name of a [[cluster]] in mesh.toml")
+    )]
+    UnknownTarget(String),
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+/// Diffs the desired topology against the observed clusters.
+pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Result<Plan, PlanError> {
+    if observed.mesh != desired.mesh.name || observed.namespace != desired.mesh.namespace {
+        return Err(PlanError::ObservedMismatch(format!(
+            "it is of mesh {:?} in namespace {:?}, the topology declares mesh {:?} in namespace {:?}",
+            observed.mesh, observed.namespace, desired.mesh.name, desired.mesh.namespace
+        )));
+    }
+    if let Some(missing) = desired
+        .clusters
+        .iter()
+        .find(|c| !observed.clusters.contains_key(&c.name))
+    {
+        return Err(PlanError::ObservedMismatch(format!(
+            "cluster {:?} was not observed",
+            missing.name
+        )));
+    }
+    for target in &options.targets {
+        let known = desired.cluster(target).is_some()
+            || observed.clusters.values().filter_map(|c| c.facts()).any(|f| {
+                f.remote_secrets
+                    .values()
+                    .any(|s| s.cluster_ids.iter().any(|id| id == target))
+            });
+        if !known {
+            return Err(PlanError::UnknownTarget(target.clone()));
+        }
+    }
+    let mut identities: BTreeMap<&str, &str> = BTreeMap::new();
+    for cluster in &desired.clusters {
+        if let Some(facts) = observed.facts(&cluster.name)
+            && let Some(first) = identities.insert(&facts.identity, &cluster.name)
+        {
+            return Err(PlanError::SameCluster {
+                first: first.to_string(),
+                second: cluster.name.clone(),
+                identity: facts.identity.clone(),
+            });
+        }
+    }
+    let unknown: Vec<(String, String)> = desired
+        .clusters
+        .iter()
+        .filter_map(|c| match &observed.clusters[&c.name].state {
+            ClusterState::Unknown { detail, .. } => Some((c.name.clone(), detail.clone())),
+            ClusterState::Reachable(_) => None,
+        })
+        .collect();
+    if !unknown.is_empty() && !options.skip_unreachable {
+        return Err(PlanError::Unreachable(unknown));
+    }
+
+    let mut planner = Planner::new(desired, observed, options, identities);
+    planner.detach();
+    planner.network();
+    planner.attach();
+    planner.restarts();
+    planner.addresses();
+    Ok(planner.finish(unknown))
+}
+
+struct Planner<'a> {
+    desired: &'a Topology,
+    observed: &'a Observed,
+    options: &'a Options,
+    /// Desired clusters, sorted by name, for a deterministic walk.
+    clusters: Vec<&'a Cluster>,
+    /// kube-system UID → mesh name, for reachable desired clusters.
+    identities: BTreeMap<&'a str, &'a str>,
+    /// (primary, peer) pairs whose secret the detach phase removes.
+    removed: BTreeSet<(String, String)>,
+    actions: Vec<Action>,
+    changes: BTreeSet<Change>,
+    findings: Vec<Finding>,
+}
+
+/// The cluster id a remote secret registers: Istio takes its data keys.
+fn secret_target(secret: &RemoteSecretFacts) -> Option<&str> {
+    secret
+        .cluster_ids
+        .first()
+        .or(secret.annotated_cluster.as_ref())
+        .map(String::as_str)
+}
+
+fn names_cluster(secret: &RemoteSecretFacts, cluster: &str) -> bool {
+    secret.cluster_ids.iter().any(|id| id == cluster) || secret.annotated_cluster.as_deref() == Some(cluster)
+}
+
+impl<'a> Planner<'a> {
+    fn new(
+        desired: &'a Topology,
+        observed: &'a Observed,
+        options: &'a Options,
+        identities: BTreeMap<&'a str, &'a str>,
+    ) -> Self {
+        let mut clusters: Vec<&Cluster> = desired.clusters.iter().collect();
+        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        Planner {
+            desired,
+            observed,
+            options,
+            clusters,
+            identities,
+            removed: BTreeSet::new(),
+            actions: Vec::new(),
+            changes: BTreeSet::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    fn ns(&self) -> &str {
+        &self.desired.mesh.namespace
+    }
+
+    fn facts(&self, cluster: &str) -> Option<&'a ClusterFacts> {
+        self.observed.facts(cluster)
+    }
+
+    fn reachable(&self) -> impl Iterator<Item = (&'a Cluster, &'a ClusterFacts)> + '_ {
+        self.clusters
+            .iter()
+            .filter_map(|c| self.facts(&c.name).map(|f| (*c, f)))
+    }
+
+    fn push(&mut self, phase: Phase, cluster: &str, kind: ActionKind, reason: String) {
+        self.actions.push(Action {
+            phase,
+            cluster: cluster.to_string(),
+            kind,
+            reason,
+        });
+    }
+
+    fn finding(&mut self, kind: FindingKind, code: &str, cluster: &str, message: String, help: String) {
+        self.findings.push(Finding {
+            kind,
+            code: format!("meshform::plan::{code}"),
+            cluster: Some(cluster.to_string()),
+            message,
+            help: Some(help),
+        });
+    }
+
+    /// Some cluster holds a meshform remote secret for `cluster`.
+    fn attached(&self, cluster: &str) -> bool {
+        self.observed.clusters.values().filter_map(|c| c.facts()).any(|f| {
+            f.remote_secrets
+                .values()
+                .any(|s| s.object.managed && names_cluster(s, cluster))
+        })
+    }
+
+    /// The network label the cluster has now, if it differs from the desired one.
+    fn relabel_from(&self, cluster: &Cluster) -> Option<&'a str> {
+        let current = self.facts(&cluster.name)?.namespace.as_ref()?.network.as_deref()?;
+        (current != cluster.network).then_some(current)
+    }
+
+    /// An attached cluster moving to another network: detach + relabel + re-attach.
+    fn network_change(&self, cluster: &Cluster) -> Option<&'a str> {
+        self.relabel_from(cluster).filter(|_| self.attached(&cluster.name))
+    }
+
+    fn peer_server(&self, cluster: &Cluster, facts: &ClusterFacts) -> String {
+        cluster.api_server.clone().unwrap_or_else(|| facts.server.clone())
+    }
+
+    fn detach(&mut self) {
+        let reachable: Vec<_> = self.reachable().collect();
+        for (primary, facts) in reachable {
+            for (name, secret) in &facts.remote_secrets {
+                if !secret.object.managed {
+                    continue;
+                }
+                let Some(target) = secret_target(secret) else { continue };
+                let desired_target = self.desired.cluster(target);
+                let reason = if primary.role == Role::Remote {
+                    self.changes.insert(Change::BecameRemote {
+                        cluster: primary.name.clone(),
+                    });
+                    format!(
+                        "{} is now a remote cluster, and remotes hold no remote secrets",
+                        primary.name
+                    )
+                } else if target == primary.name {
+                    "a primary needs no remote secret for itself".to_string()
+                } else if let Some(target_cluster) = desired_target {
+                    if self.facts(target).is_none() {
+                        // Unknown clusters are never detached.
+                        continue;
+                    } else if let Some(from) = self.network_change(target_cluster) {
+                        format!(
+                            "{target} moves from network {from:?} to {:?}: Istio only sees a new network on re-attach",
+                            target_cluster.network
+                        )
+                    } else if *name != remote_secret_name(target) || secret.cluster_ids.len() != 1 {
+                        format!("the secret is not in the form meshform writes for {target}; it is replaced")
+                    } else {
+                        continue;
+                    }
+                } else {
+                    let renamed = secret
+                        .peer_identity
+                        .as_deref()
+                        .and_then(|id| self.identities.get(id))
+                        .filter(|new| **new != target);
+                    match renamed {
+                        Some(new) => {
+                            self.changes.insert(Change::Rename {
+                                from: target.to_string(),
+                                to: new.to_string(),
+                            });
+                            format!("{target} is renamed to {new}: detach the old name, attach the new")
+                        }
+                        None => {
+                            self.changes.insert(Change::Detach {
+                                cluster: target.to_string(),
+                            });
+                            format!("{target} is no longer in the topology")
+                        }
+                    }
+                };
+                self.removed.insert((primary.name.clone(), target.to_string()));
+                let kind = ActionKind::DeleteRemoteSecret {
+                    peer: target.to_string(),
+                    name: name.clone(),
+                    precondition: Precondition {
+                        uid: secret.object.uid.clone(),
+                        resource_version: secret.object.resource_version.clone(),
+                    },
+                };
+                self.push(Phase::Detach, &primary.name, kind, reason);
+            }
+        }
+        for cluster in self.clusters.clone() {
+            if let Some(from) = self.network_change(cluster) {
+                self.changes.insert(Change::NetworkChange {
+                    cluster: cluster.name.clone(),
+                    from: from.to_string(),
+                    to: cluster.network.clone(),
+                });
+            }
+        }
+    }
+
+    fn network(&mut self) {
+        let reachable: Vec<_> = self.reachable().collect();
+        let has_primary_peer = |c: &Cluster| {
+            self.desired
+                .clusters
+                .iter()
+                .any(|p| p.role == Role::Primary && p.name != c.name)
+        };
+        for (cluster, facts) in reachable {
+            // The network label on the mesh namespace.
+            let current = facts.namespace.as_ref().and_then(|n| n.network.clone());
+            if current.as_deref() != Some(cluster.network.as_str()) {
+                let reason = match (&current, facts.namespace.is_some()) {
+                    (None, false) => "create the mesh namespace with its network label".to_string(),
+                    (None, true) => format!("label the mesh namespace with network {:?}", cluster.network),
+                    (Some(old), _) if self.network_change(cluster).is_some() => {
+                        format!(
+                            "network changes from {old:?} to {:?}, between detach and re-attach",
+                            cluster.network
+                        )
+                    }
+                    (Some(old), _) => format!("network label is {old:?}, the topology says {:?}", cluster.network),
+                };
+                let kind = ActionKind::SetNetwork {
+                    network: cluster.network.clone(),
+                    previous: current,
+                };
+                self.push(Phase::Network, &cluster.name, kind, reason);
+            }
+
+            // The reader account primaries use to read this cluster.
+            if has_primary_peer(cluster) {
+                let hash = desired::reader_hash(self.ns());
+                let reader = &facts.reader;
+                let foreign = [&reader.cluster_role, &reader.cluster_role_binding]
+                    .into_iter()
+                    .flatten()
+                    .any(|o| !o.managed);
+                let current = reader.service_account.is_some()
+                    && [&reader.cluster_role, &reader.cluster_role_binding]
+                        .into_iter()
+                        .all(|o| {
+                            o.as_ref()
+                                .is_some_and(|o| o.managed && o.spec_hash.as_deref() == Some(&hash))
+                        });
+                if foreign && !self.options.adopt {
+                    let role = objects::reader_cluster_role(self.ns());
+                    self.finding(
+                        FindingKind::Conflict,
+                        "reader_unmanaged",
+                        &cluster.name,
+                        format!("ClusterRole or ClusterRoleBinding {role} exists and is not managed by meshform"),
+                        "pass --adopt to let meshform take it over, or delete it".to_string(),
+                    );
+                } else if !current {
+                    let reason = if reader.cluster_role.is_none() {
+                        "primaries read this cluster through a read-only reader account".to_string()
+                    } else {
+                        "the reader account's role is not what meshform writes".to_string()
+                    };
+                    self.push(
+                        Phase::Network,
+                        &cluster.name,
+                        ActionKind::EnsureReader { spec_hash: hash },
+                        reason,
+                    );
+                }
+            }
+
+            // The cross-network gateway: needed while any peer is on another network.
+            let other_network = self
+                .desired
+                .clusters
+                .iter()
+                .filter(|d| d.name != cluster.name && d.network != cluster.network)
+                .map(|d| d.name.as_str())
+                .next();
+            let network = &self.desired.networks[&cluster.network];
+            match (other_network, &facts.gateway) {
+                (Some(peer), gateway) => {
+                    if facts.gateway_service.is_none() {
+                        self.finding(
+                            FindingKind::Blocker,
+                            "gateway_service_missing",
+                            &cluster.name,
+                            format!(
+                                "{} has peers on other networks (such as {peer}), but the east-west gateway Service {}/{} of network {:?} is missing",
+                                cluster.name,
+                                self.ns(),
+                                network.gateway_service,
+                                cluster.network
+                            ),
+                            format!(
+                                "install Istio's east-west gateway for network {:?} in {} (istioctl install with samples/multicluster/gen-eastwest-gateway.sh), or set gateway_service in [network.{}]",
+                                cluster.network, cluster.name, cluster.network
+                            ),
+                        );
+                    }
+                    let hash = desired::gateway_hash(network.gateway_port);
+                    let update = match gateway {
+                        None => Some(false),
+                        Some(g) if g.managed && g.spec_hash.as_deref() != Some(&hash) => Some(true),
+                        Some(g) if !g.managed => {
+                            self.finding(
+                                FindingKind::Warning,
+                                "gateway_unmanaged",
+                                &cluster.name,
+                                format!(
+                                    "Gateway {}/{} exists and is not managed by meshform; it is used as it is",
+                                    self.ns(),
+                                    objects::CROSS_NETWORK_GATEWAY
+                                ),
+                                "delete it to let meshform manage the gateway".to_string(),
+                            );
+                            None
+                        }
+                        Some(_) => None,
+                    };
+                    if let Some(update) = update {
+                        let reason = if update {
+                            "the gateway is not what meshform writes".to_string()
+                        } else {
+                            format!(
+                                "peers on other networks (such as {peer}) reach this cluster only through its east-west gateway"
+                            )
+                        };
+                        let kind = ActionKind::EnsureGateway {
+                            network: cluster.network.clone(),
+                            port: network.gateway_port,
+                            spec_hash: hash,
+                            update,
+                        };
+                        self.push(Phase::Network, &cluster.name, kind, reason);
+                    }
+                }
+                (None, Some(gateway)) if gateway.managed => {
+                    let kind = ActionKind::DeleteGateway {
+                        precondition: Precondition {
+                            uid: gateway.uid.clone(),
+                            resource_version: gateway.resource_version.clone(),
+                        },
+                    };
+                    let reason = "no peer on another network is left; the cluster is reached directly".to_string();
+                    self.push(Phase::Network, &cluster.name, kind, reason);
+                }
+                (None, _) => {}
+            }
+        }
+    }
+
+    fn attach(&mut self) {
+        let primaries: Vec<_> = self.reachable().filter(|(c, _)| c.role == Role::Primary).collect();
+        let now = self.observed.observed_at;
+        for (primary, facts) in primaries {
+            for peer in self.clusters.clone() {
+                if peer.name == primary.name {
+                    continue;
+                }
+                let Some(peer_facts) = self.facts(&peer.name) else {
+                    continue;
+                };
+                let name = remote_secret_name(&peer.name);
+                let server = self.peer_server(peer, peer_facts);
+                let hash = desired::remote_secret_hash(
+                    &peer.name,
+                    &server,
+                    peer_facts.ca_sha256.as_deref(),
+                    &peer_facts.identity,
+                );
+                let removed = self.removed.contains(&(primary.name.clone(), peer.name.clone()));
+                let ours = facts.remote_secrets.get(&name).filter(|s| s.object.managed && !removed);
+                let write = |mode, precondition: Option<&RemoteSecretFacts>| ActionKind::WriteRemoteSecret {
+                    peer: peer.name.clone(),
+                    name: name.clone(),
+                    server: server.clone(),
+                    mode,
+                    spec_hash: hash.clone(),
+                    precondition: precondition.map(|s| Precondition {
+                        uid: s.object.uid.clone(),
+                        resource_version: s.object.resource_version.clone(),
+                    }),
+                };
+
+                // Istio ignores a second secret for a cluster id it already
+                // has, so an unmanaged one blocks ours.
+                if let Some(same_name) = facts.remote_secrets.get(&name).filter(|s| !s.object.managed) {
+                    if self.options.adopt {
+                        let reason = format!("adopt the existing remote secret for {}", peer.name);
+                        self.push(
+                            Phase::Attach,
+                            &primary.name,
+                            write(WriteMode::Adopt, Some(same_name)),
+                            reason,
+                        );
+                    } else {
+                        self.finding(
+                            FindingKind::Conflict,
+                            "remote_secret_unmanaged",
+                            &primary.name,
+                            format!(
+                                "Secret {}/{name} in {} is not managed by meshform; it is left as it is",
+                                self.ns(),
+                                primary.name
+                            ),
+                            "pass --adopt to let meshform take it over, or delete it".to_string(),
+                        );
+                    }
+                    continue;
+                }
+                let others: Vec<&String> = facts
+                    .remote_secrets
+                    .iter()
+                    .filter(|(n, s)| **n != name && !s.object.managed && names_cluster(s, &peer.name))
+                    .map(|(n, _)| n)
+                    .collect();
+                if !others.is_empty() {
+                    self.finding(
+                        FindingKind::Conflict,
+                        "remote_secret_duplicate",
+                        &primary.name,
+                        format!(
+                            "Secret {}/{} in {} already registers cluster {}, and Istio ignores a second secret for the same cluster id",
+                            self.ns(),
+                            others[0],
+                            primary.name,
+                            peer.name
+                        ),
+                        format!("delete {} (made by istioctl or by hand) and plan again", others[0]),
+                    );
+                    continue;
+                }
+
+                match ours {
+                    None => {
+                        let reason = match self.network_change(peer) {
+                            Some(_) => format!("re-attach {} on network {:?}", peer.name, peer.network),
+                            None => format!("attach {} to {}", peer.name, primary.name),
+                        };
+                        if self.network_change(peer).is_none()
+                            && !self.attached(&peer.name)
+                            && !self.renamed_to(&peer.name)
+                        {
+                            self.changes.insert(Change::Attach {
+                                cluster: peer.name.clone(),
+                                network: peer.network.clone(),
+                            });
+                        }
+                        self.push(Phase::Attach, &primary.name, write(WriteMode::Create, None), reason);
+                    }
+                    Some(secret) if secret.object.spec_hash.as_deref() != Some(&hash) => {
+                        let reason = if secret.server.as_deref() != Some(server.as_str()) {
+                            format!(
+                                "API address of {} changes from {} to {server}",
+                                peer.name,
+                                secret.server.as_deref().unwrap_or("none")
+                            )
+                        } else if secret.ca_sha256 != peer_facts.ca_sha256 {
+                            format!("the CA of {} has changed", peer.name)
+                        } else {
+                            format!("the remote secret for {} is not what meshform writes", peer.name)
+                        };
+                        self.push(
+                            Phase::Update,
+                            &primary.name,
+                            write(WriteMode::Update, Some(secret)),
+                            reason,
+                        );
+                    }
+                    Some(secret) => {
+                        let rotate = match &secret.token {
+                            _ if self.options.rotate_tokens => Some("--rotate-tokens".to_string()),
+                            TokenFacts::Bound { issued_at, expires_at } => {
+                                let life = expires_at.as_second() - issued_at.as_second();
+                                let due = issued_at.as_second() + (life as f64 * self.options.rotate_after) as i64;
+                                (now.as_second() >= due).then(|| {
+                                    format!(
+                                        "the token expires at {expires_at}, and {:.0}% of its life has passed",
+                                        self.options.rotate_after * 100.0
+                                    )
+                                })
+                            }
+                            TokenFacts::Unbounded => None,
+                            TokenFacts::Unknown => Some("the secret holds no readable token".to_string()),
+                        };
+                        if let Some(why) = rotate {
+                            let reason = format!("new token for {}: {why}", peer.name);
+                            self.push(
+                                Phase::Update,
+                                &primary.name,
+                                write(WriteMode::Rotate, Some(secret)),
+                                reason,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn renamed_to(&self, cluster: &str) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c, Change::Rename { to, .. } if to == cluster))
+    }
+
+    /// Sidecars keep the network they started with: after a relabel,
+    /// workloads must restart for cross-network traffic to reach them.
+    fn restarts(&mut self) {
+        let relabelled: Vec<_> = self
+            .clusters
+            .clone()
+            .into_iter()
+            .filter_map(|c| self.relabel_from(c).map(|from| (c, from)))
+            .collect();
+        for (cluster, from) in relabelled {
+            let context = shell_quote(&cluster.context);
+            let command = format!(
+                "for ns in $(kubectl --context {context} get namespaces -l istio-injection=enabled -o name) \
+                 $(kubectl --context {context} get namespaces -l istio.io/rev -o name); do \
+                 kubectl --context {context} -n \"${{ns#namespace/}}\" rollout restart deployment,statefulset,daemonset; done"
+            );
+            let reason = format!(
+                "running sidecars keep network {from:?} until restarted; cross-network traffic to them fails until then"
+            );
+            let kind = ActionKind::RestartWorkloads {
+                enabled: self.options.restart_workloads,
+                command,
+            };
+            self.push(Phase::Update, &cluster.name, kind, reason);
+        }
+    }
+
+    /// istiod in a primary dials a peer's API server at the address in the
+    /// remote secret: one on loopback or a private-only name cannot work.
+    fn addresses(&mut self) {
+        let reachable: Vec<_> = self.reachable().collect();
+        for (cluster, facts) in reachable {
+            if !self
+                .desired
+                .clusters
+                .iter()
+                .any(|p| p.role == Role::Primary && p.name != cluster.name)
+            {
+                continue;
+            }
+            let server = self.peer_server(cluster, facts);
+            if let Some(why) = unreachable_from_peers(&server) {
+                self.finding(
+                    FindingKind::Warning,
+                    "peer_address",
+                    &cluster.name,
+                    format!("primaries will reach {} at {server}, {why}", cluster.name),
+                    format!(
+                        "set `api_server` of cluster {:?} to an address its peers can reach",
+                        cluster.name
+                    ),
+                );
+            }
+        }
+    }
+
+    fn finish(mut self, unknown: Vec<(String, String)>) -> Plan {
+        let rank = |a: &Action| match a.kind {
+            ActionKind::DeleteRemoteSecret { .. } => 0,
+            ActionKind::SetNetwork { .. } => 1,
+            ActionKind::EnsureReader { .. } => 2,
+            ActionKind::EnsureGateway { .. } | ActionKind::DeleteGateway { .. } => 3,
+            ActionKind::WriteRemoteSecret { .. } => 4,
+            ActionKind::RestartWorkloads { .. } => 5,
+        };
+        self.actions
+            .sort_by(|a, b| (a.phase, &a.cluster, rank(a), a.peer()).cmp(&(b.phase, &b.cluster, rank(b), b.peer())));
+        let mut changes: Vec<Change> = self.changes.into_iter().collect();
+        if !self.options.targets.is_empty() {
+            let targets = &self.options.targets;
+            let hit = |c: &str| targets.iter().any(|t| t == c);
+            self.actions.retain(|a| hit(&a.cluster) || a.peer().is_some_and(hit));
+            changes.retain(|c| match c {
+                Change::Attach { cluster, .. }
+                | Change::Detach { cluster }
+                | Change::NetworkChange { cluster, .. }
+                | Change::BecameRemote { cluster } => hit(cluster),
+                Change::Rename { from, to } => hit(from) || hit(to),
+            });
+            self.findings.retain(|f| f.cluster.as_deref().is_none_or(hit));
+        }
+        self.findings
+            .sort_by(|a, b| (a.kind, &a.cluster, &a.code).cmp(&(b.kind, &b.cluster, &b.code)));
+        Plan {
+            format_version: PLAN_FORMAT_VERSION,
+            meshform_version: env!("CARGO_PKG_VERSION").to_string(),
+            mesh: self.desired.mesh.name.clone(),
+            namespace: self.desired.mesh.namespace.clone(),
+            actions: self.actions,
+            changes,
+            findings: self.findings,
+            deferred: unknown
+                .into_iter()
+                .map(|(cluster, reason)| Deferred { cluster, reason })
+                .collect(),
+            fingerprints: fingerprints(self.desired, self.observed),
+        }
+    }
+}
+
+/// Why peers could not reach `server`, if they could not.
+fn unreachable_from_peers(server: &str) -> Option<&'static str> {
+    let url = url::Url::parse(server).ok()?;
+    match url.host()? {
+        url::Host::Ipv4(ip) if ip.is_loopback() => Some("a loopback address"),
+        url::Host::Ipv6(ip) if ip.is_loopback() => Some("a loopback address"),
+        url::Host::Domain(host) => {
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            if host == "localhost" || host.ends_with(".localhost") {
+                Some("a loopback address")
+            } else if [".local", ".internal", ".svc", ".cluster.local", ".localdomain"]
+                .iter()
+                .any(|suffix| host.ends_with(suffix))
+                || !host.contains('.')
+            {
+                Some("a name that only resolves inside its own network")
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:@".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Everything the plan depends on, for staleness checks of saved plans.
+pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
+    let ns = &observed.namespace;
+    let mut out = BTreeMap::new();
+    let mut put = |key: String, object: &crate::observe::model::ObjectFacts| {
+        out.insert(key, format!("{}@{}", object.uid, object.resource_version));
+    };
+    for (name, cluster) in &observed.clusters {
+        let Some(facts) = cluster.facts() else {
+            continue;
+        };
+        if let Some(n) = &facts.namespace {
+            put(format!("{name}/Namespace/{ns}"), &n.object);
+        }
+        let role = objects::reader_cluster_role(ns);
+        for (kind, object) in [
+            (
+                format!("ServiceAccount/{ns}/{}", objects::READER_SERVICE_ACCOUNT),
+                &facts.reader.service_account,
+            ),
+            (format!("ClusterRole/{role}"), &facts.reader.cluster_role),
+            (format!("ClusterRoleBinding/{role}"), &facts.reader.cluster_role_binding),
+            (
+                format!("Gateway/{ns}/{}", objects::CROSS_NETWORK_GATEWAY),
+                &facts.gateway,
+            ),
+            (format!("Service/{ns}/east-west-gateway"), &facts.gateway_service),
+        ] {
+            if let Some(object) = object {
+                put(format!("{name}/{kind}"), object);
+            }
+        }
+        for (secret, s) in &facts.remote_secrets {
+            put(format!("{name}/Secret/{ns}/{secret}"), &s.object);
+        }
+    }
+    for (name, cluster) in &observed.clusters {
+        let identity = cluster
+            .facts()
+            .map_or_else(|| "unknown".to_string(), |f| f.identity.clone());
+        out.insert(name.clone(), identity);
+    }
+    Fingerprints {
+        topology_sha256: desired::topology_hash(desired),
+        observed: out,
+    }
+}

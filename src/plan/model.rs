@@ -1,0 +1,290 @@
+//! The plan: plain, serialisable data that apply executes and renderers show.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Version of the plan's JSON form; bumped on any breaking change.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// An ordered list of actions that takes the clusters from what was
+/// observed to what the topology declares, with what the planner noticed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Plan {
+    pub format_version: u32,
+    /// The meshform version that made the plan.
+    pub meshform_version: String,
+    pub mesh: String,
+    pub namespace: String,
+    /// In execution order: by phase, then by cluster and object.
+    pub actions: Vec<Action>,
+    /// Per-cluster summary of what the actions amount to.
+    pub changes: Vec<Change>,
+    /// Blockers, conflicts and warnings.
+    pub findings: Vec<Finding>,
+    /// Clusters that could not be read (`--skip-unreachable`): nothing is
+    /// planned for them or removed on their account.
+    pub deferred: Vec<Deferred>,
+    /// What the plan was computed from; apply refuses a saved plan when any
+    /// of it has changed.
+    pub fingerprints: Fingerprints,
+}
+
+/// Phases run one after another; a failure stops before the next phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Remove the remote secrets of leaving and re-networked clusters from
+    /// every primary, so no istiod keeps a stale view.
+    Detach,
+    /// Network labels, cross-network gateways and reader accounts: what a
+    /// cluster needs in place before its peers attach it.
+    Network,
+    /// Write remote secrets of new and re-networked clusters into primaries.
+    Attach,
+    /// Refresh remote secrets (address, CA, token) and restart workloads.
+    Update,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [Phase::Detach, Phase::Network, Phase::Attach, Phase::Update];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Phase::Detach => "detach",
+            Phase::Network => "network labels, gateways and reader accounts",
+            Phase::Attach => "attach",
+            Phase::Update => "updates",
+        }
+    }
+}
+
+/// One write (or delete) in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Action {
+    pub phase: Phase,
+    /// The cluster the action writes to.
+    pub cluster: String,
+    #[serde(flatten)]
+    pub kind: ActionKind,
+    /// Display only: why the action is planned.
+    pub reason: String,
+}
+
+/// Preconditions for deleting or replacing an object exactly as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Precondition {
+    pub uid: String,
+    pub resource_version: String,
+}
+
+/// The action vocabulary of meshform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Delete the remote secret for `peer` (a detach from this primary).
+    DeleteRemoteSecret {
+        peer: String,
+        name: String,
+        precondition: Precondition,
+    },
+    /// Label the mesh namespace `topology.istio.io/network=<network>`,
+    /// creating the namespace when it is missing.
+    SetNetwork {
+        network: String,
+        previous: Option<String>,
+    },
+    /// Service account, read-only ClusterRole and binding that primaries use
+    /// to read this cluster.
+    EnsureReader {
+        spec_hash: String,
+    },
+    /// The `cross-network-gateway` Gateway exposing this cluster's services
+    /// to other networks through the east-west gateway.
+    EnsureGateway {
+        network: String,
+        port: u16,
+        spec_hash: String,
+        update: bool,
+    },
+    DeleteGateway {
+        precondition: Precondition,
+    },
+    /// Write the remote secret for `peer` into this primary.
+    WriteRemoteSecret {
+        peer: String,
+        name: String,
+        /// The address this primary's istiod will use for the peer's API.
+        server: String,
+        mode: WriteMode,
+        spec_hash: String,
+        /// Present when replacing an existing object.
+        precondition: Option<Precondition>,
+    },
+    /// Restart injected workloads so their sidecars pick up a new network.
+    RestartWorkloads {
+        /// Only with `apply --restart-workloads`; otherwise shown as a step to run.
+        enabled: bool,
+        /// Display only: the equivalent command.
+        command: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    Create,
+    /// Address, CA or content changed.
+    Update,
+    /// Same content, fresh token.
+    Rotate,
+    /// Take over an unmanaged secret of the same name (`--adopt`).
+    Adopt,
+}
+
+/// What kind of change an action makes, for its symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Create,
+    Update,
+    Delete,
+    /// A step that changes no object (a restart).
+    Run,
+}
+
+impl Effect {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Effect::Create => "+",
+            Effect::Update => "~",
+            Effect::Delete => "-",
+            Effect::Run => "!",
+        }
+    }
+}
+
+impl Action {
+    pub fn effect(&self) -> Effect {
+        match &self.kind {
+            ActionKind::DeleteRemoteSecret { .. } | ActionKind::DeleteGateway { .. } => Effect::Delete,
+            ActionKind::SetNetwork { previous: None, .. } => Effect::Create,
+            ActionKind::SetNetwork { .. } | ActionKind::EnsureReader { .. } => Effect::Update,
+            ActionKind::EnsureGateway { update, .. } => {
+                if *update {
+                    Effect::Update
+                } else {
+                    Effect::Create
+                }
+            }
+            ActionKind::WriteRemoteSecret {
+                mode: WriteMode::Create,
+                ..
+            } => Effect::Create,
+            ActionKind::WriteRemoteSecret { .. } => Effect::Update,
+            ActionKind::RestartWorkloads { .. } => Effect::Run,
+        }
+    }
+
+    /// Deletes something a primary relies on: refused without `--allow-detach`.
+    pub fn is_destructive(&self) -> bool {
+        matches!(self.kind, ActionKind::DeleteRemoteSecret { .. })
+    }
+
+    /// The peer cluster a remote-secret action is about.
+    pub fn peer(&self) -> Option<&str> {
+        match &self.kind {
+            ActionKind::DeleteRemoteSecret { peer, .. } | ActionKind::WriteRemoteSecret { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// Whether executing it writes to a cluster (a disabled restart does not).
+    pub fn writes(&self) -> bool {
+        !matches!(self.kind, ActionKind::RestartWorkloads { enabled: false, .. })
+    }
+
+    /// A short description of the object acted on, e.g.
+    /// `Secret istio-system/istio-remote-secret-b`.
+    pub fn object(&self, namespace: &str) -> String {
+        match &self.kind {
+            ActionKind::DeleteRemoteSecret { name, .. } | ActionKind::WriteRemoteSecret { name, .. } => {
+                format!("Secret {namespace}/{name}")
+            }
+            ActionKind::SetNetwork { .. } => format!("Namespace {namespace}"),
+            ActionKind::EnsureReader { .. } => {
+                format!("reader account {namespace}/{}", crate::objects::READER_SERVICE_ACCOUNT)
+            }
+            ActionKind::EnsureGateway { .. } | ActionKind::DeleteGateway { .. } => {
+                format!("Gateway {namespace}/{}", crate::objects::CROSS_NETWORK_GATEWAY)
+            }
+            ActionKind::RestartWorkloads { .. } => "injected workloads".to_string(),
+        }
+    }
+}
+
+/// Cluster-level meaning of the actions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// The cluster joins the mesh: its remote secret goes into every primary.
+    Attach { cluster: String, network: String },
+    /// The cluster leaves the mesh: its remote secrets are removed.
+    Detach { cluster: String },
+    /// Detach, relabel, re-attach: Istio does not pick up a relabel alone.
+    NetworkChange { cluster: String, from: String, to: String },
+    /// The same cluster (by identity) under a new mesh name: detach + attach.
+    Rename { from: String, to: String },
+    /// A primary became a remote: it no longer holds remote secrets.
+    BecameRemote { cluster: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// Apply refuses the plan until it is fixed.
+    Blocker,
+    /// An object meshform does not own is in the way; it is left alone.
+    Conflict,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// Stable identifier, e.g. `meshform::plan::gateway_service_missing`.
+    pub code: String,
+    pub cluster: Option<String>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Deferred {
+    pub cluster: String,
+    pub reason: String,
+}
+
+/// What a plan was made from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Fingerprints {
+    /// SHA-256 of the resolved topology (comments and layout do not count).
+    pub topology_sha256: String,
+    /// Every observed object as `uid@resourceVersion`, and every cluster's
+    /// identity, keyed `cluster/Kind/namespace/name` and `cluster`.
+    pub observed: BTreeMap<String, String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.iter().all(|a| !a.writes())
+    }
+
+    pub fn blockers(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.kind == FindingKind::Blocker)
+    }
+
+    pub fn phase(&self, phase: Phase) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(move |a| a.phase == phase)
+    }
+}

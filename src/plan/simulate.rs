@@ -1,0 +1,88 @@
+//! The effect a plan is expected to have, applied to an observation.
+//!
+//! Used to check the planner against itself (after its plan, the next plan
+//! is empty) and to show what apply will leave behind.
+
+use jiff::SignedDuration;
+
+use super::{ActionKind, Plan};
+use crate::observe::model::{
+    ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts, RemoteSecretFacts, TokenFacts,
+};
+
+fn object(tag: &str, spec_hash: Option<String>) -> ObjectFacts {
+    ObjectFacts {
+        uid: format!("simulated-{tag}"),
+        resource_version: "simulated".to_string(),
+        managed: true,
+        spec_hash,
+    }
+}
+
+/// The observation as it should be after `plan` is applied, with tokens of
+/// `token_lifetime` issued at the observation's time.
+pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration) -> Observed {
+    let mut after = observed.clone();
+    let now = observed.observed_at;
+    for action in &plan.actions {
+        // The peer's facts are read from before the plan: its identity and CA do not change.
+        let peer_facts = action.peer().and_then(|p| observed.facts(p)).cloned();
+        let Some(cluster) = after.clusters.get_mut(&action.cluster) else {
+            continue;
+        };
+        let ClusterState::Reachable(facts) = &mut cluster.state else {
+            continue;
+        };
+        match &action.kind {
+            ActionKind::DeleteRemoteSecret { name, .. } => {
+                facts.remote_secrets.remove(name);
+            }
+            ActionKind::SetNetwork { network, .. } => {
+                let ns = facts.namespace.get_or_insert_with(|| NamespaceFacts {
+                    object: ObjectFacts {
+                        managed: false,
+                        ..object("namespace", None)
+                    },
+                    network: None,
+                });
+                ns.network = Some(network.clone());
+            }
+            ActionKind::EnsureReader { spec_hash } => {
+                facts.reader = ReaderFacts {
+                    service_account: facts.reader.service_account.clone().or(Some(object("sa", None))),
+                    cluster_role: Some(object("role", Some(spec_hash.clone()))),
+                    cluster_role_binding: Some(object("binding", Some(spec_hash.clone()))),
+                };
+            }
+            ActionKind::EnsureGateway { spec_hash, .. } => {
+                facts.gateway = Some(object("gateway", Some(spec_hash.clone())));
+            }
+            ActionKind::DeleteGateway { .. } => facts.gateway = None,
+            ActionKind::WriteRemoteSecret {
+                peer,
+                name,
+                server,
+                spec_hash,
+                ..
+            } => {
+                facts.remote_secrets.insert(
+                    name.clone(),
+                    RemoteSecretFacts {
+                        object: object(name, Some(spec_hash.clone())),
+                        cluster_ids: vec![peer.clone()],
+                        annotated_cluster: Some(peer.clone()),
+                        server: Some(server.clone()),
+                        ca_sha256: peer_facts.as_ref().and_then(|f| f.ca_sha256.clone()),
+                        peer_identity: peer_facts.as_ref().map(|f| f.identity.clone()),
+                        token: TokenFacts::Bound {
+                            issued_at: now,
+                            expires_at: now.checked_add(token_lifetime).unwrap_or(now),
+                        },
+                    },
+                );
+            }
+            ActionKind::RestartWorkloads { .. } => {}
+        }
+    }
+    after
+}
