@@ -287,4 +287,62 @@ impl Plan {
     pub fn phase(&self, phase: Phase) -> impl Iterator<Item = &Action> {
         self.actions.iter().filter(move |a| a.phase == phase)
     }
+
+    /// Actions that write to (or run in) `cluster`, in execution order.
+    pub fn actions_in<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a Action> {
+        self.actions.iter().filter(move |a| a.cluster == cluster)
+    }
+
+    pub fn findings_of(&self, kind: FindingKind) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.kind == kind)
+    }
+
+    /// The counts behind the plan's one-line summary.
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        for change in &self.changes {
+            match change {
+                Change::Attach { .. } => tally.attach += 1,
+                Change::Detach { .. } => tally.detach += 1,
+                Change::NetworkChange { .. } => tally.network_changes += 1,
+                Change::Rename { .. } => tally.renames += 1,
+                Change::BecameRemote { .. } => tally.became_remote += 1,
+            }
+        }
+        for action in &self.actions {
+            if action.writes() {
+                tally.writes += 1;
+            } else {
+                tally.manual_steps += 1;
+            }
+        }
+        tally
+    }
+}
+
+/// How many of each change a plan makes; see [`Plan::tally`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub attach: usize,
+    pub detach: usize,
+    pub network_changes: usize,
+    pub renames: usize,
+    pub became_remote: usize,
+    /// Actions that write to a cluster.
+    pub writes: usize,
+    /// Actions apply will not run without a flag (a disabled workload restart).
+    pub manual_steps: usize,
+}
+
+impl Change {
+    /// Whether the change is about `cluster` (under either name, for a rename).
+    pub fn concerns(&self, cluster: &str) -> bool {
+        match self {
+            Change::Attach { cluster: c, .. }
+            | Change::Detach { cluster: c }
+            | Change::NetworkChange { cluster: c, .. }
+            | Change::BecameRemote { cluster: c } => c == cluster,
+            Change::Rename { from, to } => from == cluster || to == cluster,
+        }
+    }
 }
