@@ -256,7 +256,16 @@ impl std::error::Error for Problems {}
 
 impl Diagnostic for Problems {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new("meshform::topology::invalid"))
+        // A file with only warnings is valid: no "invalid" code, no error mark.
+        (self.errors() > 0).then(|| Box::new("meshform::topology::invalid") as Box<dyn fmt::Display>)
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(if self.errors() > 0 {
+            miette::Severity::Error
+        } else {
+            miette::Severity::Warning
+        })
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {

@@ -135,13 +135,17 @@ fn drop_null(schema: &mut schemars::Schema) {
 /// Parses and validates a topology file. `name` is how the file is shown in
 /// diagnostics; `bytes` is its content.
 pub fn check(name: &str, bytes: &[u8]) -> Checked {
-    let failed = |text: String, problem: Problem| Checked {
-        file: None,
-        topology: None,
-        problems: Problems {
-            source: NamedSource::new(name, text),
-            problems: vec![problem],
-        },
+    let failed = |text: String, mut problem: Problem| {
+        // JSON readers get line and column for these labels too.
+        problem.locate(&text);
+        Checked {
+            file: None,
+            topology: None,
+            problems: Problems {
+                source: NamedSource::new(name, text),
+                problems: vec![problem],
+            },
+        }
     };
 
     if bytes.len() > MAX_FILE_BYTES {
