@@ -45,3 +45,26 @@ pub fn reader_cluster_role(namespace: &str) -> String {
 pub fn lock_lease(mesh: &str) -> String {
     format!("meshform-{mesh}")
 }
+
+/// The Istio Gateway resource, served as `networking.istio.io/v1`.
+pub fn gateway_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource {
+        group: "networking.istio.io".to_string(),
+        version: "v1".to_string(),
+        api_version: "networking.istio.io/v1".to_string(),
+        kind: "Gateway".to_string(),
+        plural: "gateways".to_string(),
+    }
+}
+
+/// Labels on every object meshform owns in `mesh`.
+pub fn managed_labels(mesh: &str) -> std::collections::BTreeMap<String, String> {
+    [(MANAGED_BY_LABEL, MANAGED_BY), (MESH_LABEL, mesh)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Whether labels mark an object as meshform's, for this mesh.
+pub fn is_managed(labels: Option<&std::collections::BTreeMap<String, String>>, mesh: &str) -> bool {
+    labels.is_some_and(|l| {
+        l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) && l.get(MESH_LABEL).map(String::as_str) == Some(mesh)
+    })
+}

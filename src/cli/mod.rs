@@ -2,20 +2,27 @@
 //! pipeline (topology → observe → plan → apply → render) and their outcome into
 //! an exit status. Reading and writing files happens here, not below.
 
-use std::io::{self, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+mod files;
+mod plan;
+mod validate;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use miette::Diagnostic;
 use thiserror::Error;
 
-use crate::render::{self, Style};
-use crate::topology::{self, MAX_FILE_BYTES};
+use crate::render::Style;
 
 /// meshform keeps a multi-cluster Istio mesh in the shape declared in mesh.toml.
 #[derive(Debug, Parser)]
 #[command(name = "meshform", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "Examples:\n  meshform validate -f mesh.toml\n  meshform validate --format json | jq .topology")]
+#[command(after_help = "Examples:
+  meshform validate -f mesh.toml
+  meshform plan --observed examples/observed.json
+  meshform plan --format markdown > plan.md")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -32,29 +39,54 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a topology file and report every problem in it.
-    #[command(
-        after_help = "Exit status: 0 valid (warnings allowed), 1 invalid.\n\nExamples:\n  meshform validate\n  meshform validate -f mesh.toml.example --format json"
-    )]
-    Validate(ValidateArgs),
+    #[command(after_help = "Exit status: 0 valid (warnings allowed), 1 invalid.
+
+Examples:
+  meshform validate
+  meshform validate -f mesh.toml.example --format json")]
+    Validate(validate::Args),
+    /// Compare mesh.toml with the clusters and show the actions that would reconcile them.
+    #[command(after_help = "Exit status: 0 no changes (or changes, without --detailed-exitcode), 1 error or a
+blocking problem, 2 changes (with --detailed-exitcode).
+
+Examples:
+  meshform plan
+  meshform plan --observed observed.json --format markdown
+  meshform plan --out plan.json --detailed-exitcode")]
+    Plan(plan::Args),
+    /// Read the clusters and save what was found, without secrets, for offline plans.
+    #[command(after_help = "Example:
+  meshform snapshot -o observed.json && meshform plan --observed observed.json")]
+    Snapshot(plan::SnapshotArgs),
     /// Print the JSON Schema of mesh.toml (the same as schemas/mesh.schema.json).
     #[command(after_help = "Example:\n  meshform schema > mesh.schema.json")]
     Schema,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct ValidateArgs {
+/// `-f mesh.toml`, shared by every command that reads a topology.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopologyArg {
     /// The topology file.
     #[arg(short = 'f', long = "file", default_value = "mesh.toml", value_name = "PATH")]
     pub file: PathBuf,
-
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
+/// How to reach the clusters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig for clusters whose [[cluster]] names none (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Timeout of each API request, e.g. 10s or 1m.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let span: jiff::Span = text.parse().map_err(|e| format!("{e}; write a duration such as 30s, 5m or 1h"))?;
+    let duration = jiff::SignedDuration::try_from(span).map_err(|e| e.to_string())?;
+    Duration::try_from(duration).map_err(|_| "the duration must not be negative".to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,16 +101,16 @@ pub enum ColorChoice {
 pub enum Exit {
     /// Success; for `plan`, no changes.
     Success = 0,
-    /// An error: invalid input, an unreachable cluster, a failed action.
+    /// An error: invalid input, an unreachable cluster, a blocking problem.
     Error = 1,
     /// `plan --detailed-exitcode` found changes.
     Changes = 2,
 }
 
-/// Errors the CLI reports itself; topology problems are rendered separately.
+/// Errors the CLI reports; topology problems are rendered as they are found.
 #[derive(Debug, Error, Diagnostic)]
 pub enum CliError {
-    /// The topology file could not be read.
+    /// An input file could not be read.
     #[error("cannot read {}", path.display())]
     #[diagnostic(code(meshform::cli::read), help("{hint}"))]
     Read {
@@ -87,10 +119,33 @@ pub enum CliError {
         #[source]
         source: io::Error,
     },
-    /// Writing output failed for a reason other than a closed pipe.
+    /// An output file could not be written.
+    #[error("cannot write {}", path.display())]
+    #[diagnostic(code(meshform::cli::write_file))]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Writing to stdout or stderr failed for a reason other than a closed pipe.
     #[error("cannot write output")]
     #[diagnostic(code(meshform::cli::write))]
-    Write(#[source] io::Error),
+    Write(#[from] io::Error),
+    /// A saved observation that is not one.
+    #[error("{} is not a meshform snapshot: {reason}", path.display())]
+    #[diagnostic(code(meshform::cli::bad_snapshot), help("make one with `meshform snapshot -o {}`", path.display()))]
+    BadSnapshot { path: PathBuf, reason: String },
+    /// The topology is invalid; its problems were already shown.
+    #[error("{0} is not a valid topology")]
+    #[diagnostic(code(meshform::topology::invalid))]
+    InvalidTopology(String),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime")]
+    #[diagnostic(code(meshform::cli::runtime))]
+    Runtime(#[source] io::Error),
 }
 
 impl Cli {
@@ -102,118 +157,58 @@ impl Cli {
                 std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && io::stderr().is_terminal()
             }
         };
-        let width = std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(100);
+        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
         Style { color, width }
     }
+}
+
+/// What a command gets: its output streams and the global settings.
+pub struct Context<'a> {
+    pub out: &'a mut dyn Write,
+    pub err: &'a mut dyn Write,
+    pub style: Style,
+    pub quiet: bool,
 }
 
 /// Runs one command. Output goes to `out` (stdout) and `err` (stderr) so that
 /// tests can run the CLI in-process.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Exit, CliError> {
-    let style = cli.style();
-    let result = match &cli.command {
-        Command::Validate(args) => validate(args, cli.quiet, style, out, err),
-        Command::Schema => serde_json::to_writer_pretty(&mut *out, &topology::schema())
-            .map_err(io::Error::from)
-            .and_then(|()| writeln!(out))
-            .map(|()| Exit::Success)
-            .map_err(Outcome::Io),
-    };
-    match result {
-        Ok(exit) => Ok(exit),
-        // A closed pipe (`meshform ... | head`) is the reader's choice, not an error.
-        Err(Outcome::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Exit::Success),
-        Err(Outcome::Io(e)) => Err(CliError::Write(e)),
-        Err(Outcome::Cli(e)) => Err(e),
-    }
-}
-
-/// Internal: separates write failures (maybe a closed pipe) from real errors.
-enum Outcome {
-    Io(io::Error),
-    Cli(CliError),
-}
-
-impl From<io::Error> for Outcome {
-    fn from(e: io::Error) -> Self {
-        Outcome::Io(e)
-    }
-}
-
-impl From<CliError> for Outcome {
-    fn from(e: CliError) -> Self {
-        Outcome::Cli(e)
-    }
-}
-
-fn validate(
-    args: &ValidateArgs,
-    quiet: bool,
-    style: Style,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<Exit, Outcome> {
-    let bytes = read_topology(&args.file)?;
-    let name = args.file.display().to_string();
-    let checked = topology::check(&name, &bytes);
-    let valid = checked.topology.is_some();
-    let mut write = || -> io::Result<()> {
-        match args.format {
-            Format::Json => render::diagnostics::json(&checked.problems, checked.topology.as_ref(), out),
-            Format::Text => {
-                render::diagnostics::text(&checked.problems, style, err)?;
-                if let (Some(t), false) = (&checked.topology, quiet) {
-                    let networks = t.networks.len();
-                    writeln!(
-                        out,
-                        "{name} is valid: mesh {:?}, {} cluster{} on {networks} network{}",
-                        t.mesh.name,
-                        t.clusters.len(),
-                        if t.clusters.len() == 1 { "" } else { "s" },
-                        if networks == 1 { "" } else { "s" },
-                    )?;
-                }
-                Ok(())
-            }
+    // A closed pipe (`meshform ... | head`) is the reader's choice, not an
+    // error: output stops, the exit status stays what the command decided.
+    let (mut out, mut err) = (PipeSafe(out), PipeSafe(err));
+    let mut cx = Context { out: &mut out, err: &mut err, style: cli.style(), quiet: cli.quiet };
+    match &cli.command {
+        Command::Validate(args) => validate::run(args, &mut cx),
+        Command::Plan(args) => plan::run(args, &mut cx),
+        Command::Snapshot(args) => plan::snapshot(args, &mut cx),
+        Command::Schema => {
+            serde_json::to_writer_pretty(&mut *cx.out, &crate::topology::schema()).map_err(io::Error::from)?;
+            writeln!(cx.out)?;
+            Ok(Exit::Success)
         }
-    };
-    let written = write();
-    // The verdict stands even when the reader closed the pipe early.
-    match written {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(Outcome::Io(e)),
-        _ => {}
     }
-    Ok(if valid { Exit::Success } else { Exit::Error })
 }
 
-/// Reads a topology file, refusing to read more than meshform would accept.
-fn read_topology(path: &Path) -> Result<Vec<u8>, CliError> {
-    let fail = |source: io::Error| {
-        let hint = match source.kind() {
-            io::ErrorKind::NotFound => format!(
-                "create {} (mesh.toml.example is a commented start), or point at another file with -f PATH",
-                path.display()
-            ),
-            io::ErrorKind::PermissionDenied => "check the file's permissions".to_string(),
-            _ => "pass the path of a mesh.toml file with -f PATH".to_string(),
-        };
-        CliError::Read {
-            path: path.to_path_buf(),
-            hint,
-            source,
+/// A writer that treats a closed pipe as the end of output.
+struct PipeSafe<'a>(&'a mut dyn Write);
+
+impl Write for PipeSafe<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.0.write(buf) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(buf.len()),
+            other => other,
         }
-    };
-    let file = std::fs::File::open(path).map_err(fail)?;
-    if file.metadata().map_err(fail)?.is_dir() {
-        return Err(fail(io::Error::other("it is a directory")));
     }
-    let mut bytes = Vec::new();
-    // One byte more than the limit is enough for check() to report the size.
-    file.take(MAX_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(fail)?;
-    Ok(bytes)
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.0.flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// A multi-threaded runtime for commands that talk to clusters.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)
 }

@@ -1,4 +1,170 @@
-//! Reading the clusters of a topology.
+//! Reading the clusters of a topology, all at once.
+//!
+//! Each cluster costs the same small, fixed number of API requests however
+//! large the mesh is: GETs of named objects and one LIST of remote secrets by
+//! label. A cluster that cannot be read becomes `Unknown` with the reason;
+//! it never fails the whole observation. What comes back is
+//! [`model::Observed`], which holds no secret data.
 
+pub mod connect;
 pub mod model;
+mod secrets;
 pub mod synthetic;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::ObjectMeta;
+
+use self::connect::{ConnectError, Connection, KubeconfigCache, Sources};
+use self::model::{
+    ClusterFacts, ClusterObservation, ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts,
+    SNAPSHOT_FORMAT_VERSION, UnknownReason,
+};
+use crate::objects;
+use crate::topology::Topology;
+
+/// API requests observe makes per reachable cluster; constant by design.
+pub const REQUESTS_PER_CLUSTER: usize = 8;
+
+/// Connects to every cluster of the topology. Clusters whose kubeconfig
+/// cannot be used come back as errors, in topology order.
+pub async fn connect_all(topology: &Topology, sources: &Sources) -> Vec<(String, Result<Connection, ConnectError>)> {
+    // Kubeconfig files are parsed once; exec plugins run per cluster, in parallel below.
+    let mut cache = KubeconfigCache::default();
+    let mut out = Vec::with_capacity(topology.clusters.len());
+    for cluster in &topology.clusters {
+        out.push((cluster.name.clone(), connect::connect(cluster, sources, &mut cache).await));
+    }
+    out
+}
+
+/// Reads every cluster in parallel.
+pub async fn observe(topology: &Topology, connections: &[(String, Result<Connection, ConnectError>)]) -> Observed {
+    let reads = connections.iter().map(|(name, connection)| async move {
+        let cluster = topology.cluster(name).expect("connections are made from the topology");
+        let state = match connection {
+            Ok(connection) => match read_cluster(topology, connection).await {
+                Ok(facts) => ClusterState::Reachable(Box::new(facts)),
+                Err(error) => unknown(&error),
+            },
+            Err(error) => ClusterState::Unknown { reason: UnknownReason::Kubeconfig, detail: error.to_string() },
+        };
+        (name.clone(), ClusterObservation { context: cluster.context.clone(), state })
+    });
+    let clusters: BTreeMap<_, _> = futures::future::join_all(reads).await.into_iter().collect();
+    Observed {
+        format_version: SNAPSHOT_FORMAT_VERSION,
+        mesh: topology.mesh.name.clone(),
+        namespace: topology.mesh.namespace.clone(),
+        observed_at: jiff::Timestamp::now(),
+        clusters,
+    }
+}
+
+/// Classifies a failed read. The detail is kube's message, which names
+/// the request and the server's reason but carries no credentials.
+fn unknown(error: &kube::Error) -> ClusterState {
+    let reason = match error {
+        kube::Error::Api(status) if status.code == 401 => UnknownReason::Unauthorized,
+        kube::Error::Api(status) if status.code == 403 => UnknownReason::Forbidden,
+        kube::Error::Api(status) if status.code == 504 || status.code == 408 => UnknownReason::Timeout,
+        other if is_timeout(other) => UnknownReason::Timeout,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => UnknownReason::Unreachable,
+        _ => UnknownReason::Other,
+    };
+    let detail = match error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => error_chain(other),
+    };
+    ClusterState::Unknown { reason, detail }
+}
+
+fn is_timeout(error: &kube::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        let text = e.to_string().to_ascii_lowercase();
+        if text.contains("timed out") || text.contains("timeout") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// kube's errors hide the useful part (connection refused, TLS) in sources.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+fn object_facts(meta: &ObjectMeta, mesh: &str) -> ObjectFacts {
+    ObjectFacts {
+        uid: meta.uid.clone().unwrap_or_default(),
+        resource_version: meta.resource_version.clone().unwrap_or_default(),
+        managed: objects::is_managed(meta.labels.as_ref(), mesh),
+        spec_hash: meta.annotations.as_ref().and_then(|a| a.get(objects::SPEC_HASH_ANNOTATION).cloned()),
+    }
+}
+
+async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<ClusterFacts, kube::Error> {
+    let ns = topology.mesh.namespace.as_str();
+    let mesh = topology.mesh.name.as_str();
+    let client = connection.client.clone();
+    let cluster = topology.cluster(&connection.cluster).expect("connection of a topology cluster");
+    let gateway_service = &topology.networks[&cluster.network].gateway_service;
+    let role_name = objects::reader_cluster_role(ns);
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let gateways: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &objects::gateway_resource());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let by_label = ListParams::default().labels(&format!("{}=true", objects::MULTICLUSTER_LABEL));
+    // The eight reads of REQUESTS_PER_CLUSTER, concurrently.
+    let (kube_system, mesh_ns, account, role, binding, remote_secrets, gateway, service) = tokio::try_join!(
+        namespaces.get("kube-system"),
+        namespaces.get_opt(ns),
+        accounts.get_opt(objects::READER_SERVICE_ACCOUNT),
+        roles.get_opt(&role_name),
+        bindings.get_opt(&role_name),
+        secrets.list(&by_label),
+        gateways.get_opt(objects::CROSS_NETWORK_GATEWAY),
+        services.get_opt(gateway_service),
+    )?;
+
+    let remote_secrets = remote_secrets
+        .items
+        .iter()
+        .filter_map(|s| Some((s.metadata.name.clone()?, secrets::facts(s, object_facts(&s.metadata, mesh)))))
+        .collect();
+    Ok(ClusterFacts {
+        identity: kube_system.metadata.uid.unwrap_or_default(),
+        server: connection.server.clone(),
+        ca_sha256: connection.ca_pem.as_deref().map(crate::plan::desired::sha256_hex),
+        namespace: mesh_ns.map(|n| NamespaceFacts {
+            object: object_facts(&n.metadata, mesh),
+            network: n.metadata.labels.as_ref().and_then(|l| l.get(objects::NETWORK_LABEL).cloned()),
+        }),
+        reader: ReaderFacts {
+            service_account: account.map(|a| object_facts(&a.metadata, mesh)),
+            cluster_role: role.map(|r| object_facts(&r.metadata, mesh)),
+            cluster_role_binding: binding.map(|b| object_facts(&b.metadata, mesh)),
+        },
+        remote_secrets,
+        gateway: gateway.map(|g| object_facts(&g.metadata, mesh)),
+        gateway_service: service.map(|s| object_facts(&s.metadata, mesh)),
+    })
+}
