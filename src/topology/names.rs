@@ -165,7 +165,7 @@ impl Rule {
                     out.pop();
                 }
                 out.push(c);
-            } else if !out.ends_with('-') && !(subdomain && out.ends_with('.')) {
+            } else if !(out.ends_with('-') || subdomain && out.ends_with('.')) {
                 out.push('-');
             }
         }

@@ -101,15 +101,15 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
                 at(&format!("{path}.api_server")),
             );
         }
-        if let Some(kubeconfig) = &entry.kubeconfig {
-            if kubeconfig.trim().is_empty() || kubeconfig.contains('\0') {
-                problems.push(
-                    Problem::error(Code::InvalidKubeconfig, "`kubeconfig` must be a file path")
-                        .at(format!("{path}.kubeconfig"))
-                        .label(at(&format!("{path}.kubeconfig")), "not a usable path")
-                        .help("remove the key to use $KUBECONFIG or ~/.kube/config"),
-                );
-            }
+        if let Some(kubeconfig) = &entry.kubeconfig
+            && (kubeconfig.trim().is_empty() || kubeconfig.contains('\0'))
+        {
+            problems.push(
+                Problem::error(Code::InvalidKubeconfig, "`kubeconfig` must be a file path")
+                    .at(format!("{path}.kubeconfig"))
+                    .label(at(&format!("{path}.kubeconfig")), "not a usable path")
+                    .help("remove the key to use $KUBECONFIG or ~/.kube/config"),
+            );
         }
         clusters.push((
             i,

@@ -4,4 +4,5 @@
 //! every helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod controlplane;
