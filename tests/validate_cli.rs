@@ -121,7 +121,7 @@ fn a_directory_is_not_a_topology_file() {
 
       x cannot read tests/fixtures
       `-> it is a directory
-      help: pass the path of a mesh.toml file with -f PATH
+      help: pass the path of a topology file
     ");
 }
 
