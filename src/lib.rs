@@ -5,6 +5,7 @@
 //! → `observe` (reads clusters) → `plan` (pure diff into actions) → `apply`
 //! (writes) → [`render`] (text, markdown, JSON). [`cli`] wires them together.
 
+pub mod apply;
 pub mod cli;
 pub mod objects;
 pub mod observe;

@@ -19,7 +19,11 @@ pub fn read_limited(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, Cl
             io::ErrorKind::PermissionDenied => "check the file's permissions".to_string(),
             _ => format!("pass the path of a {what} file"),
         };
-        CliError::Read { path: path.to_path_buf(), hint, source }
+        CliError::Read {
+            path: path.to_path_buf(),
+            hint,
+            source,
+        }
     };
     let file = std::fs::File::open(path).map_err(fail)?;
     if file.metadata().map_err(fail)?.is_dir() {
@@ -33,9 +37,17 @@ pub fn read_limited(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, Cl
 /// Writes `bytes` to `path` through a temporary file in the same directory
 /// and a rename, so readers never see half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    let fail = |source: io::Error| CliError::WriteFile { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| fail(io::Error::other("not a file name")))?;
+    let fail = |source: io::Error| CliError::WriteFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| fail(io::Error::other("not a file name")))?;
     let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;

@@ -2,6 +2,7 @@
 //! pipeline (topology → observe → plan → apply → render) and their outcome into
 //! an exit status. Reading and writing files happens here, not below.
 
+mod apply;
 mod files;
 mod plan;
 mod validate;
@@ -46,14 +47,24 @@ Examples:
   meshform validate -f mesh.toml.example --format json")]
     Validate(validate::Args),
     /// Compare mesh.toml with the clusters and show the actions that would reconcile them.
-    #[command(after_help = "Exit status: 0 no changes (or changes, without --detailed-exitcode), 1 error or a
+    #[command(
+        after_help = "Exit status: 0 no changes (or changes, without --detailed-exitcode), 1 error or a
 blocking problem, 2 changes (with --detailed-exitcode).
 
 Examples:
   meshform plan
   meshform plan --observed observed.json --format markdown
-  meshform plan --out plan.json --detailed-exitcode")]
+  meshform plan --out plan.json --detailed-exitcode"
+    )]
     Plan(plan::Args),
+    /// Execute a plan: write remote secrets, network labels, gateways and reader accounts.
+    #[command(after_help = "Exit status: 0 applied (or nothing to do), 1 refused or failed.
+
+Examples:
+  meshform apply --dry-run --diff
+  meshform apply --allow-detach --auto-approve
+  meshform plan --out plan.json && meshform apply plan.json")]
+    Apply(apply::Args),
     /// Read the clusters and save what was found, without secrets, for offline plans.
     #[command(after_help = "Example:
   meshform snapshot -o observed.json && meshform plan --observed observed.json")]
@@ -84,7 +95,9 @@ pub struct ClusterArgs {
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let span: jiff::Span = text.parse().map_err(|e| format!("{e}; write a duration such as 30s, 5m or 1h"))?;
+    let span: jiff::Span = text
+        .parse()
+        .map_err(|e| format!("{e}; write a duration such as 30s, 5m or 1h"))?;
     let duration = jiff::SignedDuration::try_from(span).map_err(|e| e.to_string())?;
     Duration::try_from(duration).map_err(|_| "the duration must not be negative".to_string())
 }
@@ -135,6 +148,31 @@ pub enum CliError {
     #[error("{} is not a meshform snapshot: {reason}", path.display())]
     #[diagnostic(code(meshform::cli::bad_snapshot), help("make one with `meshform snapshot -o {}`", path.display()))]
     BadSnapshot { path: PathBuf, reason: String },
+    /// A saved plan that is not one.
+    #[error("{} is not a meshform plan: {reason}", path.display())]
+    #[diagnostic(code(meshform::cli::bad_plan), help("save one with `meshform plan --out {}`", path.display()))]
+    BadPlan { path: PathBuf, reason: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Refused(#[from] crate::apply::Refusal),
+    /// The apply lock is held or cannot be taken.
+    #[error(transparent)]
+    #[diagnostic(
+        code(meshform::apply::lock),
+        help("wait for the other apply, or pass --lock-timeout 5m to wait for it")
+    )]
+    Lock(#[from] crate::apply::lock::LockError),
+    /// No reachable primary to hold the apply lock.
+    #[error("no primary cluster can be reached to hold the apply lock")]
+    #[diagnostic(
+        code(meshform::apply::no_lock_cluster),
+        help("fix access to at least one primary cluster")
+    )]
+    NoLockCluster,
+    /// The user did not confirm.
+    #[error("{0}")]
+    #[diagnostic(code(meshform::apply::not_confirmed))]
+    NotConfirmed(String),
     /// The topology is invalid; its problems were already shown.
     #[error("{0} is not a valid topology")]
     #[diagnostic(code(meshform::topology::invalid))]
@@ -157,7 +195,10 @@ impl Cli {
                 std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && io::stderr().is_terminal()
             }
         };
-        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(100);
         Style { color, width }
     }
 }
@@ -176,10 +217,16 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Exit, 
     // A closed pipe (`meshform ... | head`) is the reader's choice, not an
     // error: output stops, the exit status stays what the command decided.
     let (mut out, mut err) = (PipeSafe(out), PipeSafe(err));
-    let mut cx = Context { out: &mut out, err: &mut err, style: cli.style(), quiet: cli.quiet };
+    let mut cx = Context {
+        out: &mut out,
+        err: &mut err,
+        style: cli.style(),
+        quiet: cli.quiet,
+    };
     match &cli.command {
         Command::Validate(args) => validate::run(args, &mut cx),
         Command::Plan(args) => plan::run(args, &mut cx),
+        Command::Apply(args) => apply::run(args, &mut cx),
         Command::Snapshot(args) => plan::snapshot(args, &mut cx),
         Command::Schema => {
             serde_json::to_writer_pretty(&mut *cx.out, &crate::topology::schema()).map_err(io::Error::from)?;
@@ -210,5 +257,8 @@ impl Write for PipeSafe<'_> {
 
 /// A multi-threaded runtime for commands that talk to clusters.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
 }

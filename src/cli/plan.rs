@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ClusterArgs, CliError, Context, Exit, TopologyArg, files, validate};
+use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, files, validate};
 use crate::observe::connect::Sources;
 use crate::observe::model::{Observed, SNAPSHOT_FORMAT_VERSION};
 use crate::plan::{self, Options, Plan};
@@ -34,6 +34,13 @@ pub struct Args {
     #[arg(long)]
     pub detailed_exitcode: bool,
 
+    #[command(flatten)]
+    pub plan: PlanArgs,
+}
+
+/// Planning choices shared by `plan` and `apply`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
     /// Plan only actions that write to, or are about, this cluster (repeatable).
     #[arg(long = "target", value_name = "CLUSTER")]
     pub targets: Vec<String>,
@@ -49,6 +56,18 @@ pub struct Args {
     /// Plan a new reader token in every remote secret.
     #[arg(long)]
     pub rotate_tokens: bool,
+}
+
+impl PlanArgs {
+    pub fn options(&self) -> Options {
+        Options {
+            skip_unreachable: self.skip_unreachable,
+            adopt: self.adopt,
+            rotate_tokens: self.rotate_tokens,
+            targets: self.targets.clone(),
+            ..Options::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,22 +96,22 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         Some(path) => read_snapshot(path)?,
         None => observe(&topology, &args.topology.file, &args.clusters)?,
     };
-    let options = Options {
-        skip_unreachable: args.skip_unreachable,
-        adopt: args.adopt,
-        rotate_tokens: args.rotate_tokens,
-        targets: args.targets.clone(),
-        ..Options::default()
-    };
-    let plan = plan::plan(&topology, &observed, &options)?;
+    let plan = plan::plan(&topology, &observed, &args.plan.options())?;
     if let Some(path) = &args.out {
         files::write_atomic(path, &plan_json(&plan))?;
     }
-    match args.format {
-        Format::Json => cx.out.write_all(&plan_json(&plan))?,
-        Format::Text | Format::Markdown => cx.out.write_all(&plan_json(&plan))?,
-    }
+    render_plan(&plan, &topology, args.format, cx)?;
     Ok(exit_status(&plan, args.detailed_exitcode))
+}
+
+/// Shows a plan in the chosen format on stdout.
+pub fn render_plan(plan: &Plan, topology: &Topology, format: Format, cx: &mut Context<'_>) -> Result<(), CliError> {
+    match format {
+        Format::Json => cx.out.write_all(&plan_json(plan))?,
+        Format::Text | Format::Markdown => cx.out.write_all(&plan_json(plan))?,
+    }
+    let _ = topology;
+    Ok(())
 }
 
 /// Blocking problems fail the run: the topology cannot be reached as it stands.
@@ -132,16 +151,41 @@ pub fn observe(topology: &Topology, file: &Path, clusters: &ClusterArgs) -> Resu
         kubeconfig: clusters.kubeconfig.clone(),
         timeout: clusters.timeout,
     };
-    let runtime = super::runtime()?;
-    Ok(runtime.block_on(async {
-        let connections = crate::observe::connect_all(topology, &sources).await;
-        crate::observe::observe(topology, &connections).await
-    }))
+    Ok(super::runtime()?.block_on(observe_with(topology, &sources)))
+}
+
+pub async fn observe_with(topology: &Topology, sources: &Sources) -> Observed {
+    let connections = crate::observe::connect_all(topology, sources).await;
+    crate::observe::observe(topology, &connections).await
+}
+
+/// Reads a plan saved with `plan --out`.
+pub fn read_plan(path: &Path) -> Result<Plan, CliError> {
+    let bytes = files::read_limited(path, MAX_SNAPSHOT_BYTES, "plan")?;
+    let bad = |reason: String| CliError::BadPlan {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(plan::PLAN_FORMAT_VERSION)) {
+        return Err(bad(format!(
+            "its format_version is {}, this meshform reads version {}",
+            version.map_or_else(|| "missing".to_string(), |v| v.to_string()),
+            plan::PLAN_FORMAT_VERSION
+        )));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
 }
 
 fn read_snapshot(path: &Path) -> Result<Observed, CliError> {
     let bytes = files::read_limited(path, MAX_SNAPSHOT_BYTES, "snapshot")?;
-    let bad = |reason: String| CliError::BadSnapshot { path: path.to_path_buf(), reason };
+    let bad = |reason: String| CliError::BadSnapshot {
+        path: path.to_path_buf(),
+        reason,
+    };
     if bytes.len() > MAX_SNAPSHOT_BYTES {
         return Err(bad(format!("it is larger than {MAX_SNAPSHOT_BYTES} bytes")));
     }

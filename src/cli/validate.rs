@@ -40,7 +40,11 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, super::CliError> {
             }
         }
     }
-    Ok(if checked.topology.is_some() { Exit::Success } else { Exit::Error })
+    Ok(if checked.topology.is_some() {
+        Exit::Success
+    } else {
+        Exit::Error
+    })
 }
 
 /// Reads and checks a topology file; `name` is how diagnostics show it.
@@ -56,5 +60,7 @@ pub fn check_file(path: &Path) -> Result<(String, topology::Checked), super::Cli
 pub fn load(path: &Path, cx: &mut Context<'_>) -> Result<(Topology, Problems), super::CliError> {
     let (name, checked) = check_file(path)?;
     render::diagnostics::text(&checked.problems, cx.style, cx.err)?;
-    checked.into_result().map_err(|_| super::CliError::InvalidTopology(name))
+    checked
+        .into_result()
+        .map_err(|_| super::CliError::InvalidTopology(name))
 }

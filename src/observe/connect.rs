@@ -56,7 +56,11 @@ pub enum ConnectError {
     #[error("kubeconfig {path} has no context {context:?}")]
     NoContext { path: String, context: String },
     #[error("context {context:?} in {path} cannot be used: {reason}")]
-    BadContext { path: String, context: String, reason: String },
+    BadContext {
+        path: String,
+        context: String,
+        reason: String,
+    },
 }
 
 /// Parsed kubeconfig files, read once each however many clusters use them.
@@ -68,7 +72,10 @@ pub struct KubeconfigCache {
 impl KubeconfigCache {
     fn load(&mut self, path: Option<&Path>) -> Result<(Kubeconfig, String), ConnectError> {
         let key = path.map(Path::to_path_buf).unwrap_or_default();
-        let shown = path.map_or_else(|| "$KUBECONFIG or ~/.kube/config".to_string(), |p| p.display().to_string());
+        let shown = path.map_or_else(
+            || "$KUBECONFIG or ~/.kube/config".to_string(),
+            |p| p.display().to_string(),
+        );
         let entry = self.files.entry(key).or_insert_with(|| {
             let loaded = match path {
                 Some(p) => Kubeconfig::read_from(p),
@@ -79,7 +86,10 @@ impl KubeconfigCache {
         });
         match entry {
             Ok(config) => Ok((config.clone(), shown)),
-            Err(reason) => Err(ConnectError::ReadKubeconfig { path: shown, reason: reason.clone() }),
+            Err(reason) => Err(ConnectError::ReadKubeconfig {
+                path: shown,
+                reason: reason.clone(),
+            }),
         }
     }
 }
@@ -92,7 +102,11 @@ pub fn kubeconfig_path(cluster: &Cluster, sources: &Sources) -> Option<PathBuf> 
                 Some(rest) => std::env::home_dir().unwrap_or_default().join(rest),
                 None => PathBuf::from(path),
             };
-            Some(if path.is_absolute() { path } else { sources.base_dir.join(path) })
+            Some(if path.is_absolute() {
+                path
+            } else {
+                sources.base_dir.join(path)
+            })
         }
         None => sources.kubeconfig.clone(),
     }
@@ -111,7 +125,11 @@ pub async fn connect(
         return Err(ConnectError::NoContext { path: shown, context });
     };
     let cluster_name = named.context.as_ref().map(|c| c.cluster.clone()).unwrap_or_default();
-    let entry = kubeconfig.clusters.iter().find(|c| c.name == cluster_name).and_then(|c| c.cluster.clone());
+    let entry = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.clone());
     let ca_pem = match entry.as_ref() {
         Some(c) => match (&c.certificate_authority_data, &c.certificate_authority) {
             (Some(data), _) => base64::engine::general_purpose::STANDARD.decode(data.trim()).ok(),
@@ -127,13 +145,29 @@ pub async fn connect(
         },
         None => None,
     };
-    let options = KubeConfigOptions { context: Some(context.clone()), cluster: None, user: None };
-    let bad = |reason: String| ConnectError::BadContext { path: shown.clone(), context: context.clone(), reason };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| bad(e.to_string()))?;
+    let options = KubeConfigOptions {
+        context: Some(context.clone()),
+        cluster: None,
+        user: None,
+    };
+    let bad = |reason: String| ConnectError::BadContext {
+        path: shown.clone(),
+        context: context.clone(),
+        reason,
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
     config.connect_timeout = Some(sources.timeout);
     config.read_timeout = Some(sources.timeout);
     config.write_timeout = Some(sources.timeout);
     let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
     let client = kube::Client::try_from(config).map_err(|e| bad(e.to_string()))?;
-    Ok(Connection { cluster: cluster.name.clone(), context, server, ca_pem, client })
+    Ok(Connection {
+        cluster: cluster.name.clone(),
+        context,
+        server,
+        ca_pem,
+        client,
+    })
 }

@@ -8,7 +8,7 @@
 
 pub mod connect;
 pub mod model;
-mod secrets;
+pub(crate) mod secrets;
 pub mod synthetic;
 
 use std::collections::BTreeMap;
@@ -36,7 +36,10 @@ pub async fn connect_all(topology: &Topology, sources: &Sources) -> Vec<(String,
     let mut cache = KubeconfigCache::default();
     let mut out = Vec::with_capacity(topology.clusters.len());
     for cluster in &topology.clusters {
-        out.push((cluster.name.clone(), connect::connect(cluster, sources, &mut cache).await));
+        out.push((
+            cluster.name.clone(),
+            connect::connect(cluster, sources, &mut cache).await,
+        ));
     }
     out
 }
@@ -50,9 +53,18 @@ pub async fn observe(topology: &Topology, connections: &[(String, Result<Connect
                 Ok(facts) => ClusterState::Reachable(Box::new(facts)),
                 Err(error) => unknown(&error),
             },
-            Err(error) => ClusterState::Unknown { reason: UnknownReason::Kubeconfig, detail: error.to_string() },
+            Err(error) => ClusterState::Unknown {
+                reason: UnknownReason::Kubeconfig,
+                detail: error.to_string(),
+            },
         };
-        (name.clone(), ClusterObservation { context: cluster.context.clone(), state })
+        (
+            name.clone(),
+            ClusterObservation {
+                context: cluster.context.clone(),
+                state,
+            },
+        )
     });
     let clusters: BTreeMap<_, _> = futures::future::join_all(reads).await.into_iter().collect();
     Observed {
@@ -113,7 +125,10 @@ fn object_facts(meta: &ObjectMeta, mesh: &str) -> ObjectFacts {
         uid: meta.uid.clone().unwrap_or_default(),
         resource_version: meta.resource_version.clone().unwrap_or_default(),
         managed: objects::is_managed(meta.labels.as_ref(), mesh),
-        spec_hash: meta.annotations.as_ref().and_then(|a| a.get(objects::SPEC_HASH_ANNOTATION).cloned()),
+        spec_hash: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(objects::SPEC_HASH_ANNOTATION).cloned()),
     }
 }
 
@@ -121,7 +136,9 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     let ns = topology.mesh.namespace.as_str();
     let mesh = topology.mesh.name.as_str();
     let client = connection.client.clone();
-    let cluster = topology.cluster(&connection.cluster).expect("connection of a topology cluster");
+    let cluster = topology
+        .cluster(&connection.cluster)
+        .expect("connection of a topology cluster");
     let gateway_service = &topology.networks[&cluster.network].gateway_service;
     let role_name = objects::reader_cluster_role(ns);
 
@@ -148,7 +165,12 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     let remote_secrets = remote_secrets
         .items
         .iter()
-        .filter_map(|s| Some((s.metadata.name.clone()?, secrets::facts(s, object_facts(&s.metadata, mesh)))))
+        .filter_map(|s| {
+            Some((
+                s.metadata.name.clone()?,
+                secrets::facts(s, object_facts(&s.metadata, mesh)),
+            ))
+        })
         .collect();
     Ok(ClusterFacts {
         identity: kube_system.metadata.uid.unwrap_or_default(),
@@ -156,7 +178,11 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         ca_sha256: connection.ca_pem.as_deref().map(crate::plan::desired::sha256_hex),
         namespace: mesh_ns.map(|n| NamespaceFacts {
             object: object_facts(&n.metadata, mesh),
-            network: n.metadata.labels.as_ref().and_then(|l| l.get(objects::NETWORK_LABEL).cloned()),
+            network: n
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(objects::NETWORK_LABEL).cloned()),
         }),
         reader: ReaderFacts {
             service_account: account.map(|a| object_facts(&a.metadata, mesh)),

@@ -27,7 +27,10 @@ pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
         .and_then(|d| d.values().next())
         .and_then(|bytes| std::str::from_utf8(&bytes.0).ok())
         .and_then(|text| Kubeconfig::from_yaml(text).ok());
-    let cluster = kubeconfig.as_ref().and_then(|k| k.clusters.first()).and_then(|c| c.cluster.as_ref());
+    let cluster = kubeconfig
+        .as_ref()
+        .and_then(|k| k.clusters.first())
+        .and_then(|c| c.cluster.as_ref());
     let token = kubeconfig
         .as_ref()
         .and_then(|k| k.auth_infos.first())
@@ -38,7 +41,9 @@ pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
         object,
         cluster_ids,
         annotated_cluster: annotations.and_then(|a| a.get(objects::CLUSTER_ANNOTATION).cloned()),
-        server: cluster.and_then(|c| c.server.clone()).map(|s| s.trim_end_matches('/').to_string()),
+        server: cluster
+            .and_then(|c| c.server.clone())
+            .map(|s| s.trim_end_matches('/').to_string()),
         ca_sha256: cluster
             .and_then(|c| c.certificate_authority_data.as_ref())
             .and_then(|data| base64::engine::general_purpose::STANDARD.decode(data.trim()).ok())
@@ -51,12 +56,21 @@ pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
 /// Reads `iat` and `exp` from a service-account JWT. Legacy token Secrets
 /// carry no `exp`: they never expire.
 fn token_facts(token: &str) -> TokenFacts {
-    let Some(payload) = token.split('.').nth(1) else { return TokenFacts::Unknown };
+    let Some(payload) = token.split('.').nth(1) else {
+        return TokenFacts::Unknown;
+    };
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')) else {
         return TokenFacts::Unknown;
     };
-    let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return TokenFacts::Unknown };
-    let time = |claim: &str| claims.get(claim).and_then(|v| v.as_i64()).and_then(|s| Timestamp::from_second(s).ok());
+    let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return TokenFacts::Unknown;
+    };
+    let time = |claim: &str| {
+        claims
+            .get(claim)
+            .and_then(|v| v.as_i64())
+            .and_then(|s| Timestamp::from_second(s).ok())
+    };
     match (time("iat"), time("exp")) {
         (Some(issued_at), Some(expires_at)) => TokenFacts::Bound { issued_at, expires_at },
         (_, None) if claims.get("sub").is_some() => TokenFacts::Unbounded,
@@ -76,7 +90,11 @@ mod tests {
 
     fn jwt(claims: serde_json::Value) -> String {
         let enc = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-        format!("{}.{}.{TOKEN_SECRET_PART}", enc(br#"{"alg":"RS256"}"#), enc(claims.to_string().as_bytes()))
+        format!(
+            "{}.{}.{TOKEN_SECRET_PART}",
+            enc(br#"{"alg":"RS256"}"#),
+            enc(claims.to_string().as_bytes())
+        )
     }
 
     fn secret(token: &str) -> Secret {
@@ -91,7 +109,12 @@ mod tests {
     }
 
     fn object() -> ObjectFacts {
-        ObjectFacts { uid: "u".into(), resource_version: "1".into(), managed: true, spec_hash: None }
+        ObjectFacts {
+            uid: "u".into(),
+            resource_version: "1".into(),
+            managed: true,
+            spec_hash: None,
+        }
     }
 
     #[test]

@@ -1,0 +1,250 @@
+//! The objects meshform writes, built as plain data from the plan.
+//!
+//! Pure functions: no client, no clock. Apply sends what these return with
+//! server-side apply; tests inspect it directly.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use kube::api::{DynamicObject, ObjectMeta};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use crate::objects::{self, CLUSTER_ANNOTATION, MULTICLUSTER_LABEL, PEER_IDENTITY_ANNOTATION, SPEC_HASH_ANNOTATION};
+
+fn meta(name: &str, namespace: Option<&str>, mesh: &str, spec_hash: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespace.map(str::to_string),
+        labels: Some(objects::managed_labels(mesh)),
+        annotations: spec_hash.map(|h| BTreeMap::from([(SPEC_HASH_ANNOTATION.to_string(), h.to_string())])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Only the network label: meshform owns that field of the namespace, not
+/// the namespace (Istio's installer does).
+pub fn network_label(namespace: &str, network: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                objects::NETWORK_LABEL.to_string(),
+                network.to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+pub fn reader_account(namespace: &str, mesh: &str) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(objects::READER_SERVICE_ACCOUNT, Some(namespace), mesh, None),
+        ..Default::default()
+    }
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
+    PolicyRule {
+        api_groups: strings(groups),
+        resources: strings(resources),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
+/// What istiod in a primary needs to read a peer cluster: its services,
+/// endpoints, pods and nodes, Istio's configuration, and token and access
+/// reviews for the peer's workloads. Read-only apart from the reviews.
+/// Changing the rules means bumping the reader version in plan::desired.
+pub fn reader_role(namespace: &str, mesh: &str, spec_hash: &str) -> ClusterRole {
+    let read = &["get", "list", "watch"];
+    ClusterRole {
+        metadata: meta(&objects::reader_cluster_role(namespace), None, mesh, Some(spec_hash)),
+        rules: Some(vec![
+            rule(
+                &[
+                    "config.istio.io",
+                    "security.istio.io",
+                    "networking.istio.io",
+                    "authentication.istio.io",
+                    "rbac.istio.io",
+                    "telemetry.istio.io",
+                    "extensions.istio.io",
+                ],
+                &["*"],
+                read,
+            ),
+            rule(
+                &[""],
+                &[
+                    "endpoints",
+                    "pods",
+                    "services",
+                    "nodes",
+                    "replicationcontrollers",
+                    "namespaces",
+                    "secrets",
+                ],
+                read,
+            ),
+            rule(
+                &["networking.x-k8s.io", "gateway.networking.k8s.io"],
+                &["gateways"],
+                read,
+            ),
+            rule(&["apiextensions.k8s.io"], &["customresourcedefinitions"], read),
+            rule(&["discovery.k8s.io"], &["endpointslices"], read),
+            rule(&["multicluster.x-k8s.io"], &["serviceexports", "serviceimports"], read),
+            rule(&["apps"], &["replicasets"], read),
+            rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+            rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
+        ]),
+        ..ClusterRole::default()
+    }
+}
+
+pub fn reader_binding(namespace: &str, mesh: &str, spec_hash: &str) -> ClusterRoleBinding {
+    let name = objects::reader_cluster_role(namespace);
+    ClusterRoleBinding {
+        metadata: meta(&name, None, mesh, Some(spec_hash)),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name,
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: objects::READER_SERVICE_ACCOUNT.into(),
+            namespace: Some(namespace.into()),
+            ..Subject::default()
+        }]),
+    }
+}
+
+/// The `cross-network-gateway`, as Istio's `expose-services.yaml` defines it:
+/// mTLS passthrough on the east-west gateway for every `*.local` service.
+pub fn cross_network_gateway(namespace: &str, mesh: &str, port: u16, spec_hash: &str) -> DynamicObject {
+    let mut gateway = DynamicObject::new(objects::CROSS_NETWORK_GATEWAY, &objects::gateway_resource())
+        .within(namespace)
+        .data(json!({
+            "spec": {
+                "selector": { objects::EASTWEST_SELECTOR.0: objects::EASTWEST_SELECTOR.1 },
+                "servers": [{
+                    "port": { "number": port, "name": "tls", "protocol": "TLS" },
+                    "tls": { "mode": "AUTO_PASSTHROUGH" },
+                    "hosts": ["*.local"],
+                }],
+            }
+        }));
+    gateway.metadata = meta(objects::CROSS_NETWORK_GATEWAY, Some(namespace), mesh, Some(spec_hash));
+    gateway
+}
+
+/// A kubeconfig for `peer` carrying a reader token: what istiod in a primary
+/// uses to read the peer. JSON is valid YAML, which is what Istio parses.
+pub fn peer_kubeconfig(peer: &str, server: &str, ca_pem: Option<&[u8]>, token: &SecretString) -> SecretString {
+    let mut cluster = json!({ "server": server });
+    if let Some(pem) = ca_pem {
+        cluster["certificate-authority-data"] = base64::engine::general_purpose::STANDARD.encode(pem).into();
+    }
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": peer, "cluster": cluster }],
+        "users": [{ "name": peer, "user": { "token": token.expose_secret() } }],
+        "contexts": [{ "name": peer, "context": { "cluster": peer, "user": peer } }],
+        "current-context": peer,
+    });
+    SecretString::from(serde_json::to_string_pretty(&config).expect("a kubeconfig serialises"))
+}
+
+/// The remote secret istiod watches: one data key, the peer's cluster id.
+pub struct RemoteSecret<'a> {
+    pub namespace: &'a str,
+    pub mesh: &'a str,
+    pub name: &'a str,
+    pub peer: &'a str,
+    pub peer_identity: &'a str,
+    pub spec_hash: &'a str,
+    /// Makes the write conditional on the object being as observed.
+    pub resource_version: Option<&'a str>,
+}
+
+impl RemoteSecret<'_> {
+    pub fn build(&self, kubeconfig: &SecretString) -> Secret {
+        let mut metadata = meta(self.name, Some(self.namespace), self.mesh, Some(self.spec_hash));
+        metadata
+            .labels
+            .get_or_insert_default()
+            .insert(MULTICLUSTER_LABEL.into(), "true".into());
+        let annotations = metadata.annotations.get_or_insert_default();
+        annotations.insert(CLUSTER_ANNOTATION.into(), self.peer.into());
+        annotations.insert(PEER_IDENTITY_ANNOTATION.into(), self.peer_identity.into());
+        metadata.resource_version = self.resource_version.map(str::to_string);
+        Secret {
+            metadata,
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                self.peer.to_string(),
+                ByteString(kubeconfig.expose_secret().as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::model::{ObjectFacts, TokenFacts};
+
+    #[test]
+    fn remote_secret_reads_back_as_written() {
+        // The observe side must recognise exactly what the apply side writes.
+        let token = SecretString::from("header.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eDp5In0.sig");
+        let kubeconfig = peer_kubeconfig("b", "https://b.example.com:6443", Some(b"PEM"), &token);
+        let secret = RemoteSecret {
+            namespace: "istio-system",
+            mesh: "m",
+            name: "istio-remote-secret-b",
+            peer: "b",
+            peer_identity: "uid-b",
+            spec_hash: "h",
+            resource_version: None,
+        }
+        .build(&kubeconfig);
+        let labels = secret.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MULTICLUSTER_LABEL], "true");
+        assert!(objects::is_managed(Some(labels), "m"));
+        let object = ObjectFacts {
+            uid: String::new(),
+            resource_version: String::new(),
+            managed: true,
+            spec_hash: None,
+        };
+        let facts = crate::observe::secrets::facts(&secret, object);
+        assert_eq!(facts.cluster_ids, ["b"]);
+        assert_eq!(facts.annotated_cluster.as_deref(), Some("b"));
+        assert_eq!(facts.peer_identity.as_deref(), Some("uid-b"));
+        assert_eq!(facts.server.as_deref(), Some("https://b.example.com:6443"));
+        assert_eq!(facts.ca_sha256, Some(crate::plan::desired::sha256_hex(b"PEM")));
+        assert_eq!(facts.token, TokenFacts::Unbounded);
+    }
+
+    #[test]
+    fn gateway_matches_istios_expose_services() {
+        let gw = cross_network_gateway("istio-system", "m", 15443, "h");
+        let server = &gw.data["spec"]["servers"][0];
+        assert_eq!(server["port"]["number"], 15443);
+        assert_eq!(server["tls"]["mode"], "AUTO_PASSTHROUGH");
+        assert_eq!(server["hosts"], json!(["*.local"]));
+        assert_eq!(gw.data["spec"]["selector"]["istio"], "eastwestgateway");
+        assert_eq!(gw.types.as_ref().unwrap().api_version, "networking.istio.io/v1");
+    }
+}

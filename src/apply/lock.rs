@@ -1,0 +1,205 @@
+//! One apply per mesh at a time: a `coordination.k8s.io` Lease, held and
+//! renewed while apply runs, that expires on its own if its holder dies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::objects;
+
+#[derive(Debug, Error)]
+pub enum LockError {
+    /// Another apply holds the lock.
+    #[error("another apply of mesh {mesh:?} is running: lock held by {holder} since {since}, until at least {until}")]
+    Held {
+        mesh: String,
+        holder: String,
+        since: String,
+        until: String,
+    },
+    /// The lock could not be read or written.
+    #[error("cannot take the apply lock Lease {namespace}/{name} in cluster {cluster}: {reason}")]
+    Api {
+        cluster: String,
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+}
+
+/// A held lock; renewed in the background until released.
+pub struct Lock {
+    api: Api<Lease>,
+    name: String,
+    lost: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+    renewer: tokio::task::JoinHandle<Option<Lease>>,
+}
+
+pub struct LockSettings {
+    /// Who holds it, as shown to a second apply.
+    pub holder: String,
+    /// How long the lease lasts without renewal.
+    pub duration: Duration,
+    /// How long to wait for a held lock before giving up.
+    pub wait: Duration,
+}
+
+fn micro(t: Timestamp) -> MicroTime {
+    MicroTime(t)
+}
+
+fn expired(lease: &Lease, now: Timestamp) -> bool {
+    let Some(spec) = &lease.spec else { return true };
+    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+        return true;
+    }
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    renewed.is_none_or(|t| t.as_second() + duration < now.as_second())
+}
+
+/// Takes the lock of `mesh` in `namespace` of the lock cluster, waiting up
+/// to `settings.wait` while another apply holds it.
+pub async fn acquire(
+    client: kube::Client,
+    cluster: &str,
+    namespace: &str,
+    mesh: &str,
+    settings: &LockSettings,
+) -> Result<Lock, LockError> {
+    let name = objects::lock_lease(mesh);
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let fail = |e: kube::Error| LockError::Api {
+        cluster: cluster.to_string(),
+        namespace: namespace.to_string(),
+        name: name.clone(),
+        reason: crate::observe::error_chain(&e),
+    };
+    let deadline = tokio::time::Instant::now() + settings.wait;
+    let seconds = i32::try_from(settings.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+    loop {
+        let now = Timestamp::now();
+        let spec = LeaseSpec {
+            holder_identity: Some(settings.holder.clone()),
+            lease_duration_seconds: Some(seconds),
+            acquire_time: Some(micro(now)),
+            renew_time: Some(micro(now)),
+            ..LeaseSpec::default()
+        };
+        let attempt = match api.get_opt(&name).await.map_err(fail)? {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some(objects::managed_labels(mesh)),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(spec),
+                };
+                api.create(&PostParams::default(), &lease).await
+            }
+            Some(current) if expired(&current, now) => {
+                // Replace carries the resourceVersion: of two takers, one wins.
+                let lease = Lease {
+                    metadata: current.metadata.clone(),
+                    spec: Some(spec),
+                };
+                api.replace(&name, &PostParams::default(), &lease).await
+            }
+            Some(current) => {
+                if tokio::time::Instant::now() >= deadline {
+                    let spec = current.spec.unwrap_or_default();
+                    let since = spec.acquire_time.map_or_else(|| "?".to_string(), |t| t.0.to_string());
+                    let until = spec.renew_time.map_or_else(
+                        || "?".to_string(),
+                        |t| {
+                            let secs = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+                            (t.0 + jiff::SignedDuration::from_secs(secs)).to_string()
+                        },
+                    );
+                    return Err(LockError::Held {
+                        mesh: mesh.to_string(),
+                        holder: spec.holder_identity.unwrap_or_default(),
+                        since,
+                        until,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match attempt {
+            Ok(lease) => return Ok(start_renewing(api, name, lease, settings.duration)),
+            // Someone else took it between our read and our write: look again.
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(fail(e)),
+        }
+    }
+}
+
+fn start_renewing(api: Api<Lease>, name: String, lease: Lease, duration: Duration) -> Lock {
+    let lost = Arc::new(AtomicBool::new(false));
+    let (stop, mut stopped) = watch::channel(false);
+    let renewer = {
+        let (api, name, lost) = (api.clone(), name.clone(), lost.clone());
+        tokio::spawn(async move {
+            let mut lease = lease;
+            let every = (duration / 3).max(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return Some(lease),
+                    () = tokio::time::sleep(every) => {}
+                }
+                if let Some(spec) = lease.spec.as_mut() {
+                    spec.renew_time = Some(micro(Timestamp::now()));
+                }
+                match api.replace(&name, &PostParams::default(), &lease).await {
+                    Ok(renewed) => lease = renewed,
+                    Err(_) => {
+                        // Another apply may now take it; stop at the next phase.
+                        lost.store(true, Ordering::SeqCst);
+                        return None;
+                    }
+                }
+            }
+        })
+    };
+    Lock {
+        api,
+        name,
+        lost,
+        stop,
+        renewer,
+    }
+}
+
+impl Lock {
+    /// The lock could not be renewed: another apply may hold it now.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Stops renewing and deletes the lease, if it is still ours.
+    pub async fn release(self) {
+        let _ = self.stop.send(true);
+        if let Ok(Some(lease)) = self.renewer.await {
+            let preconditions = Preconditions {
+                uid: lease.metadata.uid.clone(),
+                resource_version: lease.metadata.resource_version.clone(),
+            };
+            let params = DeleteParams {
+                preconditions: Some(preconditions),
+                ..DeleteParams::default()
+            };
+            let _ = self.api.delete(&self.name, &params).await;
+        }
+    }
+}

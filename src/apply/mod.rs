@@ -1,0 +1,549 @@
+//! Executing a plan on the clusters.
+//!
+//! Phase by phase, in the plan's order; actions of one phase run
+//! concurrently up to a limit; a failure lets the running phase finish and
+//! starts no further phase. Every write is server-side apply with field
+//! manager `meshform` (so a second apply of the same content changes
+//! nothing), every delete carries the UID and resourceVersion the plan saw.
+//! Tokens come from the TokenRequest API and exist only in memory and in the
+//! remote secret they are written to.
+
+pub mod build;
+pub mod lock;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use miette::Diagnostic;
+use secrecy::SecretString;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use thiserror::Error;
+use tokio::sync::OnceCell;
+
+use crate::objects::{self, FIELD_MANAGER};
+use crate::observe::connect::Connection;
+use crate::observe::error_chain;
+use crate::observe::model::Observed;
+use crate::plan::{Action, ActionKind, Fingerprints, Phase, Plan, Precondition, WriteMode};
+use crate::topology::Topology;
+
+/// How to execute.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Send every write with `dryRun=All`: the API servers validate, nothing persists.
+    pub dry_run: bool,
+    /// Produce a unified diff (secret data redacted) for every action.
+    pub diff: bool,
+    /// Actions of one phase in flight at once.
+    pub concurrency: usize,
+    /// Execute `RestartWorkloads` steps rather than skip them.
+    pub restart_workloads: bool,
+    /// Lifetime asked of TokenRequest for reader tokens.
+    pub token_lifetime: Duration,
+}
+
+/// Why apply refused to start.
+#[derive(Debug, Error, Diagnostic, PartialEq)]
+pub enum Refusal {
+    /// The plan has blocking problems.
+    #[error("the plan has {0} blocking problem(s); nothing was applied")]
+    #[diagnostic(
+        code(meshform::apply::blocked),
+        help("fix the problems the plan lists, then plan again")
+    )]
+    Blocked(usize),
+    /// Detaches need explicit consent.
+    #[error("the plan detaches {clusters} (removes remote secrets from primaries); nothing was applied")]
+    #[diagnostic(
+        code(meshform::apply::detach_refused),
+        help("pass --allow-detach to apply a plan that detaches clusters (network changes detach and re-attach)")
+    )]
+    Detach { clusters: String },
+    /// The clusters changed since the plan was made.
+    #[error("plan is stale: {}", .0.join("; "))]
+    #[diagnostic(
+        code(meshform::apply::stale),
+        help("run `meshform plan` again and apply the new plan")
+    )]
+    Stale(Vec<String>),
+}
+
+/// Checks that need no cluster: blockers and consent to detach.
+pub fn preflight(plan: &Plan, allow_detach: bool) -> Result<(), Refusal> {
+    let blockers = plan.blockers().count();
+    if blockers > 0 {
+        return Err(Refusal::Blocked(blockers));
+    }
+    let mut detached: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| a.is_destructive())
+        .filter_map(Action::peer)
+        .collect();
+    detached.sort_unstable();
+    detached.dedup();
+    if !allow_detach && !detached.is_empty() {
+        return Err(Refusal::Detach {
+            clusters: detached.join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// What changed between a plan's fingerprints and the clusters now.
+pub fn staleness(planned: &Fingerprints, now: &Fingerprints) -> Vec<String> {
+    let mut changes = Vec::new();
+    if planned.topology_sha256 != now.topology_sha256 {
+        changes.push("mesh.toml has changed".to_string());
+    }
+    for (key, before) in &planned.observed {
+        match now.observed.get(key) {
+            None => changes.push(format!("{key} was deleted")),
+            Some(after) if after != before => changes.push(format!("{key} changed ({before} → {after})")),
+            Some(_) => {}
+        }
+    }
+    for key in now.observed.keys().filter(|k| !planned.observed.contains_key(*k)) {
+        changes.push(format!("{key} was created"));
+    }
+    changes
+}
+
+/// Progress as it happens.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<'a> {
+    Phase {
+        phase: Phase,
+        actions: usize,
+    },
+    Started {
+        index: usize,
+        action: &'a Action,
+    },
+    Done {
+        index: usize,
+        action: &'a Action,
+        dry_run: bool,
+        diff: Option<String>,
+    },
+    Failed {
+        index: usize,
+        action: &'a Action,
+        error: String,
+    },
+    Skipped {
+        index: usize,
+        action: &'a Action,
+        why: String,
+    },
+}
+
+/// Receives events. Concurrent actions run on one task, so no locking is needed.
+pub trait Progress {
+    fn event(&self, event: Event<'_>);
+}
+
+/// How each action of the plan ended, by its index in `plan.actions`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub done: Vec<usize>,
+    pub failed: Vec<(usize, String)>,
+    pub skipped: Vec<usize>,
+}
+
+impl Report {
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Everything execution needs.
+pub struct Target<'a> {
+    pub plan: &'a Plan,
+    pub topology: &'a Topology,
+    /// The observation the plan was checked against (after taking the lock).
+    pub observed: &'a Observed,
+    pub connections: &'a HashMap<String, &'a Connection>,
+}
+
+struct Run<'a> {
+    target: &'a Target<'a>,
+    settings: &'a Settings,
+    /// One token per peer per run, shared by every primary that needs it.
+    tokens: HashMap<&'a str, OnceCell<Result<SecretString, String>>>,
+    restart_stamp: String,
+}
+
+/// Executes the plan. Stops after the first phase with a failure; the report
+/// says what was done, what failed and what was skipped.
+pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Progress) -> Report {
+    let tokens = target
+        .plan
+        .actions
+        .iter()
+        .filter_map(Action::peer)
+        .map(|p| (p, OnceCell::new()))
+        .collect();
+    let run = Run {
+        target,
+        settings,
+        tokens,
+        restart_stamp: jiff::Timestamp::now().to_string(),
+    };
+    let mut report = Report::default();
+    for phase in Phase::ALL {
+        let actions: Vec<(usize, &Action)> = target
+            .plan
+            .actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.phase == phase)
+            .collect();
+        if actions.is_empty() {
+            continue;
+        }
+        if !report.succeeded() {
+            for (index, action) in actions {
+                progress.event(Event::Skipped {
+                    index,
+                    action,
+                    why: "an earlier phase failed".into(),
+                });
+                report.skipped.push(index);
+            }
+            continue;
+        }
+        progress.event(Event::Phase {
+            phase,
+            actions: actions.len(),
+        });
+        let results: Vec<(usize, Result<Option<String>, String>)> = futures::stream::iter(actions)
+            .map(|(index, action)| {
+                let run = &run;
+                async move {
+                    progress.event(Event::Started { index, action });
+                    let result = run.action(action).await;
+                    match &result {
+                        Ok(diff) => progress.event(Event::Done {
+                            index,
+                            action,
+                            dry_run: settings.dry_run,
+                            diff: diff.clone(),
+                        }),
+                        Err(error) => progress.event(Event::Failed {
+                            index,
+                            action,
+                            error: error.clone(),
+                        }),
+                    }
+                    (index, result)
+                }
+            })
+            .buffer_unordered(settings.concurrency.max(1))
+            .collect()
+            .await;
+        for (index, result) in results {
+            match result {
+                Ok(_) => report.done.push(index),
+                Err(e) => report.failed.push((index, e)),
+            }
+        }
+    }
+    report.done.sort_unstable();
+    report.failed.sort_unstable();
+    report.skipped.sort_unstable();
+    report
+}
+
+/// What an API call left behind, for the diff.
+type Before = Option<Value>;
+
+fn to_value<T: Serialize>(object: &Option<T>) -> Before {
+    object.as_ref().and_then(|o| serde_json::to_value(o).ok())
+}
+
+fn preconditions(p: &Precondition) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(p.uid.clone()),
+            resource_version: Some(p.resource_version.clone()),
+        }),
+        ..DeleteParams::default()
+    }
+}
+
+impl Run<'_> {
+    fn ns(&self) -> &str {
+        &self.target.topology.mesh.namespace
+    }
+
+    fn mesh(&self) -> &str {
+        &self.target.topology.mesh.name
+    }
+
+    fn connection(&self, cluster: &str) -> Result<&Connection, String> {
+        self.target
+            .connections
+            .get(cluster)
+            .copied()
+            .ok_or_else(|| format!("no connection to cluster {cluster}"))
+    }
+
+    fn apply_params(&self, force: bool) -> PatchParams {
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = force;
+        params.dry_run = self.settings.dry_run;
+        params
+    }
+
+    fn delete_params(&self, precondition: &Precondition) -> DeleteParams {
+        DeleteParams {
+            dry_run: self.settings.dry_run,
+            ..preconditions(precondition)
+        }
+    }
+
+    /// Server-side apply of one object, returning the diff when asked for.
+    async fn ssa<K>(&self, api: &Api<K>, name: &str, object: &K, force: bool) -> Result<Option<String>, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let before = if self.wants_diff() {
+            to_value(&api.get_opt(name).await.map_err(|e| error_chain(&e))?)
+        } else {
+            None
+        };
+        let after = api
+            .patch(name, &self.apply_params(force), &Patch::Apply(object))
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(self
+            .wants_diff()
+            .then(|| crate::render::diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
+    }
+
+    async fn delete<K>(&self, api: &Api<K>, name: &str, precondition: &Precondition) -> Result<Option<String>, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let before = if self.wants_diff() {
+            to_value(&api.get_opt(name).await.map_err(|e| error_chain(&e))?)
+        } else {
+            None
+        };
+        match api.delete(name, &self.delete_params(precondition)).await {
+            Ok(_) => {}
+            // Already gone is what a delete wants.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(error_chain(&e)),
+        }
+        Ok(self
+            .wants_diff()
+            .then(|| crate::render::diff::unified(before.as_ref(), None)))
+    }
+
+    fn wants_diff(&self) -> bool {
+        self.settings.diff || self.settings.dry_run
+    }
+
+    async fn action(&self, action: &Action) -> Result<Option<String>, String> {
+        let connection = self.connection(&action.cluster)?;
+        let client = connection.client.clone();
+        let ns = self.ns();
+        match &action.kind {
+            ActionKind::DeleteRemoteSecret { name, precondition, .. } => {
+                self.delete(&Api::<Secret>::namespaced(client, ns), name, precondition)
+                    .await
+            }
+            ActionKind::SetNetwork { network, .. } => {
+                let api: Api<Namespace> = Api::all(client);
+                self.ssa(&api, ns, &build::network_label(ns, network), false).await
+            }
+            ActionKind::EnsureReader { spec_hash } => {
+                let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+                let mut diffs = Vec::new();
+                // Istio's charts may have made the account already: use it, never touch it.
+                let account = objects::READER_SERVICE_ACCOUNT;
+                if accounts.get_opt(account).await.map_err(|e| error_chain(&e))?.is_none() {
+                    diffs.push(
+                        self.ssa(&accounts, account, &build::reader_account(ns, self.mesh()), false)
+                            .await?,
+                    );
+                }
+                let role = objects::reader_cluster_role(ns);
+                let roles: Api<ClusterRole> = Api::all(client.clone());
+                diffs.push(
+                    self.ssa(&roles, &role, &build::reader_role(ns, self.mesh(), spec_hash), false)
+                        .await?,
+                );
+                let bindings: Api<ClusterRoleBinding> = Api::all(client);
+                diffs.push(
+                    self.ssa(
+                        &bindings,
+                        &role,
+                        &build::reader_binding(ns, self.mesh(), spec_hash),
+                        false,
+                    )
+                    .await?,
+                );
+                Ok(join_diffs(diffs))
+            }
+            ActionKind::EnsureGateway { port, spec_hash, .. } => {
+                let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::gateway_resource());
+                let gateway = build::cross_network_gateway(ns, self.mesh(), *port, spec_hash);
+                self.ssa(&api, objects::CROSS_NETWORK_GATEWAY, &gateway, false).await
+            }
+            ActionKind::DeleteGateway { precondition } => {
+                let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::gateway_resource());
+                self.delete(&api, objects::CROSS_NETWORK_GATEWAY, precondition).await
+            }
+            ActionKind::WriteRemoteSecret {
+                peer,
+                name,
+                server,
+                mode,
+                spec_hash,
+                precondition,
+            } => {
+                let peer_connection = self.connection(peer)?;
+                let identity = self
+                    .target
+                    .observed
+                    .facts(peer)
+                    .map(|f| f.identity.clone())
+                    .ok_or_else(|| format!("cluster {peer} was not observed"))?;
+                let token = self.token(peer).await?;
+                let kubeconfig = build::peer_kubeconfig(peer, server, peer_connection.ca_pem.as_deref(), &token);
+                let secret = build::RemoteSecret {
+                    namespace: ns,
+                    mesh: self.mesh(),
+                    name,
+                    peer,
+                    peer_identity: &identity,
+                    spec_hash,
+                    resource_version: precondition.as_ref().map(|p| p.resource_version.as_str()),
+                }
+                .build(&kubeconfig);
+                let api: Api<Secret> = Api::namespaced(client, ns);
+                // Adoption takes the fields over from whoever wrote them (istioctl, kubectl).
+                self.ssa(&api, name, &secret, *mode == WriteMode::Adopt).await
+            }
+            ActionKind::RestartWorkloads { .. } if !self.settings.restart_workloads => Ok(Some(
+                "not run: pass --restart-workloads to restart the injected workloads".to_string(),
+            )),
+            ActionKind::RestartWorkloads { .. } => self.restart(client).await,
+        }
+    }
+
+    /// A reader token of `peer`, minted once per run.
+    async fn token(&self, peer: &str) -> Result<SecretString, String> {
+        if self.settings.dry_run {
+            // Nothing persists in a dry run, so no credential is minted for it.
+            return Ok(SecretString::from("dry-run"));
+        }
+        let cell = self
+            .tokens
+            .get(peer)
+            .ok_or_else(|| format!("no token slot for {peer}"))?;
+        cell.get_or_init(|| async {
+            let connection = self.connection(peer)?;
+            let accounts: Api<ServiceAccount> = Api::namespaced(connection.client.clone(), self.ns());
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(self.settings.token_lifetime.as_secs() as i64),
+                    ..TokenRequestSpec::default()
+                },
+                ..TokenRequest::default()
+            };
+            let response = accounts
+                .create_token_request(objects::READER_SERVICE_ACCOUNT, &PostParams::default(), &request)
+                .await
+                .map_err(|e| format!("cannot get a reader token from {peer}: {}", error_chain(&e)))?;
+            response
+                .status
+                .map(|s| SecretString::from(s.token))
+                .ok_or_else(|| format!("{peer} answered the token request without a token"))
+        })
+        .await
+        .clone()
+    }
+
+    /// `kubectl rollout restart` for every injected workload: a new
+    /// pod-template annotation makes the controllers replace the pods.
+    async fn restart(&self, client: kube::Client) -> Result<Option<String>, String> {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut injected = BTreeMap::new();
+        for selector in ["istio-injection=enabled", "istio.io/rev"] {
+            let list = namespaces
+                .list(&ListParams::default().labels(selector))
+                .await
+                .map_err(|e| error_chain(&e))?;
+            for ns in list.items {
+                if let Some(name) = ns.metadata.name {
+                    injected.insert(name, ());
+                }
+            }
+        }
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": self.restart_stamp
+        }}}}});
+        let mut params = PatchParams::default();
+        params.field_manager = Some(FIELD_MANAGER.to_string());
+        params.dry_run = self.settings.dry_run;
+        let mut restarted = Vec::new();
+        for ns in injected.keys() {
+            restarted.extend(restart_all::<Deployment>(&client, ns, &patch, &params).await?);
+            restarted.extend(restart_all::<StatefulSet>(&client, ns, &patch, &params).await?);
+            restarted.extend(restart_all::<DaemonSet>(&client, ns, &patch, &params).await?);
+        }
+        Ok(Some(if restarted.is_empty() {
+            "no injected workloads to restart".to_string()
+        } else {
+            format!("restarted {}", restarted.join(", "))
+        }))
+    }
+}
+
+async fn restart_all<K>(
+    client: &kube::Client,
+    ns: &str,
+    patch: &Value,
+    params: &PatchParams,
+) -> Result<Vec<String>, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let mut names = Vec::new();
+    for object in api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| error_chain(&e))?
+        .items
+    {
+        let name = object.meta().name.clone().unwrap_or_default();
+        api.patch(&name, params, &Patch::Merge(patch))
+            .await
+            .map_err(|e| error_chain(&e))?;
+        names.push(format!("{}/{ns}/{name}", K::kind(&())));
+    }
+    Ok(names)
+}
+
+fn join_diffs(diffs: Vec<Option<String>>) -> Option<String> {
+    let parts: Vec<String> = diffs.into_iter().flatten().filter(|d| !d.is_empty()).collect();
+    (!parts.is_empty()).then(|| parts.join("\n"))
+}

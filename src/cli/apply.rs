@@ -1,0 +1,330 @@
+//! `meshform apply`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::plan::{PlanArgs, read_plan, render_plan};
+use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, parse_duration, validate};
+use crate::apply::{self, Event, Progress, Refusal, Settings, Target, lock};
+use crate::observe::connect::{Connection, Sources};
+use crate::plan::{self, Plan};
+use crate::topology::Role;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A plan saved with `meshform plan --out`; without it, apply plans first.
+    #[arg(value_name = "PLAN")]
+    pub saved: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub topology: TopologyArg,
+
+    #[command(flatten)]
+    pub clusters: ClusterArgs,
+
+    #[command(flatten)]
+    pub plan: PlanArgs,
+
+    /// Send every write with dryRun=All: the API servers check everything, nothing persists.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Show a unified diff of every object written (secret data redacted).
+    #[arg(long)]
+    pub diff: bool,
+
+    /// Allow plans that detach clusters (remove their remote secrets from primaries).
+    #[arg(long)]
+    pub allow_detach: bool,
+
+    /// Apply without asking for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+
+    /// Actions of one phase in flight at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+
+    /// Wait this long for another apply of the mesh to finish (0s: fail at once).
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lock_timeout: Duration,
+
+    /// How long the apply lock lasts without renewal, should meshform die holding it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub lock_duration: Duration,
+
+    /// Restart injected workloads after a network change (otherwise the step is shown, not run).
+    #[arg(long)]
+    pub restart_workloads: bool,
+
+    /// Lifetime of reader tokens asked of the TokenRequest API.
+    #[arg(long, default_value = "168h", value_parser = parse_duration, value_name = "DURATION")]
+    pub token_lifetime: Duration,
+
+    /// `text` shows the plan and progress; `json` prints one event per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
+    let (topology, _warnings) = validate::load(&args.topology.file, cx)?;
+    let sources = Sources {
+        base_dir: args.topology.file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        kubeconfig: args.clusters.kubeconfig.clone(),
+        timeout: args.clusters.timeout,
+    };
+    let runtime = super::runtime()?;
+    runtime.block_on(async {
+        let connected = crate::observe::connect_all(&topology, &sources).await;
+        let connections: HashMap<String, &Connection> = connected
+            .iter()
+            .filter_map(|(name, c)| c.as_ref().ok().map(|c| (name.clone(), c)))
+            .collect();
+        let observed = crate::observe::observe(&topology, &connected).await;
+        let plan = match &args.saved {
+            Some(path) => {
+                let saved = read_plan(path)?;
+                let now = plan::fingerprints(&topology, &observed);
+                let stale = apply::staleness(&saved.fingerprints, &now);
+                if !stale.is_empty() {
+                    return Err(Refusal::Stale(stale).into());
+                }
+                saved
+            }
+            None => plan::plan(&topology, &observed, &args.plan.options())?,
+        };
+        if args.format == Format::Text {
+            render_plan(&plan, &topology, super::plan::Format::Text, cx)?;
+        }
+        apply::preflight(&plan, args.allow_detach)?;
+        if plan.is_empty() {
+            return Ok(Exit::Success);
+        }
+        if !args.auto_approve && !args.dry_run {
+            confirm(&plan, cx)?;
+        }
+
+        // The lock lives in the first reachable primary, by name.
+        let lock_cluster = topology
+            .clusters
+            .iter()
+            .filter(|c| {
+                c.role == Role::Primary && connections.contains_key(&c.name) && observed.facts(&c.name).is_some()
+            })
+            .map(|c| c.name.as_str())
+            .min()
+            .ok_or(CliError::NoLockCluster)?;
+        let held = if args.dry_run {
+            None
+        } else {
+            let settings = lock::LockSettings {
+                holder: holder(),
+                duration: args.lock_duration,
+                wait: args.lock_timeout,
+            };
+            let client = connections[lock_cluster].client.clone();
+            Some(
+                lock::acquire(
+                    client,
+                    lock_cluster,
+                    &topology.mesh.namespace,
+                    &topology.mesh.name,
+                    &settings,
+                )
+                .await?,
+            )
+        };
+
+        // Between the plan and the lock, another apply may have run.
+        let observed = crate::observe::observe(&topology, &connected).await;
+        let stale = apply::staleness(&plan.fingerprints, &plan::fingerprints(&topology, &observed));
+        if !stale.is_empty() {
+            if let Some(lock) = held {
+                lock.release().await;
+            }
+            return Err(Refusal::Stale(stale).into());
+        }
+
+        let settings = Settings {
+            dry_run: args.dry_run,
+            diff: args.diff,
+            concurrency: args.concurrency,
+            restart_workloads: args.restart_workloads,
+            token_lifetime: args.token_lifetime,
+        };
+        let progress = Printer {
+            format: args.format,
+            namespace: &plan.namespace,
+            out: RefCell::new(&mut *cx.out),
+        };
+        let target = Target {
+            plan: &plan,
+            topology: &topology,
+            observed: &observed,
+            connections: &connections,
+        };
+        let report = apply::execute(&target, &settings, &progress).await;
+        drop(progress);
+        if let Some(lock) = held {
+            lock.release().await;
+        }
+        summary(&plan, &report, args, cx)?;
+        Ok(if report.succeeded() { Exit::Success } else { Exit::Error })
+    })
+}
+
+fn summary(plan: &Plan, report: &apply::Report, args: &Args, cx: &mut Context<'_>) -> Result<(), CliError> {
+    if args.format == Format::Json {
+        let line = serde_json::json!({
+            "event": "summary",
+            "dry_run": args.dry_run,
+            "done": report.done,
+            "failed": report.failed.iter().map(|(i, e)| serde_json::json!({"index": i, "error": e})).collect::<Vec<_>>(),
+            "skipped": report.skipped,
+        });
+        writeln!(cx.out, "{line}")?;
+        return Ok(());
+    }
+    let verb = if args.dry_run {
+        "Dry run complete"
+    } else {
+        "Apply complete"
+    };
+    let verb = if report.succeeded() {
+        verb
+    } else if args.dry_run {
+        "Dry run failed"
+    } else {
+        "Apply failed"
+    };
+    writeln!(
+        cx.out,
+        "\n{verb}: {} done, {} failed, {} skipped (of {} actions).",
+        report.done.len(),
+        report.failed.len(),
+        report.skipped.len(),
+        plan.actions.len()
+    )?;
+    for (index, error) in &report.failed {
+        let action = &plan.actions[*index];
+        writeln!(
+            cx.out,
+            "  failed: {} in {}: {error}",
+            action.object(&plan.namespace),
+            action.cluster
+        )?;
+    }
+    if !report.succeeded() {
+        writeln!(
+            cx.out,
+            "Nothing after the failed phase was started. Run apply again once the cause is fixed; it picks up where this run stopped."
+        )?;
+    }
+    Ok(())
+}
+
+/// Asks on the terminal; refuses when there is none to ask on.
+fn confirm(plan: &Plan, cx: &mut Context<'_>) -> Result<(), CliError> {
+    if !io::stdin().is_terminal() {
+        return Err(CliError::NotConfirmed(
+            "stdin is not a terminal; pass --auto-approve to apply without asking".into(),
+        ));
+    }
+    let writes = plan.actions.iter().filter(|a| a.writes()).count();
+    write!(
+        cx.err,
+        "\nApply {writes} change(s) to mesh {:?}? Only 'yes' will be accepted: ",
+        plan.mesh
+    )?;
+    cx.err.flush()?;
+    let mut answer = String::new();
+    io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(CliError::NotConfirmed("apply cancelled".into()))
+    }
+}
+
+fn holder() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown-host".into());
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!(
+        "meshform {} ({user}@{host}, pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    )
+}
+
+/// Prints progress as it happens: plain lines for people, JSON lines for machines.
+struct Printer<'a> {
+    format: Format,
+    namespace: &'a str,
+    out: RefCell<&'a mut dyn Write>,
+}
+
+impl Progress for Printer<'_> {
+    fn event(&self, event: Event<'_>) {
+        let mut out = self.out.borrow_mut();
+        if self.format == Format::Json {
+            let _ = serde_json::to_writer(&mut **out, &event);
+            let _ = writeln!(out);
+            return;
+        }
+        let ns = self.namespace;
+        let line = match &event {
+            Event::Phase { phase, actions } => format!("\n{} ({actions} action(s))", phase.title()),
+            Event::Started { .. } => return,
+            Event::Done {
+                action, dry_run, diff, ..
+            } => {
+                let mut line = format!(
+                    "  done {} {} in {}{}",
+                    action.effect().symbol(),
+                    action.object(ns),
+                    action.cluster,
+                    if *dry_run { " (dry run)" } else { "" }
+                );
+                if let Some(diff) = diff.as_ref().filter(|d| !d.is_empty()) {
+                    line.push('\n');
+                    line.push_str(diff.trim_end());
+                }
+                line
+            }
+            Event::Failed { action, error, .. } => {
+                format!(
+                    "  FAILED {} {} in {}: {error}",
+                    action.effect().symbol(),
+                    action.object(ns),
+                    action.cluster
+                )
+            }
+            Event::Skipped { action, why, .. } => {
+                format!(
+                    "  skipped {} {} in {}: {why}",
+                    action.effect().symbol(),
+                    action.object(ns),
+                    action.cluster
+                )
+            }
+        };
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
