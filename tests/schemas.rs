@@ -22,6 +22,31 @@ fn mesh_schema_is_up_to_date() {
 }
 
 #[test]
+fn plan_schema_is_up_to_date() {
+    check("schemas/plan.schema.json", meshform::render::json::plan_schema());
+}
+
+#[test]
+fn plan_schema_describes_the_json_plan() {
+    // The published schema must name every action and change the JSON view writes.
+    let schema = serde_json::to_string(&meshform::render::json::plan_schema()).unwrap();
+    for tag in [
+        "delete_remote_secret",
+        "set_network",
+        "ensure_reader",
+        "ensure_gateway",
+        "delete_gateway",
+        "write_remote_secret",
+        "restart_workloads",
+        "network_change",
+        "became_remote",
+        "format_version",
+    ] {
+        assert!(schema.contains(&format!("\"{tag}\"")), "{tag} is missing from the plan schema");
+    }
+}
+
+#[test]
 fn schema_rejects_what_validate_rejects() {
     // The shape check walks this very schema: an unknown key in [[cluster]] must be refused by both.
     let schema = meshform::topology::schema();

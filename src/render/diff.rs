@@ -28,9 +28,10 @@ fn strip(object: &Value) -> Value {
     object
 }
 
-/// Replaces secret values in `object` by markers; `other` is the object it
-/// is compared with, to tell changed values from unchanged ones.
-fn redact(object: &mut Value, other: Option<&Value>) {
+/// Replaces secret values in `object` by markers. On the new side (`other`
+/// is the old object), a value that differs says so; the old side only ever
+/// says that a value is there.
+fn redact(object: &mut Value, other: Option<&Value>, new_side: bool) {
     let is_secret = object.get("kind").and_then(Value::as_str) == Some("Secret")
         || other.and_then(|o| o.get("kind")).and_then(Value::as_str) == Some("Secret");
     if !is_secret {
@@ -66,10 +67,10 @@ pub fn unified(before: Option<&Value>, after: Option<&Value>) -> String {
     // Redact each side against the other's *original* values, then compare.
     let (before_orig, after_orig) = (before.clone(), after.clone());
     if let Some(b) = before.as_mut() {
-        redact(b, after_orig.as_ref());
+        redact(b, after_orig.as_ref(), false);
     }
     if let Some(a) = after.as_mut() {
-        redact(a, before_orig.as_ref());
+        redact(a, before_orig.as_ref(), true);
     }
     let (old, new) = (lines(before.as_ref()), lines(after.as_ref()));
     if old == new {

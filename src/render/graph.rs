@@ -1,0 +1,437 @@
+//! The mesh as a graph: networks containing clusters, each cluster with
+//! cross-network peers behind its east-west gateway, and the paths traffic
+//! takes between clusters. One model ([`MeshGraph`]) drawn two ways, Mermaid
+//! (for markdown) and Graphviz `dot`; it is derived from the topology (and,
+//! when given, an observation) and decides nothing about the plan.
+//!
+//! Node ids are generated (`n0`, `c0`, `g0`), never taken from names: names
+//! may contain `.` or `_`, or be a word such as `end` that Mermaid reserves.
+//! Names appear only inside quoted, escaped labels.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::observe::model::{ClusterState, Observed};
+use crate::topology::{Role, Topology};
+
+/// What an observation says of a node; `NotObserved` when none was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    NotObserved,
+    Found,
+    /// Read, and absent (a gateway Service that is not installed).
+    Missing,
+    /// Its cluster could not be read.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshGraph {
+    pub mesh: String,
+    /// By network name.
+    pub networks: Vec<NetworkGroup>,
+    /// Sorted, each pair once.
+    pub paths: Vec<Path>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkGroup {
+    pub name: String,
+    /// In topology file order.
+    pub clusters: Vec<ClusterNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub name: String,
+    pub role: Role,
+    pub seen: Seen,
+    /// Present when some peer is on another network: they reach this
+    /// cluster's services only through it.
+    pub gateway: Option<GatewayNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayNode {
+    pub service: String,
+    pub port: u16,
+    /// Whether the network's gateway Service exists in the cluster.
+    pub seen: Seen,
+}
+
+/// How traffic gets from one cluster to another.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Path {
+    /// Same network: pods reach each other directly, both ways.
+    Direct { a: String, b: String },
+    /// Other networks: `from` reaches `to` only through `to`'s gateway.
+    ViaGateway { from: String, to: String },
+}
+
+impl MeshGraph {
+    pub fn new(topology: &Topology, observed: Option<&Observed>) -> MeshGraph {
+        let seen = |cluster: &str| match observed.map(|o| o.clusters.get(cluster).map(|c| &c.state)) {
+            None => (Seen::NotObserved, Seen::NotObserved),
+            Some(Some(ClusterState::Reachable(facts))) => {
+                let gateway = if facts.gateway_service.is_some() {
+                    Seen::Found
+                } else {
+                    Seen::Missing
+                };
+                (Seen::Found, gateway)
+            }
+            Some(_) => (Seen::Unknown, Seen::Unknown),
+        };
+        let mut networks: BTreeMap<&str, Vec<ClusterNode>> = BTreeMap::new();
+        let mut paths = Vec::new();
+        for cluster in &topology.clusters {
+            let (cluster_seen, gateway_seen) = seen(&cluster.name);
+            let cross_network = topology.clusters.iter().any(|c| c.network != cluster.network);
+            let gateway = cross_network.then(|| {
+                let network = &topology.networks[&cluster.network];
+                GatewayNode {
+                    service: network.gateway_service.clone(),
+                    port: network.gateway_port,
+                    seen: gateway_seen,
+                }
+            });
+            networks.entry(&cluster.network).or_default().push(ClusterNode {
+                name: cluster.name.clone(),
+                role: cluster.role,
+                seen: cluster_seen,
+                gateway,
+            });
+            for peer in &topology.clusters {
+                if peer.name == cluster.name {
+                    continue;
+                }
+                if peer.network != cluster.network {
+                    paths.push(Path::ViaGateway {
+                        from: cluster.name.clone(),
+                        to: peer.name.clone(),
+                    });
+                } else if cluster.name < peer.name {
+                    paths.push(Path::Direct {
+                        a: cluster.name.clone(),
+                        b: peer.name.clone(),
+                    });
+                }
+            }
+        }
+        paths.sort();
+        MeshGraph {
+            mesh: topology.mesh.name.clone(),
+            networks: networks
+                .into_iter()
+                .map(|(name, clusters)| NetworkGroup {
+                    name: name.to_string(),
+                    clusters,
+                })
+                .collect(),
+            paths,
+        }
+    }
+
+    /// Generated node ids by cluster name: `c<i>` for the cluster, `g<i>`
+    /// for its gateway, numbered in drawing order.
+    fn ids(&self) -> BTreeMap<&str, usize> {
+        self.networks
+            .iter()
+            .flat_map(|n| &n.clusters)
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect()
+    }
+
+    /// A Mermaid `flowchart`, without the surrounding code fence.
+    pub fn mermaid(&self) -> String {
+        let ids = self.ids();
+        let mut out = String::from("flowchart LR\n");
+        let mut classes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (n, network) in self.networks.iter().enumerate() {
+            let _ = writeln!(out, "  subgraph n{n}[\"network {}\"]", mermaid_label(&network.name));
+            for cluster in &network.clusters {
+                let i = ids[cluster.name.as_str()];
+                let label = format!("{}<br/>{}", mermaid_label(&cluster.name), cluster.role.as_str());
+                // Primaries run istiod: a box with side bars; remotes a rounded box.
+                let shape = match cluster.role {
+                    Role::Primary => format!("c{i}[[\"{label}{}\"]]", seen_note(cluster.seen)),
+                    Role::Remote => format!("c{i}(\"{label}{}\")", seen_note(cluster.seen)),
+                };
+                let _ = writeln!(out, "    {shape}");
+                classes.entry(cluster.role.as_str()).or_default().push(format!("c{i}"));
+                if cluster.seen == Seen::Unknown {
+                    classes.entry("unknown").or_default().push(format!("c{i}"));
+                }
+                if let Some(gateway) = &cluster.gateway {
+                    let _ = writeln!(
+                        out,
+                        "    g{i}{{{{\"gateway {}:{}{}\"}}}}",
+                        mermaid_label(&gateway.service),
+                        gateway.port,
+                        seen_note(gateway.seen)
+                    );
+                    let class = if gateway.seen == Seen::Missing {
+                        "missing"
+                    } else {
+                        "gateway"
+                    };
+                    classes.entry(class).or_default().push(format!("g{i}"));
+                }
+            }
+            out.push_str("  end\n");
+        }
+        for cluster in self.networks.iter().flat_map(|n| &n.clusters) {
+            if cluster.gateway.is_some() {
+                let i = ids[cluster.name.as_str()];
+                let _ = writeln!(out, "  g{i} --> c{i}");
+            }
+        }
+        for path in &self.paths {
+            let _ = match path {
+                Path::Direct { a, b } => writeln!(out, "  c{} <--> c{}", ids[a.as_str()], ids[b.as_str()]),
+                Path::ViaGateway { from, to } => {
+                    writeln!(out, "  c{} -.-> g{}", ids[from.as_str()], ids[to.as_str()])
+                }
+            };
+        }
+        // Colours a reader can tell apart in GitHub's light and dark themes.
+        for (class, style) in [
+            ("primary", "fill:#dbeafe,stroke:#1d4ed8,stroke-width:2px,color:#000"),
+            ("remote", "fill:#f1f5f9,stroke:#64748b,color:#000"),
+            ("gateway", "fill:#fef3c7,stroke:#b45309,color:#000"),
+            ("missing", "fill:#fee2e2,stroke:#b91c1c,stroke-dasharray:4 3,color:#000"),
+            ("unknown", "stroke-dasharray:4 3"),
+        ] {
+            if let Some(nodes) = classes.get(class) {
+                let _ = writeln!(out, "  classDef {class} {style}");
+                let _ = writeln!(out, "  class {} {class}", nodes.join(","));
+            }
+        }
+        out
+    }
+
+    /// A Graphviz `dot` digraph with one `cluster_` subgraph per network.
+    pub fn dot(&self) -> String {
+        let ids = self.ids();
+        let mut out = format!("digraph {} {{\n", dot_string(&self.mesh));
+        out.push_str("  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
+        for (n, network) in self.networks.iter().enumerate() {
+            let _ = writeln!(out, "  subgraph cluster_n{n} {{");
+            let _ = writeln!(out, "    label={};", dot_string(&format!("network {}", network.name)));
+            for cluster in &network.clusters {
+                let i = ids[cluster.name.as_str()];
+                let label = format!(
+                    "{}\n{}{}",
+                    cluster.name,
+                    cluster.role.as_str(),
+                    seen_note(cluster.seen).replace("<br/>", "\n")
+                );
+                let style = match (cluster.role, cluster.seen) {
+                    (Role::Primary, Seen::Unknown) => "bold,dashed",
+                    (Role::Primary, _) => "bold",
+                    (Role::Remote, Seen::Unknown) => "rounded,dashed",
+                    (Role::Remote, _) => "rounded",
+                };
+                let _ = writeln!(
+                    out,
+                    "    c{i} [label={}, shape=box, style=\"{style}\"];",
+                    dot_string(&label)
+                );
+                if let Some(gateway) = &cluster.gateway {
+                    let label = format!(
+                        "gateway {}:{}{}",
+                        gateway.service,
+                        gateway.port,
+                        seen_note(gateway.seen).replace("<br/>", "\n")
+                    );
+                    let style = if gateway.seen == Seen::Missing {
+                        "dashed"
+                    } else {
+                        "solid"
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    g{i} [label={}, shape=hexagon, style=\"{style}\"];",
+                        dot_string(&label)
+                    );
+                }
+            }
+            out.push_str("  }\n");
+        }
+        for cluster in self.networks.iter().flat_map(|n| &n.clusters) {
+            if cluster.gateway.is_some() {
+                let i = ids[cluster.name.as_str()];
+                let _ = writeln!(out, "  g{i} -> c{i};");
+            }
+        }
+        for path in &self.paths {
+            let _ = match path {
+                Path::Direct { a, b } => {
+                    writeln!(out, "  c{} -> c{} [dir=both];", ids[a.as_str()], ids[b.as_str()])
+                }
+                Path::ViaGateway { from, to } => {
+                    writeln!(
+                        out,
+                        "  c{} -> g{} [style=dashed];",
+                        ids[from.as_str()],
+                        ids[to.as_str()]
+                    )
+                }
+            };
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// A note under a node's name; Mermaid's line break, replaced for dot.
+fn seen_note(seen: Seen) -> &'static str {
+    match seen {
+        Seen::NotObserved | Seen::Found => "",
+        Seen::Missing => "<br/>(missing)",
+        Seen::Unknown => "<br/>(not read)",
+    }
+}
+
+/// Text for inside a double-quoted Mermaid label. Mermaid decodes `#name;`
+/// and `#code;` entities there; `"` would end the label and `<` `>` `&` would
+/// be read as HTML.
+fn mermaid_label(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("#quot;"),
+            '#' => out.push_str("#35;"),
+            '<' => out.push_str("#lt;"),
+            '>' => out.push_str("#gt;"),
+            '&' => out.push_str("#amp;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A double-quoted dot string; `\n` becomes dot's centred line break.
+fn dot_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::synthetic;
+    use crate::render::scenarios;
+
+    #[test]
+    fn example_mesh() {
+        let graph = MeshGraph::new(&scenarios::example(), None);
+        scenarios::settings().bind(|| {
+            insta::assert_snapshot!("graph__example_mermaid", graph.mermaid());
+            insta::assert_snapshot!("graph__example_dot", graph.dot());
+        });
+    }
+
+    #[test]
+    fn same_network_is_direct_other_networks_go_through_the_gateway() {
+        let graph = MeshGraph::new(&scenarios::example(), None);
+        assert!(graph.paths.contains(&Path::Direct {
+            a: "eu-central".into(),
+            b: "eu-west".into()
+        }));
+        assert!(graph.paths.contains(&Path::ViaGateway {
+            from: "eu-west".into(),
+            to: "apac".into()
+        }));
+        assert!(graph.paths.contains(&Path::ViaGateway {
+            from: "apac".into(),
+            to: "eu-west".into()
+        }));
+        // 1 same-network pair, 10 ordered cross-network pairs.
+        assert_eq!(graph.paths.len(), 11);
+    }
+
+    #[test]
+    fn one_network_needs_no_gateway() {
+        let topology = scenarios::topology(
+            "[mesh]\nname = \"m\"\n[[cluster]]\nname = \"a\"\nnetwork = \"flat\"\n[[cluster]]\nname = \"b\"\nnetwork = \"flat\"\nrole = \"remote\"\n",
+        );
+        let graph = MeshGraph::new(&topology, None);
+        assert!(graph.networks[0].clusters.iter().all(|c| c.gateway.is_none()));
+        insta::assert_snapshot!(graph.mermaid(), @r#"
+        flowchart LR
+          subgraph n0["network flat"]
+            c0[["a<br/>primary"]]
+            c1("b<br/>remote")
+          end
+          c0 <--> c1
+          classDef primary fill:#dbeafe,stroke:#1d4ed8,stroke-width:2px,color:#000
+          class c0 primary
+          classDef remote fill:#f1f5f9,stroke:#64748b,color:#000
+          class c1 remote
+        "#);
+    }
+
+    // Regression guard: names with `.`, `_` or a Mermaid keyword must not
+    // become node ids or break out of their labels.
+    #[test]
+    fn names_never_break_the_diagram() {
+        let topology = scenarios::topology(
+            "[mesh]\nname = \"m\"\n[[cluster]]\nname = \"end\"\nnetwork = \"eu.flat_1\"\n[[cluster]]\nname = \"subgraph\"\nnetwork = \"us_2.x\"\n[network.\"us_2.x\"]\ngateway_service = \"gw-x\"\n",
+        );
+        let graph = MeshGraph::new(&topology, None);
+        let mermaid = graph.mermaid();
+        assert!(mermaid.contains("subgraph n0[\"network eu.flat_1\"]"), "{mermaid}");
+        assert!(mermaid.contains("c0[[\"end<br/>primary\"]]"), "{mermaid}");
+        assert!(mermaid.contains("g1{{\"gateway gw-x:15443\"}}"), "{mermaid}");
+        // The only bare `end`s close the subgraphs.
+        let ends = mermaid.lines().filter(|l| l.trim() == "end").count();
+        assert_eq!(ends, graph.networks.len(), "{mermaid}");
+        assert_eq!(mermaid_label("a\"b<c>&#d"), "a#quot;b#lt;c#gt;#amp;#35;d");
+        assert_eq!(dot_string("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
+        let dot = graph.dot();
+        assert!(dot.contains("label=\"network eu.flat_1\";"), "{dot}");
+    }
+
+    #[test]
+    fn observation_marks_missing_gateways_and_unread_clusters() {
+        let topology = scenarios::example();
+        let mut observed = synthetic::fresh(&topology, scenarios::now());
+        if let ClusterState::Reachable(facts) = &mut observed.clusters.get_mut("us-east").unwrap().state {
+            facts.gateway_service = None;
+        }
+        observed.clusters.get_mut("apac").unwrap().state = ClusterState::Unknown {
+            reason: crate::observe::model::UnknownReason::Timeout,
+            detail: "timed out".into(),
+        };
+        let graph = MeshGraph::new(&topology, Some(&observed));
+        let node = |name: &str| {
+            graph
+                .networks
+                .iter()
+                .flat_map(|n| &n.clusters)
+                .find(|c| c.name == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(node("us-east").gateway.unwrap().seen, Seen::Missing);
+        assert_eq!(node("apac").seen, Seen::Unknown);
+        assert_eq!(node("eu-west").seen, Seen::Found);
+        let mermaid = graph.mermaid();
+        assert!(mermaid.contains("(missing)\"}}"), "{mermaid}");
+        assert!(mermaid.contains("classDef missing"), "{mermaid}");
+        assert!(mermaid.contains("(not read)"), "{mermaid}");
+    }
+}
