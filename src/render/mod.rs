@@ -4,6 +4,7 @@
 //! [`Plan`]; this module only words it.
 
 pub mod diagnostics;
+pub mod diff;
 pub mod graph;
 pub mod json;
 pub mod markdown;
