@@ -43,7 +43,7 @@ fn redact(object: &mut Value, other: Option<&Value>, new_side: bool) {
         };
         for (key, value) in values.iter_mut() {
             let same = other.and_then(|o| o.get(field)).and_then(|d| d.get(key)) == Some(&*value);
-            let marker = if same || other.is_none() {
+            let marker = if same || other.is_none() || !new_side {
                 SENSITIVE
             } else {
                 SENSITIVE_CHANGED
