@@ -6,6 +6,7 @@ use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, files, validate};
 use crate::observe::connect::Sources;
 use crate::observe::model::{Observed, SNAPSHOT_FORMAT_VERSION};
 use crate::plan::{self, Options, Plan};
+use crate::render;
 use crate::topology::Topology;
 
 /// Snapshots of even a thousand clusters stay well below this.
@@ -106,11 +107,12 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
 
 /// Shows a plan in the chosen format on stdout.
 pub fn render_plan(plan: &Plan, topology: &Topology, format: Format, cx: &mut Context<'_>) -> Result<(), CliError> {
-    match format {
-        Format::Json => cx.out.write_all(&plan_json(plan))?,
-        Format::Text | Format::Markdown => cx.out.write_all(&plan_json(plan))?,
-    }
-    let _ = topology;
+    let format = match format {
+        Format::Text => render::Format::Text,
+        Format::Markdown => render::Format::Markdown,
+        Format::Json => render::Format::Json,
+    };
+    render::plan(format, plan, topology, cx.style, cx.out)?;
     Ok(())
 }
 
