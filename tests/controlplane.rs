@@ -365,6 +365,45 @@ async fn injected_latency_slows_every_request() {
         .list(&ListParams::default())
         .await
         .expect("list after clearing latency");
+
+    // Dropping the guard deletes the test's clusters, so a long suite does not pile them up.
+    let address = cluster.address();
+    drop(clusters);
+    assert!(
+        TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_err(),
+        "a dropped cluster's port must be closed"
+    );
+}
+
+#[tokio::test]
+async fn an_own_plane_leaves_no_files_or_ports_behind() {
+    let plane = tokio::task::spawn_blocking(|| ControlPlane::start(&["solo"]))
+        .await
+        .expect("starting a plane");
+    let clusters = plane.initial_clusters().await;
+    let solo = clusters.by_name("solo");
+    Api::<Namespace>::all(solo.client())
+        .list(&ListParams::default())
+        .await
+        .expect("the plane's own cluster serves");
+    let address = solo.address();
+    let kubeconfig = plane.kubeconfig().to_owned();
+    let state_dir = kubeconfig
+        .parent()
+        .expect("kubeconfig in the state directory")
+        .to_owned();
+    assert!(kubeconfig.is_file());
+    drop(clusters);
+
+    // Dropping closes the plane's stdin, the same way a crashed test process would.
+    tokio::task::spawn_blocking(move || drop(plane))
+        .await
+        .expect("stopping the plane");
+    assert!(!state_dir.exists(), "{} must be removed", state_dir.display());
+    assert!(
+        TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_err(),
+        "a stopped plane's ports must be closed"
+    );
 }
 
 #[tokio::test]
