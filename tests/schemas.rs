@@ -42,7 +42,10 @@ fn plan_schema_describes_the_json_plan() {
         "became_remote",
         "format_version",
     ] {
-        assert!(schema.contains(&format!("\"{tag}\"")), "{tag} is missing from the plan schema");
+        assert!(
+            schema.contains(&format!("\"{tag}\"")),
+            "{tag} is missing from the plan schema"
+        );
     }
 }
 
