@@ -126,8 +126,12 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
             return Err(PlanError::UnknownTarget(target.clone()));
         }
     }
+    // Every walk over the clusters is by name: the order of the file must not
+    // change the plan, its errors or its texts.
+    let mut by_name: Vec<&Cluster> = desired.clusters.iter().collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
     let mut identities: BTreeMap<&str, &str> = BTreeMap::new();
-    for cluster in &desired.clusters {
+    for cluster in by_name.iter().copied() {
         if let Some(facts) = observed.facts(&cluster.name)
             && let Some(first) = identities.insert(&facts.identity, &cluster.name)
         {
@@ -138,8 +142,7 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
             });
         }
     }
-    let unknown: Vec<(String, String)> = desired
-        .clusters
+    let unknown: Vec<(String, String)> = by_name
         .iter()
         .filter_map(|c| match &observed.clusters[&c.name].state {
             ClusterState::Unknown { detail, .. } => Some((c.name.clone(), detail.clone())),
@@ -415,7 +418,6 @@ impl<'a> Planner<'a> {
 
             // The cross-network gateway: needed while any peer is on another network.
             let other_network = self
-                .desired
                 .clusters
                 .iter()
                 .filter(|d| d.name != cluster.name && d.network != cluster.network)
