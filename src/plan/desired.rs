@@ -43,9 +43,13 @@ pub fn remote_secret_hash(peer: &str, server: &str, ca_sha256: Option<&str>, pee
     ])
 }
 
-/// SHA-256 of the resolved topology's canonical JSON.
+/// SHA-256 of the resolved topology's canonical JSON. Clusters are taken by
+/// name: moving a `[[cluster]]` table changes no plan, so it must not make a
+/// saved plan stale.
 pub fn topology_hash(topology: &Topology) -> String {
-    let json = serde_json::to_vec(topology).unwrap_or_default();
+    let mut canonical = topology.clone();
+    canonical.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let json = serde_json::to_vec(&canonical).unwrap_or_default();
     Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
 }
 
