@@ -1,0 +1,934 @@
+//! The planner's rules, one named case each, and properties over random
+//! topologies and observations.
+//!
+//! Table cases build the prior state the way it happens in a real mesh: an
+//! earlier topology is planned against freshly installed clusters and its
+//! plan's effect simulated; the new topology is then planned against that.
+//! Each case asserts the exact actions in order (phase, cluster written to,
+//! kind, peer), the changes and the findings.
+
+#[path = "support/plan_fixtures.rs"]
+mod plan_fixtures;
+
+use jiff::SignedDuration;
+use meshform::observe::model::{ObjectFacts, Observed, TokenFacts};
+use meshform::plan::{ActionKind, Change, Options, PlanError, WriteMode};
+use plan_fixtures::*;
+
+const HEADER: &str = "[mesh]\nname = \"mesh1\"\n";
+
+/// A topology of `[[cluster]]` tables given as TOML bodies.
+fn mesh(clusters: &[&str]) -> String {
+    let mut text = HEADER.to_string();
+    for body in clusters {
+        text.push_str("\n[[cluster]]\n");
+        text.push_str(body);
+        text.push('\n');
+    }
+    text
+}
+
+fn mesh_topology(clusters: &[&str]) -> meshform::topology::Topology {
+    topology(&mesh(clusters))
+}
+
+/// The observation after applying `before`, re-keyed for `after` (clusters
+/// absent from `after` are no longer observed).
+fn after_converging(before: &meshform::topology::Topology, after: &meshform::topology::Topology) -> Observed {
+    let mut observed = converge(before, &fresh(before));
+    observed.clusters.retain(|name, _| after.cluster(name).is_some());
+    observed
+}
+
+fn lines(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn attach(cluster: &str, network: &str) -> Change {
+    Change::Attach {
+        cluster: cluster.to_string(),
+        network: network.to_string(),
+    }
+}
+
+fn unmanaged(uid: &str) -> ObjectFacts {
+    ObjectFacts {
+        uid: uid.to_string(),
+        resource_version: "3".to_string(),
+        managed: false,
+        spec_hash: None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Networks and gateways
+
+#[test]
+fn default_network_is_the_cluster_name_and_needs_gateways_in_both() {
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    assert_eq!(t.clusters[0].network, "a");
+    assert_eq!(t.clusters[1].network, "b");
+    let plan = plan_ok(&t, &fresh(&t));
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "network a set_network none->a",
+            "network a ensure_reader",
+            "network a ensure_gateway/create",
+            "network b set_network none->b",
+            "network b ensure_reader",
+            "network b ensure_gateway/create",
+            "attach a write_remote_secret/create b",
+            "attach b write_remote_secret/create a",
+        ])
+    );
+    assert_eq!(plan.changes, vec![attach("a", "a"), attach("b", "b")]);
+    assert_eq!(findings(&plan), Vec::<String>::new());
+    let gateway = plan
+        .actions
+        .iter()
+        .find_map(|a| match &a.kind {
+            ActionKind::EnsureGateway { network, port, .. } => Some((a.cluster.as_str(), network.as_str(), *port)),
+            _ => None,
+        })
+        .expect("a gateway is planned");
+    assert_eq!(gateway, ("a", "a", 15443));
+}
+
+#[test]
+fn missing_gateway_service_is_a_blocker_naming_cluster_and_service() {
+    let t = topology(&format!(
+        "{}\n[network.nb]\ngateway_service = \"eastwest-nb\"\n",
+        mesh(&["name = \"a\"", "name = \"b\"\nnetwork = \"nb\""])
+    ));
+    let mut observed = fresh(&t);
+    facts_mut(&mut observed, "b").gateway_service = None;
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(findings(&plan), lines(&["blocker b gateway_service_missing"]));
+    let finding = &plan.findings[0];
+    assert!(
+        finding.message.contains("istio-system/eastwest-nb"),
+        "{}",
+        finding.message
+    );
+    assert!(
+        finding.message.contains("b has peers on other networks"),
+        "{}",
+        finding.message
+    );
+    // The gateway itself is still planned: the blocker stops apply, not the plan.
+    assert!(actions(&plan).contains(&"network b ensure_gateway/create".to_string()));
+}
+
+#[test]
+fn flat_network_needs_no_gateway() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"flat\"", "name = \"b\"\nnetwork = \"flat\""]);
+    let mut observed = fresh(&t);
+    // Without cross-network peers the gateway Service does not matter.
+    facts_mut(&mut observed, "a").gateway_service = None;
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "network a set_network none->flat",
+            "network a ensure_reader",
+            "network b set_network none->flat",
+            "network b ensure_reader",
+            "attach a write_remote_secret/create b",
+            "attach b write_remote_secret/create a",
+        ])
+    );
+    assert_eq!(plan.changes, vec![attach("a", "flat"), attach("b", "flat")]);
+    assert!(plan.findings.is_empty(), "{:?}", findings(&plan));
+}
+
+#[test]
+fn managed_gateway_is_deleted_when_the_last_cross_network_peer_leaves() {
+    let before = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"flat\"",
+        "name = \"b\"\nnetwork = \"flat\"",
+        "name = \"c\"\nnetwork = \"other\"\nrole = \"remote\"",
+    ]);
+    let after = mesh_topology(&["name = \"a\"\nnetwork = \"flat\"", "name = \"b\"\nnetwork = \"flat\""]);
+    let observed = after_converging(&before, &after);
+    let gateway_uid = observed
+        .facts("a")
+        .unwrap()
+        .gateway
+        .clone()
+        .expect("a gateway was written")
+        .uid;
+    let plan = plan_ok(&after, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "detach a delete_remote_secret c",
+            "detach b delete_remote_secret c",
+            "network a delete_gateway",
+            "network b delete_gateway",
+        ])
+    );
+    let precondition = plan
+        .actions
+        .iter()
+        .find_map(|a| match &a.kind {
+            ActionKind::DeleteGateway { precondition } if a.cluster == "a" => Some(precondition.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(precondition.uid, gateway_uid);
+    assert_eq!(
+        plan.changes,
+        vec![Change::Detach {
+            cluster: "c".to_string()
+        }]
+    );
+}
+
+#[test]
+fn unmanaged_gateway_is_never_deleted_nor_replaced() {
+    // Flat: an unmanaged gateway stays.
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"flat\"", "name = \"b\"\nnetwork = \"flat\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    facts_mut(&mut observed, "a").gateway = Some(unmanaged("gw-by-hand"));
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(actions(&plan), Vec::<String>::new());
+
+    // Cross-network: it is used as it is, with a warning.
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let mut observed = fresh(&t);
+    facts_mut(&mut observed, "a").gateway = Some(unmanaged("gw-by-hand"));
+    let plan = plan_ok(&t, &observed);
+    assert!(!actions(&plan).iter().any(|a| a.starts_with("network a ensure_gateway")));
+    assert_eq!(findings(&plan), lines(&["warning a gateway_unmanaged"]));
+}
+
+// ---------------------------------------------------------------------------
+// Primaries and remotes
+
+#[test]
+fn primaries_hold_a_secret_for_every_other_cluster_and_remotes_none() {
+    let t = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n\"",
+        "name = \"b\"\nnetwork = \"n\"\nrole = \"remote\"",
+        "name = \"c\"\nnetwork = \"n\"\nrole = \"remote\"",
+        "name = \"d\"\nnetwork = \"n\"",
+    ]);
+    let plan = plan_ok(&t, &fresh(&t));
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "network a set_network none->n",
+            "network a ensure_reader",
+            "network b set_network none->n",
+            "network b ensure_reader",
+            "network c set_network none->n",
+            "network c ensure_reader",
+            "network d set_network none->n",
+            "network d ensure_reader",
+            "attach a write_remote_secret/create b",
+            "attach a write_remote_secret/create c",
+            "attach a write_remote_secret/create d",
+            "attach d write_remote_secret/create a",
+            "attach d write_remote_secret/create b",
+            "attach d write_remote_secret/create c",
+        ])
+    );
+}
+
+#[test]
+fn reader_account_only_where_a_primary_peer_reads_it_and_not_replanned() {
+    let t = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n\"",
+        "name = \"b\"\nnetwork = \"n\"\nrole = \"remote\"",
+    ]);
+    let plan = plan_ok(&t, &fresh(&t));
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "network a set_network none->n",
+            "network b set_network none->n",
+            "network b ensure_reader",
+            "attach a write_remote_secret/create b",
+        ])
+    );
+    let observed = converge(&t, &fresh(&t));
+    let again = plan_ok(&t, &observed);
+    assert_eq!(actions(&again), Vec::<String>::new());
+    assert!(again.is_empty());
+}
+
+#[test]
+fn primary_turned_remote_loses_its_managed_secrets() {
+    let before = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n\"",
+        "name = \"b\"\nnetwork = \"n\"",
+        "name = \"c\"\nnetwork = \"n\"",
+    ]);
+    let after = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n\"",
+        "name = \"b\"\nnetwork = \"n\"\nrole = \"remote\"",
+        "name = \"c\"\nnetwork = \"n\"",
+    ]);
+    let mut observed = after_converging(&before, &after);
+    // A secret istioctl made in b is not meshform's to delete.
+    facts_mut(&mut observed, "b")
+        .remote_secrets
+        .insert("by-hand".to_string(), unmanaged_secret(&["x"]));
+    let plan = plan_ok(&after, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&["detach b delete_remote_secret a", "detach b delete_remote_secret c"])
+    );
+    assert!(
+        plan.actions
+            .iter()
+            .all(|a| a.reason.contains("b is now a remote cluster"))
+    );
+    assert_eq!(
+        plan.changes,
+        vec![Change::BecameRemote {
+            cluster: "b".to_string()
+        }]
+    );
+}
+
+#[test]
+fn a_mesh_of_remotes_only_is_refused_by_validation() {
+    let error = topology_error(&mesh(&[
+        "name = \"a\"\nrole = \"remote\"",
+        "name = \"b\"\nrole = \"remote\"",
+    ]));
+    assert!(error.contains("NoPrimary"), "{error}");
+}
+
+// ---------------------------------------------------------------------------
+// Network changes, renames, detaches
+
+/// a (primary, n1), b (primary, n2), c (remote, n3); c then moves to n2.
+fn network_change_case() -> (meshform::topology::Topology, Observed) {
+    let before = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"",
+        "name = \"b\"\nnetwork = \"n2\"",
+        "name = \"c\"\nnetwork = \"n3\"\nrole = \"remote\"\ncontext = \"kind-c\"",
+    ]);
+    let after = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"",
+        "name = \"b\"\nnetwork = \"n2\"",
+        "name = \"c\"\nnetwork = \"n2\"\nrole = \"remote\"\ncontext = \"kind-c\"",
+    ]);
+    let observed = after_converging(&before, &after);
+    (after, observed)
+}
+
+#[test]
+fn network_change_of_an_attached_cluster_is_detach_relabel_reattach_restart() {
+    let (t, observed) = network_change_case();
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "detach a delete_remote_secret c",
+            "detach b delete_remote_secret c",
+            "network c set_network n3->n2",
+            "attach a write_remote_secret/create c",
+            "attach b write_remote_secret/create c",
+            "update c restart_workloads/shown",
+        ])
+    );
+    assert_eq!(
+        plan.changes,
+        vec![Change::NetworkChange {
+            cluster: "c".to_string(),
+            from: "n3".to_string(),
+            to: "n2".to_string()
+        }]
+    );
+    let reasons = reasons(&plan);
+    assert!(
+        reasons[0].contains("c moves from network \"n3\" to \"n2\""),
+        "{}",
+        reasons[0]
+    );
+    assert!(
+        reasons[2].contains("network changes from \"n3\" to \"n2\""),
+        "{}",
+        reasons[2]
+    );
+    assert!(reasons[3].contains("re-attach c on network \"n2\""), "{}", reasons[3]);
+    assert!(reasons[5].contains("keep network \"n3\""), "{}", reasons[5]);
+    assert!(plan.actions[..2].iter().all(|a| a.is_destructive()));
+    match &plan.actions[5].kind {
+        ActionKind::RestartWorkloads { enabled, command } => {
+            assert!(!enabled);
+            assert_eq!(
+                command,
+                "for ns in $(kubectl --context kind-c get namespaces -l istio-injection=enabled -o name) \
+                 $(kubectl --context kind-c get namespaces -l istio.io/rev -o name); do \
+                 kubectl --context kind-c -n \"${ns#namespace/}\" rollout restart deployment,statefulset,daemonset; done"
+            );
+        }
+        other => panic!("expected a restart, got {other:?}"),
+    }
+    // A disabled restart writes nothing.
+    assert!(!plan.actions[5].writes());
+}
+
+#[test]
+fn network_change_restart_runs_with_restart_workloads() {
+    let (t, observed) = network_change_case();
+    let options = Options {
+        restart_workloads: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&t, &observed, &options);
+    assert_eq!(actions(&plan).last().unwrap(), "update c restart_workloads/enabled");
+    assert!(plan.actions.last().unwrap().writes());
+}
+
+#[test]
+fn relabel_of_an_unattached_cluster_is_relabel_and_attach_without_detach() {
+    let before = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let after = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\"\nrole = \"remote\""]);
+    let mut observed = converge(&before, &fresh(&before));
+    let mut c = fresh(&after).clusters.remove("c").unwrap();
+    if let meshform::observe::model::ClusterState::Reachable(facts) = &mut c.state {
+        facts.namespace.as_mut().unwrap().network = Some("old".to_string());
+    }
+    observed.clusters.insert("c".to_string(), c);
+    let plan = plan_ok(&after, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "network c set_network old->c",
+            "network c ensure_reader",
+            "network c ensure_gateway/create",
+            "attach a write_remote_secret/create c",
+            "attach b write_remote_secret/create c",
+            // Sidecars started under "old" keep it until restarted.
+            "update c restart_workloads/shown",
+        ])
+    );
+    assert_eq!(plan.changes, vec![attach("c", "c")]);
+}
+
+#[test]
+fn rename_is_detach_of_the_old_name_and_attach_of_the_new() {
+    let before = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n\"",
+        "name = \"b\"\nnetwork = \"n\"\ncontext = \"ctx-b\"",
+    ]);
+    let after = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n\"",
+        "name = \"b2\"\nnetwork = \"n\"\ncontext = \"ctx-b\"",
+    ]);
+    let mut observed = converge(&before, &fresh(&before));
+    // The same cluster (kube-system UID), now under the mesh name b2.
+    let b = observed.clusters.remove("b").unwrap();
+    observed.clusters.insert("b2".to_string(), b);
+    let plan = plan_ok(&after, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "detach a delete_remote_secret b",
+            "attach a write_remote_secret/create b2"
+        ])
+    );
+    assert_eq!(
+        plan.changes,
+        vec![Change::Rename {
+            from: "b".to_string(),
+            to: "b2".to_string()
+        }]
+    );
+    assert!(reasons(&plan)[0].contains("b is renamed to b2"), "{:?}", reasons(&plan));
+}
+
+#[test]
+fn cluster_removed_from_the_file_is_detached_from_every_primary() {
+    let before = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""]);
+    let after = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let observed = after_converging(&before, &after);
+    let plan = plan_ok(&after, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&["detach a delete_remote_secret c", "detach b delete_remote_secret c"])
+    );
+    assert!(plan.actions.iter().all(|a| a.is_destructive()));
+    assert!(
+        reasons(&plan)
+            .iter()
+            .all(|r| r.contains("c is no longer in the topology"))
+    );
+    assert_eq!(
+        plan.changes,
+        vec![Change::Detach {
+            cluster: "c".to_string()
+        }]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Unknown clusters and planning errors
+
+fn three_primaries() -> meshform::topology::Topology {
+    mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""])
+}
+
+#[test]
+fn unknown_cluster_fails_the_plan_without_skip_unreachable() {
+    let t = three_primaries();
+    let mut observed = converge(&t, &fresh(&t));
+    make_unknown(&mut observed, "c");
+    let error = plan_err(&t, &observed, &Options::default());
+    assert_eq!(
+        error,
+        PlanError::Unreachable(vec![("c".to_string(), "connection refused".to_string())])
+    );
+}
+
+#[test]
+fn unknown_cluster_is_deferred_and_never_touched_or_detached() {
+    let before = three_primaries();
+    // c moves network and its secret in a is old: neither may lead to an action while c is unknown.
+    let after = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\"\nnetwork = \"elsewhere\""]);
+    let mut observed = converge(&before, &fresh(&before));
+    make_unknown(&mut observed, "c");
+    set_token(
+        &mut observed,
+        "a",
+        "istio-remote-secret-c",
+        bound_token(SignedDuration::from_hours(24 * 300), TOKEN_LIFETIME),
+    );
+    let options = Options {
+        skip_unreachable: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&after, &observed, &options);
+    assert_eq!(actions(&plan), Vec::<String>::new());
+    assert_eq!(
+        plan.deferred.iter().map(|d| d.cluster.as_str()).collect::<Vec<_>>(),
+        ["c"]
+    );
+    assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+}
+
+#[test]
+fn unknown_cluster_keeps_its_secrets_even_when_a_new_cluster_joins() {
+    let before = three_primaries();
+    let after = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\"", "name = \"d\""]);
+    let mut observed = converge(&before, &fresh(&before));
+    let d = fresh(&after).clusters.remove("d").unwrap();
+    observed.clusters.insert("d".to_string(), d);
+    make_unknown(&mut observed, "c");
+    let options = Options {
+        skip_unreachable: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&after, &observed, &options);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "network d set_network none->d",
+            "network d ensure_reader",
+            "network d ensure_gateway/create",
+            "attach a write_remote_secret/create d",
+            "attach b write_remote_secret/create d",
+            "attach d write_remote_secret/create a",
+            "attach d write_remote_secret/create b",
+        ])
+    );
+}
+
+#[test]
+fn two_entries_reaching_one_cluster_are_refused() {
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let mut observed = fresh(&t);
+    facts_mut(&mut observed, "b").identity = "kube-system-a".to_string();
+    assert_eq!(
+        plan_err(&t, &observed, &Options::default()),
+        PlanError::SameCluster {
+            first: "a".to_string(),
+            second: "b".to_string(),
+            identity: "kube-system-a".to_string()
+        }
+    );
+}
+
+#[test]
+fn observation_of_another_mesh_is_refused() {
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let mut observed = fresh(&t);
+    observed.mesh = "mesh2".to_string();
+    assert!(matches!(
+        plan_err(&t, &observed, &Options::default()),
+        PlanError::ObservedMismatch(_)
+    ));
+    let mut observed = fresh(&t);
+    observed.clusters.remove("b");
+    assert!(matches!(
+        plan_err(&t, &observed, &Options::default()),
+        PlanError::ObservedMismatch(m) if m.contains("\"b\"")
+    ));
+}
+
+#[test]
+fn unknown_target_is_refused() {
+    let t = three_primaries();
+    let options = Options {
+        targets: vec!["zz".to_string()],
+        ..Options::default()
+    };
+    assert_eq!(
+        plan_err(&t, &fresh(&t), &options),
+        PlanError::UnknownTarget("zz".to_string())
+    );
+}
+
+#[test]
+fn target_keeps_only_actions_about_that_cluster() {
+    let t = three_primaries();
+    let options = Options {
+        targets: vec!["b".to_string()],
+        ..Options::default()
+    };
+    let plan = plan_with(&t, &fresh(&t), &options);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "network b set_network none->b",
+            "network b ensure_reader",
+            "network b ensure_gateway/create",
+            "attach a write_remote_secret/create b",
+            "attach b write_remote_secret/create a",
+            "attach b write_remote_secret/create c",
+            "attach c write_remote_secret/create b",
+        ])
+    );
+    assert_eq!(plan.changes, vec![attach("b", "b")]);
+
+    // A cluster gone from the file can still be targeted, to detach it alone.
+    let after = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let observed = after_converging(&t, &after);
+    let options = Options {
+        targets: vec!["c".to_string()],
+        ..Options::default()
+    };
+    let plan = plan_with(&after, &observed, &options);
+    assert_eq!(
+        actions(&plan),
+        lines(&["detach a delete_remote_secret c", "detach b delete_remote_secret c"])
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Objects meshform does not own
+
+#[test]
+fn istioctl_secret_of_our_name_is_a_conflict_and_left_alone() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    facts_mut(&mut observed, "a")
+        .remote_secrets
+        .insert("istio-remote-secret-b".to_string(), unmanaged_secret(&["b"]));
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(actions(&plan), Vec::<String>::new());
+    assert_eq!(findings(&plan), lines(&["conflict a remote_secret_unmanaged"]));
+    assert!(plan.findings[0].message.contains("istio-system/istio-remote-secret-b"));
+
+    // Even when b leaves the mesh, the unmanaged secret is not deleted.
+    let after = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"c\"\nnetwork = \"n\""]);
+    let mut gone = observed.clone();
+    gone.clusters.remove("b");
+    let c = fresh(&after).clusters.remove("c").unwrap();
+    gone.clusters.insert("c".to_string(), c);
+    let plan = plan_ok(&after, &gone);
+    assert!(
+        !plan.actions.iter().any(|a| a.peer() == Some("b")),
+        "{:?}",
+        actions(&plan)
+    );
+}
+
+#[test]
+fn adopt_takes_over_an_istioctl_secret_of_our_name() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = fresh(&t);
+    facts_mut(&mut observed, "a")
+        .remote_secrets
+        .insert("istio-remote-secret-b".to_string(), unmanaged_secret(&["b"]));
+    let options = Options {
+        adopt: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&t, &observed, &options);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "network a set_network none->n",
+            "network a ensure_reader",
+            "network b set_network none->n",
+            "network b ensure_reader",
+            "attach a write_remote_secret/adopt b",
+            "attach b write_remote_secret/create a",
+        ])
+    );
+    match &plan.actions[4].kind {
+        ActionKind::WriteRemoteSecret {
+            mode: WriteMode::Adopt,
+            precondition: Some(p),
+            ..
+        } => assert_eq!(p.uid, "istioctl-b"),
+        other => panic!("expected an adopt, got {other:?}"),
+    }
+    assert!(plan.findings.is_empty(), "{:?}", findings(&plan));
+}
+
+#[test]
+fn second_secret_for_the_same_cluster_id_is_a_conflict_never_a_duplicate() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = fresh(&t);
+    facts_mut(&mut observed, "a")
+        .remote_secrets
+        .insert("b-by-hand".to_string(), unmanaged_secret(&["b"]));
+    for adopt in [false, true] {
+        let options = Options {
+            adopt,
+            ..Options::default()
+        };
+        let plan = plan_with(&t, &observed, &options);
+        assert_eq!(
+            actions(&plan),
+            lines(&[
+                "network a set_network none->n",
+                "network a ensure_reader",
+                "network b set_network none->n",
+                "network b ensure_reader",
+                "attach b write_remote_secret/create a",
+            ]),
+            "adopt: {adopt}"
+        );
+        assert_eq!(findings(&plan), lines(&["conflict a remote_secret_duplicate"]));
+        assert!(plan.findings[0].message.contains("b-by-hand"));
+    }
+}
+
+#[test]
+fn unmanaged_reader_role_is_a_conflict_unless_adopted() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = fresh(&t);
+    facts_mut(&mut observed, "b").reader.cluster_role = Some(unmanaged("role-by-hand"));
+    let plan = plan_ok(&t, &observed);
+    assert!(!actions(&plan).contains(&"network b ensure_reader".to_string()));
+    assert_eq!(findings(&plan), lines(&["conflict b reader_unmanaged"]));
+    let options = Options {
+        adopt: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&t, &observed, &options);
+    assert!(actions(&plan).contains(&"network b ensure_reader".to_string()));
+    assert!(plan.findings.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Updates and token rotation
+
+fn two_flat_primaries() -> meshform::topology::Topology {
+    mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""])
+}
+
+#[test]
+fn peer_address_change_updates_the_secret_with_old_and_new_address() {
+    let before = two_flat_primaries();
+    let after = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n\"",
+        "name = \"b\"\nnetwork = \"n\"\napi_server = \"https://b.api.example.net:443\"",
+    ]);
+    let observed = converge(&before, &fresh(&before));
+    let plan = plan_ok(&after, &observed);
+    assert_eq!(actions(&plan), lines(&["update a write_remote_secret/update b"]));
+    assert!(
+        plan.actions[0]
+            .reason
+            .contains("from https://b.clusters.example.com:6443 to https://b.api.example.net:443"),
+        "{}",
+        plan.actions[0].reason
+    );
+    assert!(plan.changes.is_empty());
+}
+
+#[test]
+fn ca_change_updates_the_secret() {
+    let t = two_flat_primaries();
+    let mut observed = converge(&t, &fresh(&t));
+    facts_mut(&mut observed, "b").ca_sha256 = Some("new-ca".to_string());
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(actions(&plan), lines(&["update a write_remote_secret/update b"]));
+    assert!(plan.actions[0].reason.contains("the CA of b has changed"));
+}
+
+#[test]
+fn token_rotation_follows_the_token_kind_and_age() {
+    let t = two_flat_primaries();
+    let converged = converge(&t, &fresh(&t));
+    let day = SignedDuration::from_hours(24);
+    let cases: [(&str, TokenFacts, bool, &[&str]); 7] = [
+        (
+            "bound, past half its life",
+            bound_token(day * 200, day * 365),
+            false,
+            &["update a write_remote_secret/rotate b"],
+        ),
+        (
+            "bound, before half its life",
+            bound_token(day * 100, day * 365),
+            false,
+            &[],
+        ),
+        (
+            "bound, expired",
+            bound_token(day * 400, day * 365),
+            false,
+            &["update a write_remote_secret/rotate b"],
+        ),
+        (
+            "unknown token",
+            TokenFacts::Unknown,
+            false,
+            &["update a write_remote_secret/rotate b"],
+        ),
+        ("unbounded token", TokenFacts::Unbounded, false, &[]),
+        (
+            "unbounded token, --rotate-tokens",
+            TokenFacts::Unbounded,
+            true,
+            &[
+                "update a write_remote_secret/rotate b",
+                "update b write_remote_secret/rotate a",
+            ],
+        ),
+        (
+            "fresh token, --rotate-tokens",
+            bound_token(day, day * 365),
+            true,
+            &[
+                "update a write_remote_secret/rotate b",
+                "update b write_remote_secret/rotate a",
+            ],
+        ),
+    ];
+    for (name, token, rotate_tokens, expected) in cases {
+        let mut observed = converged.clone();
+        set_token(&mut observed, "a", "istio-remote-secret-b", token);
+        let options = Options {
+            rotate_tokens,
+            ..Options::default()
+        };
+        let plan = plan_with(&t, &observed, &options);
+        assert_eq!(actions(&plan), lines(expected), "{name}");
+    }
+}
+
+#[test]
+fn rotate_after_sets_the_share_of_life_that_triggers_rotation() {
+    let t = two_flat_primaries();
+    let mut observed = converge(&t, &fresh(&t));
+    let day = SignedDuration::from_hours(24);
+    set_token(
+        &mut observed,
+        "a",
+        "istio-remote-secret-b",
+        bound_token(day * 100, day * 365),
+    );
+    let options = Options {
+        rotate_after: 0.25,
+        ..Options::default()
+    };
+    let plan = plan_with(&t, &observed, &options);
+    assert_eq!(actions(&plan), lines(&["update a write_remote_secret/rotate b"]));
+    assert!(
+        plan.actions[0].reason.contains("25% of its life"),
+        "{}",
+        plan.actions[0].reason
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Peer addresses
+
+#[test]
+fn peer_address_only_reachable_inside_its_network_is_a_warning() {
+    let cases = [
+        ("https://127.0.0.1:6443", true),
+        ("https://[::1]:6443", true),
+        ("https://localhost:6443", true),
+        ("https://api.internal:6443", true),
+        ("https://kubernetes:6443", true),
+        ("https://b.api.example.net", false),
+        ("https://203.0.113.40:443", false),
+    ];
+    for (address, warned) in cases {
+        let t = mesh_topology(&[
+            "name = \"a\"\nnetwork = \"n\"",
+            &format!("name = \"b\"\nnetwork = \"n\"\napi_server = \"{address}\""),
+        ]);
+        let plan = plan_ok(&t, &fresh(&t));
+        let expected: &[&str] = if warned { &["warning b peer_address"] } else { &[] };
+        assert_eq!(findings(&plan), lines(expected), "{address}");
+    }
+}
+
+#[test]
+fn address_of_a_cluster_no_primary_reads_is_not_checked() {
+    // a is the only primary: nobody dials a's API server.
+    let t = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n\"\napi_server = \"https://127.0.0.1:6443\"",
+        "name = \"b\"\nnetwork = \"n\"\nrole = \"remote\"",
+    ]);
+    let plan = plan_ok(&t, &fresh(&t));
+    assert_eq!(findings(&plan), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------
+// Determinism
+
+fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut out = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first.clone());
+            out.push(tail);
+        }
+    }
+    out
+}
+
+#[test]
+fn plan_does_not_depend_on_the_order_of_clusters_in_the_file() {
+    let bodies = [
+        "name = \"eu-west\"\nnetwork = \"eu-flat\"",
+        "name = \"eu-central\"\nnetwork = \"eu-flat\"\nrole = \"remote\"",
+        "name = \"us-east\"",
+        "name = \"apac\"\nnetwork = \"asia\"\napi_server = \"https://203.0.113.40:443\"",
+    ];
+    let reference = mesh_topology(&bodies);
+    let mut observed = fresh(&reference);
+    facts_mut(&mut observed, "us-east").gateway_service = None;
+    make_unknown(&mut observed, "eu-west");
+    make_unknown(&mut observed, "apac");
+    let options = Options {
+        skip_unreachable: true,
+        ..Options::default()
+    };
+    let expected = serde_json::to_string_pretty(&plan_with(&reference, &observed, &options)).unwrap();
+    for order in permutations(&bodies) {
+        let t = mesh_topology(&order);
+        let json = serde_json::to_string_pretty(&plan_with(&t, &observed, &options)).unwrap();
+        assert_eq!(json, expected, "order: {order:?}");
+    }
+}
