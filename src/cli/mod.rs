@@ -4,6 +4,7 @@
 
 mod apply;
 mod files;
+mod graph;
 mod plan;
 mod validate;
 
@@ -11,7 +12,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
 use miette::Diagnostic;
 use thiserror::Error;
 
@@ -23,7 +24,9 @@ use crate::render::Style;
 #[command(after_help = "Examples:
   meshform validate -f mesh.toml
   meshform plan --observed examples/observed.json
-  meshform plan --format markdown > plan.md")]
+  meshform plan --format markdown > plan.md
+  meshform graph --format dot | dot -Tsvg > mesh.svg
+  meshform -vv plan                    # log cluster reads and timings to stderr")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -33,8 +36,13 @@ pub struct Cli {
     pub color: ColorChoice,
 
     /// Print only errors and requested output.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Log what meshform does to stderr: -v for progress, -vv for each cluster's
+    /// reads and timings, -vvv for everything. RUST_LOG, when set, overrides it.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,9 +77,32 @@ Examples:
     #[command(after_help = "Example:
   meshform snapshot -o observed.json && meshform plan --observed observed.json")]
     Snapshot(plan::SnapshotArgs),
+    /// Draw the mesh: networks as groups, clusters inside, cross-network gateway paths.
+    #[command(
+        after_help = "Clusters of other networks reach a cluster only through its east-west gateway
+(dashed arrows); clusters on one network reach each other directly. With --observed,
+clusters that could not be read, missing gateway Services and network labels that differ
+from mesh.toml are marked.
+
+Examples:
+  meshform graph > mesh.mmd
+  meshform graph --format dot | dot -Tsvg > mesh.svg
+  meshform graph --observed observed.json"
+    )]
+    Graph(graph::Args),
     /// Print the JSON Schema of mesh.toml (the same as schemas/mesh.schema.json).
     #[command(after_help = "Example:\n  meshform schema > mesh.schema.json")]
     Schema,
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  meshform completions bash > ~/.local/share/bash-completion/completions/meshform
+  meshform completions zsh > \"${fpath[1]}/_meshform\"
+  meshform completions fish > ~/.config/fish/completions/meshform.fish
+  meshform completions powershell >> $PROFILE")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `-f mesh.toml`, shared by every command that reads a topology.
@@ -187,13 +218,22 @@ pub enum CliError {
 }
 
 impl Cli {
+    /// How to write to stderr (diagnostics, logs, prompts).
     pub fn style(&self) -> Style {
+        self.style_for(io::stderr().is_terminal())
+    }
+
+    /// How to write to stdout (plans). Decided apart from stderr, so that
+    /// `meshform plan > plan.txt` on a terminal writes no colour codes to the file.
+    pub fn out_style(&self) -> Style {
+        self.style_for(io::stdout().is_terminal())
+    }
+
+    fn style_for(&self, terminal: bool) -> Style {
         let color = match self.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && io::stderr().is_terminal()
-            }
+            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && terminal,
         };
         let width = std::env::var("COLUMNS")
             .ok()
@@ -201,13 +241,30 @@ impl Cli {
             .unwrap_or(100);
         Style { color, width }
     }
+
+    /// The tracing filter for `-q`/`-v`, in `RUST_LOG` syntax. Other crates
+    /// (kube, hyper) stay at warnings until -vvv: their debug output is
+    /// request plumbing, and meshform's own lines already say which cluster
+    /// took how long.
+    pub fn log_filter(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn",
+            (false, 1) => "warn,meshform=info",
+            (false, 2) => "warn,meshform=debug",
+            (false, _) => "debug,meshform=trace",
+        }
+    }
 }
 
 /// What a command gets: its output streams and the global settings.
 pub struct Context<'a> {
     pub out: &'a mut dyn Write,
     pub err: &'a mut dyn Write,
+    /// How to write to `out`.
     pub style: Style,
+    /// How to write to `err`.
+    pub err_style: Style,
     pub quiet: bool,
 }
 
@@ -220,7 +277,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Exit, 
     let mut cx = Context {
         out: &mut out,
         err: &mut err,
-        style: cli.style(),
+        style: cli.out_style(),
+        err_style: cli.style(),
         quiet: cli.quiet,
     };
     match &cli.command {
@@ -228,9 +286,14 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Exit, 
         Command::Plan(args) => plan::run(args, &mut cx),
         Command::Apply(args) => apply::run(args, &mut cx),
         Command::Snapshot(args) => plan::snapshot(args, &mut cx),
+        Command::Graph(args) => graph::run(args, &mut cx),
         Command::Schema => {
             serde_json::to_writer_pretty(&mut *cx.out, &crate::topology::schema()).map_err(io::Error::from)?;
             writeln!(cx.out)?;
+            Ok(Exit::Success)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "meshform", &mut *cx.out);
             Ok(Exit::Success)
         }
     }

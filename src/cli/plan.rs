@@ -182,7 +182,7 @@ pub fn read_plan(path: &Path) -> Result<Plan, CliError> {
     serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
 }
 
-fn read_snapshot(path: &Path) -> Result<Observed, CliError> {
+pub(super) fn read_snapshot(path: &Path) -> Result<Observed, CliError> {
     let bytes = files::read_limited(path, MAX_SNAPSHOT_BYTES, "snapshot")?;
     let bad = |reason: String| CliError::BadSnapshot {
         path: path.to_path_buf(),

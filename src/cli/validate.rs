@@ -26,7 +26,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, super::CliError> {
     match args.format {
         Format::Json => render::diagnostics::json(&checked.problems, checked.topology.as_ref(), cx.out)?,
         Format::Text => {
-            render::diagnostics::text(&checked.problems, cx.style, cx.err)?;
+            render::diagnostics::text(&checked.problems, cx.err_style, cx.err)?;
             if let (Some(t), false) = (&checked.topology, cx.quiet) {
                 let plural = |n: usize| if n == 1 { "" } else { "s" };
                 let (clusters, networks) = (t.clusters.len(), t.networks.len());
@@ -59,7 +59,7 @@ pub fn check_file(path: &Path) -> Result<(String, topology::Checked), super::Cli
 /// shown on stderr, warnings included; errors stop the command.
 pub fn load(path: &Path, cx: &mut Context<'_>) -> Result<(Topology, Problems), super::CliError> {
     let (name, checked) = check_file(path)?;
-    render::diagnostics::text(&checked.problems, cx.style, cx.err)?;
+    render::diagnostics::text(&checked.problems, cx.err_style, cx.err)?;
     checked
         .into_result()
         .map_err(|_| super::CliError::InvalidTopology(name))

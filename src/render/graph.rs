@@ -46,6 +46,10 @@ pub struct ClusterNode {
     pub name: String,
     pub role: Role,
     pub seen: Seen,
+    /// The `topology.istio.io/network` label found on the mesh namespace,
+    /// when it is set and differs from the declared network: the cluster is
+    /// still where it was, and moving it takes a detach and re-attach.
+    pub labelled: Option<String>,
     /// Present when some peer is on another network: they reach this
     /// cluster's services only through it.
     pub gateway: Option<GatewayNode>,
@@ -70,6 +74,11 @@ pub enum Path {
 
 impl MeshGraph {
     pub fn new(topology: &Topology, observed: Option<&Observed>) -> MeshGraph {
+        let labelled = |cluster: &crate::topology::Cluster| {
+            let facts = observed?.facts(&cluster.name)?;
+            let label = facts.namespace.as_ref()?.network.as_ref()?;
+            (*label != cluster.network).then(|| label.clone())
+        };
         let seen = |cluster: &str| match observed.map(|o| o.clusters.get(cluster).map(|c| &c.state)) {
             None => (Seen::NotObserved, Seen::NotObserved),
             Some(Some(ClusterState::Reachable(facts))) => {
@@ -99,6 +108,7 @@ impl MeshGraph {
                 name: cluster.name.clone(),
                 role: cluster.role,
                 seen: cluster_seen,
+                labelled: labelled(cluster),
                 gateway,
             });
             for peer in &topology.clusters {
@@ -152,7 +162,11 @@ impl MeshGraph {
             let _ = writeln!(out, "  subgraph n{n}[\"network {}\"]", mermaid_label(&network.name));
             for cluster in &network.clusters {
                 let i = ids[cluster.name.as_str()];
-                let label = format!("{}<br/>{}", mermaid_label(&cluster.name), cluster.role.as_str());
+                let mut label = format!("{}<br/>{}", mermaid_label(&cluster.name), cluster.role.as_str());
+                if let Some(network) = &cluster.labelled {
+                    let _ = write!(label, "<br/>(labelled {})", mermaid_label(network));
+                    classes.entry("relabel").or_default().push(format!("c{i}"));
+                }
                 // Primaries run istiod: a box with side bars; remotes a rounded box.
                 let shape = match cluster.role {
                     Role::Primary => format!("c{i}[[\"{label}{}\"]]", seen_note(cluster.seen)),
@@ -202,6 +216,7 @@ impl MeshGraph {
             ("gateway", "fill:#fef3c7,stroke:#b45309,color:#000"),
             ("missing", "fill:#fee2e2,stroke:#b91c1c,stroke-dasharray:4 3,color:#000"),
             ("unknown", "stroke-dasharray:4 3"),
+            ("relabel", "stroke:#b45309,stroke-width:3px"),
         ] {
             if let Some(nodes) = classes.get(class) {
                 let _ = writeln!(out, "  classDef {class} {style}");
@@ -221,12 +236,15 @@ impl MeshGraph {
             let _ = writeln!(out, "    label={};", dot_string(&format!("network {}", network.name)));
             for cluster in &network.clusters {
                 let i = ids[cluster.name.as_str()];
-                let label = format!(
+                let mut label = format!(
                     "{}\n{}{}",
                     cluster.name,
                     cluster.role.as_str(),
                     seen_note(cluster.seen).replace("<br/>", "\n")
                 );
+                if let Some(network) = &cluster.labelled {
+                    let _ = write!(label, "\n(labelled {network})");
+                }
                 let style = match (cluster.role, cluster.seen) {
                     (Role::Primary, Seen::Unknown) => "bold,dashed",
                     (Role::Primary, _) => "bold",
@@ -433,5 +451,36 @@ mod tests {
         assert!(mermaid.contains("(missing)\"}}"), "{mermaid}");
         assert!(mermaid.contains("classDef missing"), "{mermaid}");
         assert!(mermaid.contains("(not read)"), "{mermaid}");
+    }
+
+    #[test]
+    fn observation_marks_a_network_label_that_differs() {
+        let topology = scenarios::example();
+        let mut observed = synthetic::fresh(&topology, scenarios::now());
+        for (name, label) in [("us-east", "old-net"), ("eu-west", "eu-flat")] {
+            if let ClusterState::Reachable(facts) = &mut observed.clusters.get_mut(name).unwrap().state {
+                facts.namespace.as_mut().unwrap().network = Some(label.into());
+            }
+        }
+        let graph = MeshGraph::new(&topology, Some(&observed));
+        let labelled: Vec<_> = graph
+            .networks
+            .iter()
+            .flat_map(|n| &n.clusters)
+            .filter_map(|c| Some((c.name.as_str(), c.labelled.as_deref()?)))
+            .collect();
+        // eu-west carries the label it should; unlabelled clusters are simply not attached yet.
+        assert_eq!(labelled, [("us-east", "old-net")]);
+        let mermaid = graph.mermaid();
+        assert!(
+            mermaid.contains("us-east<br/>primary<br/>(labelled old-net)"),
+            "{mermaid}"
+        );
+        assert!(mermaid.contains("classDef relabel"), "{mermaid}");
+        assert!(
+            graph.dot().contains("us-east\\nprimary\\n(labelled old-net)"),
+            "{}",
+            graph.dot()
+        );
     }
 }
