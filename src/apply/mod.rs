@@ -224,12 +224,23 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
         }
         progress.event(Event::Phase {
             phase,
+        let phase_started = std::time::Instant::now();
+        tracing::info!(?phase, actions = actions.len(), "phase started");
             actions: actions.len(),
         });
         let results: Vec<(usize, Result<Option<String>, String>)> = futures::stream::iter(actions)
             .map(|(index, action)| {
                 let run = &run;
+                    let started = std::time::Instant::now();
                 async move {
+                    // The object's name and the outcome only: diffs and errors go to the report.
+                    tracing::debug!(
+                        cluster = %action.cluster,
+                        object = %action.object(&target.plan.namespace),
+                        ok = result.is_ok(),
+                        elapsed_ms = started.elapsed().as_millis(),
+                        "action"
+                    );
                     progress.event(Event::Started { index, action });
                     let result = run.action(action).await;
                     match &result {
@@ -255,6 +266,7 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
             match result {
                 Ok(_) => report.done.push(index),
                 Err(e) => report.failed.push((index, e)),
+        tracing::info!(?phase, elapsed_ms = phase_started.elapsed().as_millis(), "phase done");
             }
         }
     }

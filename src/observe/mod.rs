@@ -46,8 +46,10 @@ pub async fn connect_all(topology: &Topology, sources: &Sources) -> Vec<(String,
 
 /// Reads every cluster in parallel.
 pub async fn observe(topology: &Topology, connections: &[(String, Result<Connection, ConnectError>)]) -> Observed {
+    let started = std::time::Instant::now();
     let reads = connections.iter().map(|(name, connection)| async move {
         let cluster = topology.cluster(name).expect("connections are made from the topology");
+        let read_started = std::time::Instant::now();
         let state = match connection {
             Ok(connection) => match read_cluster(topology, connection).await {
                 Ok(facts) => ClusterState::Reachable(Box::new(facts)),
@@ -58,6 +60,16 @@ pub async fn observe(topology: &Topology, connections: &[(String, Result<Connect
                 detail: error.to_string(),
             },
         };
+        // Names, counts and kube's error text only: never a token or kubeconfig.
+        let elapsed_ms = read_started.elapsed().as_millis();
+        match &state {
+            ClusterState::Reachable(_) => {
+                tracing::debug!(cluster = %name, requests = REQUESTS_PER_CLUSTER, elapsed_ms, "read cluster")
+            }
+            ClusterState::Unknown { reason, detail } => {
+                tracing::info!(cluster = %name, ?reason, %detail, elapsed_ms, "cluster not read")
+            }
+        }
         (
             name.clone(),
             ClusterObservation {
@@ -67,6 +79,12 @@ pub async fn observe(topology: &Topology, connections: &[(String, Result<Connect
         )
     });
     let clusters: BTreeMap<_, _> = futures::future::join_all(reads).await.into_iter().collect();
+    tracing::info!(
+        clusters = clusters.len(),
+        reachable = clusters.values().filter(|c| c.facts().is_some()).count(),
+        elapsed_ms = started.elapsed().as_millis(),
+        "observed mesh"
+    );
     Observed {
         format_version: SNAPSHOT_FORMAT_VERSION,
         mesh: topology.mesh.name.clone(),
