@@ -22,6 +22,8 @@ pub const PEER_IDENTITY_ANNOTATION: &str = "meshform.io/peer-identity";
 /// The reader account istiod in a primary uses to read a peer; Istio's own
 /// charts create the same name, and meshform uses theirs when present.
 pub const READER_SERVICE_ACCOUNT: &str = "istio-reader-service-account";
+/// The legacy token Secret of the reader account, for `tokens.mode = "secret"`.
+pub const READER_TOKEN_SECRET: &str = "istio-reader-service-account-token";
 /// The cross-network Gateway, named as in Istio's `expose-services.yaml`.
 pub const CROSS_NETWORK_GATEWAY: &str = "cross-network-gateway";
 /// istiod's east-west gateway pods carry this selector label.
@@ -59,12 +61,16 @@ pub fn gateway_resource() -> kube::core::ApiResource {
 
 /// Labels on every object meshform owns in `mesh`.
 pub fn managed_labels(mesh: &str) -> std::collections::BTreeMap<String, String> {
-    [(MANAGED_BY_LABEL, MANAGED_BY), (MESH_LABEL, mesh)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    [(MANAGED_BY_LABEL, MANAGED_BY), (MESH_LABEL, mesh)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Whether labels mark an object as meshform's, for this mesh.
 pub fn is_managed(labels: Option<&std::collections::BTreeMap<String, String>>, mesh: &str) -> bool {
     labels.is_some_and(|l| {
-        l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) && l.get(MESH_LABEL).map(String::as_str) == Some(mesh)
+        l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+            && l.get(MESH_LABEL).map(String::as_str) == Some(mesh)
     })
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use meshform::render::{self, Style};
 use meshform::topology::file::{ClusterEntry, MeshSection, NetworkEntry};
 use meshform::topology::names::Rule;
-use meshform::topology::{self, Checked, Cluster, Code, Mesh, MeshFile, Network, Role, Severity, Topology};
+use meshform::topology::{self, Checked, Cluster, Code, Mesh, MeshFile, Network, Role, Severity, Tokens, Topology};
 use proptest::prelude::*;
 
 const FIXTURES: &str = "tests/fixtures/invalid";
@@ -908,6 +908,7 @@ fn the_example_resolves_to_four_clusters_on_three_networks() {
         mesh: Mesh {
             name: "mesh1".into(),
             namespace: "istio-system".into(),
+            tokens: Tokens::default(),
         },
         clusters: vec![
             cluster("eu-west", "kind-eu-west", "eu-flat", Role::Primary),
@@ -1117,7 +1118,7 @@ fn mesh_file() -> impl Strategy<Value = MeshFile> {
         prop::collection::btree_map(name_like(), network, 0..3),
     )
         .prop_map(|(name, namespace, clusters, networks)| MeshFile {
-            mesh: MeshSection { name, namespace },
+            mesh: MeshSection { name, namespace, tokens: None },
             clusters,
             networks,
         })

@@ -206,7 +206,12 @@ fn json_fills_in_every_default_of_a_minimal_file() {
       "topology": {
         "mesh": {
           "name": "m",
-          "namespace": "istio-system"
+          "namespace": "istio-system",
+          "tokens": {
+            "mode": "request",
+            "lifetime_seconds": 604800,
+            "rotate_at_percent": 50
+          }
         },
         "clusters": [
           {

@@ -48,6 +48,21 @@ pub fn reader_account(namespace: &str, mesh: &str) -> ServiceAccount {
     }
 }
 
+/// A legacy token Secret for the reader account: the token controller fills
+/// it with a token that never expires (`tokens.mode = "secret"`).
+pub fn reader_token_secret(namespace: &str, mesh: &str) -> Secret {
+    let mut metadata = meta(objects::READER_TOKEN_SECRET, Some(namespace), mesh, None);
+    metadata.annotations = Some(BTreeMap::from([(
+        "kubernetes.io/service-account.name".to_string(),
+        objects::READER_SERVICE_ACCOUNT.to_string(),
+    )]));
+    Secret {
+        metadata,
+        type_: Some("kubernetes.io/service-account-token".into()),
+        ..Secret::default()
+    }
+}
+
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
     PolicyRule {

@@ -33,7 +33,7 @@ use crate::observe::connect::Connection;
 use crate::observe::error_chain;
 use crate::observe::model::Observed;
 use crate::plan::{Action, ActionKind, Fingerprints, Phase, Plan, Precondition, WriteMode};
-use crate::topology::Topology;
+use crate::topology::{TokenMode, Topology};
 
 /// How to execute.
 #[derive(Debug, Clone)]
@@ -46,8 +46,6 @@ pub struct Settings {
     pub concurrency: usize,
     /// Execute `RestartWorkloads` steps rather than skip them.
     pub restart_workloads: bool,
-    /// Lifetime asked of TokenRequest for reader tokens.
-    pub token_lifetime: Duration,
 }
 
 /// Why apply refused to start.
@@ -224,15 +222,17 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
         }
         progress.event(Event::Phase {
             phase,
-        let phase_started = std::time::Instant::now();
-        tracing::info!(?phase, actions = actions.len(), "phase started");
             actions: actions.len(),
         });
+        let phase_started = std::time::Instant::now();
+        tracing::info!(?phase, actions = actions.len(), "phase started");
         let results: Vec<(usize, Result<Option<String>, String>)> = futures::stream::iter(actions)
             .map(|(index, action)| {
                 let run = &run;
-                    let started = std::time::Instant::now();
                 async move {
+                    progress.event(Event::Started { index, action });
+                    let started = std::time::Instant::now();
+                    let result = run.action(action).await;
                     // The object's name and the outcome only: diffs and errors go to the report.
                     tracing::debug!(
                         cluster = %action.cluster,
@@ -241,8 +241,6 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
                         elapsed_ms = started.elapsed().as_millis(),
                         "action"
                     );
-                    progress.event(Event::Started { index, action });
-                    let result = run.action(action).await;
                     match &result {
                         Ok(diff) => progress.event(Event::Done {
                             index,
@@ -266,9 +264,9 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
             match result {
                 Ok(_) => report.done.push(index),
                 Err(e) => report.failed.push((index, e)),
-        tracing::info!(?phase, elapsed_ms = phase_started.elapsed().as_millis(), "phase done");
             }
         }
+        tracing::info!(?phase, elapsed_ms = phase_started.elapsed().as_millis(), "phase done");
     }
     report.done.sort_unstable();
     report.failed.sort_unstable();
@@ -397,16 +395,17 @@ impl Run<'_> {
                     self.ssa(&roles, &role, &build::reader_role(ns, self.mesh(), spec_hash), false)
                         .await?,
                 );
-                let bindings: Api<ClusterRoleBinding> = Api::all(client);
-                diffs.push(
-                    self.ssa(
-                        &bindings,
-                        &role,
-                        &build::reader_binding(ns, self.mesh(), spec_hash),
-                        false,
-                    )
-                    .await?,
-                );
+                let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+                let binding = build::reader_binding(ns, self.mesh(), spec_hash);
+                diffs.push(self.ssa(&bindings, &role, &binding, false).await?);
+                if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
+                    let secrets: Api<Secret> = Api::namespaced(client, ns);
+                    let token_secret = build::reader_token_secret(ns, self.mesh());
+                    diffs.push(
+                        self.ssa(&secrets, objects::READER_TOKEN_SECRET, &token_secret, false)
+                            .await?,
+                    );
+                }
                 Ok(join_diffs(diffs))
             }
             ActionKind::EnsureGateway { port, spec_hash, .. } => {
@@ -468,10 +467,13 @@ impl Run<'_> {
             .ok_or_else(|| format!("no token slot for {peer}"))?;
         cell.get_or_init(|| async {
             let connection = self.connection(peer)?;
+            if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
+                return legacy_token(connection, self.ns()).await;
+            }
             let accounts: Api<ServiceAccount> = Api::namespaced(connection.client.clone(), self.ns());
             let request = TokenRequest {
                 spec: TokenRequestSpec {
-                    expiration_seconds: Some(self.settings.token_lifetime.as_secs() as i64),
+                    expiration_seconds: Some(self.target.topology.mesh.tokens.lifetime_seconds as i64),
                     ..TokenRequestSpec::default()
                 },
                 ..TokenRequest::default()
@@ -553,6 +555,34 @@ where
         names.push(format!("{}/{ns}/{name}", K::kind(&())));
     }
     Ok(names)
+}
+
+/// The token the token controller put into the reader's legacy Secret; it
+/// may take a moment after the Secret is created.
+async fn legacy_token(connection: &Connection, ns: &str) -> Result<SecretString, String> {
+    let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let secret = secrets
+            .get_opt(objects::READER_TOKEN_SECRET)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let token = secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get("token"));
+        if let Some(token) = token.and_then(|t| String::from_utf8(t.0.clone()).ok()) {
+            return Ok(SecretString::from(token));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "Secret {ns}/{} in {} has no token after 30s: is the token controller running?",
+                objects::READER_TOKEN_SECRET,
+                connection.cluster
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn join_diffs(diffs: Vec<Option<String>>) -> Option<String> {

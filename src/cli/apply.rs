@@ -60,10 +60,6 @@ pub struct Args {
     #[arg(long)]
     pub restart_workloads: bool,
 
-    /// Lifetime of reader tokens asked of the TokenRequest API.
-    #[arg(long, default_value = "168h", value_parser = parse_duration, value_name = "DURATION")]
-    pub token_lifetime: Duration,
-
     /// `text` shows the plan and progress; `json` prints one event per line.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -100,7 +96,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
                 }
                 saved
             }
-            None => plan::plan(&topology, &observed, &args.plan.options())?,
+            None => plan::plan(&topology, &observed, &args.plan.options(&topology))?,
         };
         if args.format == Format::Text {
             render_plan(&plan, &topology, super::plan::Format::Text, cx)?;
@@ -159,7 +155,6 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
             diff: args.diff,
             concurrency: args.concurrency,
             restart_workloads: args.restart_workloads,
-            token_lifetime: args.token_lifetime,
         };
         let progress = Printer {
             format: args.format,

@@ -60,8 +60,10 @@ pub struct PlanArgs {
 }
 
 impl PlanArgs {
-    pub fn options(&self) -> Options {
+    /// Planner options; token rotation follows the topology's `[mesh.tokens]`.
+    pub fn options(&self, topology: &Topology) -> Options {
         Options {
+            rotate_after: f64::from(topology.mesh.tokens.rotate_at_percent) / 100.0,
             skip_unreachable: self.skip_unreachable,
             adopt: self.adopt,
             rotate_tokens: self.rotate_tokens,
@@ -97,7 +99,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         Some(path) => read_snapshot(path)?,
         None => observe(&topology, &args.topology.file, &args.clusters)?,
     };
-    let plan = plan::plan(&topology, &observed, &args.plan.options())?;
+    let plan = plan::plan(&topology, &observed, &args.plan.options(&topology))?;
     if let Some(path) = &args.out {
         files::write_atomic(path, &plan_json(&plan))?;
     }

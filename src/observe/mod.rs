@@ -27,7 +27,7 @@ use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
-pub const REQUESTS_PER_CLUSTER: usize = 8;
+pub const REQUESTS_PER_CLUSTER: usize = 9;
 
 /// Connects to every cluster of the topology. Clusters whose kubeconfig
 /// cannot be used come back as errors, in topology order.
@@ -168,8 +168,8 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let by_label = ListParams::default().labels(&format!("{}=true", objects::MULTICLUSTER_LABEL));
-    // The eight reads of REQUESTS_PER_CLUSTER, concurrently.
-    let (kube_system, mesh_ns, account, role, binding, remote_secrets, gateway, service) = tokio::try_join!(
+    // The reads of REQUESTS_PER_CLUSTER, concurrently.
+    let (kube_system, mesh_ns, account, role, binding, remote_secrets, gateway, service, token_secret) = tokio::try_join!(
         namespaces.get("kube-system"),
         namespaces.get_opt(ns),
         accounts.get_opt(objects::READER_SERVICE_ACCOUNT),
@@ -178,6 +178,7 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         secrets.list(&by_label),
         gateways.get_opt(objects::CROSS_NETWORK_GATEWAY),
         services.get_opt(gateway_service),
+        secrets.get_opt(objects::READER_TOKEN_SECRET),
     )?;
 
     let remote_secrets = remote_secrets
@@ -206,6 +207,7 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
             service_account: account.map(|a| object_facts(&a.metadata, mesh)),
             cluster_role: role.map(|r| object_facts(&r.metadata, mesh)),
             cluster_role_binding: binding.map(|b| object_facts(&b.metadata, mesh)),
+            token_secret: token_secret.map(|s| object_facts(&s.metadata, mesh)),
         },
         remote_secrets,
         gateway: gateway.map(|g| object_facts(&g.metadata, mesh)),

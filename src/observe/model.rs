@@ -111,6 +111,9 @@ pub struct ReaderFacts {
     pub service_account: Option<ObjectFacts>,
     pub cluster_role: Option<ObjectFacts>,
     pub cluster_role_binding: Option<ObjectFacts>,
+    /// The legacy token Secret of the reader account (`tokens.mode = "secret"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<ObjectFacts>,
 }
 
 /// A remote secret, described without its content.

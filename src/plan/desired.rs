@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::topology::Topology;
+use crate::topology::{TokenMode, Topology};
 
 /// Bump when the reader ClusterRole's rules change, so existing ones update.
 const READER_RULES_VERSION: &str = "reader-v1";
@@ -23,8 +23,9 @@ fn digest(parts: &[&str]) -> String {
     out.iter().take(10).map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn reader_hash(namespace: &str) -> String {
-    digest(&[READER_RULES_VERSION, namespace])
+/// The reader's role and binding, and in `secret` mode its token Secret.
+pub fn reader_hash(namespace: &str, mode: TokenMode) -> String {
+    digest(&[READER_RULES_VERSION, namespace, mode.as_str()])
 }
 
 pub fn gateway_hash(port: u16) -> String {
@@ -33,13 +34,20 @@ pub fn gateway_hash(port: u16) -> String {
 
 /// Hash of a remote secret's non-secret content: who it is for, where it
 /// points and which CA it trusts. The token is deliberately not part of it.
-pub fn remote_secret_hash(peer: &str, server: &str, ca_sha256: Option<&str>, peer_identity: &str) -> String {
+pub fn remote_secret_hash(
+    peer: &str,
+    server: &str,
+    ca_sha256: Option<&str>,
+    peer_identity: &str,
+    mode: TokenMode,
+) -> String {
     digest(&[
         REMOTE_SECRET_VERSION,
         peer,
         server,
         ca_sha256.unwrap_or(""),
         peer_identity,
+        mode.as_str(),
     ])
 }
 

@@ -24,7 +24,7 @@ pub use model::*;
 
 use crate::objects::{self, remote_secret_name};
 use crate::observe::model::{ClusterFacts, ClusterState, Observed, RemoteSecretFacts, TokenFacts};
-use crate::topology::{Cluster, Role, Topology};
+use crate::topology::{Cluster, Role, TokenMode, Topology};
 
 /// Choices the user makes on the command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,6 +278,11 @@ impl<'a> Planner<'a> {
                 }
                 let Some(target) = secret_target(secret) else { continue };
                 let desired_target = self.desired.cluster(target);
+                if desired_target.is_some() && self.facts(target).is_none() {
+                    // Unknown clusters are never detached, not even from a
+                    // primary turned remote: their actions are deferred.
+                    continue;
+                }
                 let reason = if primary.role == Role::Remote {
                     self.changes.insert(Change::BecameRemote {
                         cluster: primary.name.clone(),
@@ -289,10 +294,7 @@ impl<'a> Planner<'a> {
                 } else if target == primary.name {
                     "a primary needs no remote secret for itself".to_string()
                 } else if let Some(target_cluster) = desired_target {
-                    if self.facts(target).is_none() {
-                        // Unknown clusters are never detached.
-                        continue;
-                    } else if let Some(from) = self.network_change(target_cluster) {
+                    if let Some(from) = self.network_change(target_cluster) {
                         format!(
                             "{target} moves from network {from:?} to {:?}: Istio only sees a new network on re-attach",
                             target_cluster.network
@@ -379,13 +381,15 @@ impl<'a> Planner<'a> {
 
             // The reader account primaries use to read this cluster.
             if has_primary_peer(cluster) {
-                let hash = desired::reader_hash(self.ns());
+                let hash = desired::reader_hash(self.ns(), self.desired.mesh.tokens.mode);
                 let reader = &facts.reader;
                 let foreign = [&reader.cluster_role, &reader.cluster_role_binding]
                     .into_iter()
                     .flatten()
                     .any(|o| !o.managed);
+                let needs_token_secret = self.desired.mesh.tokens.mode == TokenMode::Secret;
                 let current = reader.service_account.is_some()
+                    && (!needs_token_secret || reader.token_secret.is_some())
                     && [&reader.cluster_role, &reader.cluster_role_binding]
                         .into_iter()
                         .all(|o| {
@@ -514,6 +518,7 @@ impl<'a> Planner<'a> {
                     &server,
                     peer_facts.ca_sha256.as_deref(),
                     &peer_facts.identity,
+                    self.desired.mesh.tokens.mode,
                 );
                 let removed = self.removed.contains(&(primary.name.clone(), peer.name.clone()));
                 let ours = facts.remote_secrets.get(&name).filter(|s| s.object.managed && !removed);
@@ -530,31 +535,8 @@ impl<'a> Planner<'a> {
                 };
 
                 // Istio ignores a second secret for a cluster id it already
-                // has, so an unmanaged one blocks ours.
-                if let Some(same_name) = facts.remote_secrets.get(&name).filter(|s| !s.object.managed) {
-                    if self.options.adopt {
-                        let reason = format!("adopt the existing remote secret for {}", peer.name);
-                        self.push(
-                            Phase::Attach,
-                            &primary.name,
-                            write(WriteMode::Adopt, Some(same_name)),
-                            reason,
-                        );
-                    } else {
-                        self.finding(
-                            FindingKind::Conflict,
-                            "remote_secret_unmanaged",
-                            &primary.name,
-                            format!(
-                                "Secret {}/{name} in {} is not managed by meshform; it is left as it is",
-                                self.ns(),
-                                primary.name
-                            ),
-                            "pass --adopt to let meshform take it over, or delete it".to_string(),
-                        );
-                    }
-                    continue;
-                }
+                // has: an unmanaged one of another name blocks ours, and
+                // nothing is written or adopted next to it.
                 let others: Vec<&String> = facts
                     .remote_secrets
                     .iter()
@@ -577,7 +559,49 @@ impl<'a> Planner<'a> {
                     );
                     continue;
                 }
-
+                // istioctl's secret of our name: left alone unless adopted.
+                if let Some(same_name) = facts.remote_secrets.get(&name).filter(|s| !s.object.managed) {
+                    // Istio takes the cluster id from the data key: adopting a
+                    // secret of this name that registers another cluster would
+                    // silently detach that cluster from this primary.
+                    let registers_peer = same_name.cluster_ids == [peer.name.as_str()];
+                    if self.options.adopt && !registers_peer {
+                        self.finding(
+                            FindingKind::Conflict,
+                            "remote_secret_unmanaged",
+                            &primary.name,
+                            format!(
+                                "Secret {}/{name} in {} is not managed by meshform and registers cluster id {:?}, not {}; it is left as it is",
+                                self.ns(),
+                                primary.name,
+                                same_name.cluster_ids.join(", "),
+                                peer.name
+                            ),
+                            "delete it (made by istioctl or by hand) and plan again".to_string(),
+                        );
+                    } else if self.options.adopt {
+                        let reason = format!("adopt the existing remote secret for {}", peer.name);
+                        self.push(
+                            Phase::Attach,
+                            &primary.name,
+                            write(WriteMode::Adopt, Some(same_name)),
+                            reason,
+                        );
+                    } else {
+                        self.finding(
+                            FindingKind::Conflict,
+                            "remote_secret_unmanaged",
+                            &primary.name,
+                            format!(
+                                "Secret {}/{name} in {} is not managed by meshform; it is left as it is",
+                                self.ns(),
+                                primary.name
+                            ),
+                            "pass --adopt to let meshform take it over, or delete it".to_string(),
+                        );
+                    }
+                    continue;
+                }
                 match ours {
                     None => {
                         let reason = match self.network_change(peer) {
@@ -617,6 +641,8 @@ impl<'a> Planner<'a> {
                     Some(secret) => {
                         let rotate = match &secret.token {
                             _ if self.options.rotate_tokens => Some("--rotate-tokens".to_string()),
+                            // Legacy token Secrets never expire; there is nothing to rotate.
+                            _ if self.desired.mesh.tokens.mode == TokenMode::Secret => None,
                             TokenFacts::Bound { issued_at, expires_at } => {
                                 let life = expires_at.as_second() - issued_at.as_second();
                                 let due = issued_at.as_second() + (life as f64 * self.options.rotate_after) as i64;

@@ -52,6 +52,8 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                     service_account: facts.reader.service_account.clone().or(Some(object("sa", None))),
                     cluster_role: Some(object("role", Some(spec_hash.clone()))),
                     cluster_role_binding: Some(object("binding", Some(spec_hash.clone()))),
+                    // Written in `secret` mode only; the planner ignores it otherwise.
+                    token_secret: Some(object("token", None)),
                 };
             }
             ActionKind::EnsureGateway { spec_hash, .. } => {

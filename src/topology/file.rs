@@ -37,6 +37,49 @@ pub struct MeshSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = "istio-system"))]
     pub namespace: Option<String>,
+    /// How primaries authenticate to their peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokensSection>,
+}
+
+/// `[mesh.tokens]`: the reader tokens inside remote secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokensSection {
+    /// `request`: short-lived tokens from the TokenRequest API, rotated by
+    /// meshform (run it on a schedule). `secret`: never-expiring legacy token
+    /// Secrets, as istioctl makes them; no rotation needed, but a leaked
+    /// remote secret stays valid until the Secret is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TokenMode>,
+    /// Lifetime of a requested token, such as "168h" (mode `request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "168h"))]
+    pub lifetime: Option<String>,
+    /// Rotate a token once this percentage of its lifetime has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100), extend("default" = 50))]
+    pub rotate_at_percent: Option<u8>,
+}
+
+/// Where reader tokens come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenMode {
+    /// Bounded tokens from the TokenRequest API.
+    #[default]
+    Request,
+    /// A legacy `kubernetes.io/service-account-token` Secret: never expires.
+    Secret,
+}
+
+impl TokenMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenMode::Request => "request",
+            TokenMode::Secret => "secret",
+        }
+    }
 }
 
 /// `[[cluster]]`: one Kubernetes cluster of the mesh.

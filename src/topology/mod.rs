@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use diagnostic::{Code, Problem, Problems, Severity};
-pub use file::{MeshFile, Role};
+pub use file::{MeshFile, Role, TokenMode};
 pub use resolve::REMOTE_SECRET_PREFIX;
 
 /// Namespace Istio runs in unless `[mesh] namespace` says otherwise.
@@ -27,6 +27,12 @@ pub const DEFAULT_NAMESPACE: &str = "istio-system";
 pub const DEFAULT_GATEWAY_SERVICE: &str = "istio-eastwestgateway";
 /// Istio's mTLS passthrough port for cross-network traffic.
 pub const DEFAULT_GATEWAY_PORT: u16 = 15443;
+/// A week: long enough for weekly runs to rotate at half-life with margin.
+pub const DEFAULT_TOKEN_LIFETIME: u64 = 7 * 24 * 3600;
+/// TokenRequest refuses lifetimes under ten minutes.
+pub const MIN_TOKEN_LIFETIME: u64 = 600;
+/// A year; longer-lived credentials should be a deliberate `mode = "secret"`.
+pub const MAX_TOKEN_LIFETIME: u64 = 366 * 24 * 3600;
 /// meshform reads topology files up to this size; a real mesh of a thousand
 /// clusters is well under 200 KiB.
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
@@ -46,6 +52,27 @@ pub struct Topology {
 pub struct Mesh {
     pub name: String,
     pub namespace: String,
+    pub tokens: Tokens,
+}
+
+/// Reader-token settings, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Tokens {
+    pub mode: TokenMode,
+    /// Lifetime asked of TokenRequest, in seconds.
+    pub lifetime_seconds: u64,
+    /// Rotate once this share of a token's life (in percent) has passed.
+    pub rotate_at_percent: u8,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens {
+            mode: TokenMode::Request,
+            lifetime_seconds: DEFAULT_TOKEN_LIFETIME,
+            rotate_at_percent: 50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -105,6 +132,16 @@ pub fn schema() -> serde_json::Value {
         .with_transform(schemars::transform::RecursiveTransform(drop_null))
         .into_generator();
     generator.into_root_schema_for::<MeshFile>().to_value()
+}
+
+/// Seconds in a duration written as "90m", "168h", "7d" or "1h30m" (a day
+/// is 24 hours here); `None` when it is not one.
+pub fn duration_seconds(text: &str) -> Option<i64> {
+    let span: jiff::Span = text.trim().parse().ok()?;
+    let total = span
+        .total((jiff::Unit::Second, jiff::SpanRelativeTo::days_are_24_hours()))
+        .ok()?;
+    (total.is_finite() && total.fract() == 0.0 && total.abs() < 1e15).then_some(total as i64)
 }
 
 fn drop_null(schema: &mut schemars::Schema) {
@@ -288,4 +325,41 @@ fn redact_credentials(text: &str, spans: &shape::Spans) -> String {
     }
     // Only whole characters were replaced by ASCII, so this cannot fail.
     String::from_utf8(shown).unwrap_or_else(|_| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl_flags() {
+        assert_eq!(duration_seconds("168h"), Some(604_800));
+        assert_eq!(duration_seconds("7d"), Some(604_800));
+        assert_eq!(duration_seconds("1h30m"), Some(5_400));
+        assert_eq!(duration_seconds("90s"), Some(90));
+        assert_eq!(duration_seconds("soon"), None);
+        assert_eq!(duration_seconds(""), None);
+    }
+
+    #[test]
+    fn token_settings_default_and_validate() {
+        let base = "[mesh]\nname = \"m\"\n[[cluster]]\nname = \"a\"\n";
+        let (t, _) = check("t", base.as_bytes()).into_result().unwrap();
+        assert_eq!(t.mesh.tokens, Tokens::default());
+        let custom = format!("{base}[mesh.tokens]\nmode = \"secret\"\nlifetime = \"24h\"\nrotate_at_percent = 80\n");
+        let (t, _) = check("t", custom.as_bytes()).into_result().unwrap();
+        assert_eq!(t.mesh.tokens.mode, TokenMode::Secret);
+        assert_eq!(t.mesh.tokens.lifetime_seconds, 86_400);
+        assert_eq!(t.mesh.tokens.rotate_at_percent, 80);
+        for bad in ["5m", "forever", "10000d"] {
+            let text = format!("{base}[mesh.tokens]\nlifetime = \"{bad}\"\n");
+            let problems = check("t", text.as_bytes()).into_result().unwrap_err();
+            assert_eq!(problems.problems[0].code, Code::InvalidValue, "{bad}");
+            assert_eq!(
+                problems.problems[0].path.as_deref(),
+                Some("mesh.tokens.lifetime"),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -4,10 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::diagnostic::{Code, Problem};
-use super::file::{MeshFile, Role};
+use super::file::{MeshFile, Role, TokensSection};
 use super::names::Rule;
 use super::shape::{Spans, did_you_mean};
-use super::{Cluster, DEFAULT_GATEWAY_PORT, DEFAULT_GATEWAY_SERVICE, DEFAULT_NAMESPACE, Mesh, Network, Topology};
+use super::{
+    Cluster, DEFAULT_GATEWAY_PORT, DEFAULT_GATEWAY_SERVICE, DEFAULT_NAMESPACE, MAX_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME,
+    Mesh, Network, Tokens, Topology,
+};
 
 /// The prefix of the remote secret a primary holds for each peer, as istioctl
 /// names it; a peer's name must fit in it.
@@ -26,6 +29,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
             .namespace
             .clone()
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        tokens: resolve_tokens(file.mesh.tokens.as_ref(), &mut problems, &at),
     };
     check_name(
         &mut problems,
@@ -240,6 +244,41 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         networks,
     };
     (if has_errors { None } else { Some(topology) }, problems)
+}
+
+/// Token settings with defaults; a lifetime must parse and be one that
+/// TokenRequest grants.
+fn resolve_tokens(
+    section: Option<&TokensSection>,
+    problems: &mut Vec<Problem>,
+    at: &dyn Fn(&str) -> std::ops::Range<usize>,
+) -> Tokens {
+    let mut tokens = Tokens::default();
+    let Some(section) = section else { return tokens };
+    tokens.mode = section.mode.unwrap_or_default();
+    tokens.rotate_at_percent = section.rotate_at_percent.unwrap_or(tokens.rotate_at_percent);
+    if let Some(text) = &section.lifetime {
+        let path = "mesh.tokens.lifetime";
+        let seconds = super::duration_seconds(text);
+        match seconds {
+            Some(s) if (MIN_TOKEN_LIFETIME as i64..=MAX_TOKEN_LIFETIME as i64).contains(&s) => {
+                tokens.lifetime_seconds = s as u64;
+            }
+            Some(_) => problems.push(
+                Problem::error(Code::InvalidValue, format!("token lifetime {text:?} is out of range"))
+                    .at(path)
+                    .label(at(path), "TokenRequest grants from 10 minutes to a year")
+                    .help("use a lifetime such as \"24h\" or \"168h\""),
+            ),
+            None => problems.push(
+                Problem::error(Code::InvalidValue, format!("token lifetime {text:?} is not a duration"))
+                    .at(path)
+                    .label(at(path), "expected a duration such as \"168h\"")
+                    .help("write hours, minutes or days: \"168h\", \"90m\", \"7d\""),
+            ),
+        }
+    }
+    tokens
 }
 
 fn quote_key(key: &str) -> String {
