@@ -824,6 +824,10 @@ pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
             put(format!("{name}/Namespace/{ns}"), &n.object);
         }
         let role = objects::reader_cluster_role(ns);
+        let service = desired
+            .cluster(name)
+            .and_then(|c| desired.networks.get(&c.network))
+            .map_or(crate::topology::DEFAULT_GATEWAY_SERVICE, |n| n.gateway_service.as_str());
         for (kind, object) in [
             (
                 format!("ServiceAccount/{ns}/{}", objects::READER_SERVICE_ACCOUNT),
@@ -835,7 +839,8 @@ pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
                 format!("Gateway/{ns}/{}", objects::CROSS_NETWORK_GATEWAY),
                 &facts.gateway,
             ),
-            (format!("Service/{ns}/east-west-gateway"), &facts.gateway_service),
+            (format!("Service/{ns}/{service}"), &facts.gateway_service),
+            (format!("Secret/{ns}/{}", objects::READER_TOKEN_SECRET), &facts.reader.token_secret),
         ] {
             if let Some(object) = object {
                 put(format!("{name}/{kind}"), object);
