@@ -540,6 +540,24 @@ fn unknown_cluster_keeps_its_secrets_even_when_a_new_cluster_joins() {
     );
 }
 
+/// Regression (property e): a primary turned remote deleted its secret for
+/// an unknown cluster, an action about a deferred cluster.
+#[test]
+fn primary_turned_remote_keeps_its_secret_for_an_unknown_cluster() {
+    let before = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let after = mesh_topology(&["name = \"a\"\nrole = \"remote\"", "name = \"b\""]);
+    let mut observed = converge(&before, &fresh(&before));
+    make_unknown(&mut observed, "b");
+    let options = Options {
+        skip_unreachable: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&after, &observed, &options);
+    assert_eq!(actions(&plan), Vec::<String>::new());
+    assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+    assert_eq!(plan.deferred.len(), 1);
+}
+
 #[test]
 fn two_entries_reaching_one_cluster_are_refused() {
     let t = mesh_topology(&["name = \"a\"", "name = \"b\""]);
@@ -711,6 +729,63 @@ fn second_secret_for_the_same_cluster_id_is_a_conflict_never_a_duplicate() {
         assert_eq!(findings(&plan), lines(&["conflict a remote_secret_duplicate"]));
         assert!(plan.findings[0].message.contains("b-by-hand"));
     }
+}
+
+/// Regression (property a): with --adopt, istioctl's secret of our name was
+/// adopted while a secret of another name already registered the peer, so
+/// meshform ended up owning the second secret for one cluster id.
+#[test]
+fn adopt_is_refused_while_another_secret_registers_the_peer() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = fresh(&t);
+    let secrets = &mut facts_mut(&mut observed, "a").remote_secrets;
+    secrets.insert("istio-remote-secret-b".to_string(), unmanaged_secret(&["b"]));
+    secrets.insert("b-by-hand".to_string(), unmanaged_secret(&["b"]));
+    let options = Options {
+        adopt: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&t, &observed, &options);
+    assert!(
+        !actions(&plan).iter().any(|a| a.starts_with("attach a ")),
+        "{:?}",
+        actions(&plan)
+    );
+    assert_eq!(findings(&plan), lines(&["conflict a remote_secret_duplicate"]));
+}
+
+/// Regression (property a): with --adopt, istioctl's `istio-remote-secret-b`
+/// whose data key is another cluster (c) was adopted and rewritten for b,
+/// silently detaching c from that primary.
+#[test]
+fn adopt_leaves_a_secret_of_our_name_that_registers_another_cluster() {
+    let t = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n\"",
+        "name = \"b\"\nnetwork = \"n\"",
+        "name = \"c\"\nnetwork = \"n\"",
+    ]);
+    let mut observed = converge(&t, &fresh(&t));
+    let secrets = &mut facts_mut(&mut observed, "a").remote_secrets;
+    secrets.remove("istio-remote-secret-c");
+    secrets.insert("istio-remote-secret-b".to_string(), unmanaged_secret(&["c"]));
+    let options = Options {
+        adopt: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&t, &observed, &options);
+    assert_eq!(actions(&plan), Vec::<String>::new());
+    assert_eq!(
+        findings(&plan),
+        lines(&[
+            "conflict a remote_secret_duplicate",
+            "conflict a remote_secret_unmanaged"
+        ])
+    );
+    assert!(
+        plan.findings[1].message.contains("registers cluster id \"c\", not b"),
+        "{}",
+        plan.findings[1].message
+    );
 }
 
 #[test]
@@ -930,5 +1005,597 @@ fn plan_does_not_depend_on_the_order_of_clusters_in_the_file() {
         let t = mesh_topology(&order);
         let json = serde_json::to_string_pretty(&plan_with(&t, &observed, &options)).unwrap();
         assert_eq!(json, expected, "order: {order:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Properties over random topologies and observations
+
+mod properties {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use jiff::SignedDuration;
+    use meshform::observe::model::{Observed, TokenFacts};
+    use meshform::plan::simulate::simulate;
+    use meshform::plan::{ActionKind, Change, FindingKind, Options, Plan, WriteMode, plan};
+    use meshform::topology::{Role, Topology};
+    use proptest::prelude::*;
+
+    use super::plan_fixtures::*;
+    use super::unmanaged;
+
+    const NETWORKS: [&str; 3] = ["n0", "n1", "n2"];
+
+    /// One `[[cluster]]`: its network (`None`: the default, its own name),
+    /// role and peer-facing address.
+    #[derive(Debug, Clone)]
+    struct ClusterSpec {
+        network: Option<usize>,
+        remote: bool,
+        api_server: Option<usize>,
+    }
+
+    fn cluster_spec() -> impl Strategy<Value = ClusterSpec> {
+        (
+            prop::option::weighted(0.75, 0..NETWORKS.len()),
+            prop::bool::weighted(0.4),
+            prop::option::weighted(0.3, 0..3usize),
+        )
+            .prop_map(|(network, remote, api_server)| ClusterSpec {
+                network,
+                remote,
+                api_server,
+            })
+    }
+
+    fn body(name: &str, spec: &ClusterSpec) -> String {
+        let mut text = format!("name = \"{name}\"\n");
+        if let Some(n) = spec.network {
+            text.push_str(&format!("network = \"{}\"\n", NETWORKS[n]));
+        }
+        if spec.remote {
+            text.push_str("role = \"remote\"\n");
+        }
+        if let Some(a) = spec.api_server {
+            let address = match a {
+                0 => format!("https://{name}.api.example.net:443"),
+                1 => "https://127.0.0.1:6443".to_string(),
+                _ => format!("https://{name}.internal:6443"),
+            };
+            text.push_str(&format!("api_server = \"{address}\"\n"));
+        }
+        text
+    }
+
+    /// Topology text of `(name, spec)` pairs, in the given order; the first
+    /// cluster is made primary when none is (a mesh needs one).
+    fn toml(clusters: &[(String, ClusterSpec)], order: &[usize]) -> String {
+        let mut clusters = clusters.to_vec();
+        if clusters.iter().all(|(_, s)| s.remote) {
+            clusters[0].1.remote = false;
+        }
+        let bodies: Vec<String> = order.iter().map(|&i| body(&clusters[i].0, &clusters[i].1)).collect();
+        super::mesh(&bodies.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// What the clusters looked like before: the state an earlier topology
+    /// of the same clusters left, some under an old name, some since removed.
+    #[derive(Debug, Clone)]
+    struct Prior {
+        specs: Vec<ClusterSpec>,
+        /// Cluster i was called `old<i>` then.
+        renamed: Vec<bool>,
+        /// Clusters of the earlier topology no longer in the file.
+        removed: Vec<ClusterSpec>,
+    }
+
+    /// Changes to the observation no plan makes: what operators and istioctl do.
+    #[derive(Debug, Clone)]
+    struct Drift {
+        prior: Option<Prior>,
+        no_gateway_service: Vec<bool>,
+        unknown: Vec<bool>,
+        unmanaged_gateway: Vec<bool>,
+        unmanaged_reader: Vec<bool>,
+        /// (holder, peer, kind): 0 istioctl's name for the peer, 1 another
+        /// name with the peer's id, 2 istioctl's name for the peer holding
+        /// another cluster's id.
+        unmanaged_secrets: Vec<(usize, usize, u8)>,
+        /// (holder, which secret, kind): 0 old bound, 1 unknown, 2 unbounded, 3 expired.
+        tokens: Vec<(usize, usize, u8)>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        specs: Vec<ClusterSpec>,
+        drift: Drift,
+        order: Vec<usize>,
+        adopt: bool,
+        restart_workloads: bool,
+        rotate_tokens: bool,
+        rotate_after: f64,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (2..=8usize)
+            .prop_flat_map(|n| {
+                let prior = (
+                    prop::collection::vec(cluster_spec(), n),
+                    prop::collection::vec(prop::bool::weighted(0.15), n),
+                    prop::collection::vec(cluster_spec(), 0..=2),
+                )
+                    .prop_map(|(specs, renamed, removed)| Prior {
+                        specs,
+                        renamed,
+                        removed,
+                    });
+                let drift = (
+                    prop::option::weighted(0.8, prior),
+                    prop::collection::vec(prop::bool::weighted(0.15), n),
+                    prop::collection::vec(prop::bool::weighted(0.1), n),
+                    prop::collection::vec(prop::bool::weighted(0.1), n),
+                    prop::collection::vec(prop::bool::weighted(0.1), n),
+                    prop::collection::vec((0..n, 0..n + 2, 0..3u8), 0..3),
+                    prop::collection::vec((0..n, 0..8usize, 0..4u8), 0..4),
+                )
+                    .prop_map(
+                        |(prior, no_gateway_service, unknown, unmanaged_gateway, unmanaged_reader, secrets, tokens)| {
+                            Drift {
+                                prior,
+                                no_gateway_service,
+                                unknown,
+                                unmanaged_gateway,
+                                unmanaged_reader,
+                                unmanaged_secrets: secrets,
+                                tokens,
+                            }
+                        },
+                    );
+                (
+                    prop::collection::vec(cluster_spec(), n),
+                    drift,
+                    Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+                    any::<bool>(),
+                    any::<bool>(),
+                    prop::bool::weighted(0.2),
+                    0.1..0.9f64,
+                )
+            })
+            .prop_map(
+                |(specs, drift, order, adopt, restart_workloads, rotate_tokens, rotate_after)| Case {
+                    specs,
+                    drift,
+                    order,
+                    adopt,
+                    restart_workloads,
+                    rotate_tokens,
+                    rotate_after,
+                },
+            )
+    }
+
+    fn name(i: usize) -> String {
+        format!("c{i}")
+    }
+
+    impl Case {
+        fn named(&self) -> Vec<(String, ClusterSpec)> {
+            self.specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (name(i), s.clone()))
+                .collect()
+        }
+
+        fn topology(&self) -> Topology {
+            let identity: Vec<usize> = (0..self.specs.len()).collect();
+            topology(&toml(&self.named(), &identity))
+        }
+
+        fn shuffled(&self) -> Topology {
+            topology(&toml(&self.named(), &self.order))
+        }
+
+        fn options(&self) -> Options {
+            Options {
+                skip_unreachable: true,
+                adopt: self.adopt,
+                restart_workloads: self.restart_workloads,
+                rotate_tokens: self.rotate_tokens,
+                rotate_after: self.rotate_after,
+                targets: Vec::new(),
+            }
+        }
+
+        fn observed(&self, desired: &Topology) -> Observed {
+            let n = self.specs.len();
+            let drift = &self.drift;
+            let mut observed = fresh(desired);
+            if let Some(prior) = &drift.prior {
+                let old_name = |i: usize| if prior.renamed[i] { format!("old{i}") } else { name(i) };
+                let mut clusters: Vec<(String, ClusterSpec)> =
+                    (0..n).map(|i| (old_name(i), prior.specs[i].clone())).collect();
+                clusters.extend(
+                    prior
+                        .removed
+                        .iter()
+                        .enumerate()
+                        .map(|(j, s)| (format!("gone{j}"), s.clone())),
+                );
+                let order: Vec<usize> = (0..clusters.len()).collect();
+                let before = topology(&toml(&clusters, &order));
+                let mut start = fresh(&before);
+                for i in 0..n {
+                    // A renamed cluster is the same cluster: same kube-system UID.
+                    facts_mut(&mut start, &old_name(i)).identity = format!("kube-system-{}", name(i));
+                }
+                let after = converge(&before, &start);
+                for i in 0..n {
+                    let mut observation = after.clusters[&old_name(i)].clone();
+                    observation.context = name(i);
+                    observed.clusters.insert(name(i), observation);
+                }
+            }
+            for i in 0..n {
+                let facts = facts_mut(&mut observed, &name(i));
+                if drift.no_gateway_service[i] {
+                    facts.gateway_service = None;
+                }
+                if drift.unmanaged_gateway[i] {
+                    facts.gateway = Some(unmanaged(&format!("gw-{i}")));
+                }
+                if drift.unmanaged_reader[i] {
+                    facts.reader.cluster_role = Some(unmanaged(&format!("role-{i}")));
+                }
+            }
+            let peer_name = |p: usize| if p < n { name(p) } else { format!("gone{}", p - n) };
+            for &(holder, peer, kind) in &drift.unmanaged_secrets {
+                let peer = peer_name(peer);
+                let (secret_name, id) = match kind {
+                    0 => (format!("istio-remote-secret-{peer}"), peer.clone()),
+                    1 => (format!("{peer}-by-hand"), peer.clone()),
+                    _ => (format!("istio-remote-secret-{peer}"), name((holder + 1) % n)),
+                };
+                facts_mut(&mut observed, &name(holder))
+                    .remote_secrets
+                    .insert(secret_name, unmanaged_secret(&[&id]));
+            }
+            let day = SignedDuration::from_hours(24);
+            for &(holder, which, kind) in &drift.tokens {
+                let facts = facts_mut(&mut observed, &name(holder));
+                let Some(secret) = facts
+                    .remote_secrets
+                    .values_mut()
+                    .filter(|s| s.object.managed)
+                    .nth(which)
+                else {
+                    continue;
+                };
+                secret.token = match kind {
+                    0 => bound_token(day * 300, day * 365),
+                    1 => TokenFacts::Unknown,
+                    2 => TokenFacts::Unbounded,
+                    _ => bound_token(day * 400, day * 365),
+                };
+            }
+            for i in 0..n {
+                if drift.unknown[i] {
+                    make_unknown(&mut observed, &name(i));
+                }
+            }
+            observed
+        }
+    }
+
+    fn config() -> ProptestConfig {
+        // Minimal failures become named regression tests above, not
+        // persistence files in the tree.
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Findings that stay after apply because they are about objects
+    /// meshform does not touch, or about something only the operator can fix.
+    fn persists(code: &str) -> bool {
+        [
+            "meshform::plan::gateway_service_missing",
+            "meshform::plan::remote_secret_unmanaged",
+            "meshform::plan::remote_secret_duplicate",
+            "meshform::plan::reader_unmanaged",
+            "meshform::plan::gateway_unmanaged",
+            "meshform::plan::peer_address",
+        ]
+        .contains(&code)
+    }
+
+    fn json(plan: &Plan) -> String {
+        serde_json::to_string_pretty(plan).expect("a plan serialises")
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// (a) Applying a plan reaches the topology: the next plan writes nothing.
+        #[test]
+        fn a_plan_applied_leaves_nothing_to_do(case in case()) {
+            let desired = case.topology();
+            let observed = case.observed(&desired);
+            // --rotate-tokens rotates every time by design; it is not a state to converge to.
+            let options = Options { rotate_tokens: false, ..case.options() };
+            let first = plan(&desired, &observed, &options).expect("plans");
+            let after = simulate(&observed, &first, TOKEN_LIFETIME);
+            let second = plan(&desired, &after, &options).expect("plans again");
+            prop_assert!(second.is_empty(), "second plan: {:#?}\nfirst: {:#?}", actions(&second), actions(&first));
+            prop_assert_eq!(actions(&second), Vec::<String>::new());
+            // Only findings about what meshform leaves alone persist, and they are the same ones.
+            for finding in &second.findings {
+                prop_assert!(persists(&finding.code), "unexpected finding after apply: {:?}", finding);
+            }
+            prop_assert_eq!(findings(&second), findings(&first));
+            prop_assert_eq!(&second.deferred, &first.deferred);
+            check_converged(&desired, &first, &after, &second)?;
+        }
+
+        /// (b) Same inputs, same plan; the order of clusters in the file does not matter.
+        #[test]
+        fn plans_are_deterministic(case in case()) {
+            let desired = case.topology();
+            let observed = case.observed(&desired);
+            let options = case.options();
+            let one = plan(&desired, &observed, &options).expect("plans");
+            let two = plan(&desired, &observed, &options).expect("plans");
+            prop_assert_eq!(json(&one), json(&two));
+            let shuffled = plan(&case.shuffled(), &observed, &options).expect("plans");
+            prop_assert_eq!(json(&one), json(&shuffled));
+        }
+
+        /// (c) Unmanaged objects are never written or deleted, except an adopt
+        /// with `--adopt`; (d) ordering; (e) nothing about deferred clusters.
+        #[test]
+        fn plans_respect_ownership_order_and_deferral(case in case()) {
+            let desired = case.topology();
+            let observed = case.observed(&desired);
+            let options = case.options();
+            let plan = plan(&desired, &observed, &options).expect("plans");
+            check_ownership(&observed, &plan, &options)?;
+            check_order(&observed, &plan)?;
+            let deferred: BTreeSet<&str> = plan.deferred.iter().map(|d| d.cluster.as_str()).collect();
+            for action in &plan.actions {
+                prop_assert!(!deferred.contains(action.cluster.as_str()), "writes to deferred: {:?}", action);
+                prop_assert!(
+                    !action.peer().is_some_and(|p| deferred.contains(p)),
+                    "about a deferred cluster: {:?}", action
+                );
+            }
+        }
+    }
+
+    /// The state after apply is the topology's, wherever nothing unmanaged
+    /// and no unknown cluster is in the way.
+    fn check_converged(desired: &Topology, first: &Plan, after: &Observed, plan: &Plan) -> Result<(), TestCaseError> {
+        let written: BTreeSet<(&str, &str)> = first
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::WriteRemoteSecret { name, .. } => Some((a.cluster.as_str(), name.as_str())),
+                _ => None,
+            })
+            .collect();
+        let conflicted: BTreeSet<&str> = plan
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Conflict)
+            .filter_map(|f| f.cluster.as_deref())
+            .collect();
+        for cluster in &desired.clusters {
+            let Some(facts) = after.facts(&cluster.name) else {
+                continue;
+            };
+            let ns = facts.namespace.as_ref().and_then(|n| n.network.as_deref());
+            prop_assert_eq!(ns, Some(cluster.network.as_str()), "network label of {}", cluster.name);
+            let managed: BTreeMap<&str, &str> = facts
+                .remote_secrets
+                .iter()
+                .filter(|(_, s)| s.object.managed)
+                .map(|(n, s)| (n.as_str(), s.cluster_ids[0].as_str()))
+                .collect();
+            if cluster.role == Role::Remote {
+                // Except for unknown clusters: their detach waits until they are read.
+                let kept: Vec<&&str> = managed
+                    .values()
+                    .filter(|p| !(desired.cluster(p).is_some() && after.facts(p).is_none()))
+                    .collect();
+                prop_assert!(kept.is_empty(), "remote {} holds secrets for {:?}", cluster.name, kept);
+                continue;
+            }
+            let want: BTreeSet<&str> = desired
+                .clusters
+                .iter()
+                .filter(|p| p.name != cluster.name && after.facts(&p.name).is_some())
+                .map(|p| p.name.as_str())
+                .collect();
+            let have: BTreeSet<&str> = managed.values().copied().filter(|p| want.contains(p)).collect();
+            if !conflicted.contains(cluster.name.as_str()) {
+                prop_assert_eq!(&have, &want, "secrets of primary {}", cluster.name);
+            }
+            for (name, peer) in &managed {
+                let known = desired.cluster(peer).is_some();
+                // Secrets for unknown clusters stay; for clusters gone from the file they go.
+                prop_assert!(
+                    known || after.clusters.values().all(|c| c.facts().is_some()),
+                    "primary {} still holds {} for {}",
+                    cluster.name,
+                    name,
+                    peer
+                );
+                prop_assert_eq!(*name, format!("istio-remote-secret-{peer}"));
+            }
+            // Never a second secret for a cluster id: what this apply wrote
+            // shares its id with no other secret.
+            for (name, secret) in &facts.remote_secrets {
+                if !written.contains(&(cluster.name.as_str(), name.as_str())) {
+                    continue;
+                }
+                let others: Vec<&String> = facts
+                    .remote_secrets
+                    .iter()
+                    .filter(|(n, s)| *n != name && s.cluster_ids.iter().any(|id| secret.cluster_ids.contains(id)))
+                    .map(|(n, _)| n)
+                    .collect();
+                prop_assert!(
+                    others.is_empty(),
+                    "{} in {} duplicates {:?}",
+                    name,
+                    cluster.name,
+                    others
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ownership(observed: &Observed, plan: &Plan, options: &Options) -> Result<(), TestCaseError> {
+        for action in &plan.actions {
+            let Some(facts) = observed.facts(&action.cluster) else {
+                prop_assert!(false, "action on a cluster not read: {:?}", action);
+                unreachable!()
+            };
+            match &action.kind {
+                ActionKind::DeleteRemoteSecret { name, .. } => {
+                    let secret = &facts.remote_secrets[name];
+                    prop_assert!(secret.object.managed, "deletes unmanaged {}: {:?}", name, action);
+                }
+                ActionKind::WriteRemoteSecret { name, mode, .. } => match facts.remote_secrets.get(name) {
+                    Some(s) if !s.object.managed => prop_assert!(
+                        *mode == WriteMode::Adopt && options.adopt,
+                        "writes unmanaged {}: {:?}",
+                        name,
+                        action
+                    ),
+                    _ => prop_assert!(
+                        *mode != WriteMode::Adopt,
+                        "adopts a managed or absent secret: {:?}",
+                        action
+                    ),
+                },
+                ActionKind::EnsureGateway { .. } | ActionKind::DeleteGateway { .. } => {
+                    prop_assert!(
+                        facts.gateway.as_ref().is_none_or(|g| g.managed),
+                        "touches an unmanaged gateway: {:?}",
+                        action
+                    );
+                }
+                ActionKind::EnsureReader { .. } => {
+                    let foreign = [&facts.reader.cluster_role, &facts.reader.cluster_role_binding]
+                        .into_iter()
+                        .flatten()
+                        .any(|o| !o.managed);
+                    prop_assert!(
+                        !foreign || options.adopt,
+                        "writes an unmanaged reader role: {:?}",
+                        action
+                    );
+                }
+                ActionKind::SetNetwork { .. } | ActionKind::RestartWorkloads { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_order(observed: &Observed, plan: &Plan) -> Result<(), TestCaseError> {
+        let at = |pred: &dyn Fn(&meshform::plan::Action) -> bool| -> Vec<usize> {
+            plan.actions
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| pred(a))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let is_delete = |a: &meshform::plan::Action| matches!(a.kind, ActionKind::DeleteRemoteSecret { .. });
+        let is_create = |a: &meshform::plan::Action| {
+            matches!(
+                a.kind,
+                ActionKind::WriteRemoteSecret {
+                    mode: WriteMode::Create,
+                    ..
+                }
+            )
+        };
+        for (i, a) in plan.actions.iter().enumerate() {
+            if !is_delete(a) {
+                continue;
+            }
+            for (j, b) in plan.actions.iter().enumerate() {
+                if is_create(b) && b.cluster == a.cluster && b.peer() == a.peer() {
+                    prop_assert!(i < j, "delete after create for {} / {:?}", a.cluster, a.peer());
+                }
+            }
+        }
+        // A cluster is attached when some primary holds meshform's secret for it.
+        let attached = |cluster: &str| {
+            observed.clusters.values().filter_map(|c| c.facts()).any(|f| {
+                f.remote_secrets
+                    .values()
+                    .any(|s| s.object.managed && s.cluster_ids.iter().any(|id| id == cluster))
+            })
+        };
+        for action in &plan.actions {
+            let ActionKind::SetNetwork {
+                previous: Some(previous),
+                network,
+            } = &action.kind
+            else {
+                continue;
+            };
+            if !attached(&action.cluster) {
+                continue;
+            }
+            let cluster = action.cluster.as_str();
+            // Never a relabel alone.
+            let change = Change::NetworkChange {
+                cluster: cluster.to_string(),
+                from: previous.clone(),
+                to: network.clone(),
+            };
+            prop_assert!(
+                plan.changes.contains(&change),
+                "relabel of attached {} without a network change",
+                cluster
+            );
+            let set = at(&|a| a.cluster == cluster && matches!(a.kind, ActionKind::SetNetwork { .. }));
+            let detaches = at(&|a| is_delete(a) && a.peer() == Some(cluster));
+            let attaches = at(&|a| is_create(a) && a.peer() == Some(cluster));
+            prop_assert!(!detaches.is_empty(), "network change of {} without detach", cluster);
+            prop_assert!(
+                detaches.iter().all(|&d| d < set[0]),
+                "detach after relabel of {}",
+                cluster
+            );
+            prop_assert!(
+                attaches.iter().all(|&w| w > set[0]),
+                "re-attach before relabel of {}",
+                cluster
+            );
+            // Every reachable holder of a managed secret for it is detached.
+            for (holder, obs) in &observed.clusters {
+                let Some(facts) = obs.facts() else { continue };
+                for secret in facts.remote_secrets.values() {
+                    if secret.object.managed && secret.cluster_ids.iter().any(|id| id == cluster) {
+                        prop_assert!(
+                            plan.actions
+                                .iter()
+                                .any(|a| is_delete(a) && &a.cluster == holder && a.peer() == Some(cluster)),
+                            "{} keeps its secret for re-networked {}",
+                            holder,
+                            cluster
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
