@@ -170,7 +170,9 @@ struct Planner<'a> {
     clusters: Vec<&'a Cluster>,
     /// kube-system UID → mesh name, for reachable desired clusters.
     identities: BTreeMap<&'a str, &'a str>,
-    /// (primary, peer) pairs whose secret the detach phase removes.
+    /// (primary, secret name) of the secrets the detach phase removes: a
+    /// stale copy under another name going does not make the peer's own
+    /// secret absent.
     removed: BTreeSet<(String, String)>,
     actions: Vec<Action>,
     changes: BTreeSet<Change>,
@@ -326,7 +328,7 @@ impl<'a> Planner<'a> {
                         }
                     }
                 };
-                self.removed.insert((primary.name.clone(), target.to_string()));
+                self.removed.insert((primary.name.clone(), name.clone()));
                 let kind = ActionKind::DeleteRemoteSecret {
                     peer: target.to_string(),
                     name: name.clone(),
@@ -520,7 +522,7 @@ impl<'a> Planner<'a> {
                     &peer_facts.identity,
                     self.desired.mesh.tokens.mode,
                 );
-                let removed = self.removed.contains(&(primary.name.clone(), peer.name.clone()));
+                let removed = self.removed.contains(&(primary.name.clone(), name.clone()));
                 let ours = facts.remote_secrets.get(&name).filter(|s| s.object.managed && !removed);
                 let write = |mode, precondition: Option<&RemoteSecretFacts>| ActionKind::WriteRemoteSecret {
                     peer: peer.name.clone(),
