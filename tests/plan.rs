@@ -444,6 +444,26 @@ fn rename_is_detach_of_the_old_name_and_attach_of_the_new() {
     assert!(reasons(&plan)[0].contains("b is renamed to b2"), "{:?}", reasons(&plan));
 }
 
+/// Regression (property: creates find no object): deleting a stale copy of
+/// a remote secret under another name made the planner think the peer's own
+/// secret was gone, and plan a create over it.
+#[test]
+fn stale_copy_under_another_name_is_deleted_and_the_current_secret_kept() {
+    let t = two_flat_primaries();
+    let mut observed = converge(&t, &fresh(&t));
+    let facts = facts_mut(&mut observed, "a");
+    let mut copy = facts.remote_secrets["istio-remote-secret-b"].clone();
+    copy.object.uid = "older-copy".to_string();
+    facts.remote_secrets.insert("b-old".to_string(), copy);
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(actions(&plan), lines(&["detach a delete_remote_secret b"]));
+    assert!(
+        reasons(&plan)[0].contains("not in the form meshform writes"),
+        "{:?}",
+        reasons(&plan)
+    );
+}
+
 #[test]
 fn cluster_removed_from_the_file_is_detached_from_every_primary() {
     let before = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""]);
@@ -1069,13 +1089,22 @@ mod properties {
 
     /// Topology text of `(name, spec)` pairs, in the given order; the first
     /// cluster is made primary when none is (a mesh needs one).
-    fn toml(clusters: &[(String, ClusterSpec)], order: &[usize]) -> String {
+    fn toml(clusters: &[(String, ClusterSpec)], order: &[usize], legacy_tokens: bool) -> String {
         let mut clusters = clusters.to_vec();
         if clusters.iter().all(|(_, s)| s.remote) {
             clusters[0].1.remote = false;
         }
         let bodies: Vec<String> = order.iter().map(|&i| body(&clusters[i].0, &clusters[i].1)).collect();
-        super::mesh(&bodies.iter().map(String::as_str).collect::<Vec<_>>())
+        let text = super::mesh(&bodies.iter().map(String::as_str).collect::<Vec<_>>());
+        if legacy_tokens {
+            text.replacen(
+                super::HEADER,
+                &format!("{}\n[mesh.tokens]\nmode = \"secret\"\n", super::HEADER),
+                1,
+            )
+        } else {
+            text
+        }
     }
 
     /// What the clusters looked like before: the state an earlier topology
@@ -1083,6 +1112,8 @@ mod properties {
     #[derive(Debug, Clone)]
     struct Prior {
         specs: Vec<ClusterSpec>,
+        /// `[mesh.tokens] mode = "secret"` then.
+        legacy_tokens: bool,
         /// Cluster i was called `old<i>` then.
         renamed: Vec<bool>,
         /// Clusters of the earlier topology no longer in the file.
@@ -1103,11 +1134,15 @@ mod properties {
         unmanaged_secrets: Vec<(usize, usize, u8)>,
         /// (holder, which secret, kind): 0 old bound, 1 unknown, 2 unbounded, 3 expired.
         tokens: Vec<(usize, usize, u8)>,
+        /// (holder, which secret): a copy of a meshform secret under another
+        /// name, as an older meshform might have left it.
+        stale_copies: Vec<(usize, usize)>,
     }
 
     #[derive(Debug, Clone)]
     struct Case {
         specs: Vec<ClusterSpec>,
+        legacy_tokens: bool,
         drift: Drift,
         order: Vec<usize>,
         adopt: bool,
@@ -1123,9 +1158,11 @@ mod properties {
                     prop::collection::vec(cluster_spec(), n),
                     prop::collection::vec(prop::bool::weighted(0.15), n),
                     prop::collection::vec(cluster_spec(), 0..=2),
+                    prop::bool::weighted(0.2),
                 )
-                    .prop_map(|(specs, renamed, removed)| Prior {
+                    .prop_map(|(specs, renamed, removed, legacy_tokens)| Prior {
                         specs,
+                        legacy_tokens,
                         renamed,
                         removed,
                     });
@@ -1137,9 +1174,19 @@ mod properties {
                     prop::collection::vec(prop::bool::weighted(0.1), n),
                     prop::collection::vec((0..n, 0..n + 2, 0..3u8), 0..3),
                     prop::collection::vec((0..n, 0..8usize, 0..4u8), 0..4),
+                    prop::collection::vec((0..n, 0..8usize), 0..2),
                 )
                     .prop_map(
-                        |(prior, no_gateway_service, unknown, unmanaged_gateway, unmanaged_reader, secrets, tokens)| {
+                        |(
+                            prior,
+                            no_gateway_service,
+                            unknown,
+                            unmanaged_gateway,
+                            unmanaged_reader,
+                            secrets,
+                            tokens,
+                            stale_copies,
+                        )| {
                             Drift {
                                 prior,
                                 no_gateway_service,
@@ -1148,6 +1195,7 @@ mod properties {
                                 unmanaged_reader,
                                 unmanaged_secrets: secrets,
                                 tokens,
+                                stale_copies,
                             }
                         },
                     );
@@ -1159,11 +1207,13 @@ mod properties {
                     any::<bool>(),
                     prop::bool::weighted(0.2),
                     0.1..0.9f64,
+                    prop::bool::weighted(0.2),
                 )
             })
             .prop_map(
-                |(specs, drift, order, adopt, restart_workloads, rotate_tokens, rotate_after)| Case {
+                |(specs, drift, order, adopt, restart_workloads, rotate_tokens, rotate_after, legacy_tokens)| Case {
                     specs,
+                    legacy_tokens,
                     drift,
                     order,
                     adopt,
@@ -1189,11 +1239,11 @@ mod properties {
 
         fn topology(&self) -> Topology {
             let identity: Vec<usize> = (0..self.specs.len()).collect();
-            topology(&toml(&self.named(), &identity))
+            topology(&toml(&self.named(), &identity, self.legacy_tokens))
         }
 
         fn shuffled(&self) -> Topology {
-            topology(&toml(&self.named(), &self.order))
+            topology(&toml(&self.named(), &self.order, self.legacy_tokens))
         }
 
         fn options(&self) -> Options {
@@ -1223,7 +1273,7 @@ mod properties {
                         .map(|(j, s)| (format!("gone{j}"), s.clone())),
                 );
                 let order: Vec<usize> = (0..clusters.len()).collect();
-                let before = topology(&toml(&clusters, &order));
+                let before = topology(&toml(&clusters, &order, prior.legacy_tokens));
                 let mut start = fresh(&before);
                 for i in 0..n {
                     // A renamed cluster is the same cluster: same kube-system UID.
@@ -1259,6 +1309,19 @@ mod properties {
                 facts_mut(&mut observed, &name(holder))
                     .remote_secrets
                     .insert(secret_name, unmanaged_secret(&[&id]));
+            }
+            for &(holder, which) in &drift.stale_copies {
+                let facts = facts_mut(&mut observed, &name(holder));
+                let copy = facts
+                    .remote_secrets
+                    .iter()
+                    .filter(|(_, s)| s.object.managed)
+                    .nth(which)
+                    .map(|(n, s)| (format!("{n}-old"), s.clone()));
+                if let Some((copy_name, mut secret)) = copy {
+                    secret.object.uid = format!("uid-{copy_name}");
+                    facts.remote_secrets.insert(copy_name, secret);
+                }
             }
             let day = SignedDuration::from_hours(24);
             for &(holder, which, kind) in &drift.tokens {
@@ -1361,6 +1424,7 @@ mod properties {
             let options = case.options();
             let plan = plan(&desired, &observed, &options).expect("plans");
             check_ownership(&observed, &plan, &options)?;
+            check_lifecycle(&observed, &plan)?;
             check_order(&observed, &plan)?;
             let deferred: BTreeSet<&str> = plan.deferred.iter().map(|d| d.cluster.as_str()).collect();
             for action in &plan.actions {
@@ -1422,16 +1486,18 @@ mod properties {
                 prop_assert_eq!(&have, &want, "secrets of primary {}", cluster.name);
             }
             for (name, peer) in &managed {
-                let known = desired.cluster(peer).is_some();
-                // Secrets for unknown clusters stay; for clusters gone from the file they go.
+                // Secrets for clusters gone from the file go, even while another is unknown.
                 prop_assert!(
-                    known || after.clusters.values().all(|c| c.facts().is_some()),
-                    "primary {} still holds {} for {}",
+                    desired.cluster(peer).is_some(),
+                    "primary {} still holds {} for {}, which left the mesh",
                     cluster.name,
                     name,
                     peer
                 );
-                prop_assert_eq!(*name, format!("istio-remote-secret-{peer}"));
+                // Those for unknown clusters stay as they were, whatever their form.
+                if after.facts(peer).is_some() {
+                    prop_assert_eq!(*name, format!("istio-remote-secret-{peer}"));
+                }
             }
             // Never a second secret for a cluster id: what this apply wrote
             // shares its id with no other secret.
@@ -1452,6 +1518,32 @@ mod properties {
                     cluster.name,
                     others
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes, updates and adopts find their object; creates find none
+    /// (after the plan's own earlier deletes).
+    fn check_lifecycle(observed: &Observed, plan: &Plan) -> Result<(), TestCaseError> {
+        let mut present: BTreeSet<(String, String)> = observed
+            .clusters
+            .iter()
+            .filter_map(|(c, o)| o.facts().map(|f| (c, f)))
+            .flat_map(|(c, f)| f.remote_secrets.keys().map(move |n| (c.clone(), n.clone())))
+            .collect();
+        for action in &plan.actions {
+            match &action.kind {
+                ActionKind::DeleteRemoteSecret { name, .. } => {
+                    let key = (action.cluster.clone(), name.clone());
+                    prop_assert!(present.remove(&key), "deletes an absent secret: {:?}", action);
+                }
+                ActionKind::WriteRemoteSecret { name, mode, .. } => {
+                    let key = (action.cluster.clone(), name.clone());
+                    let existed = !present.insert(key);
+                    prop_assert_eq!(existed, *mode != WriteMode::Create, "{:?}", action);
+                }
+                _ => {}
             }
         }
         Ok(())
