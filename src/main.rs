@@ -1,11 +1,25 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use meshform::cli::{self, Cli, Exit};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap's own help and usage errors follow --color as well.
+    let color = cli::clap_color(std::env::args_os());
+    let parsed = Cli::command()
+        .color(color)
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        // clap exits 2 on a usage error, which `plan --detailed-exitcode` uses for
+        // "changes": a mistyped flag in a drift check must not read as drift.
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { Exit::Error } else { Exit::Success } as u8);
+        }
+    };
     let style = cli.style();
     miette::set_hook(Box::new(move |_| {
         Box::new(

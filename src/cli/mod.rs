@@ -257,6 +257,30 @@ impl Cli {
     }
 }
 
+/// The colour clap should use for help and usage errors, read from the raw
+/// arguments (they are printed before, or instead of, a parsed [`Cli`]).
+pub fn clap_color(args: impl IntoIterator<Item = std::ffi::OsString>) -> clap::ColorChoice {
+    let mut choice = None;
+    let mut args = args.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        let value = match arg.to_str() {
+            Some("--") => break,
+            Some("--color") => args.next(),
+            Some(a) => a.strip_prefix("--color=").map(Into::into),
+            None => None,
+        };
+        if let Some(value) = value {
+            choice = ColorChoice::from_str(&value.to_string_lossy(), false).ok();
+        }
+    }
+    match choice {
+        Some(ColorChoice::Always) => clap::ColorChoice::Always,
+        Some(ColorChoice::Never) => clap::ColorChoice::Never,
+        // clap's auto mode already honours NO_COLOR and checks the terminal.
+        Some(ColorChoice::Auto) | None => clap::ColorChoice::Auto,
+    }
+}
+
 /// What a command gets: its output streams and the global settings.
 pub struct Context<'a> {
     pub out: &'a mut dyn Write,

@@ -96,10 +96,15 @@ pub struct SnapshotArgs {
 pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
     let (topology, _warnings) = validate::load(&args.topology.file, cx)?;
     let observed = match &args.observed {
-        Some(path) => read_snapshot(path)?,
+        Some(path) => {
+            let observed = read_snapshot(path)?;
+            tracing::info!(path = %path.display(), observed_at = %observed.observed_at, "read snapshot");
+            observed
+        }
         None => observe(&topology, &args.topology.file, &args.clusters)?,
     };
     let plan = plan::plan(&topology, &observed, &args.plan.options(&topology))?;
+    tracing::info!(actions = plan.actions.len(), findings = plan.findings.len(), "planned");
     if let Some(path) = &args.out {
         files::write_atomic(path, &plan_json(&plan))?;
     }
