@@ -404,3 +404,35 @@ fn shell_words_split_as_the_shell_does() {
         ]]
     );
 }
+
+#[test]
+fn readme_names_the_ci_files_and_its_meshform_commands_parse() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for file in ["pull-request.yml", "drift-check.yml", "cronjob.yaml", "rbac.yaml"] {
+        assert!(readme.contains(&format!("(examples/ci/{file})")), "README links {file}");
+    }
+    // Inline commands such as `meshform plan -f mesh.toml --observed observed.json`;
+    // placeholders (`meshform COMMAND --help`, `meshform ... | head`) are not commands.
+    let spans: Vec<&str> = readme
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|span| span.starts_with("meshform ") && !span.contains("...") && !span.contains("COMMAND"))
+        .collect();
+    assert!(spans.len() >= 10, "{spans:?}");
+    for span in spans {
+        // Usage lines in the commands table show choices as `a\|b` and options in brackets.
+        if span.contains('[') || span.contains("\\|") {
+            continue;
+        }
+        for words in meshform_commands(span) {
+            if let Err(e) = Cli::try_parse_from(&words) {
+                assert_eq!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp,
+                    "README.md: `{span}`:\n{e}"
+                );
+            }
+        }
+    }
+}
