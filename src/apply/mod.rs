@@ -11,7 +11,7 @@
 pub mod build;
 pub mod lock;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -495,7 +495,7 @@ impl Run<'_> {
     /// pod-template annotation makes the controllers replace the pods.
     async fn restart(&self, client: kube::Client) -> Result<Option<String>, String> {
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let mut injected = BTreeMap::new();
+        let mut injected = BTreeSet::new();
         for selector in ["istio-injection=enabled", "istio.io/rev"] {
             let list = namespaces
                 .list(&ListParams::default().labels(selector))
@@ -503,18 +503,20 @@ impl Run<'_> {
                 .map_err(|e| error_chain(&e))?;
             for ns in list.items {
                 if let Some(name) = ns.metadata.name {
-                    injected.insert(name, ());
+                    injected.insert(name);
                 }
             }
         }
         let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
             "kubectl.kubernetes.io/restartedAt": self.restart_stamp
         }}}}});
-        let mut params = PatchParams::default();
-        params.field_manager = Some(FIELD_MANAGER.to_string());
-        params.dry_run = self.settings.dry_run;
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            dry_run: self.settings.dry_run,
+            ..PatchParams::default()
+        };
         let mut restarted = Vec::new();
-        for ns in injected.keys() {
+        for ns in &injected {
             restarted.extend(restart_all::<Deployment>(&client, ns, &patch, &params).await?);
             restarted.extend(restart_all::<StatefulSet>(&client, ns, &patch, &params).await?);
             restarted.extend(restart_all::<DaemonSet>(&client, ns, &patch, &params).await?);

@@ -168,7 +168,6 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
             connections: &connections,
         };
         let report = apply::execute(&target, &settings, &progress).await;
-        drop(progress);
         if let Some(lock) = held {
             lock.release().await;
         }
