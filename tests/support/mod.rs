@@ -6,3 +6,4 @@
 
 pub mod cli;
 pub mod controlplane;
+pub mod mesh;

@@ -1,0 +1,1152 @@
+//! `meshform apply` on real API servers (issue 5, item 10), through the
+//! binary: what it writes, network changes in their order, detach, rename,
+//! dry run, stale plans, the lock, partial failure and adoption. Every test
+//! ends converged (a fresh plan is empty, a second apply writes nothing) and
+//! checks that no token reached any output.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, PodTemplateSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime};
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::config::KubeConfigOptions;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use support::controlplane::{Cluster, ControlPlane};
+use support::mesh::{Entry, MESH, Mesh, NAMESPACE, eventually, install_eastwest_gateway, remote_secrets};
+
+const READER: &str = "istio-reader-service-account";
+const READER_ROLE: &str = "meshform-istio-reader-istio-system";
+const GATEWAY: &str = "cross-network-gateway";
+const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=meshform";
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+fn gateways(cluster: &Cluster) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        cluster.client(),
+        NAMESPACE,
+        &kube::core::ApiResource {
+            group: "networking.istio.io".into(),
+            version: "v1".into(),
+            api_version: "networking.istio.io/v1".into(),
+            kind: "Gateway".into(),
+            plural: "gateways".into(),
+        },
+    )
+}
+
+async fn list<K>(api: &Api<K>, params: &ListParams) -> Vec<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.list(params).await.unwrap_or_else(|e| panic!("listing: {e}")).items
+}
+
+/// Everything meshform could write in these clusters (and the objects
+/// around it), as `cluster/Kind/name` → `uid@resourceVersion`. Any write that
+/// persists changes a resourceVersion or the set of keys.
+async fn state(clusters: &[&Cluster]) -> BTreeMap<String, String> {
+    fn put<K: kube::Resource>(out: &mut BTreeMap<String, String>, cluster: &Cluster, kind: &str, items: &[K]) {
+        for item in items {
+            let meta = item.meta();
+            let ns = meta.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
+            out.insert(
+                format!(
+                    "{}/{kind}/{ns}{}",
+                    cluster.name(),
+                    meta.name.as_deref().unwrap_or_default()
+                ),
+                format!(
+                    "{}@{}",
+                    meta.uid.as_deref().unwrap_or_default(),
+                    meta.resource_version.as_deref().unwrap_or_default()
+                ),
+            );
+        }
+    }
+    let all = ListParams::default();
+    let ours = ListParams::default().labels(MANAGED_SELECTOR);
+    let mut out = BTreeMap::new();
+    for &c in clusters {
+        let client = c.client();
+        put(
+            &mut out,
+            c,
+            "Namespace",
+            &list(&Api::<Namespace>::all(client.clone()), &all).await,
+        );
+        put(
+            &mut out,
+            c,
+            "Secret",
+            &list(&Api::<Secret>::all(client.clone()), &all).await,
+        );
+        put(
+            &mut out,
+            c,
+            "ServiceAccount",
+            &list(&Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE), &all).await,
+        );
+        put(
+            &mut out,
+            c,
+            "ClusterRole",
+            &list(&Api::<ClusterRole>::all(client.clone()), &ours).await,
+        );
+        put(
+            &mut out,
+            c,
+            "ClusterRoleBinding",
+            &list(&Api::<ClusterRoleBinding>::all(client.clone()), &ours).await,
+        );
+        put(&mut out, c, "Gateway", &list(&gateways(c), &all).await);
+        put(
+            &mut out,
+            c,
+            "Deployment",
+            &list(&Api::<Deployment>::all(client.clone()), &all).await,
+        );
+        put(
+            &mut out,
+            c,
+            "Lease",
+            &list(&Api::<Lease>::namespaced(client.clone(), NAMESPACE), &all).await,
+        );
+    }
+    out
+}
+
+/// After a successful apply: a fresh plan is empty and a second apply
+/// writes nothing (the server's resourceVersions prove it).
+async fn assert_converged(mesh: &Mesh, clusters: &[&Cluster]) {
+    mesh.assert_converged().await;
+    let before = state(clusters).await;
+    let again = mesh.apply(&["--format", "json"]).await;
+    let writes: Vec<_> = again.events().into_iter().filter(|e| e["event"] == "done").collect();
+    assert!(writes.is_empty(), "a second apply acted: {writes:#?}");
+    assert_eq!(before, state(clusters).await, "a second apply wrote to the clusters");
+}
+
+#[track_caller]
+fn assert_managed(what: &str, meta: &ObjectMeta) {
+    let labels = meta.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("meshform"),
+        "{what}: {labels:?}"
+    );
+    assert_eq!(
+        labels.get("meshform.io/mesh").map(String::as_str),
+        Some(MESH),
+        "{what}: {labels:?}"
+    );
+}
+
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+async fn network_label(cluster: &Cluster) -> Option<String> {
+    let ns = Api::<Namespace>::all(cluster.client())
+        .get(NAMESPACE)
+        .await
+        .expect("mesh namespace");
+    ns.metadata.labels?.get("topology.istio.io/network").cloned()
+}
+
+/// The claims of a JWT, unverified.
+fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .expect("payload is base64url");
+    serde_json::from_slice(&bytes).expect("claims are JSON")
+}
+
+/// Checks the remote secret `primary` holds for `peer`, down to its token.
+async fn assert_remote_secret(primary: &Cluster, peer: &Cluster, peer_name: &str) -> Secret {
+    let name = format!("istio-remote-secret-{peer_name}");
+    let secrets = remote_secrets(primary).await;
+    let secret = secrets
+        .get(&name)
+        .unwrap_or_else(|| panic!("{} has no {name}: {:?}", primary.name(), secrets.keys()))
+        .clone();
+    let what = format!("{}/{name}", primary.name());
+    assert_managed(&what, &secret.metadata);
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("istio/multiCluster").map(String::as_str),
+        Some("true"),
+        "{what}"
+    );
+    assert_eq!(
+        annotation(&secret.metadata, "networking.istio.io/cluster"),
+        Some(peer_name),
+        "{what}"
+    );
+    assert_eq!(
+        annotation(&secret.metadata, "meshform.io/peer-identity"),
+        Some(peer.kube_system_uid()),
+        "{what}"
+    );
+    assert!(
+        annotation(&secret.metadata, "meshform.io/spec-hash").is_some(),
+        "{what}"
+    );
+    let keys: Vec<&String> = secret.data.iter().flat_map(|d| d.keys()).collect();
+    assert_eq!(
+        keys,
+        [peer_name],
+        "{what}: Istio takes the cluster id from the one data key"
+    );
+
+    let kubeconfig = support::mesh::secret_kubeconfig(&secret);
+    let cluster = kubeconfig.clusters[0].cluster.as_ref().expect("cluster entry");
+    assert_eq!(
+        cluster.server.as_deref().map(|s| s.trim_end_matches('/')),
+        Some(peer.server()),
+        "{what}"
+    );
+    assert!(
+        cluster.certificate_authority_data.is_some(),
+        "{what}: the peer's CA travels with it"
+    );
+    let token = support::mesh::token_of(&secret.data.as_ref().unwrap()[peer_name].0).expect("a token");
+    let claims = claims(&token);
+    assert_eq!(
+        claims["sub"],
+        format!("system:serviceaccount:{NAMESPACE}:{READER}"),
+        "{what}: the token is the peer's reader account's"
+    );
+    assert!(
+        claims["exp"].is_i64(),
+        "{what}: a TokenRequest token has a lifetime: {claims}"
+    );
+    secret
+}
+
+async fn assert_reader(cluster: &Cluster) {
+    let name = cluster.name();
+    let account = Api::<ServiceAccount>::namespaced(cluster.client(), NAMESPACE)
+        .get(READER)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: reader account: {e}"));
+    assert_managed(&format!("{name} ServiceAccount"), &account.metadata);
+    let role = Api::<ClusterRole>::all(cluster.client())
+        .get(READER_ROLE)
+        .await
+        .expect("reader role");
+    assert_managed(&format!("{name} ClusterRole"), &role.metadata);
+    assert!(annotation(&role.metadata, "meshform.io/spec-hash").is_some());
+    let rules = role.rules.unwrap_or_default();
+    assert!(
+        rules.iter().any(|r| r
+            .resources
+            .as_ref()
+            .is_some_and(|res| res.iter().any(|x| x == "services"))
+            && r.verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str()))),
+        "{name}: the reader reads services, read-only: {rules:?}"
+    );
+    let binding = Api::<ClusterRoleBinding>::all(cluster.client())
+        .get(READER_ROLE)
+        .await
+        .expect("reader binding");
+    assert_managed(&format!("{name} ClusterRoleBinding"), &binding.metadata);
+    assert_eq!(binding.role_ref.name, READER_ROLE);
+    let subject = &binding.subjects.as_ref().expect("subjects")[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        ("ServiceAccount", READER, Some(NAMESPACE))
+    );
+}
+
+async fn assert_gateway(cluster: &Cluster) {
+    let gateway = gateways(cluster)
+        .get(GATEWAY)
+        .await
+        .unwrap_or_else(|e| panic!("{}: no {GATEWAY}: {e}", cluster.name()));
+    assert_managed(&format!("{} Gateway", cluster.name()), &gateway.metadata);
+    let spec = &gateway.data["spec"];
+    assert_eq!(spec["selector"], json!({"istio": "eastwestgateway"}));
+    assert_eq!(spec["servers"][0]["port"]["number"], 15443);
+    assert_eq!(spec["servers"][0]["tls"]["mode"], "AUTO_PASSTHROUGH");
+    assert_eq!(spec["servers"][0]["hosts"], json!(["*.local"]));
+}
+
+async fn gateway_names(cluster: &Cluster) -> Vec<String> {
+    list(&gateways(cluster), &ListParams::default())
+        .await
+        .into_iter()
+        .filter_map(|g| g.metadata.name)
+        .collect()
+}
+
+fn names<K>(map: &BTreeMap<String, K>) -> Vec<&str> {
+    map.keys().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn attach_three_clusters_on_two_networks() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let (east, west, north) = (
+        clusters.by_name("east"),
+        clusters.by_name("west"),
+        clusters.by_name("north"),
+    );
+    for c in clusters.iter() {
+        install_eastwest_gateway(c).await;
+    }
+    let all = [east, west, north];
+    // east and west share n1 (west is a remote of it); north is alone on n2.
+    let mesh = Mesh::new(&[
+        Entry::of(east).network("n1"),
+        Entry::of(west).network("n1").remote(),
+        Entry::of(north).network("n2"),
+    ]);
+    let out = mesh.apply(&["--diff"]).await;
+    assert!(out.stdout.contains("Apply complete"), "{out}");
+    assert!(
+        out.stdout.contains("(sensitive value)"),
+        "secret data shows as a marker in the diff:\n{out}"
+    );
+
+    for (cluster, network) in [(east, "n1"), (west, "n1"), (north, "n2")] {
+        assert_eq!(
+            network_label(cluster).await.as_deref(),
+            Some(network),
+            "{}",
+            cluster.name()
+        );
+        assert_reader(cluster).await;
+        // Each has a peer on the other network, so each is reached through its gateway.
+        assert_gateway(cluster).await;
+    }
+    // Primaries hold a secret for every other cluster; the remote holds none.
+    assert_eq!(
+        names(&remote_secrets(east).await),
+        ["istio-remote-secret-north", "istio-remote-secret-west"]
+    );
+    assert_eq!(
+        names(&remote_secrets(north).await),
+        ["istio-remote-secret-east", "istio-remote-secret-west"]
+    );
+    assert!(
+        remote_secrets(west).await.is_empty(),
+        "a remote holds no remote secrets"
+    );
+    for (primary, peer) in [(east, west), (east, north), (north, east), (north, west)] {
+        assert_remote_secret(primary, peer, peer.name()).await;
+    }
+
+    assert_converged(&mesh, &all).await;
+    mesh.assert_no_token_leaked(&all).await;
+}
+
+#[tokio::test]
+async fn a_flat_network_needs_no_gateway() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    // No east-west gateway Service either: on one network none is needed.
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
+    assert!(
+        plan["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .all(|f| f["kind"] != "blocker"),
+        "{plan:#}"
+    );
+    mesh.apply(&[]).await;
+    for (primary, peer) in [(east, west), (west, east)] {
+        assert_eq!(network_label(primary).await.as_deref(), Some("flat"));
+        assert!(
+            gateway_names(primary).await.is_empty(),
+            "{}: a flat network has no gateway",
+            primary.name()
+        );
+        assert_remote_secret(primary, peer, peer.name()).await;
+    }
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_missing_gateway_service_blocks_a_cross_network_mesh() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    install_eastwest_gateway(east).await;
+    let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
+    let before = state(&[east, west]).await;
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(1).json();
+    let blockers: Vec<&Value> = plan["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["kind"] == "blocker")
+        .collect();
+    assert_eq!(blockers.len(), 1, "{plan:#}");
+    assert_eq!(blockers[0]["cluster"], "west");
+    assert_eq!(blockers[0]["code"], "meshform::plan::gateway_service_missing");
+    let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(refused.stderr.contains("blocking problem"), "{refused}");
+    assert_eq!(before, state(&[east, west]).await, "a blocked plan writes nothing");
+}
+
+#[tokio::test]
+async fn the_remote_secret_reads_its_peer_and_nothing_else() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    mesh.apply(&[]).await;
+
+    // What istiod in east does with the secret: build a client from it.
+    let secret = assert_remote_secret(east, west, "west").await;
+    let kubeconfig = support::mesh::secret_kubeconfig(&secret);
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("the remote secret's kubeconfig loads");
+    let reader = kube::Client::try_from(config).expect("a client from the remote secret");
+    let services = Api::<Service>::namespaced(reader.clone(), NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .expect("the reader lists services on its peer");
+    let _ = services;
+    let review = Api::<SelfSubjectReview>::all(reader.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect("who am I");
+    let user = review.status.and_then(|s| s.user_info).and_then(|u| u.username);
+    assert_eq!(
+        user.as_deref(),
+        Some("system:serviceaccount:istio-system:istio-reader-service-account")
+    );
+    // Read-only: it cannot write on the peer.
+    let write = Api::<Secret>::namespaced(reader, NAMESPACE)
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("nope".into()),
+                    ..ObjectMeta::default()
+                },
+                ..Secret::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(write, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "{write:?}"
+    );
+
+    // The same token means nothing to another cluster.
+    let token = support::mesh::token_of(&secret.data.as_ref().unwrap()["west"].0).expect("token");
+    let elsewhere = Api::<Service>::namespaced(east.client_with_token(&token).await, NAMESPACE)
+        .list(&ListParams::default())
+        .await;
+    assert!(
+        matches!(elsewhere, Err(kube::Error::Api(ref s)) if s.code == 401),
+        "{elsewhere:?}"
+    );
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+/// Watch events `(type, name, resourceVersion, network label)`, recorded in the background.
+type Seen = Arc<Mutex<Vec<(String, String, u64, Option<String>)>>>;
+
+async fn record<K>(api: Api<K>) -> (Seen, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let from = api
+        .list(&ListParams::default())
+        .await
+        .expect("listing before the watch")
+        .metadata
+        .resource_version
+        .expect("a list has a resourceVersion");
+    // Awaiting the watch means the server has started it: nothing after this is missed.
+    let stream = api.watch(&WatchParams::default(), &from).await.expect("watch");
+    let seen: Seen = Arc::default();
+    let into = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = stream.boxed();
+        while let Ok(Some(event)) = stream.try_next().await {
+            let (kind, object) = match event {
+                WatchEvent::Added(o) => ("added", o),
+                WatchEvent::Modified(o) => ("modified", o),
+                WatchEvent::Deleted(o) => ("deleted", o),
+                WatchEvent::Bookmark(_) | WatchEvent::Error(_) => continue,
+            };
+            let meta = object.meta();
+            let rv = meta
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let network = meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("topology.istio.io/network").cloned());
+            into.lock()
+                .unwrap()
+                .push((kind.into(), meta.name.clone().unwrap_or_default(), rv, network));
+        }
+    });
+    (seen, task)
+}
+
+/// The position in `events` of the first `done` event for `action` in
+/// `cluster` (about `peer`, when given).
+fn done_at(events: &[Value], action: &str, cluster: &str, peer: Option<&str>) -> usize {
+    events
+        .iter()
+        .position(|e| {
+            e["event"] == "done"
+                && e["action"]["action"] == action
+                && e["action"]["cluster"] == cluster
+                && peer.is_none_or(|p| e["action"]["peer"] == p)
+        })
+        .unwrap_or_else(|| panic!("no done {action} in {cluster} ({peer:?}): {events:#?}"))
+}
+
+/// A namespace with sidecar injection and a Deployment in it, as an Istio user has.
+async fn injected_workload(cluster: &Cluster) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("shop".into()),
+            labels: Some(BTreeMap::from([("istio-injection".into(), "enabled".into())])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(cluster.client())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace shop");
+    let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+    let deployment = Deployment {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "web".into(),
+                        image: Some("nginx".into()),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    Api::<Deployment>::namespaced(cluster.client(), "shop")
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("deployment web");
+}
+
+async fn restarted_at(cluster: &Cluster) -> Option<String> {
+    let web = Api::<Deployment>::namespaced(cluster.client(), "shop")
+        .get("web")
+        .await
+        .expect("deployment web");
+    web.spec?.template.metadata?.annotations?.get(RESTARTED_AT).cloned()
+}
+
+#[tokio::test]
+async fn a_network_change_detaches_relabels_and_reattaches_in_that_order() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    for c in clusters.iter() {
+        install_eastwest_gateway(c).await;
+    }
+    injected_workload(west).await;
+    let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n1")]);
+    mesh.apply(&[]).await;
+    let first = remote_secrets(east).await["istio-remote-secret-west"].clone();
+    assert!(gateway_names(east).await.is_empty());
+
+    // west moves to n2.
+    mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
+    let before = state(&[east, west]).await;
+    let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(
+        refused.stderr.contains("detaches west"),
+        "the refusal names the cluster:\n{refused}"
+    );
+    assert!(refused.stderr.contains("--allow-detach"), "{refused}");
+    assert_eq!(before, state(&[east, west]).await, "a refused apply writes nothing");
+
+    let (secrets_seen, secrets_task) = record(Api::<Secret>::namespaced(east.client(), NAMESPACE)).await;
+    let (namespaces_seen, namespaces_task) = record(Api::<Namespace>::all(west.client())).await;
+    let out = mesh.apply(&["--allow-detach", "--format", "json"]).await;
+    let events = out.events();
+    let detach = done_at(&events, "delete_remote_secret", "east", Some("west"));
+    let relabel = done_at(&events, "set_network", "west", None);
+    let attach = done_at(&events, "write_remote_secret", "east", Some("west"));
+    assert!(detach < relabel && relabel < attach, "events out of order: {events:#?}");
+    // The restart step is shown, not run, without --restart-workloads.
+    let restart = done_at(&events, "restart_workloads", "west", None);
+    assert!(
+        events[restart]["diff"]
+            .as_str()
+            .is_some_and(|d| d.contains("--restart-workloads")),
+        "{:#}",
+        events[restart]
+    );
+    assert_eq!(
+        restarted_at(west).await,
+        None,
+        "workloads restarted without --restart-workloads"
+    );
+
+    // The server's history agrees: the clusters share one etcd, so
+    // resourceVersions are ordered across them.
+    let secret_rv = |kind: &str| {
+        let seen = secrets_seen.lock().unwrap();
+        seen.iter()
+            .find(|(k, name, ..)| k == kind && name == "istio-remote-secret-west")
+            .map(|(_, _, rv, _)| *rv)
+            .unwrap_or_else(|| panic!("no {kind} of istio-remote-secret-west in east: {seen:?}"))
+    };
+    // The watch may lag the apply's return a little.
+    eventually("the watch to see the re-attach", Duration::from_secs(10), async || {
+        secrets_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(k, n, ..)| k == "added" && n == "istio-remote-secret-west")
+            .then_some(())
+    })
+    .await;
+    let (deleted, added) = (secret_rv("deleted"), secret_rv("added"));
+    let relabelled = {
+        let seen = namespaces_seen.lock().unwrap();
+        seen.iter()
+            .find(|(k, name, _, network)| k == "modified" && name == NAMESPACE && network.as_deref() == Some("n2"))
+            .map(|(_, _, rv, _)| *rv)
+            .unwrap_or_else(|| panic!("no relabel of {NAMESPACE} in west: {seen:?}"))
+    };
+    secrets_task.abort();
+    namespaces_task.abort();
+    assert!(
+        deleted < relabelled && relabelled < added,
+        "detach {deleted}, relabel {relabelled}, re-attach {added}"
+    );
+    let second = remote_secrets(east).await["istio-remote-secret-west"].clone();
+    assert_ne!(
+        first.metadata.uid, second.metadata.uid,
+        "the secret was re-created, not patched"
+    );
+    let namespace_rv: u64 = Api::<Namespace>::all(west.client())
+        .get(NAMESPACE)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+        .parse()
+        .unwrap();
+    let secret_rv: u64 = second.metadata.resource_version.clone().unwrap().parse().unwrap();
+    assert!(
+        namespace_rv < secret_rv,
+        "the namespace was relabelled ({namespace_rv}) before the secret was written ({secret_rv})"
+    );
+    assert_eq!(network_label(west).await.as_deref(), Some("n2"));
+    for c in [east, west] {
+        assert_gateway(c).await;
+    }
+    // west's secret for east stays: east did not move.
+    let west_holds = remote_secrets(west).await;
+    assert_eq!(names(&west_holds), ["istio-remote-secret-east"]);
+    assert_converged(&mesh, &[east, west]).await;
+
+    // Back to n1, this time restarting the workloads; the gateways go.
+    mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n1")]);
+    let out = mesh
+        .apply(&["--allow-detach", "--restart-workloads", "--format", "json"])
+        .await;
+    let events = out.events();
+    let restart = done_at(&events, "restart_workloads", "west", None);
+    assert!(
+        done_at(&events, "write_remote_secret", "east", Some("west")) < restart,
+        "{events:#?}"
+    );
+    assert!(
+        restarted_at(west).await.is_some(),
+        "--restart-workloads restarts injected workloads: {:#}",
+        events[restart]
+    );
+    assert_eq!(network_label(west).await.as_deref(), Some("n1"));
+    for c in [east, west] {
+        assert!(
+            gateway_names(c).await.is_empty(),
+            "{}: no peer on another network is left",
+            c.name()
+        );
+    }
+    assert_remote_secret(east, west, "west").await;
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_detach_needs_allow_detach() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let (east, west, north) = (
+        clusters.by_name("east"),
+        clusters.by_name("west"),
+        clusters.by_name("north"),
+    );
+    let all = [east, west, north];
+    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    mesh.apply(&[]).await;
+    assert_remote_secret(east, north, "north").await;
+
+    // north leaves the mesh.
+    mesh.write(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let before = state(&all).await;
+    let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(
+        refused.stderr.contains("detaches north"),
+        "the refusal names the cluster:\n{refused}"
+    );
+    assert_eq!(before, state(&all).await, "a refused apply writes nothing");
+
+    let north_before = state(&[north]).await;
+    mesh.apply(&["--allow-detach"]).await;
+    assert_eq!(names(&remote_secrets(east).await), ["istio-remote-secret-west"]);
+    assert_eq!(names(&remote_secrets(west).await), ["istio-remote-secret-east"]);
+    assert_eq!(
+        north_before,
+        state(&[north]).await,
+        "a cluster outside the topology is not touched"
+    );
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_renamed_cluster_is_detached_under_the_old_name_and_attached_under_the_new() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    mesh.apply(&[]).await;
+    let held_by_west = remote_secrets(west).await;
+
+    mesh.write(&[
+        Entry::of(east).network("flat"),
+        Entry::of(west).named("west2").network("flat"),
+    ]);
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
+    assert!(
+        plan["changes"]
+            .as_array()
+            .expect("changes")
+            .contains(&json!({"change": "rename", "from": "west", "to": "west2"})),
+        "{plan:#}"
+    );
+    let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(refused.stderr.contains("detaches west"), "{refused}");
+
+    mesh.apply(&["--allow-detach"]).await;
+    assert_eq!(names(&remote_secrets(east).await), ["istio-remote-secret-west2"]);
+    assert_remote_secret(east, west, "west2").await;
+    // The renamed cluster's own secret for east is untouched.
+    let still = remote_secrets(west).await;
+    assert_eq!(names(&still), ["istio-remote-secret-east"]);
+    assert_eq!(
+        still["istio-remote-secret-east"].metadata.uid,
+        held_by_west["istio-remote-secret-east"].metadata.uid
+    );
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    for c in clusters.iter() {
+        install_eastwest_gateway(c).await;
+    }
+    let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
+
+    // Fresh: every kind of object would be created.
+    let before = state(&[east, west]).await;
+    let dry = mesh.run("apply", &["--dry-run", "--diff"]).await.expect(0);
+    assert!(dry.stdout.contains("Dry run complete"), "{dry}");
+    for kind in [
+        "Secret",
+        "Gateway",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ServiceAccount",
+        "Namespace",
+    ] {
+        assert!(
+            dry.stdout.contains(&format!("\"kind\": \"{kind}\"")),
+            "no diff of a {kind}:\n{dry}"
+        );
+    }
+    assert!(
+        dry.stdout.contains("\"west\": \"(sensitive value)\""),
+        "secret data is redacted:\n{dry}"
+    );
+    assert_eq!(before, state(&[east, west]).await, "a dry run persisted something");
+
+    // Applied, then a dry run that would replace every token.
+    mesh.apply(&[]).await;
+    let before = state(&[east, west]).await;
+    let dry = mesh
+        .run("apply", &["--dry-run", "--diff", "--rotate-tokens"])
+        .await
+        .expect(0);
+    assert!(
+        dry.stdout.contains("(sensitive value changed)"),
+        "a new token shows as a changed value:\n{dry}"
+    );
+    assert_eq!(before, state(&[east, west]).await, "a dry run persisted something");
+    mesh.assert_converged().await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_saved_plan_is_refused_once_stale() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let plan = mesh.dir().join("p.json");
+    let plan = plan.to_str().expect("utf-8 path");
+
+    // A saved plan of unchanged clusters applies.
+    mesh.run("plan", &["--out", plan]).await.expect(0);
+    mesh.apply(&[plan]).await;
+    assert_remote_secret(east, west, "west").await;
+
+    // A plan to rotate every token, then someone edits a secret it saw.
+    mesh.run("plan", &["--rotate-tokens", "--out", plan]).await.expect(0);
+    let secrets: Api<Secret> = Api::namespaced(east.client(), NAMESPACE);
+    let patch = json!({"metadata": {"annotations": {"edited-by": "a person"}}});
+    secrets
+        .patch(
+            "istio-remote-secret-west",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("editing the secret");
+    let before = state(&[east, west]).await;
+    let stale = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
+    assert!(stale.stderr.contains("plan is stale"), "{stale}");
+    assert!(
+        stale
+            .stderr
+            .contains("east/Secret/istio-system/istio-remote-secret-west"),
+        "the message names the object:\n{stale}"
+    );
+    assert_eq!(before, state(&[east, west]).await, "a stale plan wrote something");
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+/// A Lease for the mesh's apply lock, held by someone else; returns when it expires.
+async fn hold_lock(cluster: &Cluster, holder: &str, seconds: i32) -> Instant {
+    let expires = Instant::now() + Duration::from_secs(seconds.unsigned_abs().into());
+    let now = MicroTime(jiff::Timestamp::now());
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(format!("meshform-{MESH}")),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(seconds),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            ..LeaseSpec::default()
+        }),
+    };
+    Api::<Lease>::namespaced(cluster.client(), NAMESPACE)
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("creating the lease");
+    expires
+}
+
+#[tokio::test]
+async fn a_held_lock_fails_an_apply_fast_or_makes_it_wait() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    // The lock lives in the first primary by name: east.
+    let expires = hold_lock(east, "ops-person (by hand)", 8).await;
+    let before = state(&[east, west]).await;
+
+    let started = Instant::now();
+    let blocked = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "no --lock-timeout: fail at once ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        blocked.stderr.contains("ops-person (by hand)"),
+        "the error names the holder:\n{blocked}"
+    );
+    assert_eq!(before, state(&[east, west]).await, "a blocked apply wrote something");
+
+    assert!(
+        Instant::now() < expires,
+        "the lease expired before the test could wait for it"
+    );
+    mesh.apply(&["--lock-timeout", "60s"]).await;
+    // meshform reads lease times to the second.
+    let done = Instant::now();
+    assert!(
+        done + Duration::from_secs(1) >= expires,
+        "the apply did not wait for the held lock: done {:?} before it expired",
+        expires - done
+    );
+    assert_remote_secret(east, west, "west").await;
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_second_apply_is_refused_and_an_abandoned_lock_expires() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    // A slow west keeps the first apply busy while it holds the lock.
+    west.set_latency(Duration::from_millis(1500)).await;
+    let mut first = mesh.spawn("apply", &["--auto-approve", "--lock-duration", "4s"]);
+    let pid = first.id().expect("running");
+    let leases: Api<Lease> = Api::namespaced(east.client(), NAMESPACE);
+    let lease = format!("meshform-{MESH}");
+    eventually(
+        "the first apply to take the lock",
+        Duration::from_secs(60),
+        async || {
+            let held = leases.get_opt(&lease).await.ok()??;
+            held.spec?.holder_identity.filter(|h| h.contains(&format!("pid {pid}")))
+        },
+    )
+    .await;
+
+    // A second apply while the first runs: refused, naming the first.
+    let second = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(
+        second.stderr.contains(&format!("pid {pid}")),
+        "the error names the holder:\n{second}"
+    );
+    assert!(
+        first.try_wait().expect("polling the first apply").is_none(),
+        "the first apply ended too soon"
+    );
+
+    // The first dies holding the lock; nothing renews it, so it expires.
+    first.kill().await.expect("killing the first apply");
+    let killed = first.wait_with_output().await.expect("the first apply's output");
+    mesh.record(&String::from_utf8_lossy(&killed.stdout));
+    mesh.record(&String::from_utf8_lossy(&killed.stderr));
+    west.set_latency(Duration::ZERO).await;
+    let third = mesh.apply(&["--lock-timeout", "30s"]).await;
+    assert!(third.stdout.contains("Apply complete"), "{third}");
+    assert_eq!(
+        leases.get_opt(&lease).await.expect("reading the lease"),
+        None,
+        "the lock is released after apply"
+    );
+    // Whatever the killed run left half done, a re-run converges.
+    assert_remote_secret(east, west, "west").await;
+    assert_remote_secret(west, east, "east").await;
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_cluster_stopped_mid_apply_fails_the_run_and_a_rerun_converges() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let (east, west, north) = (
+        clusters.by_name("east"),
+        clusters.by_name("west"),
+        clusters.by_name("north"),
+    );
+    let all = [east, west, north];
+    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    north.set_latency(Duration::from_millis(1000)).await;
+
+    let mut run = mesh.stream("apply", &["--auto-approve", "--format", "json"]);
+    // Once the first phase is under way, north stops answering and then
+    // stops. (Stopping alone can wait behind other tests' cluster starts.)
+    while let Some(line) = run.next_line(Duration::from_secs(120)).await {
+        if line.contains("\"event\":\"phase\"") {
+            north.set_latency(Duration::from_secs(60)).await;
+            north.stop().await;
+            break;
+        }
+    }
+    let out = run.finish(&mesh).await.expect(1);
+    let events = out.events();
+    let stdout = &out.stdout;
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let failed = summary["failed"].as_array().expect("failed");
+    assert!(!failed.is_empty(), "{summary}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "failed")
+            .all(|e| e["action"]["cluster"] == "north"),
+        "only north's actions fail: {stdout}"
+    );
+    // No phase starts after a failed one: no remote secret was written.
+    assert!(!summary["skipped"].as_array().expect("skipped").is_empty(), "{summary}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "done")
+            .all(|e| e["action"]["phase"] == "network"),
+        "{stdout}"
+    );
+    for c in [east, west] {
+        assert!(
+            remote_secrets(c).await.is_empty(),
+            "{}: attach ran after a failed phase",
+            c.name()
+        );
+    }
+    let leases = Api::<Lease>::namespaced(east.client(), NAMESPACE);
+    assert_eq!(
+        leases.get_opt(&format!("meshform-{MESH}")).await.unwrap(),
+        None,
+        "the lock is released after a failure"
+    );
+
+    north.start().await;
+    north.set_latency(Duration::ZERO).await;
+    mesh.apply(&[]).await;
+    for (primary, peer) in [
+        (east, west),
+        (east, north),
+        (west, east),
+        (west, north),
+        (north, east),
+        (north, west),
+    ] {
+        assert_remote_secret(primary, peer, peer.name()).await;
+    }
+    assert_converged(&mesh, &all).await;
+    mesh.assert_no_token_leaked(&all).await;
+}
+
+/// A remote secret made by hand (or by istioctl) for `peer`.
+async fn hand_made_secret(primary: &Cluster, peer: &str) -> Secret {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("istio-remote-secret-{peer}")),
+            labels: Some(BTreeMap::from([("istio/multiCluster".into(), "true".into())])),
+            annotations: Some(BTreeMap::from([("networking.istio.io/cluster".into(), peer.into())])),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([(peer.to_string(), "made by hand".to_string())])),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(primary.client(), NAMESPACE)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the hand-made secret")
+}
+
+#[tokio::test]
+async fn an_unmanaged_remote_secret_is_a_conflict_until_adopted() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let hand_made = hand_made_secret(east, "west").await;
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
+    let conflicts: Vec<&Value> = plan["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["kind"] == "conflict")
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{plan:#}");
+    assert_eq!(conflicts[0]["cluster"], "east");
+    assert!(
+        conflicts[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("istio-remote-secret-west")),
+        "{plan:#}"
+    );
+    let out = mesh.apply(&[]).await;
+    assert!(
+        out.stdout.contains("istio-remote-secret-west"),
+        "the conflict is reported:\n{out}"
+    );
+    let after = remote_secrets(east).await["istio-remote-secret-west"].clone();
+    assert_eq!(
+        after.metadata.resource_version, hand_made.metadata.resource_version,
+        "the unmanaged secret was changed"
+    );
+    assert_eq!(after.data, hand_made.data);
+    // Everything else is applied.
+    assert_remote_secret(west, east, "east").await;
+    mesh.assert_converged().await;
+
+    let adopted = mesh.apply(&["--adopt"]).await;
+    assert!(adopted.stdout.contains("Apply complete"), "{adopted}");
+    let taken = assert_remote_secret(east, west, "west").await;
+    assert_eq!(
+        taken.metadata.uid, hand_made.metadata.uid,
+        "adoption takes the object over, it does not replace it"
+    );
+    let plan = mesh
+        .run("plan", &["--format", "json", "--detailed-exitcode"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(
+        plan["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["kind"] == "conflict")
+            .count(),
+        0,
+        "{plan:#}"
+    );
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}

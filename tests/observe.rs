@@ -1,0 +1,216 @@
+//! Observe on real API servers (issue 4), through the binary: clusters are
+//! read in parallel, known by their kube-system UID, an unreachable one is
+//! Unknown with its reason and stops the plan unless `--skip-unreachable`,
+//! two entries on one cluster are an error, snapshots carry no secret bytes
+//! and plan the same as the clusters themselves.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::controlplane::ControlPlane;
+use support::mesh::{Entry, Mesh};
+
+/// One network for all: no east-west gateway needed, so no blocker.
+fn flat(clusters: &[&support::controlplane::Cluster]) -> Vec<Entry> {
+    clusters.iter().map(|c| Entry::of(c).network("flat")).collect()
+}
+
+#[tokio::test]
+async fn every_cluster_is_read_in_parallel_and_known_by_its_kube_system_uid() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let all: Vec<_> = clusters.iter().collect();
+    let mesh = Mesh::new(&flat(&all));
+
+    let started = Instant::now();
+    let out = mesh.run("snapshot", &[]).await.expect(0);
+    let unhindered = started.elapsed();
+    let snapshot = out.json();
+    assert_eq!(snapshot["mesh"], "mesh1");
+    for cluster in clusters.iter() {
+        let observed = &snapshot["clusters"][cluster.name()];
+        assert_eq!(observed["state"], "reachable", "{observed:#}");
+        assert_eq!(observed["identity"], cluster.kube_system_uid(), "{observed:#}");
+        assert_eq!(observed["server"], cluster.server());
+        assert_eq!(observed["context"], cluster.name());
+    }
+
+    // Every request to every cluster now waits; read one after the other the
+    // three clusters would cost at least three delays more than before.
+    let delay = Duration::from_millis(1500);
+    for cluster in clusters.iter() {
+        cluster.set_latency(delay).await;
+    }
+    let started = Instant::now();
+    let slow = mesh.run("snapshot", &[]).await.expect(0);
+    let delayed = started.elapsed();
+    for cluster in clusters.iter() {
+        assert_eq!(slow.json()["clusters"][cluster.name()]["state"], "reachable");
+    }
+    assert!(
+        delayed < unhindered + delay * 3,
+        "observe took {delayed:?} with {delay:?} per request (vs {unhindered:?} without): clusters are not read in parallel"
+    );
+    // And the delay really applied, or the comparison above proves nothing.
+    assert!(delayed >= delay, "latency was not injected ({delayed:?})");
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_unknown_and_stops_the_plan_unless_skipped() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&flat(&[east, west]));
+    west.stop().await;
+
+    let snapshot = mesh.run("snapshot", &[]).await.expect(0).json();
+    assert_eq!(snapshot["clusters"]["east"]["state"], "reachable");
+    let west_state = &snapshot["clusters"]["west"];
+    assert_eq!(west_state["state"], "unknown", "{west_state:#}");
+    assert_eq!(west_state["reason"], "unreachable", "{west_state:#}");
+    assert!(
+        west_state["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "an unknown cluster says why: {west_state:#}"
+    );
+
+    let refused = mesh.run("plan", &[]).await.expect(1);
+    assert!(
+        refused.stderr.contains("cluster \"west\"") && refused.stderr.contains("--skip-unreachable"),
+        "the error names the cluster and the way out:\n{refused}"
+    );
+    assert!(!refused.stderr.contains("\"east\""), "east is fine:\n{refused}");
+
+    let deferred = mesh
+        .run("plan", &["--skip-unreachable", "--format", "json"])
+        .await
+        .expect(0)
+        .json();
+    let listed: Vec<&str> = deferred["deferred"]
+        .as_array()
+        .expect("deferred is a list")
+        .iter()
+        .filter_map(|d| d["cluster"].as_str())
+        .collect();
+    assert_eq!(listed, ["west"], "{deferred:#}");
+    for action in deferred["actions"].as_array().expect("actions") {
+        assert_ne!(
+            action["cluster"], "west",
+            "nothing is planned in a deferred cluster: {action}"
+        );
+        assert_ne!(
+            action["peer"], "west",
+            "nothing is planned about a deferred cluster: {action}"
+        );
+    }
+    // east itself is still planned for.
+    assert!(
+        deferred["actions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["cluster"] == "east")),
+        "{deferred:#}"
+    );
+    // The text view lists it too.
+    let text = mesh.run("plan", &["--skip-unreachable"]).await.expect(0);
+    assert!(text.stdout.contains("west"), "{text}");
+}
+
+#[tokio::test]
+async fn two_entries_reaching_one_cluster_are_an_error() {
+    let clusters = ControlPlane::shared().clusters(&["east"]).await;
+    let east = clusters.by_name("east");
+    let mesh = Mesh::new(&[]);
+    // The same context in two kubeconfig files: topology validation cannot
+    // tell, only the kube-system UID can.
+    let copies: Vec<_> = ["one.yaml", "two.yaml"]
+        .iter()
+        .map(|file| {
+            let path = mesh.dir().join(file);
+            std::fs::copy(east.kubeconfig(), &path).expect("copying the kubeconfig");
+            path
+        })
+        .collect();
+    mesh.write(&[
+        Entry::of(east).named("first").kubeconfig(&copies[0]).network("flat"),
+        Entry::of(east).named("second").kubeconfig(&copies[1]).network("flat"),
+    ]);
+
+    let out = mesh.run("plan", &[]).await.expect(1);
+    assert!(
+        out.stderr.contains("\"first\"") && out.stderr.contains("\"second\"") && out.stderr.contains("same cluster"),
+        "{out}"
+    );
+    assert!(out.stderr.contains(east.kube_system_uid()), "{out}");
+    mesh.run("apply", &["--auto-approve"]).await.expect(1);
+}
+
+#[tokio::test]
+async fn a_snapshot_after_apply_holds_no_token_or_secret_bytes() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&flat(&[east, west]));
+    mesh.apply(&[]).await;
+
+    let path = mesh.dir().join("observed.json");
+    let out = mesh
+        .run("snapshot", &["-o", path.to_str().expect("utf-8 path")])
+        .await
+        .expect(0);
+    assert!(out.stdout.is_empty(), "-o writes the file, not stdout:\n{out}");
+    let snapshot: Value = serde_json::from_slice(&std::fs::read(&path).expect("snapshot written")).expect("JSON");
+    // The snapshot does describe the secrets, without their content.
+    let secret = &snapshot["clusters"]["east"]["remote_secrets"]["istio-remote-secret-west"];
+    assert_eq!(secret["cluster_ids"], serde_json::json!(["west"]), "{snapshot:#}");
+    assert_eq!(secret["token"]["kind"], "bound", "{snapshot:#}");
+    // The leak check reads the tokens from both clusters' secrets and scans
+    // every output and every file in the mesh directory, observed.json included.
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_plan_from_a_snapshot_equals_the_live_plan() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let (east, west, north) = (
+        clusters.by_name("east"),
+        clusters.by_name("west"),
+        clusters.by_name("north"),
+    );
+    for cluster in clusters.iter() {
+        support::mesh::install_eastwest_gateway(cluster).await;
+    }
+    let mesh = Mesh::new(&[
+        Entry::of(east).network("n1"),
+        Entry::of(west).network("n1").remote(),
+        Entry::of(north).network("n2"),
+    ]);
+    let path = mesh.dir().join("observed.json");
+    let path = path.to_str().expect("utf-8 path");
+
+    let compare = async |when: &str| {
+        let live = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
+        mesh.run("snapshot", &["-o", path]).await.expect(0);
+        let offline = mesh
+            .run("plan", &["--format", "json", "--observed", path])
+            .await
+            .expect(0)
+            .json();
+        assert_eq!(live, offline, "{when}: the offline plan differs from the live one");
+        live
+    };
+    // Fresh clusters: everything to write.
+    let fresh = compare("fresh").await;
+    assert!(!fresh["actions"].as_array().expect("actions").is_empty());
+    // Applied, then north moves to n1: detach, relabel, re-attach.
+    mesh.apply(&[]).await;
+    mesh.write(&[
+        Entry::of(east).network("n1"),
+        Entry::of(west).network("n1").remote(),
+        Entry::of(north).network("n1"),
+    ]);
+    let moved = compare("network change").await;
+    assert!(
+        moved["changes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["change"] == "network_change")),
+        "{moved:#}"
+    );
+}

@@ -1,0 +1,411 @@
+//! A mesh.toml for clusters of the test control plane, and the real
+//! `meshform` binary run against it.
+//!
+//! [`Mesh`] owns a temporary directory holding `mesh.toml` (each cluster with
+//! `kubeconfig = "<path>"` of the plane), runs the binary through
+//! [`super::cli::meshform`] and remembers every output, so that a test can
+//! check at the end that no token ever reached a terminal or a file
+//! ([`Mesh::assert_no_token_leaked`]). It also reads what meshform wrote,
+//! for assertions: the remote secrets and the tokens inside them.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::{Secret, Service, ServicePort, ServiceSpec};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::config::Kubeconfig;
+use secrecy::ExposeSecret;
+
+use super::controlplane::Cluster;
+
+/// The mesh every test uses; the namespace is Istio's default.
+pub const MESH: &str = "mesh1";
+pub const NAMESPACE: &str = "istio-system";
+
+/// One `[[cluster]]` entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub context: String,
+    pub kubeconfig: PathBuf,
+    pub network: Option<String>,
+    pub role: Option<&'static str>,
+}
+
+impl Entry {
+    /// The plane's cluster under its context name, default network and role.
+    pub fn of(cluster: &Cluster) -> Entry {
+        Entry {
+            name: cluster.name().to_string(),
+            context: cluster.name().to_string(),
+            kubeconfig: cluster.kubeconfig().to_path_buf(),
+            network: None,
+            role: None,
+        }
+    }
+
+    pub fn network(mut self, network: &str) -> Entry {
+        self.network = Some(network.to_string());
+        self
+    }
+
+    pub fn remote(mut self) -> Entry {
+        self.role = Some("remote");
+        self
+    }
+
+    /// A mesh name other than the context's.
+    pub fn named(mut self, name: &str) -> Entry {
+        self.name = name.to_string();
+        self
+    }
+
+    pub fn kubeconfig(mut self, path: &Path) -> Entry {
+        self.kubeconfig = path.to_path_buf();
+        self
+    }
+}
+
+/// What one run of the binary gave.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics with the whole output unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect(self, code: i32) -> Outcome {
+        assert_eq!(self.code, code, "unexpected exit code:\n{self}");
+        self
+    }
+
+    /// stdout lines that are JSON objects (`apply --format json` events).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// stdout parsed as one JSON document.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit_code: {}\n----- stdout -----\n{}\n----- stderr -----\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A mesh.toml in a temporary directory, and every output of the binary run on it.
+pub struct Mesh {
+    dir: tempfile::TempDir,
+    outputs: RefCell<Vec<String>>,
+}
+
+impl Mesh {
+    pub fn new(entries: &[Entry]) -> Mesh {
+        let mesh = Mesh {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            outputs: RefCell::new(Vec::new()),
+        };
+        mesh.write(entries);
+        mesh
+    }
+
+    /// Rewrites mesh.toml with these clusters.
+    pub fn write(&self, entries: &[Entry]) {
+        let mut text = format!("[mesh]\nname = \"{MESH}\"\nnamespace = \"{NAMESPACE}\"\n");
+        for e in entries {
+            let _ = write!(
+                text,
+                "\n[[cluster]]\nname = \"{}\"\ncontext = \"{}\"\nkubeconfig = \"{}\"\n",
+                e.name,
+                e.context,
+                e.kubeconfig.display()
+            );
+            if let Some(network) = &e.network {
+                let _ = writeln!(text, "network = \"{network}\"");
+            }
+            if let Some(role) = e.role {
+                let _ = writeln!(text, "role = \"{role}\"");
+            }
+        }
+        std::fs::write(self.file(), text).expect("writing mesh.toml");
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.path().join("mesh.toml")
+    }
+
+    /// `meshform <command> -f mesh.toml <args>`; `--timeout 5s` keeps
+    /// runs against stopped clusters short.
+    fn std_command(&self, command: &str, args: &[&str]) -> std::process::Command {
+        let mut cmd = super::cli::meshform();
+        // Wide enough that no message wraps in the middle of a name or UID.
+        cmd.env("COLUMNS", "400")
+            .arg(command)
+            .arg("-f")
+            .arg(self.file())
+            .args(["--timeout", "5s"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn command(&self, command: &str, args: &[&str]) -> tokio::process::Command {
+        let mut cmd: tokio::process::Command = self.std_command(command, args).into();
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `meshform <command> -f mesh.toml <args>` to completion.
+    pub async fn run(&self, command: &str, args: &[&str]) -> Outcome {
+        let output = self
+            .command(command, args)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running meshform {command}: {e}"));
+        let outcome = Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        self.outputs.borrow_mut().push(outcome.to_string());
+        outcome
+    }
+
+    /// Starts `meshform <command> ...` and leaves it running; pass what it
+    /// printed to [`Mesh::record`] so the leak check sees it.
+    pub fn spawn(&self, command: &str, args: &[&str]) -> tokio::process::Child {
+        self.command(command, args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting meshform {command}: {e}"))
+    }
+
+    /// Starts `meshform <command> ...` and hands its stdout over line by
+    /// line as it prints them; the whole output, stderr included, comes with
+    /// the exit code once it ends. Everything is recorded for the leak check.
+    pub fn stream(&self, command: &str, args: &[&str]) -> Streamed {
+        let mut child = self
+            .std_command(command, args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting meshform {command}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        // Threads, not tasks: the pipes are blocking ones.
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
+        Streamed {
+            child: Some(child),
+            lines,
+            stderr: Some(stderr),
+            stdout: Vec::new(),
+        }
+    }
+
+    /// Adds output of a spawned run to what the leak check scans.
+    pub fn record(&self, output: &str) {
+        self.outputs.borrow_mut().push(output.to_string());
+    }
+
+    /// `apply --auto-approve` plus `args`, expected to succeed.
+    pub async fn apply(&self, args: &[&str]) -> Outcome {
+        let mut all = vec!["--auto-approve"];
+        all.extend_from_slice(args);
+        self.run("apply", &all).await.expect(0)
+    }
+
+    /// After a successful apply the mesh is converged: a fresh plan has
+    /// nothing to do.
+    pub async fn assert_converged(&self) {
+        self.run("plan", &["--detailed-exitcode"]).await.expect(0);
+    }
+
+    /// No token of any remote secret in `clusters`, nor any secret data,
+    /// appears in any output so far or in any file meshform wrote here.
+    pub async fn assert_no_token_leaked(&self, clusters: &[&Cluster]) {
+        let mut needles = Vec::new();
+        for cluster in clusters {
+            for (_, secret) in remote_secrets(cluster).await {
+                for value in secret.data.iter().flat_map(|d| d.values()) {
+                    needles.push(base64::engine::general_purpose::STANDARD.encode(&value.0));
+                    if let Some(token) = token_of(&value.0) {
+                        // The signature alone is the secret part of a JWT.
+                        needles.push(token.rsplit('.').next().unwrap_or_default().to_string());
+                        needles.push(token);
+                    }
+                }
+            }
+        }
+        assert!(
+            !needles.is_empty(),
+            "no token to look for: the check would prove nothing"
+        );
+        let mut haystacks = self.outputs.borrow().clone();
+        for entry in std::fs::read_dir(self.dir())
+            .expect("listing the mesh directory")
+            .flatten()
+        {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                haystacks.push(text);
+            }
+        }
+        for hay in &haystacks {
+            for needle in needles.iter().filter(|n| n.len() >= 16) {
+                assert!(
+                    !hay.contains(needle.as_str()),
+                    "secret bytes leaked into output:\n{hay}"
+                );
+            }
+        }
+    }
+}
+
+/// Secrets labelled `istio/multiCluster=true` in the mesh namespace, by name.
+pub async fn remote_secrets(cluster: &Cluster) -> BTreeMap<String, Secret> {
+    Api::<Secret>::namespaced(cluster.client(), NAMESPACE)
+        .list(&ListParams::default().labels("istio/multiCluster=true"))
+        .await
+        .unwrap_or_else(|e| panic!("listing remote secrets in {}: {e}", cluster.name()))
+        .items
+        .into_iter()
+        .map(|s| (s.metadata.name.clone().unwrap_or_default(), s))
+        .collect()
+}
+
+/// The kubeconfig inside a remote secret's single data value.
+pub fn secret_kubeconfig(secret: &Secret) -> Kubeconfig {
+    let data = secret.data.as_ref().expect("remote secret has data");
+    assert_eq!(data.len(), 1, "a remote secret has one data key");
+    let bytes = &data.values().next().expect("one value").0;
+    Kubeconfig::from_yaml(std::str::from_utf8(bytes).expect("kubeconfig is text")).expect("kubeconfig parses")
+}
+
+/// The bearer token in a kubeconfig's bytes.
+pub fn token_of(kubeconfig: &[u8]) -> Option<String> {
+    let config = Kubeconfig::from_yaml(std::str::from_utf8(kubeconfig).ok()?).ok()?;
+    let token = config.auth_infos.first()?.auth_info.as_ref()?.token.as_ref()?;
+    Some(token.expose_secret().to_string())
+}
+
+/// Istio's east-west gateway Service, as its installer makes it: without it
+/// a cluster with peers on other networks is a blocking problem.
+pub async fn install_eastwest_gateway(cluster: &Cluster) {
+    let service = Service {
+        metadata: ObjectMeta {
+            name: Some("istio-eastwestgateway".into()),
+            labels: Some(BTreeMap::from([("istio".into(), "eastwestgateway".into())])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([("istio".into(), "eastwestgateway".into())])),
+            ports: Some(vec![ServicePort {
+                name: Some("tls".into()),
+                port: 15443,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    Api::<Service>::namespaced(cluster.client(), NAMESPACE)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap_or_else(|e| panic!("creating the east-west gateway Service in {}: {e}", cluster.name()));
+}
+
+/// Polls `check` every 100ms until it yields a value; panics after `limit`.
+pub async fn eventually<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A run of the binary in progress; see [`Mesh::stream`].
+pub struct Streamed {
+    child: Option<std::process::Child>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    stdout: Vec<String>,
+}
+
+impl Streamed {
+    /// The next line on stdout; `None` once stdout closes. Panics after `limit`.
+    pub async fn next_line(&mut self, limit: Duration) -> Option<String> {
+        let line = tokio::time::timeout(limit, self.lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("meshform printed nothing for {limit:?}:\n{}", self.stdout.join("\n")));
+        self.stdout.extend(line.clone());
+        line
+    }
+
+    /// Waits for the end; the outcome holds all of stdout, also the lines already read.
+    pub async fn finish(mut self, mesh: &Mesh) -> Outcome {
+        while self.next_line(Duration::from_secs(300)).await.is_some() {}
+        let mut child = self.child.take().expect("not finished yet");
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("waiting thread")
+            .expect("waiting for meshform");
+        let stderr = self
+            .stderr
+            .take()
+            .expect("stderr reader")
+            .join()
+            .expect("stderr thread");
+        let outcome = Outcome {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout.join("\n"),
+            stderr,
+        };
+        mesh.record(&outcome.to_string());
+        outcome
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        // A test that panicked half-way leaves no meshform running.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
