@@ -262,9 +262,17 @@ impl<'a> Planner<'a> {
         (current != cluster.network).then_some(current)
     }
 
-    /// An attached cluster moving to another network: detach + relabel + re-attach.
+    /// An attached cluster moving to another network: detach + relabel +
+    /// re-attach. Without a label Istio puts a cluster on its default,
+    /// unnamed network, so a missing label counts as the network `""`.
     fn network_change(&self, cluster: &Cluster) -> Option<&'a str> {
-        self.relabel_from(cluster).filter(|_| self.attached(&cluster.name))
+        let facts = self.facts(&cluster.name)?;
+        let current = facts
+            .namespace
+            .as_ref()
+            .and_then(|n| n.network.as_deref())
+            .unwrap_or("");
+        (current != cluster.network && self.attached(&cluster.name)).then_some(current)
     }
 
     fn peer_server(&self, cluster: &Cluster, facts: &ClusterFacts) -> String {
@@ -340,6 +348,12 @@ impl<'a> Planner<'a> {
                 self.push(Phase::Detach, &primary.name, kind, reason);
             }
         }
+        let unknown_primaries: Vec<&str> = self
+            .clusters
+            .iter()
+            .filter(|c| c.role == Role::Primary && self.facts(&c.name).is_none())
+            .map(|c| c.name.as_str())
+            .collect();
         for cluster in self.clusters.clone() {
             if let Some(from) = self.network_change(cluster) {
                 self.changes.insert(Change::NetworkChange {
@@ -347,6 +361,22 @@ impl<'a> Planner<'a> {
                     from: from.to_string(),
                     to: cluster.network.clone(),
                 });
+                // A primary that could not be read keeps its secret for the
+                // cluster, and with it the old network, until a later run.
+                if !unknown_primaries.is_empty() {
+                    self.finding(
+                        FindingKind::Warning,
+                        "network_change_partial",
+                        &cluster.name,
+                        format!(
+                            "{} changes network, but {} could not be read and keep{} the old view of it",
+                            cluster.name,
+                            unknown_primaries.join(", "),
+                            if unknown_primaries.len() == 1 { "s" } else { "" }
+                        ),
+                        "run apply again once every primary is reachable".to_string(),
+                    );
+                }
             }
         }
     }
@@ -686,7 +716,11 @@ impl<'a> Planner<'a> {
             .clusters
             .clone()
             .into_iter()
-            .filter_map(|c| self.relabel_from(c).map(|from| (c, from)))
+            .filter_map(|c| {
+                self.network_change(c)
+                    .or_else(|| self.relabel_from(c))
+                    .map(|from| (c, from))
+            })
             .collect();
         for (cluster, from) in relabelled {
             let context = shell_quote(&cluster.context);
@@ -695,9 +729,13 @@ impl<'a> Planner<'a> {
                  $(kubectl --context {context} get namespaces -l istio.io/rev -o name); do \
                  kubectl --context {context} -n \"${{ns#namespace/}}\" rollout restart deployment,statefulset,daemonset; done"
             );
-            let reason = format!(
-                "running sidecars keep network {from:?} until restarted; cross-network traffic to them fails until then"
-            );
+            let old = if from.is_empty() {
+                "the default network".to_string()
+            } else {
+                format!("network {from:?}")
+            };
+            let reason =
+                format!("running sidecars keep {old} until restarted; cross-network traffic to them fails until then");
             let kind = ActionKind::RestartWorkloads {
                 enabled: self.options.restart_workloads,
                 command,
@@ -748,8 +786,27 @@ impl<'a> Planner<'a> {
             .sort_by(|a, b| (a.phase, &a.cluster, rank(a), a.peer()).cmp(&(b.phase, &b.cluster, rank(b), b.peer())));
         let mut changes: Vec<Change> = self.changes.into_iter().collect();
         if !self.options.targets.is_empty() {
-            let targets = &self.options.targets;
-            let hit = |c: &str| targets.iter().any(|t| t == c);
+            let mut targets: BTreeSet<String> = self.options.targets.iter().cloned().collect();
+            // A network change is detach + relabel + re-attach in every
+            // primary, or nothing: touching a moving cluster takes in all of it.
+            let moving: BTreeSet<String> = changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::NetworkChange { cluster, .. } => Some(cluster.clone()),
+                    _ => None,
+                })
+                .collect();
+            let pulled: Vec<String> = self
+                .actions
+                .iter()
+                .filter(|a| targets.contains(&a.cluster) || a.peer().is_some_and(|p| targets.contains(p)))
+                .flat_map(|a| [Some(a.cluster.as_str()), a.peer()])
+                .flatten()
+                .filter(|c| moving.contains(*c))
+                .map(str::to_string)
+                .collect();
+            targets.extend(pulled);
+            let hit = |c: &str| targets.contains(c);
             self.actions.retain(|a| hit(&a.cluster) || a.peer().is_some_and(hit));
             changes.retain(|c| match c {
                 Change::Attach { cluster, .. }
@@ -842,7 +899,10 @@ pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
                 &facts.gateway,
             ),
             (format!("Service/{ns}/{service}"), &facts.gateway_service),
-            (format!("Secret/{ns}/{}", objects::READER_TOKEN_SECRET), &facts.reader.token_secret),
+            (
+                format!("Secret/{ns}/{}", objects::READER_TOKEN_SECRET),
+                &facts.reader.token_secret,
+            ),
         ] {
             if let Some(object) = object {
                 put(format!("{name}/{kind}"), object);

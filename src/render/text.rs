@@ -143,6 +143,9 @@ fn describe_change(change: &Change) -> String {
     match change {
         Change::Attach { cluster, network } => format!("attach {cluster} on network {network:?}"),
         Change::Detach { cluster } => format!("detach {cluster} (it is no longer in the topology)"),
+        Change::NetworkChange { cluster, from, to } if from.is_empty() => {
+            format!("{cluster} moves from the default network (no label) to {to:?} (detach + re-attach)")
+        }
         Change::NetworkChange { cluster, from, to } => {
             format!("{cluster} moves from network {from:?} to {to:?} (detach + re-attach)")
         }
