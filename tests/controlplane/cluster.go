@@ -78,15 +78,19 @@ func (c *cluster) server() string { return "https://" + c.proxy.addr }
 func (c *cluster) info() clusterInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return clusterInfo{
+	info := clusterInfo{
 		Name:          c.name,
 		ID:            c.id,
-		Server:        c.server(),
 		KubeSystemUID: c.kubeSystemUID,
 		Kubeconfig:    c.kubeconfig,
 		Running:       c.running,
-		LatencyMillis: c.proxy.latency().Milliseconds(),
 	}
+	// A cluster listed while another request is still preparing it has no proxy yet.
+	if c.proxy != nil {
+		info.Server = c.server()
+		info.LatencyMillis = c.proxy.latency().Milliseconds()
+	}
+	return info
 }
 
 // prepare makes the cluster's credentials and reserves its public port.
@@ -137,8 +141,14 @@ func (c *cluster) prepare() error {
 		return err
 	}
 
-	c.proxy, err = newProxy()
-	return err
+	proxy, err := newProxy()
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.proxy = proxy
+	c.mu.Unlock()
+	return nil
 }
 
 func newCA(commonName string) (*ecdsa.PrivateKey, *x509.Certificate, error) {

@@ -205,7 +205,9 @@ func (p *plane) addClusters(names []string) ([]clusterInfo, error) {
 		kubeconfig = filepath.Join(p.root, fmt.Sprintf("kubeconfig-%d", batch))
 	}
 	for _, c := range added {
+		c.mu.Lock()
 		c.kubeconfig = kubeconfig
+		c.mu.Unlock()
 		if err := c.prepare(); err != nil {
 			p.removeClusters(added)
 			return nil, fmt.Errorf("cluster %q: %w", c.name, err)
