@@ -378,7 +378,7 @@ impl Run<'_> {
                 let api: Api<Namespace> = Api::all(client);
                 self.ssa(&api, ns, &build::network_label(ns, network), false).await
             }
-            ActionKind::EnsureReader { spec_hash } => {
+            ActionKind::EnsureReader { spec_hash, .. } => {
                 let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
                 let mut diffs = Vec::new();
                 // Istio's charts may have made the account already: use it, never touch it.

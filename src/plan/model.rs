@@ -99,6 +99,9 @@ pub enum ActionKind {
     /// to read this cluster.
     EnsureReader {
         spec_hash: String,
+        /// The role exists already and is brought up to date.
+        #[serde(default)]
+        update: bool,
     },
     /// The `cross-network-gateway` Gateway exposing this cluster's services
     /// to other networks through the east-west gateway.
@@ -169,7 +172,8 @@ impl Action {
         match &self.kind {
             ActionKind::DeleteRemoteSecret { .. } | ActionKind::DeleteGateway { .. } => Effect::Delete,
             ActionKind::SetNetwork { previous: None, .. } => Effect::Create,
-            ActionKind::SetNetwork { .. } | ActionKind::EnsureReader { .. } => Effect::Update,
+            ActionKind::SetNetwork { .. } | ActionKind::EnsureReader { update: true, .. } => Effect::Update,
+            ActionKind::EnsureReader { update: false, .. } => Effect::Create,
             ActionKind::EnsureGateway { update, .. } => {
                 if *update {
                     Effect::Update

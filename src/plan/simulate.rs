@@ -47,7 +47,7 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 });
                 ns.network = Some(network.clone());
             }
-            ActionKind::EnsureReader { spec_hash } => {
+            ActionKind::EnsureReader { spec_hash, .. } => {
                 facts.reader = ReaderFacts {
                     service_account: facts.reader.service_account.clone().or(Some(object("sa", None))),
                     cluster_role: Some(object("role", Some(spec_hash.clone()))),
