@@ -1118,7 +1118,11 @@ fn mesh_file() -> impl Strategy<Value = MeshFile> {
         prop::collection::btree_map(name_like(), network, 0..3),
     )
         .prop_map(|(name, namespace, clusters, networks)| MeshFile {
-            mesh: MeshSection { name, namespace, tokens: None },
+            mesh: MeshSection {
+                name,
+                namespace,
+                tokens: None,
+            },
             clusters,
             networks,
         })

@@ -446,7 +446,10 @@ impl<'a> Planner<'a> {
                     self.push(
                         Phase::Network,
                         &cluster.name,
-                        ActionKind::EnsureReader { spec_hash: hash, update: reader.cluster_role.is_some() },
+                        ActionKind::EnsureReader {
+                            spec_hash: hash,
+                            update: reader.cluster_role.is_some(),
+                        },
                         reason,
                     );
                 }
