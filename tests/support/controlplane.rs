@@ -469,14 +469,22 @@ fn build() -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     fs::rename(&tmp, &bin).expect("moving the built control plane into place");
-    // Builds of older sources are dead weight; a test process still running one keeps its open copy.
+    // Builds of older sources are dead weight (~130 MB each). Keep those built
+    // within the hour: a test process started from older sources may still
+    // want to spawn its copy.
     for entry in fs::read_dir(&out).into_iter().flatten().flatten() {
         let path = entry.path();
-        let stale = path
+        let old_build = path
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("controlplane-"));
-        if stale && path != bin {
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if old_build && path != bin && age > Duration::from_secs(3600) {
             let _ = fs::remove_file(path);
         }
     }
