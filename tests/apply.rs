@@ -1150,3 +1150,121 @@ async fn an_unmanaged_remote_secret_is_a_conflict_until_adopted() {
     assert_converged(&mesh, &[east, west]).await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
+
+// Regression: server-side apply merged meshform's remote secret into an
+// unlabelled Secret of the same name, which observe (listing by label) never
+// saw: the object was taken over and got a second cluster id.
+#[tokio::test]
+async fn an_unlabelled_secret_of_the_same_name_is_not_merged_into() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let secrets: Api<Secret> = Api::namespaced(east.client(), NAMESPACE);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("istio-remote-secret-west".into()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([("legacy".to_string(), "made by hand".to_string())])),
+        ..Secret::default()
+    };
+    let made = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the secret");
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+
+    let out = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(
+        out.stdout
+            .contains("istio-system/istio-remote-secret-west already exists and is not managed by meshform"),
+        "{out}"
+    );
+    let after = secrets.get("istio-remote-secret-west").await.expect("the secret");
+    assert_eq!(
+        after.metadata.resource_version, made.metadata.resource_version,
+        "the secret was changed"
+    );
+    // The rest of the phase went ahead.
+    assert_remote_secret(west, east, "east").await;
+
+    secrets
+        .delete("istio-remote-secret-west", &Default::default())
+        .await
+        .expect("deleting the secret");
+    mesh.apply(&[]).await;
+    assert_remote_secret(east, west, "west").await;
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn rotating_tokens_replaces_them_in_place() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    mesh.apply(&[]).await;
+    let token = |s: &Secret, peer: &str| support::mesh::token_of(&s.data.as_ref().unwrap()[peer].0).expect("token");
+    let before = assert_remote_secret(east, west, "west").await;
+    let old_token = token(&before, "west");
+    mesh.assert_no_token_leaked(&[east, west]).await;
+
+    let out = mesh.apply(&["--rotate-tokens", "--diff"]).await;
+    assert!(out.stdout.contains("(sensitive value changed)"), "{out}");
+    let after = assert_remote_secret(east, west, "west").await;
+    // In place: the same object, never a moment without the peer.
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    let new_token = token(&after, "west");
+    assert_ne!(new_token, old_token, "the token was not rotated");
+    assert!(!out.to_string().contains(&old_token) && !out.to_string().contains(&new_token));
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_deferred_and_never_detached() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let (east, west, north) = (
+        clusters.by_name("east"),
+        clusters.by_name("west"),
+        clusters.by_name("north"),
+    );
+    let all = [east, west, north];
+    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    mesh.apply(&[]).await;
+    let secret_rv =
+        async |primary: &Cluster, name: &str| remote_secrets(primary).await[name].metadata.resource_version.clone();
+    let east_for_north = secret_rv(east, "istio-remote-secret-north").await;
+    let west_for_north = secret_rv(west, "istio-remote-secret-north").await;
+    let east_for_west = secret_rv(east, "istio-remote-secret-west").await;
+
+    north.stop().await;
+    let refused = mesh
+        .run("apply", &["--auto-approve", "--rotate-tokens"])
+        .await
+        .expect(1);
+    assert!(refused.stderr.contains("cluster \"north\""), "{refused}");
+    // Deferred: the reachable clusters' tokens rotate, north's secrets stay as they are.
+    let out = mesh
+        .apply(&["--skip-unreachable", "--allow-detach", "--rotate-tokens"])
+        .await;
+    assert!(out.stdout.contains("north"), "the deferred cluster is listed:\n{out}");
+    assert_ne!(
+        secret_rv(east, "istio-remote-secret-west").await,
+        east_for_west,
+        "east's secret for west was not rotated"
+    );
+    assert_eq!(
+        secret_rv(east, "istio-remote-secret-north").await,
+        east_for_north,
+        "a secret for an unknown cluster changed"
+    );
+    assert_eq!(
+        secret_rv(west, "istio-remote-secret-north").await,
+        west_for_north,
+        "a secret for an unknown cluster changed"
+    );
+
+    north.start().await;
+    assert_converged(&mesh, &all).await;
+    mesh.assert_no_token_leaked(&all).await;
+}

@@ -432,6 +432,20 @@ impl Run<'_> {
                     .facts(peer)
                     .map(|f| f.identity.clone())
                     .ok_or_else(|| format!("cluster {peer} was not observed"))?;
+                let api: Api<Secret> = Api::namespaced(client, ns);
+                if *mode == WriteMode::Create {
+                    // Observe lists remote secrets by label, so a Secret of this
+                    // name without the label was not seen; server-side apply would
+                    // merge into it (a second data key is a second cluster id to Istio).
+                    let existing = api.get_opt(name).await.map_err(|e| error_chain(&e))?;
+                    if existing.is_some_and(|s| !objects::is_managed(s.metadata.labels.as_ref(), self.mesh())) {
+                        return Err(format!(
+                            "Secret {ns}/{name} already exists and is not managed by meshform; it was left as it is \
+                             (delete it, or label it {}=true and apply with --adopt)",
+                            objects::MULTICLUSTER_LABEL
+                        ));
+                    }
+                }
                 let token = self.token(peer).await?;
                 let kubeconfig = build::peer_kubeconfig(peer, server, peer_connection.ca_pem.as_deref(), &token);
                 let secret = build::RemoteSecret {
@@ -444,7 +458,6 @@ impl Run<'_> {
                     resource_version: precondition.as_ref().map(|p| p.resource_version.as_str()),
                 }
                 .build(&kubeconfig);
-                let api: Api<Secret> = Api::namespaced(client, ns);
                 // Adoption takes the fields over from whoever wrote them (istioctl, kubectl).
                 self.ssa(&api, name, &secret, *mode == WriteMode::Adopt).await
             }
