@@ -48,7 +48,7 @@ import (
 	"istio.io/istio/pkg/kube/namespace"
 )
 
-// How often the state is re-read and, for each remote cluster, its client probed.
+// How often the state is re-read, and each remote cluster's client probed.
 const (
 	pollInterval  = 200 * time.Millisecond
 	probeInterval = time.Second
@@ -71,13 +71,14 @@ type remoteView struct {
 	Secret string `json:"secret"`
 	// Status is Istio's sync status: syncing, synced, timeout or closed.
 	Status string `json:"status"`
-	// ClientOK: a namespace list through the client Istio built for this
-	// cluster succeeded on the latest probe.
+	// ClientOK: a namespace list through the client Istio holds for this
+	// cluster succeeded on the latest probe (once a second).
 	ClientOK    bool   `json:"client_ok"`
 	ClientError string `json:"client_error,omitempty"`
 	// Network is the topology.istio.io/network label of the system namespace
 	// of this cluster, read the way istiod's kube service registry reads it;
-	// null until that namespace is seen, "" when it has no such label.
+	// null until Istio has started the cluster's components and that
+	// namespace is seen, "" when it has no such label.
 	Network *string `json:"network"`
 	// Builds counts how often Istio built a client for this cluster id (an
 	// add, then one per changed kubeconfig, e.g. a rotated token).
@@ -91,25 +92,15 @@ type rejection struct {
 
 // peer is what this program attaches to every cluster Istio runs, through
 // multicluster.BuildMultiClusterComponent: the hook istiod's own per-cluster
-// components (the kube service registry among them) use.
+// components (the kube service registry among them) use. Istio calls it once
+// the cluster's namespace informer has synced.
 type peer struct {
-	id         cluster.ID
-	client     kube.Client
 	namespaces kclient.Client[*corev1.Namespace]
-	stop       chan struct{}
-	builds     int
-
-	mu       sync.Mutex
-	probed   bool
-	probeErr error
 }
 
 func (p *peer) HasSynced() bool { return p.namespaces.HasSynced() }
 
-func (p *peer) Close() {
-	close(p.stop)
-	p.namespaces.ShutdownHandlers()
-}
+func (p *peer) Close() { p.namespaces.ShutdownHandlers() }
 
 // network mirrors pilot/pkg/serviceregistry/kube/controller: the registry
 // watches namespaces with an unfiltered kclient and takes the network of the
@@ -124,32 +115,59 @@ func (p *peer) network(systemNamespace string) *string {
 	return &nw
 }
 
-func (p *peer) probe() {
+// probes lists namespaces, once a second, through the client Istio holds for
+// each remote cluster (the controller's GetRemoteKubeClient), whether or not
+// Istio managed to sync it.
+type probes struct {
+	mu      sync.Mutex
+	results map[cluster.ID]error
+}
+
+func (p *probes) run(controller *multicluster.Controller, stop <-chan struct{}) {
 	ticker := time.NewTicker(probeInterval)
 	defer ticker.Stop()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-		_, err := p.client.Kube().CoreV1().Namespaces().List(ctx, metav1.ListOptions{Limit: 1})
-		cancel()
+		ids := controller.ListClusters()
+		results := make(map[cluster.ID]error, len(ids))
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, id := range ids {
+			client := controller.GetRemoteKubeClient(id)
+			if client == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+				defer cancel()
+				_, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{Limit: 1})
+				mu.Lock()
+				results[id] = err
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
 		p.mu.Lock()
-		p.probed, p.probeErr = true, err
+		p.results = results
 		p.mu.Unlock()
 		select {
-		case <-p.stop:
+		case <-stop:
 			return
 		case <-ticker.C:
 		}
 	}
 }
 
-func (p *peer) clientState() (bool, string) {
+func (p *probes) state(id cluster.ID) (bool, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	err, probed := p.results[id]
 	switch {
-	case !p.probed:
+	case !probed:
 		return false, "not probed yet"
-	case p.probeErr != nil:
-		return false, p.probeErr.Error()
+	case err != nil:
+		return false, err.Error()
 	default:
 		return true, ""
 	}
@@ -235,31 +253,23 @@ func run(kubeconfig, kubeContext string, clusterID cluster.ID, systemNamespace s
 	if controller == nil {
 		return fmt.Errorf("multicluster.NewController returned nil (see the log)")
 	}
-	// Istio's own builder decides what it accepts; this only remembers its verdict.
+	// Istio's own builder decides what it accepts; this only remembers its
+	// verdict, and counts the clients it built for each cluster id.
 	rejected := &rejections{errors: map[string]string{}}
+	var buildsMu sync.Mutex
+	builds := map[cluster.ID]int{}
 	controller.ClientBuilder = func(kubeConfig []byte, id cluster.ID, overrides ...func(*rest.Config)) (kube.Client, error) {
 		c, err := multicluster.DefaultBuildClientsFromConfig(kubeConfig, id, overrides...)
 		rejected.record(id, err)
+		if err == nil {
+			buildsMu.Lock()
+			builds[id]++
+			buildsMu.Unlock()
+		}
 		return c, err
 	}
-
-	var buildsMu sync.Mutex
-	builds := map[cluster.ID]int{}
 	peers := multicluster.BuildMultiClusterComponent(controller, func(c *multicluster.Cluster) *peer {
-		buildsMu.Lock()
-		builds[c.ID]++
-		n := builds[c.ID]
-		buildsMu.Unlock()
-		p := &peer{
-			id:         c.ID,
-			client:     c.Client,
-			namespaces: kclient.New[*corev1.Namespace](c.Client),
-			stop:       make(chan struct{}),
-			builds:     n,
-		}
-		// Constructors must not block; the first probe runs beside Istio's sync.
-		go p.probe()
-		return p
+		return &peer{namespaces: kclient.New[*corev1.Namespace](c.Client)}
 	})
 
 	if err := controller.Run(stop); err != nil {
@@ -267,6 +277,8 @@ func run(kubeconfig, kubeContext string, clusterID cluster.ID, systemNamespace s
 	}
 	// Last, as in istiod: informers registered above start here.
 	go client.RunAndWait(stop)
+	probed := &probes{}
+	go probed.run(controller, stop)
 
 	out := bufio.NewWriter(os.Stdout)
 	var last *snapshot
@@ -285,11 +297,13 @@ func run(kubeconfig, kubeContext string, clusterID cluster.ID, systemNamespace s
 				continue
 			}
 			view := remoteView{ID: string(info.ID), Secret: info.SecretName, Status: info.SyncStatus}
+			view.ClientOK, view.ClientError = probed.state(info.ID)
 			if p := peers.ForCluster(info.ID); p != nil {
-				view.ClientOK, view.ClientError = (*p).clientState()
 				view.Network = (*p).network(systemNamespace)
-				view.Builds = (*p).builds
 			}
+			buildsMu.Lock()
+			view.Builds = builds[info.ID]
+			buildsMu.Unlock()
 			s.Clusters = append(s.Clusters, view)
 		}
 		sort.Slice(s.Clusters, func(i, j int) bool { return s.Clusters[i].ID < s.Clusters[j].ID })

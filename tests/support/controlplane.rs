@@ -492,7 +492,8 @@ fn build() -> PathBuf {
     bin
 }
 
-fn go() -> PathBuf {
+/// The `go` command: `$GO`, else `go` on PATH, else the usual install path.
+pub(super) fn go() -> PathBuf {
     if let Some(go) = std::env::var_os("GO") {
         return go.into();
     }
@@ -519,7 +520,7 @@ fn kubernetes_version(src: &Path) -> String {
 
 /// FNV-1a over the sources' relative paths and contents: stable across Rust
 /// releases, unlike `DefaultHasher`, and enough to tell builds apart.
-fn source_hash(src: &Path) -> u64 {
+pub(super) fn source_hash(src: &Path) -> u64 {
     let mut files = Vec::new();
     collect_sources(src, &mut files);
     files.sort();

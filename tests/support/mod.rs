@@ -6,4 +6,5 @@
 
 pub mod cli;
 pub mod controlplane;
+pub mod istio;
 pub mod mesh;

@@ -1,0 +1,423 @@
+//! Istio's own code reads what meshform writes: after `meshform apply`,
+//! Istio's multi-cluster secret controller (run by `tests/istiocheck/` against
+//! a primary, see `support::istio`) syncs every peer with a working client and
+//! sees each cluster on the network mesh.toml gives it; after detach, network
+//! changes and token rotation it follows. Remote secrets meshform would never
+//! write are refused by the API server or by Istio, and meshform's validation
+//! refuses the topology that would lead to them before any write.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Output;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServicePort, ServiceSpec};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use support::controlplane::{Cluster, ControlPlane};
+use support::istio::{IstioCheck, Snapshot};
+
+const MESH: &str = "mesh1";
+const NAMESPACE: &str = "istio-system";
+const NETWORK_LABEL: &str = "topology.istio.io/network";
+
+/// A mesh.toml in a temporary directory, for clusters of the test control plane.
+struct MeshToml {
+    dir: tempfile::TempDir,
+}
+
+impl MeshToml {
+    fn new() -> MeshToml {
+        MeshToml {
+            dir: tempfile::tempdir().expect("creating a temporary directory"),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("mesh.toml")
+    }
+
+    /// Writes the mesh: each cluster under its context name, on `network`, a primary.
+    fn write(&self, clusters: &[(&Cluster, &str)]) {
+        let mut text = format!("[mesh]\nname = \"{MESH}\"\nnamespace = \"{NAMESPACE}\"\n");
+        for (cluster, network) in clusters {
+            write!(
+                text,
+                "\n[[cluster]]\nname = \"{name}\"\ncontext = \"{name}\"\nkubeconfig = \"{kubeconfig}\"\nnetwork = \"{network}\"\n",
+                name = cluster.name(),
+                kubeconfig = cluster.kubeconfig().display(),
+            )
+            .expect("writing to a string");
+        }
+        std::fs::write(self.path(), text).expect("writing mesh.toml");
+    }
+
+    /// Runs the real binary with `-f mesh.toml` after `args`.
+    async fn meshform(&self, args: &[&str]) -> Output {
+        let mut cmd = support::cli::meshform();
+        cmd.args(args).arg("-f").arg(self.path());
+        tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("the meshform thread")
+            .expect("running meshform")
+    }
+
+    /// `meshform apply --auto-approve` plus `extra`, which must succeed.
+    async fn apply(&self, extra: &[&str]) {
+        let mut args = vec!["apply", "--auto-approve"];
+        args.extend_from_slice(extra);
+        let output = self.meshform(&args).await;
+        assert!(
+            output.status.success(),
+            "meshform {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- mesh.toml\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(self.path()).unwrap_or_default(),
+        );
+    }
+}
+
+/// What Istio's installer leaves for meshform on a cross-network mesh: the
+/// east-west gateway's Service (the mesh namespace is seeded by the plane).
+async fn install_eastwest_gateway(cluster: &Cluster) {
+    let service = Service {
+        metadata: ObjectMeta {
+            name: Some("istio-eastwestgateway".into()),
+            labels: Some(BTreeMap::from([("istio".into(), "eastwestgateway".into())])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([("istio".into(), "eastwestgateway".into())])),
+            ports: Some(vec![ServicePort {
+                name: Some("tls".into()),
+                port: 15443,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    Api::<Service>::namespaced(cluster.client(), NAMESPACE)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap_or_else(|e| panic!("creating the east-west gateway Service in {}: {e}", cluster.name()));
+}
+
+/// Istio in a primary holds exactly `peers`, each synced with a working
+/// client and on the network given.
+fn sees(snapshot: &Snapshot, peers: &[(&str, &str)]) -> bool {
+    snapshot.ids().len() == peers.len()
+        && peers.iter().all(|(id, network)| {
+            snapshot
+                .cluster(id)
+                .is_some_and(|c| c.is_healthy() && c.network.as_deref() == Some(network))
+        })
+}
+
+/// Waits until Istio in `primary` sees exactly `peers` (id, network), healthy.
+async fn wait_for_peers(istio: &IstioCheck, primary: &str, peers: &[(&str, &str)]) -> Snapshot {
+    istio
+        .wait_for(&format!("{primary} holding exactly {peers:?}, synced"), |s| {
+            sees(s, peers)
+        })
+        .await
+}
+
+#[tokio::test]
+async fn istio_syncs_every_peer_on_its_network_after_apply() {
+    let clusters = ControlPlane::shared().clusters(&["a", "b", "c"]).await;
+    for cluster in clusters.iter() {
+        install_eastwest_gateway(cluster).await;
+    }
+    let (a, b, c) = (clusters.by_name("a"), clusters.by_name("b"), clusters.by_name("c"));
+    let mesh = MeshToml::new();
+    mesh.write(&[(a, "net-a"), (b, "net-b"), (c, "net-c")]);
+    mesh.apply(&[]).await;
+
+    // Every cluster is a primary: each runs istiod, and each istiod must
+    // reach the two others through the secrets meshform wrote.
+    let istio: Vec<IstioCheck> = clusters
+        .iter()
+        .map(|cluster| IstioCheck::start(cluster, cluster.name(), NAMESPACE))
+        .collect();
+    let a_sees = wait_for_peers(&istio[0], "a", &[("b", "net-b"), ("c", "net-c")]).await;
+    wait_for_peers(&istio[1], "b", &[("a", "net-a"), ("c", "net-c")]).await;
+    wait_for_peers(&istio[2], "c", &[("a", "net-a"), ("b", "net-b")]).await;
+
+    assert_eq!(
+        a_sees.cluster("b").unwrap().secret,
+        "istio-system/istio-remote-secret-b"
+    );
+    assert!(
+        a_sees.rejected.is_empty(),
+        "Istio refused a kubeconfig: {:?}",
+        a_sees.rejected
+    );
+    // The controller as a whole is ready: what istiod's readiness waits for.
+    istio[0].wait_for("the secret controller synced", |s| s.synced).await;
+}
+
+#[tokio::test]
+async fn detached_peer_is_dropped_by_istio() {
+    let clusters = ControlPlane::shared().clusters(&["a", "b", "c"]).await;
+    for cluster in clusters.iter() {
+        install_eastwest_gateway(cluster).await;
+    }
+    let (a, b, c) = (clusters.by_name("a"), clusters.by_name("b"), clusters.by_name("c"));
+    let mesh = MeshToml::new();
+    mesh.write(&[(a, "net-a"), (b, "net-b"), (c, "net-c")]);
+    mesh.apply(&[]).await;
+    let istio = IstioCheck::start(a, "a", NAMESPACE);
+    wait_for_peers(&istio, "a", &[("b", "net-b"), ("c", "net-c")]).await;
+
+    mesh.write(&[(a, "net-a"), (b, "net-b")]);
+    mesh.apply(&["--allow-detach"]).await;
+    wait_for_peers(&istio, "a", &[("b", "net-b")]).await;
+}
+
+#[tokio::test]
+async fn network_change_is_seen_by_istio_after_every_apply() {
+    let clusters = ControlPlane::shared().clusters(&["a", "b", "c"]).await;
+    for cluster in clusters.iter() {
+        install_eastwest_gateway(cluster).await;
+    }
+    let (a, b, c) = (clusters.by_name("a"), clusters.by_name("b"), clusters.by_name("c"));
+    let mesh = MeshToml::new();
+    mesh.write(&[(a, "net-a"), (b, "net-b"), (c, "net-c")]);
+    mesh.apply(&[]).await;
+    let istio = IstioCheck::start(a, "a", NAMESPACE);
+    let before = wait_for_peers(&istio, "a", &[("b", "net-b"), ("c", "net-c")]).await;
+    let builds_before = before.cluster("b").unwrap().builds;
+
+    // b moves onto c's network: meshform detaches b, relabels it and re-attaches it.
+    mesh.write(&[(a, "net-a"), (b, "net-c"), (c, "net-c")]);
+    mesh.apply(&["--allow-detach"]).await;
+    let after = wait_for_peers(&istio, "a", &[("b", "net-c"), ("c", "net-c")]).await;
+    assert!(
+        after.cluster("b").unwrap().builds > builds_before,
+        "Istio never rebuilt b's client, so it never saw the re-attach: {after:#?}"
+    );
+
+    // And back, for the network of every cluster after a second change.
+    mesh.write(&[(a, "net-a"), (b, "net-b"), (c, "net-c")]);
+    mesh.apply(&["--allow-detach"]).await;
+    wait_for_peers(&istio, "a", &[("b", "net-b"), ("c", "net-c")]).await;
+    // The primary's own view of its peers' labels is not all: b and c see a too.
+    let from_b = IstioCheck::start(b, "b", NAMESPACE);
+    wait_for_peers(&from_b, "b", &[("a", "net-a"), ("c", "net-c")]).await;
+}
+
+#[tokio::test]
+async fn token_rotation_keeps_istio_synced() {
+    let clusters = ControlPlane::shared().clusters(&["a", "b", "c"]).await;
+    let (a, b, c) = (clusters.by_name("a"), clusters.by_name("b"), clusters.by_name("c"));
+    let mesh = MeshToml::new();
+    // One flat network: no gateway needed.
+    mesh.write(&[(a, "flat"), (b, "flat"), (c, "flat")]);
+    mesh.apply(&[]).await;
+    let istio = IstioCheck::start(a, "a", NAMESPACE);
+    let before = wait_for_peers(&istio, "a", &[("b", "flat"), ("c", "flat")]).await;
+
+    mesh.apply(&["--rotate-tokens"]).await;
+    // Istio builds a new client from each new kubeconfig and swaps it in once synced.
+    let after = istio
+        .wait_for("new clients for b and c, synced", |s| {
+            sees(s, &[("b", "flat"), ("c", "flat")])
+                && ["b", "c"]
+                    .iter()
+                    .all(|id| s.cluster(id).unwrap().builds > before.cluster(id).unwrap().builds)
+        })
+        .await;
+    assert!(after.rejected.is_empty(), "{:?}", after.rejected);
+}
+
+/// A remote secret as istioctl and meshform write it, by hand.
+fn remote_secret(name: &str, cluster_id: &str, kubeconfig: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(NAMESPACE.to_string()),
+            labels: Some(BTreeMap::from([("istio/multiCluster".into(), "true".into())])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            cluster_id.to_string(),
+            ByteString(kubeconfig.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// A kubeconfig for `server` authenticating with `user` (a kubeconfig `user` map).
+fn kubeconfig(server: &str, user: serde_json::Value) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "x", "cluster": { "server": server, "insecure-skip-tls-verify": true } }],
+        "users": [{ "name": "x", "user": user }],
+        "contexts": [{ "name": "x", "context": { "cluster": "x", "user": "x" } }],
+        "current-context": "x",
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn hand_written_bad_remote_secrets_are_refused_as_istio_would() {
+    let bad_context = "gke_acme_europe-west1_prod";
+    let clusters = ControlPlane::shared().clusters(&["a", bad_context]).await;
+    let (a, bad) = (clusters.by_name("a"), clusters.by_name(bad_context));
+    let secrets: Api<Secret> = Api::namespaced(a.client(), NAMESPACE);
+    let istio = IstioCheck::start(a, "a", NAMESPACE);
+    istio.wait_for("the secret controller synced", |s| s.synced).await;
+
+    // A secret named after a kubeconfig context such as GKE's is not a valid
+    // object name: the API server refuses it, so istiod never sees it.
+    let refused = secrets
+        .create(
+            &PostParams::default(),
+            &remote_secret(
+                &format!("istio-remote-secret-{bad_context}"),
+                bad_context,
+                &kubeconfig(bad.server(), serde_json::json!({ "token": "t" })),
+            ),
+        )
+        .await
+        .expect_err("the API server accepted an invalid secret name");
+    match &refused {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(status.message.contains("metadata.name"), "{status:?}");
+        }
+        other => panic!("expected an API error, got {other}"),
+    }
+
+    // Kubeconfigs istiod refuses to build a client from: credentials that
+    // run a command or read a file on istiod's host, and text that is not a
+    // kubeconfig. Istio's own ClientBuilder says why.
+    let refusals = [
+        (
+            "exec",
+            kubeconfig(
+                bad.server(),
+                serde_json::json!({ "exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1",
+                    "command": "gke-gcloud-auth-plugin",
+                    "interactiveMode": "Never",
+                } }),
+            ),
+            "exec is not allowed",
+        ),
+        (
+            "token-file",
+            kubeconfig(
+                bad.server(),
+                serde_json::json!({ "tokenFile": "/var/run/secrets/token" }),
+            ),
+            "tokenFile is not allowed",
+        ),
+        ("garbage", "this is not a kubeconfig".to_string(), "kubeconfig"),
+    ];
+    for (id, config, _) in &refusals {
+        secrets
+            .create(
+                &PostParams::default(),
+                &remote_secret(&format!("istio-remote-secret-{id}"), id, config),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("writing the {id} secret: {e}"));
+    }
+    let report = istio
+        .wait_for("every bad kubeconfig refused", |s| {
+            refusals.iter().all(|(id, _, _)| s.rejection(id).is_some())
+        })
+        .await;
+    for (id, _, reason) in &refusals {
+        let error = report.rejection(id).unwrap();
+        assert!(
+            error.contains(reason),
+            "{id}: Istio said {error:?}, expected it to mention {reason:?}"
+        );
+        assert!(
+            report.cluster(id).is_none(),
+            "Istio kept a cluster for {id}: {report:#?}"
+        );
+    }
+
+    // A well-formed kubeconfig with a token the peer does not accept: Istio
+    // takes it, cannot sync the cluster, and gives up on it after its remote
+    // cluster timeout (30s by default) so that istiod can become ready.
+    secrets
+        .create(
+            &PostParams::default(),
+            &remote_secret(
+                "istio-remote-secret-bad-token",
+                "bad-token",
+                &kubeconfig(bad.server(), serde_json::json!({ "token": "not-a-token" })),
+            ),
+        )
+        .await
+        .expect("writing the bad-token secret");
+    let report = istio
+        .wait_for("the bad-token cluster timed out", |s| {
+            s.cluster("bad-token").is_some_and(|c| c.status == "timeout")
+        })
+        .await;
+    let bad_token = report.cluster("bad-token").unwrap();
+    assert!(!bad_token.client_ok, "{bad_token:#?}");
+    assert!(
+        bad_token
+            .client_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Unauthorized"),
+        "{bad_token:#?}"
+    );
+    assert!(
+        report.synced,
+        "a timed-out cluster must not hold istiod back: {report:#?}"
+    );
+}
+
+#[tokio::test]
+async fn validate_refuses_a_bad_cluster_name_before_any_write() {
+    let bad_context = "gke_acme_asia-east1_apac";
+    let clusters = ControlPlane::shared().clusters(&["a", bad_context]).await;
+    let (a, bad) = (clusters.by_name("a"), clusters.by_name(bad_context));
+    let mesh = MeshToml::new();
+    // The context doubles as the mesh name here: not a DNS-1123 label, so
+    // neither a secret name nor a sensible Istio cluster id.
+    mesh.write(&[(a, "flat"), (bad, "flat")]);
+
+    let validate = mesh.meshform(&["validate"]).await;
+    let stderr = String::from_utf8_lossy(&validate.stderr);
+    assert_eq!(validate.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("invalid_name"), "{stderr}");
+    let apply = mesh.meshform(&["apply", "--auto-approve"]).await;
+    assert_eq!(
+        apply.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+
+    // Nothing was written anywhere, and Istio in a has nothing to read.
+    for cluster in [a, bad] {
+        let secrets = Api::<Secret>::namespaced(cluster.client(), NAMESPACE)
+            .list(&ListParams::default().labels("istio/multiCluster=true"))
+            .await
+            .expect("listing remote secrets");
+        assert!(secrets.items.is_empty(), "{} holds remote secrets", cluster.name());
+        let namespace = Api::<Namespace>::all(cluster.client())
+            .get(NAMESPACE)
+            .await
+            .expect("reading the mesh namespace");
+        let labels = namespace.metadata.labels.unwrap_or_default();
+        assert!(!labels.contains_key(NETWORK_LABEL), "{} was labelled", cluster.name());
+    }
+    let istio = IstioCheck::start(a, "a", NAMESPACE);
+    let report = istio.wait_for("the secret controller synced", |s| s.synced).await;
+    assert!(report.clusters.is_empty() && report.rejected.is_empty(), "{report:#?}");
+}

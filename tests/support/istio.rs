@@ -1,0 +1,299 @@
+//! Istio's own multi-cluster secret controller, run against one primary of
+//! the test control plane by the Go program in `tests/istiocheck/`.
+//!
+//! This module builds that program once per source change (cached under
+//! `target/tmp/istiocheck/` like the control plane, by the same source hash and
+//! under a file lock), starts it for a primary, and waits for what Istio
+//! reports to meet a condition. It only reads what Istio reports: it does not
+//! decide for Istio what a remote secret means. The program stops when its
+//! stdin closes, which happens when the [`IstioCheck`] drops or this process
+//! exits.
+//!
+//! ```ignore
+//! let istio = IstioCheck::start(clusters.by_name("a"), "a", "istio-system");
+//! istio.wait_for("both peers synced", |s| s.synced_ids() == ["b", "c"]).await;
+//! ```
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::controlplane::{Cluster, go, source_hash};
+
+/// The Go program's sources.
+const GO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/istiocheck");
+
+/// How long a condition may take: Istio builds a client, starts its informers
+/// and syncs them (its own remote-cluster timeout is 30s).
+pub const ISTIO_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One line of the program's output: everything Istio knows at that moment.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Snapshot {
+    /// The primary's own cluster id, as passed to the program.
+    pub config_cluster: String,
+    pub namespace: String,
+    /// The controller's `HasSynced`: the secrets present at start are processed
+    /// and every remote cluster has synced or timed out.
+    pub synced: bool,
+    /// Istio's remote clusters (the controller's `ListRemoteClusters`), by id.
+    pub clusters: Vec<Remote>,
+    /// Cluster ids whose kubeconfig Istio's client builder refused, with its error.
+    pub rejected: Vec<Rejection>,
+}
+
+/// One remote cluster as Istio sees it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Remote {
+    pub id: String,
+    /// `namespace/name` of the remote secret it came from.
+    pub secret: String,
+    /// Istio's sync status: `syncing`, `synced`, `timeout` or `closed`.
+    pub status: String,
+    /// A namespace list through the client Istio built succeeded on the latest probe.
+    pub client_ok: bool,
+    pub client_error: Option<String>,
+    /// The `topology.istio.io/network` label of the mesh namespace in that
+    /// cluster, read as istiod's kube registry reads it; `None` until seen.
+    pub network: Option<String>,
+    /// How often Istio built a client for this id (one per distinct kubeconfig).
+    pub builds: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Rejection {
+    pub cluster: String,
+    pub error: String,
+}
+
+impl Snapshot {
+    pub fn cluster(&self, id: &str) -> Option<&Remote> {
+        self.clusters.iter().find(|c| c.id == id)
+    }
+
+    /// Ids of remote clusters Istio has synced and whose client works, sorted.
+    pub fn synced_ids(&self) -> Vec<&str> {
+        self.clusters
+            .iter()
+            .filter(|c| c.is_healthy())
+            .map(|c| c.id.as_str())
+            .collect()
+    }
+
+    /// Ids of every remote cluster Istio holds, whatever its state, sorted.
+    pub fn ids(&self) -> Vec<&str> {
+        self.clusters.iter().map(|c| c.id.as_str()).collect()
+    }
+
+    pub fn rejection(&self, id: &str) -> Option<&str> {
+        self.rejected.iter().find(|r| r.cluster == id).map(|r| r.error.as_str())
+    }
+}
+
+impl Remote {
+    /// Synced by Istio, and its Istio-built client reads the cluster.
+    pub fn is_healthy(&self) -> bool {
+        self.status == "synced" && self.client_ok
+    }
+}
+
+/// A running istiocheck for one primary.
+pub struct IstioCheck {
+    updates: watch::Receiver<Option<Snapshot>>,
+    log: PathBuf,
+    /// Holding stdin open keeps the program alive; closing it stops it.
+    process: Mutex<Option<(Child, ChildStdin)>>,
+}
+
+impl IstioCheck {
+    /// Starts Istio's secret controller against `primary` (its kubeconfig
+    /// context), as istiod with `CLUSTER_ID=cluster_id` in `namespace`.
+    pub fn start(primary: &Cluster, cluster_id: &str, namespace: &str) -> IstioCheck {
+        let binary = binary();
+        let log_dir = out_dir().join("logs");
+        fs::create_dir_all(&log_dir).expect("creating the istiocheck log directory");
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let log = log_dir.join(format!(
+            "istiocheck-{}-{}-{cluster_id}.log",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let stderr = File::create(&log).expect("creating the istiocheck log");
+        let mut child = Command::new(binary)
+            .arg("-kubeconfig")
+            .arg(primary.kubeconfig())
+            .args([
+                "-context",
+                primary.name(),
+                "-cluster-id",
+                cluster_id,
+                "-namespace",
+                namespace,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, updates) = watch::channel(None);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Snapshot>(&line) {
+                    Ok(snapshot) => {
+                        if tx.send(Some(snapshot)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => eprintln!("istiocheck: unreadable line ({e}): {line}"),
+                }
+            }
+        });
+        IstioCheck {
+            updates,
+            log,
+            process: Mutex::new(Some((child, stdin))),
+        }
+    }
+
+    /// The latest snapshot, if any arrived.
+    pub fn latest(&self) -> Option<Snapshot> {
+        self.updates.borrow().clone()
+    }
+
+    /// The program's stderr: Istio's own log.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Waits until Istio's report meets `condition`, for at most
+    /// [`ISTIO_TIMEOUT`]; panics with the last report and Istio's log otherwise.
+    pub async fn wait_for(&self, what: &str, condition: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        self.wait_for_within(what, ISTIO_TIMEOUT, condition).await
+    }
+
+    pub async fn wait_for_within(
+        &self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&Snapshot) -> bool,
+    ) -> Snapshot {
+        let deadline = Instant::now() + timeout;
+        let mut updates = self.updates.clone();
+        loop {
+            if let Some(snapshot) = updates.borrow_and_update().as_ref()
+                && condition(snapshot)
+            {
+                return snapshot.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let exited = self.exit_status();
+            if left.is_zero() || exited.is_some() {
+                panic!(
+                    "Istio did not report {what} within {timeout:?}{}; last report:\n{:#?}\nlog {}:\n{}",
+                    exited.map(|s| format!(" (istiocheck exited: {s})")).unwrap_or_default(),
+                    self.latest(),
+                    self.log.display(),
+                    log_tail(&self.log),
+                );
+            }
+            // Wake at least once a second to notice an exited program.
+            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), updates.changed()).await;
+        }
+    }
+
+    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        let mut process = self.process.lock().ok()?;
+        let (child, _) = process.as_mut()?;
+        child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for IstioCheck {
+    fn drop(&mut self) {
+        let Some((mut child, stdin)) = self.process.lock().map(|mut p| p.take()).unwrap_or(None) else {
+            return;
+        };
+        drop(stdin);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn out_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("istiocheck")
+}
+
+/// The program, built on first use in this process and whenever its sources
+/// change (the file name carries a hash of them).
+fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(build)
+}
+
+fn build() -> PathBuf {
+    let src = Path::new(GO_DIR);
+    let out = out_dir();
+    fs::create_dir_all(&out).expect("creating the istiocheck build directory");
+    let bin = out.join(format!("istiocheck-{:016x}", source_hash(src)));
+    if bin.exists() {
+        return bin;
+    }
+    // Test binaries run in parallel; the first to get here builds, the others wait.
+    let lock = File::create(out.join("build.lock")).expect("creating the build lock");
+    lock.lock().expect("taking the build lock");
+    if bin.exists() {
+        return bin;
+    }
+    let tmp = out.join(format!("istiocheck.{}.tmp", std::process::id()));
+    let started = Instant::now();
+    // A cold build compiles a large part of istio.io/istio and client-go: minutes.
+    let output = Command::new(go())
+        .current_dir(src)
+        .args(["build", "-buildvcs=false", "-trimpath", "-ldflags", "-s -w", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .output()
+        .unwrap_or_else(|e| panic!("running go build in {}: {e}", src.display()));
+    assert!(
+        output.status.success(),
+        "go build of istiocheck failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    fs::rename(&tmp, &bin).expect("moving the built istiocheck into place");
+    for entry in fs::read_dir(&out).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let stale = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("istiocheck-"));
+        if stale && path != bin {
+            let _ = fs::remove_file(path);
+        }
+    }
+    eprintln!("built istiocheck in {:.0?}", started.elapsed());
+    bin
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
