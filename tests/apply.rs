@@ -1268,3 +1268,67 @@ async fn an_unreachable_cluster_is_deferred_and_never_detached() {
     assert_converged(&mesh, &all).await;
     mesh.assert_no_token_leaked(&all).await;
 }
+
+// Regression: a lost lock (renewal refused because another apply took the
+// Lease) went unnoticed, and apply went on to the next phases regardless.
+#[tokio::test]
+async fn an_apply_that_loses_its_lock_starts_no_further_phase() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    // A slow west keeps the first phase busy for seconds.
+    west.set_latency(Duration::from_millis(1500)).await;
+    let mut run = mesh.stream(
+        "apply",
+        &["--auto-approve", "--format", "json", "--lock-duration", "2s"],
+    );
+    while let Some(line) = run.next_line(Duration::from_secs(120)).await {
+        if line.contains("\"event\":\"phase\"") {
+            break;
+        }
+    }
+    // Someone takes the lease over, as an apply would once it looks expired.
+    let leases: Api<Lease> = Api::namespaced(east.client(), NAMESPACE);
+    let name = format!("meshform-{MESH}");
+    eventually("taking the lease over", Duration::from_secs(30), async || {
+        let mut lease = leases.get(&name).await.ok()?;
+        let spec = lease.spec.as_mut()?;
+        spec.holder_identity = Some("thief".into());
+        spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
+        spec.lease_duration_seconds = Some(600);
+        leases.replace(&name, &PostParams::default(), &lease).await.ok()
+    })
+    .await;
+    let out = run.finish(&mesh).await.expect(1);
+    let events = out.events();
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "done")
+            .all(|e| e["action"]["phase"] == "network"),
+        "a phase started after the lock was lost:\n{out}"
+    );
+    assert!(out.stdout.contains("lock"), "the report says the lock was lost:\n{out}");
+    for c in [east, west] {
+        assert!(
+            remote_secrets(c).await.is_empty(),
+            "{}: attach ran without the lock",
+            c.name()
+        );
+    }
+    let lease = leases.get(&name).await.expect("the lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("thief"),
+        "the new holder's lease is left alone"
+    );
+
+    leases
+        .delete(&name, &Default::default())
+        .await
+        .expect("the thief lets go");
+    west.set_latency(Duration::ZERO).await;
+    mesh.apply(&[]).await;
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}

@@ -156,11 +156,13 @@ pub struct Report {
     pub done: Vec<usize>,
     pub failed: Vec<(usize, String)>,
     pub skipped: Vec<usize>,
+    /// The apply lock could not be renewed, so no further phase was started.
+    pub lock_lost: bool,
 }
 
 impl Report {
     pub fn succeeded(&self) -> bool {
-        self.failed.is_empty()
+        self.failed.is_empty() && !self.lock_lost
     }
 }
 
@@ -171,6 +173,8 @@ pub struct Target<'a> {
     /// The observation the plan was checked against (after taking the lock).
     pub observed: &'a Observed,
     pub connections: &'a HashMap<String, &'a Connection>,
+    /// The apply lock held for the run (none in a dry run).
+    pub lock: Option<&'a lock::Lock>,
 }
 
 struct Run<'a> {
@@ -209,12 +213,22 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
         if actions.is_empty() {
             continue;
         }
+        // Once the lease could not be renewed another apply may hold it:
+        // writing on would race it.
+        if report.succeeded() && target.lock.is_some_and(lock::Lock::lost) {
+            report.lock_lost = true;
+        }
         if !report.succeeded() {
+            let why = if report.lock_lost {
+                "the apply lock was lost (another apply may hold it)"
+            } else {
+                "an earlier phase failed"
+            };
             for (index, action) in actions {
                 progress.event(Event::Skipped {
                     index,
                     action,
-                    why: "an earlier phase failed".into(),
+                    why: why.into(),
                 });
                 report.skipped.push(index);
             }

@@ -166,6 +166,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
             topology: &topology,
             observed: &observed,
             connections: &connections,
+            lock: held.as_ref(),
         };
         let report = apply::execute(&target, &settings, &progress).await;
         if let Some(lock) = held {
@@ -184,6 +185,7 @@ fn summary(plan: &Plan, report: &apply::Report, args: &Args, cx: &mut Context<'_
             "done": report.done,
             "failed": report.failed.iter().map(|(i, e)| serde_json::json!({"index": i, "error": e})).collect::<Vec<_>>(),
             "skipped": report.skipped,
+            "lock_lost": report.lock_lost,
         });
         writeln!(cx.out, "{line}")?;
         return Ok(());
@@ -215,6 +217,12 @@ fn summary(plan: &Plan, report: &apply::Report, args: &Args, cx: &mut Context<'_
             "  failed: {} in {}: {error}",
             action.object(&plan.namespace),
             action.cluster
+        )?;
+    }
+    if report.lock_lost {
+        writeln!(
+            cx.out,
+            "  the apply lock could not be renewed: another apply may hold it now"
         )?;
     }
     if !report.succeeded() {
