@@ -156,11 +156,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
             concurrency: args.concurrency,
             restart_workloads: args.restart_workloads,
         };
-        let progress = Printer {
-            format: args.format,
-            namespace: &plan.namespace,
-            out: RefCell::new(&mut *cx.out),
-        };
+        let progress = Printer::new(args.format, &plan.namespace, &mut *cx.out, cx.quiet);
         let target = Target {
             plan: &plan,
             topology: &topology,
@@ -169,6 +165,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
             lock: held.as_ref(),
         };
         let report = apply::execute(&target, &settings, &progress).await;
+        progress.finish();
         if let Some(lock) = held {
             lock.release().await;
         }
@@ -279,6 +276,27 @@ struct Printer<'a> {
     format: Format,
     namespace: &'a str,
     out: RefCell<&'a mut dyn Write>,
+    /// A bar per phase, on a terminal only; pipes and CI logs get plain lines.
+    bar: RefCell<Option<indicatif::ProgressBar>>,
+}
+
+impl<'a> Printer<'a> {
+    fn new(format: Format, namespace: &'a str, out: &'a mut dyn Write, quiet: bool) -> Self {
+        let bar = (format == Format::Text && !quiet && io::stdout().is_terminal() && io::stderr().is_terminal())
+            .then(indicatif::ProgressBar::hidden);
+        Printer {
+            format,
+            namespace,
+            out: RefCell::new(out),
+            bar: RefCell::new(bar),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.borrow().as_ref() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 impl Progress for Printer<'_> {
@@ -291,7 +309,19 @@ impl Progress for Printer<'_> {
         }
         let ns = self.namespace;
         let line = match &event {
-            Event::Phase { phase, actions } => format!("\n{} ({actions} action(s))", phase.title()),
+            Event::Phase { phase, actions } => {
+                if let Some(bar) = self.bar.borrow_mut().as_mut() {
+                    bar.finish_and_clear();
+                    *bar = indicatif::ProgressBar::new(*actions as u64)
+                        .with_style(
+                            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
+                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                        )
+                        .with_message(phase.title());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                }
+                format!("\n{} ({actions} action(s))", phase.title())
+            }
             Event::Started { .. } => return,
             Event::Done {
                 action, dry_run, diff, ..
@@ -326,7 +356,21 @@ impl Progress for Printer<'_> {
                 )
             }
         };
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        let finished = !matches!(event, Event::Phase { .. });
+        match self.bar.borrow().as_ref() {
+            Some(bar) => {
+                bar.suspend(|| {
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                });
+                if finished {
+                    bar.inc(1);
+                }
+            }
+            None => {
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
     }
 }
