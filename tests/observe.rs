@@ -214,3 +214,96 @@ async fn a_plan_from_a_snapshot_equals_the_live_plan() {
         "{moved:#}"
     );
 }
+
+/// A copy of the cluster's kubeconfig that authenticates with `token`.
+fn kubeconfig_with_token(cluster: &support::controlplane::Cluster, token: &str, path: &std::path::Path) {
+    let mut config = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).expect("reading the kubeconfig");
+    for user in &mut config.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.token = Some(secrecy::SecretString::from(token.to_string()));
+        }
+    }
+    // JSON is YAML.
+    std::fs::write(path, serde_json::to_vec(&config).expect("kubeconfig serialises")).expect("writing the kubeconfig");
+}
+
+#[tokio::test]
+async fn refused_forbidden_and_slow_clusters_are_unknown_with_their_reason() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Api, ObjectMeta, PostParams};
+
+    let clusters = ControlPlane::shared()
+        .clusters(&["refused", "forbidden", "slow", "fine"])
+        .await;
+    let mesh = Mesh::new(&[]);
+    let refused = mesh.dir().join("refused.yaml");
+    kubeconfig_with_token(clusters.by_name("refused"), "not-a-token-of-this-cluster", &refused);
+    // A service account with no permission at all.
+    let forbidden = clusters.by_name("forbidden");
+    let accounts: Api<ServiceAccount> = Api::namespaced(forbidden.client(), "kube-system");
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("nobody".into()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("creating the account");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request("nobody", &PostParams::default(), &request)
+        .await
+        .expect("a token")
+        .status
+        .expect("token status")
+        .token;
+    let nobody = mesh.dir().join("forbidden.yaml");
+    kubeconfig_with_token(forbidden, &token, &nobody);
+    // Slower than the 5s request timeout the helper passes.
+    clusters.by_name("slow").set_latency(Duration::from_secs(6)).await;
+    mesh.write(&[
+        Entry::of(clusters.by_name("refused"))
+            .kubeconfig(&refused)
+            .network("flat"),
+        Entry::of(forbidden).kubeconfig(&nobody).network("flat"),
+        Entry::of(clusters.by_name("slow")).network("flat"),
+        Entry::of(clusters.by_name("fine")).network("flat"),
+    ]);
+
+    let snapshot = mesh.run("snapshot", &[]).await.expect(0).json();
+    let reason = |name: &str| {
+        let c = &snapshot["clusters"][name];
+        (
+            c["state"].as_str().unwrap_or_default().to_string(),
+            c["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    assert_eq!(
+        reason("refused"),
+        ("unknown".into(), "unauthorized".into()),
+        "{snapshot:#}"
+    );
+    assert_eq!(
+        reason("forbidden"),
+        ("unknown".into(), "forbidden".into()),
+        "{snapshot:#}"
+    );
+    assert_eq!(reason("slow"), ("unknown".into(), "timeout".into()), "{snapshot:#}");
+    assert_eq!(reason("fine").0, "reachable", "{snapshot:#}");
+    let plan = mesh.run("plan", &[]).await.expect(1);
+    for name in ["refused", "forbidden", "slow"] {
+        assert!(plan.stderr.contains(&format!("cluster \"{name}\"")), "{plan}");
+    }
+    // The forbidden account's token is printed nowhere either.
+    assert!(!plan.to_string().contains(&token) && !snapshot.to_string().contains(&token));
+}

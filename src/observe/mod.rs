@@ -115,8 +115,18 @@ fn unknown(error: &kube::Error) -> ClusterState {
 fn is_timeout(error: &kube::Error) -> bool {
     let mut source: Option<&dyn std::error::Error> = Some(error);
     while let Some(e) = source {
+        // A connect timeout (TLS handshake included) surfaces as an io::Error
+        // of kind TimedOut that reads "deadline has elapsed".
+        let io_timeout = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         let text = e.to_string().to_ascii_lowercase();
-        if text.contains("timed out") || text.contains("timeout") {
+        if io_timeout
+            || e.is::<tokio::time::error::Elapsed>()
+            || text.contains("timed out")
+            || text.contains("timeout")
+            || text.contains("deadline has elapsed")
+        {
             return true;
         }
         source = e.source();
