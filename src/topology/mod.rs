@@ -277,8 +277,9 @@ pub fn check(name: &str, bytes: &[u8]) -> Checked {
             ),
         }
     }
+    let lines = diagnostic::LineStarts::of(text);
     for problem in &mut problems {
-        problem.locate(text);
+        problem.locate_in(text, &lines);
     }
     // Errors first, then in file order, so the output reads top to bottom.
     problems.sort_by_key(|p| (p.severity, p.labels.first().map_or(0, |l| l.offset)));

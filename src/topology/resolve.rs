@@ -132,6 +132,9 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
     // kubeconfig context (and so, most likely, the same cluster).
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     let mut by_context: HashMap<(&str, Option<&str>), usize> = HashMap::new();
+    // By file index; a lookup rather than a scan keeps a file of thousands of
+    // clusters on one context from taking quadratic time.
+    let names: HashMap<usize, &str> = clusters.iter().map(|(i, c)| (*i, c.name.as_str())).collect();
     for (i, cluster) in &clusters {
         let name_span = |i: usize| {
             spans
@@ -157,7 +160,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         let key = (cluster.context.as_str(), cluster.kubeconfig.as_deref());
         // Two clusters with the same name and no context collide on both;
         // the duplicate name is the one worth reporting.
-        let same_name = |first: usize| clusters.iter().any(|(j, c)| *j == first && c.name == cluster.name);
+        let same_name = |first: usize| names.get(&first) == Some(&cluster.name.as_str());
         if let Some(&first) = by_context.get(&key).filter(|&&first| !same_name(first)) {
             let context_span = |i: usize| {
                 spans
