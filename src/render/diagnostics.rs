@@ -8,10 +8,31 @@ use serde::Serialize;
 use super::Style;
 use crate::topology::{Problem, Problems, Topology};
 
-/// Writes every problem, each with its code, labelled source lines and help.
+/// At most this many problems are rendered as text; JSON has them all.
+/// Rendering quotes the source around each label, and a hostile file of
+/// tens of thousands of bad names otherwise took minutes and megabytes.
+pub const MAX_SHOWN: usize = 100;
+
+/// Writes the problems (the first [`MAX_SHOWN`]), each with its code,
+/// labelled source lines and help.
 pub fn text(problems: &Problems, style: Style, out: &mut dyn Write) -> io::Result<()> {
     if problems.problems.is_empty() {
         return Ok(());
+    }
+    if problems.problems.len() > MAX_SHOWN {
+        let shown = Problems {
+            source: miette::NamedSource::new(problems.source.name(), problems.source.inner().clone()),
+            problems: problems.problems[..MAX_SHOWN].to_vec(),
+        };
+        text(&shown, style, out)?;
+        return writeln!(
+            out,
+            "{} has {} problems ({} errors); the first {MAX_SHOWN} are shown, \
+             `meshform validate --format json` lists them all",
+            problems.source.name(),
+            problems.problems.len(),
+            problems.errors()
+        );
     }
     let theme = if style.color {
         GraphicalTheme::unicode()
