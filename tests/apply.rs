@@ -836,6 +836,22 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
     );
     assert_eq!(before, state(&[east, west]).await, "a dry run persisted something");
     mesh.assert_converged().await;
+
+    // A dry run of a network change with restarts: deletes, relabels and
+    // restarts are sent with dryRun=All too.
+    injected_workload(west).await;
+    mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n3")]);
+    let before = state(&[east, west]).await;
+    let dry = mesh
+        .run(
+            "apply",
+            &["--dry-run", "--diff", "--allow-detach", "--restart-workloads"],
+        )
+        .await
+        .expect(0);
+    assert!(dry.stdout.contains("restarted Deployment/shop/web"), "{dry}");
+    assert_eq!(before, state(&[east, west]).await, "a dry run persisted something");
+    assert_eq!(restarted_at(west).await, None);
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
@@ -872,6 +888,19 @@ async fn a_saved_plan_is_refused_once_stale() {
             .stderr
             .contains("east/Secret/istio-system/istio-remote-secret-west"),
         "the message names the object:\n{stale}"
+    );
+    assert_eq!(before, state(&[east, west]).await, "a stale plan wrote something");
+
+    // A changed mesh.toml makes a saved plan stale too.
+    mesh.run("plan", &["--out", plan]).await.expect(0);
+    mesh.write(&[
+        Entry::of(east).network("flat"),
+        Entry::of(west).network("flat").remote(),
+    ]);
+    let stale = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
+    assert!(
+        stale.stderr.contains("plan is stale") && stale.stderr.contains("mesh.toml has changed"),
+        "{stale}"
     );
     assert_eq!(before, state(&[east, west]).await, "a stale plan wrote something");
     mesh.assert_no_token_leaked(&[east, west]).await;
