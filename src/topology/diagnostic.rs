@@ -97,6 +97,52 @@ pub enum Severity {
     Warning,
 }
 
+/// Values longer than this are shortened where a message quotes them.
+const MAX_QUOTED: usize = 80;
+
+/// `value` for a message: as Rust quotes it (so control and invisible
+/// characters show as escapes), shortened when long. A hostile file's
+/// 300 000-character name must not come back three times per problem.
+pub fn quoted(value: &str) -> String {
+    format!("{:?}", Elided(value))
+}
+
+/// `value` shortened like [`quoted`], without the quotes.
+pub fn elided(value: &str) -> String {
+    format!("{}", Elided(value))
+}
+
+struct Elided<'a>(&'a str);
+
+impl Elided<'_> {
+    fn parts(&self) -> (&str, Option<usize>) {
+        let count = self.0.chars().count();
+        if count <= MAX_QUOTED {
+            return (self.0, None);
+        }
+        let cut = self.0.char_indices().nth(MAX_QUOTED - 20).map_or(self.0.len(), |(i, _)| i);
+        (&self.0[..cut], Some(count))
+    }
+}
+
+impl fmt::Display for Elided<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.parts() {
+            (text, None) => f.write_str(text),
+            (text, Some(count)) => write!(f, "{text}… ({count} characters)"),
+        }
+    }
+}
+
+impl fmt::Debug for Elided<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.parts() {
+            (text, None) => write!(f, "{text:?}"),
+            (text, Some(count)) => write!(f, "{:?}… ({count} characters)", text),
+        }
+    }
+}
+
 /// A labelled byte range of the topology file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Label {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::diagnostic::{Code, Problem};
+use super::diagnostic::{Code, Problem, elided, quoted};
 use super::file::{MeshFile, Role, TokensSection};
 use super::names::Rule;
 use super::shape::{Spans, did_you_mean};
@@ -38,7 +38,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         "mesh.name",
         at("mesh.name"),
         "the mesh name",
-        format!("Lease \"meshform-{}\"", mesh.name),
+        format!("Lease \"meshform-{}\"", elided(&mesh.name)),
     );
     check_name(
         &mut problems,
@@ -47,7 +47,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         "mesh.namespace",
         at("mesh.namespace"),
         "the mesh namespace",
-        format!("Namespace \"{}\"", mesh.namespace),
+        format!("Namespace \"{}\"", elided(&mesh.namespace)),
     );
 
     if file.clusters.is_empty() {
@@ -145,7 +145,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
             problems.push(
                 Problem::error(
                     Code::DuplicateCluster,
-                    format!("two clusters are named {:?}", cluster.name),
+                    format!("two clusters are named {}", quoted(&cluster.name)),
                 )
                 .at(format!("cluster[{i}].name"))
                 .label(name_span(first), "first used here")
@@ -170,7 +170,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
             problems.push(
                 Problem::error(
                     Code::DuplicateContext,
-                    format!("two clusters use the kubeconfig context {:?}", cluster.context),
+                    format!("two clusters use the kubeconfig context {}", quoted(&cluster.context)),
                 )
                 .at(format!("cluster[{i}].context"))
                 .label(context_span(first), "first used here")
@@ -211,7 +211,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
             &format!("{base}.gateway_service"),
             at(&format!("{base}.gateway_service")),
             "the gateway service",
-            format!("Service \"{service}\""),
+            format!("Service \"{}\"", elided(&service)),
         );
         networks.insert(
             name.to_string(),
@@ -227,13 +227,14 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         if Rule::LabelValue.check(name).is_err() {
             check_network_name(&mut problems, name, &path, span);
         } else if !used.contains(name.as_str()) {
-            let mut problem = Problem::warning(Code::UnusedNetwork, format!("no cluster is on network {name:?}"))
+            let mut problem = Problem::warning(Code::UnusedNetwork, format!("no cluster is on network {}", quoted(name)))
                 .at(&path)
                 .label(span, "settings for a network no cluster uses");
             problem = match did_you_mean(name, used.iter().copied()) {
                 Some(close) => problem.help(format!("did you mean network {close:?}?")),
                 None => problem.help(format!(
-                    "set `network = {name:?}` on the clusters it is for, or remove the table"
+                    "set `network = {}` on the clusters it is for, or remove the table",
+                    quoted(name)
                 )),
             };
             problems.push(problem);
@@ -268,13 +269,13 @@ fn resolve_tokens(
                 tokens.lifetime_seconds = s as u64;
             }
             Some(_) => problems.push(
-                Problem::error(Code::InvalidValue, format!("token lifetime {text:?} is out of range"))
+                Problem::error(Code::InvalidValue, format!("token lifetime {} is out of range", quoted(text)))
                     .at(path)
                     .label(at(path), "TokenRequest grants from 10 minutes to a year")
                     .help("use a lifetime such as \"24h\" or \"168h\""),
             ),
             None => problems.push(
-                Problem::error(Code::InvalidValue, format!("token lifetime {text:?} is not a duration"))
+                Problem::error(Code::InvalidValue, format!("token lifetime {} is not a duration", quoted(text)))
                     .at(path)
                     .label(at(path), "expected a duration such as \"168h\"")
                     .help("write hours, minutes or days: \"168h\", \"90m\", \"7d\""),
@@ -306,7 +307,7 @@ fn check_name(
     if let Err(why) = rule.check(name) {
         let mut problem = Problem::error(
             Code::InvalidName,
-            format!("{what} {name:?} is not a valid Kubernetes name"),
+            format!("{what} {} is not a valid Kubernetes name", quoted(name)),
         )
         .at(path)
         .label(span, format!("{why}; the API server would reject {object}"));
@@ -330,11 +331,11 @@ fn check_cluster_name(
     let Err(why) = Rule::Dns1123Label.check(name) else {
         return;
     };
-    let secret = format!("Secret \"{REMOTE_SECRET_PREFIX}{name}\"");
+    let secret = format!("Secret \"{REMOTE_SECRET_PREFIX}{}\"", elided(name));
     let suggestion = Rule::Dns1123Label.suggest(name);
     let mut problem = Problem::error(
         Code::InvalidName,
-        format!("cluster name {name:?} is not a valid Kubernetes name"),
+        format!("cluster name {} is not a valid Kubernetes name", quoted(name)),
     )
     .at(format!("{path}.name"));
     let fix = suggestion.as_deref().map_or_else(
@@ -352,7 +353,8 @@ fn check_cluster_name(
             // `context` defaults to `name`: renaming alone would also change
             // which kubeconfig context meshform uses.
             problem.help(format!(
-                "set {fix} and context = {context:?}: the context defaults to the name, so keep the old value as the context"
+                "set {fix} and context = {}: the context defaults to the name, so keep the old value as the context",
+                quoted(context)
             ))
         }
     } else {
@@ -370,12 +372,15 @@ fn check_network_name(problems: &mut Vec<Problem>, network: &str, path: &str, sp
     if let Err(why) = Rule::LabelValue.check(network) {
         let mut problem = Problem::error(
             Code::InvalidNetwork,
-            format!("network name {network:?} is not a valid label value"),
+            format!("network name {} is not a valid label value", quoted(network)),
         )
         .at(path)
         .label(
             span,
-            format!("{why}; the API server would reject the label topology.istio.io/network={network:?}"),
+            format!(
+                "{why}; the API server would reject the label topology.istio.io/network={}",
+                quoted(network)
+            ),
         );
         let rule = Rule::LabelValue.describe();
         problem = match Rule::LabelValue.suggest(network) {

@@ -15,7 +15,7 @@ use serde_json::Value as Schema;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::diagnostic::{Code, Problem};
+use super::diagnostic::{self, Code, Problem, elided};
 
 /// Where each key of the file sits: TOML path (`cluster[1].name`) to the span
 /// of the key and of its value.
@@ -271,7 +271,7 @@ impl<'s> Walk<'s> {
         let problem = match value.get_ref().as_str() {
             Some(found) if !consts.is_empty() => {
                 let quoted: Vec<String> = consts.iter().map(|c| format!("{c:?}")).collect();
-                let mut p = Problem::error(Code::InvalidValue, format!("`{path}` cannot be {found:?}"))
+                let mut p = Problem::error(Code::InvalidValue, format!("`{path}` cannot be {}", diagnostic::quoted(found)))
                     .at(path)
                     .label(span, format!("expected one of {}", quoted.join(", ")));
                 if let Some(close) = did_you_mean(found, consts.iter().copied()) {
@@ -313,7 +313,7 @@ impl<'s> Walk<'s> {
                         p => format!("in `[{p}]`"),
                     };
                     let mut problem =
-                        Problem::error(Code::UnknownKey, format!("unknown key `{}` {where_}", key.get_ref()))
+                        Problem::error(Code::UnknownKey, format!("unknown key `{}` {where_}", elided(key.get_ref())))
                             .at(&key_path)
                             .label(key.span(), "not a meshform key");
                     problem = match did_you_mean(key.get_ref(), known.iter().copied()) {
