@@ -1361,3 +1361,65 @@ async fn an_apply_that_loses_its_lock_starts_no_further_phase() {
     assert_converged(&mesh, &[east, west]).await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
+
+#[tokio::test]
+async fn two_applies_at_once_write_once() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let first = mesh.stream("apply", &["--auto-approve"]);
+    let second = mesh.stream("apply", &["--auto-approve"]);
+    let (first, second) = (first.finish(&mesh).await, second.finish(&mesh).await);
+    let (won, lost) = match (first.code, second.code) {
+        (0, 1) => (first, second),
+        (1, 0) => (second, first),
+        _ => panic!("exactly one apply succeeds:\n{first}\n{second}"),
+    };
+    assert!(won.stdout.contains("Apply complete"), "{won}");
+    // The loser either met the held lock or, taking it later, found its plan
+    // out of date: either way it wrote nothing of its own.
+    assert!(
+        lost.stderr.contains("lock held by meshform") || lost.stderr.contains("plan is stale"),
+        "{lost}"
+    );
+    assert!(!lost.stdout.contains("done "), "{lost}");
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_primary_that_becomes_a_remote_gives_up_its_secrets() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    mesh.apply(&[]).await;
+
+    mesh.write(&[
+        Entry::of(east).network("flat"),
+        Entry::of(west).network("flat").remote(),
+    ]);
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
+    assert!(
+        plan["changes"]
+            .as_array()
+            .expect("changes")
+            .contains(&json!({"change": "became_remote", "cluster": "west"})),
+        "{plan:#}"
+    );
+    let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(refused.stderr.contains("--allow-detach"), "{refused}");
+    mesh.apply(&["--allow-detach"]).await;
+    assert!(
+        remote_secrets(west).await.is_empty(),
+        "a remote holds no remote secrets"
+    );
+    assert_remote_secret(east, west, "west").await;
+    assert_converged(&mesh, &[east, west]).await;
+
+    // And back: a primary again, it holds a secret for east once more.
+    mesh.write(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    mesh.apply(&[]).await;
+    assert_remote_secret(west, east, "east").await;
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
