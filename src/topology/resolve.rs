@@ -105,14 +105,37 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
                 at(&format!("{path}.api_server")),
             );
         }
-        if let Some(kubeconfig) = &entry.kubeconfig
-            && (kubeconfig.trim().is_empty() || kubeconfig.contains('\0'))
-        {
+        if let Some(kubeconfig) = &entry.kubeconfig {
+            let kubeconfig_path = format!("{path}.kubeconfig");
+            if kubeconfig.trim().is_empty() {
+                problems.push(
+                    Problem::error(Code::InvalidKubeconfig, "`kubeconfig` must be a file path")
+                        .at(&kubeconfig_path)
+                        .label(at(&kubeconfig_path), "not a usable path")
+                        .help("remove the key to use $KUBECONFIG or ~/.kube/config"),
+                );
+            } else if let Some(hidden) = Hidden::find(kubeconfig) {
+                problems.push(
+                    Problem::error(Code::InvalidKubeconfig, format!("`kubeconfig` contains {hidden}"))
+                        .at(&kubeconfig_path)
+                        .label(at(&kubeconfig_path), "no kubeconfig path has one")
+                        .help("write the path without control or invisible characters, as `ls` shows it"),
+                );
+            }
+        }
+        // The context is any string a kubeconfig may hold, and plans, logs
+        // and pull-request comments print it: a terminal escape or a
+        // right-to-left override there would make them show something else.
+        if let Some(hidden) = entry.context.as_deref().and_then(Hidden::find) {
+            let context_path = format!("{path}.context");
             problems.push(
-                Problem::error(Code::InvalidKubeconfig, "`kubeconfig` must be a file path")
-                    .at(format!("{path}.kubeconfig"))
-                    .label(at(&format!("{path}.kubeconfig")), "not a usable path")
-                    .help("remove the key to use $KUBECONFIG or ~/.kube/config"),
+                Problem::error(Code::InvalidValue, format!("`context` contains {hidden}"))
+                    .at(&context_path)
+                    .label(
+                        at(&context_path),
+                        "a control or invisible character would change how plans and logs show it",
+                    )
+                    .help("write the context as `kubectl config get-contexts` prints it, without such characters"),
             );
         }
         clusters.push((
@@ -227,9 +250,12 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         if Rule::LabelValue.check(name).is_err() {
             check_network_name(&mut problems, name, &path, span);
         } else if !used.contains(name.as_str()) {
-            let mut problem = Problem::warning(Code::UnusedNetwork, format!("no cluster is on network {}", quoted(name)))
-                .at(&path)
-                .label(span, "settings for a network no cluster uses");
+            let mut problem = Problem::warning(
+                Code::UnusedNetwork,
+                format!("no cluster is on network {}", quoted(name)),
+            )
+            .at(&path)
+            .label(span, "settings for a network no cluster uses");
             problem = match did_you_mean(name, used.iter().copied()) {
                 Some(close) => problem.help(format!("did you mean network {close:?}?")),
                 None => problem.help(format!(
@@ -269,16 +295,22 @@ fn resolve_tokens(
                 tokens.lifetime_seconds = s as u64;
             }
             Some(_) => problems.push(
-                Problem::error(Code::InvalidValue, format!("token lifetime {} is out of range", quoted(text)))
-                    .at(path)
-                    .label(at(path), "TokenRequest grants from 10 minutes to a year")
-                    .help("use a lifetime such as \"24h\" or \"168h\""),
+                Problem::error(
+                    Code::InvalidValue,
+                    format!("token lifetime {} is out of range", quoted(text)),
+                )
+                .at(path)
+                .label(at(path), "TokenRequest grants from 10 minutes to a year")
+                .help("use a lifetime such as \"24h\" or \"168h\""),
             ),
             None => problems.push(
-                Problem::error(Code::InvalidValue, format!("token lifetime {} is not a duration", quoted(text)))
-                    .at(path)
-                    .label(at(path), "expected a duration such as \"168h\"")
-                    .help("write hours, minutes or days: \"168h\", \"90m\", \"7d\""),
+                Problem::error(
+                    Code::InvalidValue,
+                    format!("token lifetime {} is not a duration", quoted(text)),
+                )
+                .at(path)
+                .label(at(path), "expected a duration such as \"168h\"")
+                .help("write hours, minutes or days: \"168h\", \"90m\", \"7d\""),
             ),
         }
     }
@@ -391,8 +423,78 @@ fn check_network_name(problems: &mut Vec<Problem>, network: &str, path: &str, sp
     }
 }
 
+/// A control character (including NUL and escape) or an invisible
+/// formatting character (zero-width, bidirectional override, byte-order
+/// mark): text that shows as something else than it is.
+struct Hidden {
+    ch: char,
+    index: usize,
+}
+
+impl Hidden {
+    fn find(text: &str) -> Option<Hidden> {
+        let invisible = |c: char| {
+            matches!(c, '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}' | '\u{feff}')
+        };
+        text.chars()
+            .enumerate()
+            .find(|&(_, c)| c.is_control() || invisible(c))
+            .map(|(index, ch)| Hidden { ch, index })
+    }
+}
+
+impl std::fmt::Display for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the character {:?} at position {}", self.ch, self.index + 1)
+    }
+}
+
+/// An `api_server` longer than this is not an address anyone typed.
+const MAX_API_SERVER: usize = 2048;
+
 fn check_api_server(problems: &mut Vec<Problem>, address: &str, path: &str, span: std::ops::Range<usize>) {
+    // The URL parser drops surrounding spaces and any tab or newline, but
+    // the address is written into remote secrets as it is in the file.
+    if let Some(hidden) = Hidden::find(address).or_else(|| {
+        let (index, ch) = address.chars().enumerate().find(|(_, c)| c.is_whitespace())?;
+        Some(Hidden { ch, index })
+    }) {
+        let problem = Problem::error(Code::InvalidApiServer, format!("`api_server` contains {hidden}"))
+            .label(span, "a URL has no whitespace, control or invisible characters")
+            .help("write the address on its own, such as https://203.0.113.10:6443");
+        problems.push(problem.at(path));
+        return;
+    }
+    if address.len() > MAX_API_SERVER {
+        let problem = Problem::error(
+            Code::InvalidApiServer,
+            format!(
+                "`api_server` is {} bytes long, at most {MAX_API_SERVER} are allowed",
+                address.len()
+            ),
+        )
+        .label(span, "too long for an address")
+        .help("write the address of the API server only, such as https://203.0.113.10:6443");
+        problems.push(problem.at(path));
+        return;
+    }
     let problem = match url::Url::parse(address) {
+        Ok(url) if url.scheme() == "https" && (url.query().is_some() || url.fragment().is_some()) => {
+            // Kubernetes clients append API paths to the address; a query
+            // would be dropped or, with a credential in it, carried into
+            // every remote secret. Its value is not echoed.
+            Problem::error(
+                Code::InvalidApiServer,
+                "`api_server` must not have a query or a fragment",
+            )
+            .label(span, "remove everything from the first '?' or '#'")
+            .help(format!(
+                "use https://{}{}",
+                url.host_str().unwrap_or_default(),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ))
+        }
         Ok(url) if url.scheme() == "https" && url.host_str().is_some_and(|h| !h.is_empty()) => {
             if url.username().is_empty() && url.password().is_none() {
                 return;
