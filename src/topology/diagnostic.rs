@@ -120,7 +120,11 @@ impl Elided<'_> {
         if count <= MAX_QUOTED {
             return (self.0, None);
         }
-        let cut = self.0.char_indices().nth(MAX_QUOTED - 20).map_or(self.0.len(), |(i, _)| i);
+        let cut = self
+            .0
+            .char_indices()
+            .nth(MAX_QUOTED - 20)
+            .map_or(self.0.len(), |(i, _)| i);
         (&self.0[..cut], Some(count))
     }
 }
@@ -228,7 +232,10 @@ impl Problem {
             let offset = label.offset.min(text.len());
             let line = lines.0.partition_point(|&start| start <= offset);
             let line_start = lines.0[line - 1];
-            let column = String::from_utf8_lossy(&text.as_bytes()[line_start..offset]).chars().count() + 1;
+            let column = String::from_utf8_lossy(&text.as_bytes()[line_start..offset])
+                .chars()
+                .count()
+                + 1;
             label.line = Some(line);
             label.column = Some(column);
         }
@@ -240,7 +247,12 @@ pub(crate) struct LineStarts(Vec<usize>);
 
 impl LineStarts {
     pub(crate) fn of(text: &str) -> LineStarts {
-        let starts = std::iter::once(0).chain(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        let starts = std::iter::once(0).chain(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
         LineStarts(starts.collect())
     }
 }

@@ -227,6 +227,14 @@ pub fn check(name: &str, bytes: &[u8]) -> Checked {
                 Code::Syntax,
                 format!("{name} is not valid TOML: {}", err.message().trim()),
             );
+            let message = err.message();
+            let problem = problem.help(if message.contains("duplicate key") {
+                "TOML allows each key, and each [table] header, once: keep one of the two"
+            } else if message.contains("recurs") {
+                "a topology nests tables two levels deep at most: remove the nesting"
+            } else {
+                "fix the TOML syntax at the marked place; strings need double quotes, tables [brackets]"
+            });
             // Some errors (the parser's recursion limit) have no position;
             // a label at 0..0 would blame the first line of the file.
             match err.span() {
@@ -266,6 +274,11 @@ pub fn check(name: &str, bytes: &[u8]) -> Checked {
                 if problems.iter().any(|p| p.path.as_deref() == Some("cluster")) {
                     semantic.retain(|p| p.code != Code::EmptyMesh);
                 }
+                // Likewise a malformed `name` or `context` was pruned: "has
+                // neither `name` nor `context`" would contradict the file.
+                semantic.retain(|p| {
+                    p.code != Code::MissingKey || !problems.iter().any(|q| q.path.is_some() && q.path == p.path)
+                });
                 problems.extend(semantic);
             }
             Err(_) if !problems.is_empty() => {}

@@ -203,10 +203,16 @@ impl<'s> Walk<'s> {
             )
             .at(path)
             .label(span, format!("expected {}", expected.join(" or ")));
-            if types.contains(&"array") && matches!(inner, DeValue::Table(_)) {
+            if types.contains(&"array") {
                 problem = problem.help(format!("write `[[{path}]]`, with double brackets, once for each entry"));
             } else if types.contains(&"string") && !matches!(inner, DeValue::Table(_) | DeValue::Array(_)) {
                 problem = problem.help("put the value in double quotes");
+            } else if types.contains(&"string") {
+                problem = problem.help("write one value in double quotes");
+            } else if types.contains(&"integer") {
+                problem = problem.help("write a whole number, without quotes or a decimal point");
+            } else if types.contains(&"object") {
+                problem = problem.help(format!("write it as a `[{path}]` table of keys"));
             }
             self.problems.push(problem);
             return;
@@ -239,7 +245,8 @@ impl<'s> Walk<'s> {
                     self.problems.push(
                         Problem::error(Code::InvalidValue, format!("`{path}` is out of range"))
                             .at(path)
-                            .label(span, format!("must be {range}")),
+                            .label(span, format!("must be {range}"))
+                            .help(format!("use a number {range}")),
                     );
                 }
             }
@@ -271,9 +278,12 @@ impl<'s> Walk<'s> {
         let problem = match value.get_ref().as_str() {
             Some(found) if !consts.is_empty() => {
                 let quoted: Vec<String> = consts.iter().map(|c| format!("{c:?}")).collect();
-                let mut p = Problem::error(Code::InvalidValue, format!("`{path}` cannot be {}", diagnostic::quoted(found)))
-                    .at(path)
-                    .label(span, format!("expected one of {}", quoted.join(", ")));
+                let mut p = Problem::error(
+                    Code::InvalidValue,
+                    format!("`{path}` cannot be {}", diagnostic::quoted(found)),
+                )
+                .at(path)
+                .label(span, format!("expected one of {}", quoted.join(", ")));
                 if let Some(close) = did_you_mean(found, consts.iter().copied()) {
                     p = p.help(format!("did you mean {close:?}?"));
                 }
@@ -284,7 +294,13 @@ impl<'s> Walk<'s> {
                 format!("`{path}` must be a string, found {}", toml_type(value.get_ref())),
             )
             .at(path)
-            .label(span, "expected a string"),
+            .label(span, "expected a string")
+            .help(if consts.is_empty() {
+                "write the value in double quotes".to_string()
+            } else {
+                let quoted: Vec<String> = consts.iter().map(|c| format!("{c:?}")).collect();
+                format!("write one of {}", quoted.join(", "))
+            }),
         };
         self.problems.push(problem);
     }
@@ -312,10 +328,12 @@ impl<'s> Walk<'s> {
                         p if p.ends_with(']') => format!("in `{p}`"),
                         p => format!("in `[{p}]`"),
                     };
-                    let mut problem =
-                        Problem::error(Code::UnknownKey, format!("unknown key `{}` {where_}", elided(key.get_ref())))
-                            .at(&key_path)
-                            .label(key.span(), "not a meshform key");
+                    let mut problem = Problem::error(
+                        Code::UnknownKey,
+                        format!("unknown key `{}` {where_}", elided(key.get_ref())),
+                    )
+                    .at(&key_path)
+                    .label(key.span(), "not a meshform key");
                     problem = match did_you_mean(key.get_ref(), known.iter().copied()) {
                         Some(close) => problem.help(format!("did you mean `{close}`?")),
                         None => problem.help(format!("known keys here: {}", known.join(", "))),
