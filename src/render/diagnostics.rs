@@ -19,21 +19,7 @@ pub fn text(problems: &Problems, style: Style, out: &mut dyn Write) -> io::Resul
     if problems.problems.is_empty() {
         return Ok(());
     }
-    if problems.problems.len() > MAX_SHOWN {
-        let shown = Problems {
-            source: miette::NamedSource::new(problems.source.name(), problems.source.inner().clone()),
-            problems: problems.problems[..MAX_SHOWN].to_vec(),
-        };
-        text(&shown, style, out)?;
-        return writeln!(
-            out,
-            "{} has {} problems ({} errors); the first {MAX_SHOWN} are shown, \
-             `meshform validate --format json` lists them all",
-            problems.source.name(),
-            problems.problems.len(),
-            problems.errors()
-        );
-    }
+    let truncated = problems.problems.len() > MAX_SHOWN;
     let theme = if style.color {
         GraphicalTheme::unicode()
     } else {
@@ -44,9 +30,55 @@ pub fn text(problems: &Problems, style: Style, out: &mut dyn Write) -> io::Resul
         .with_links(false);
     let mut rendered = String::new();
     handler
-        .render_report(&mut rendered, problems)
+        .render_report(&mut rendered, &FirstProblems(problems))
         .map_err(|e| io::Error::other(format!("cannot render diagnostics: {e}")))?;
-    out.write_all(rendered.as_bytes())
+    out.write_all(rendered.as_bytes())?;
+    if truncated {
+        writeln!(
+            out,
+            "{} has {} problems; the first {MAX_SHOWN} are shown, `meshform validate --format json` lists them all",
+            problems.source.name(),
+            problems.problems.len(),
+        )?;
+    }
+    Ok(())
+}
+
+/// [`Problems`] with only the first [`MAX_SHOWN`] related diagnostics; the
+/// headline still counts them all.
+#[derive(Debug)]
+struct FirstProblems<'a>(&'a Problems);
+
+impl std::fmt::Display for FirstProblems<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for FirstProblems<'_> {}
+
+impl miette::Diagnostic for FirstProblems<'_> {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.0.code()
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        self.0.severity()
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.0.source_code()
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        Some(Box::new(
+            self.0
+                .problems
+                .iter()
+                .take(MAX_SHOWN)
+                .map(|p| p as &dyn miette::Diagnostic),
+        ))
+    }
 }
 
 /// The `validate --format json` document.
