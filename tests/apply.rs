@@ -1423,3 +1423,28 @@ async fn a_primary_that_becomes_a_remote_gives_up_its_secrets() {
     assert_converged(&mesh, &[east, west]).await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
+
+#[tokio::test]
+async fn token_mode_secret_writes_never_expiring_tokens_that_work() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::new(&[]);
+    mesh.write_with(
+        &[Entry::of(east).network("flat"), Entry::of(west).network("flat")],
+        "\n[mesh.tokens]\nmode = \"secret\"\n",
+    );
+    mesh.apply(&[]).await;
+    let secret = remote_secrets(east).await["istio-remote-secret-west"].clone();
+    let token = support::mesh::token_of(&secret.data.as_ref().unwrap()["west"].0).expect("token");
+    assert!(
+        claims(&token).get("exp").is_none(),
+        "a legacy token never expires: {}",
+        claims(&token)
+    );
+    let services = Api::<Service>::namespaced(west.client_with_token(&token).await, NAMESPACE)
+        .list(&ListParams::default())
+        .await;
+    assert!(services.is_ok(), "the legacy token reads its cluster: {services:?}");
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}

@@ -129,7 +129,12 @@ impl Mesh {
 
     /// Rewrites mesh.toml with these clusters.
     pub fn write(&self, entries: &[Entry]) {
-        let mut text = format!("[mesh]\nname = \"{MESH}\"\nnamespace = \"{NAMESPACE}\"\n");
+        self.write_with(entries, "");
+    }
+
+    /// Rewrites mesh.toml with these clusters and `extra` TOML at the end of `[mesh]`.
+    pub fn write_with(&self, entries: &[Entry], extra: &str) {
+        let mut text = format!("[mesh]\nname = \"{MESH}\"\nnamespace = \"{NAMESPACE}\"\n{extra}");
         for e in entries {
             let _ = write!(
                 text,
