@@ -967,3 +967,49 @@ fn offline_commands_never_open_a_kubeconfig() {
         }
     }
 }
+
+/// Regression: the YAML parser's error quoted the kubeconfig line it stopped
+/// at, and meshform passed it on into the plan's error, the snapshot and the
+/// logs: a `kubeconfig` path pointed at any file leaked its lines, and a
+/// broken kubeconfig its tokens.
+#[test]
+fn a_file_that_is_not_a_kubeconfig_is_never_quoted() {
+    use support::cli::meshform;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = "s3cr3t-Hash-0f-r00t";
+    for (file, content) in [
+        ("shadow", format!("root:$6${marker}:19000:0:99999:7:::\n")),
+        (
+            "broken.yaml",
+            format!("apiVersion: v1\nkind: Config\nusers: {{token: \"{marker}\"\nclusters: [\n"),
+        ),
+        (
+            "wrong.yaml",
+            format!("apiVersion: v1\nkind: Config\nclusters: \"{marker}\"\n"),
+        ),
+    ] {
+        std::fs::write(dir.path().join(file), content).unwrap();
+        let mesh = cluster_with(&format!("kubeconfig = \"{file}\""));
+        std::fs::write(dir.path().join("mesh.toml"), mesh).unwrap();
+        for args in [
+            vec!["-vvv", "plan"],
+            vec!["-vvv", "plan", "--skip-unreachable", "--format", "json"],
+            vec!["-vvv", "snapshot"],
+            vec!["-vvv", "apply", "--dry-run", "--diff"],
+        ] {
+            let output = meshform()
+                .current_dir(dir.path())
+                .args(&args)
+                .args(["-f", "mesh.toml", "--timeout", "5s"])
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(all.contains(file), "{file} {args:?}: the file is not named:\n{all}");
+            assert!(!all.contains(marker), "{file} {args:?}: its content leaked:\n{all}");
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use thiserror::Error;
 
 use crate::topology::Cluster;
@@ -81,8 +81,7 @@ impl KubeconfigCache {
                 Some(p) => Kubeconfig::read_from(p),
                 None => Kubeconfig::read(),
             };
-            // kube's messages about a file describe the file, not its secrets.
-            loaded.map_err(|e| e.to_string())
+            loaded.map_err(|e| reason_without_content(&e))
         });
         match entry {
             Ok(config) => Ok((config.clone(), shown)),
@@ -91,6 +90,34 @@ impl KubeconfigCache {
                 reason: reason.clone(),
             }),
         }
+    }
+}
+
+/// Why a kubeconfig file cannot be used, in words that quote nothing of it.
+/// The YAML parser's message quotes the line it stopped at, and a
+/// kubeconfig's lines hold tokens and keys (or, with a hostile `kubeconfig`
+/// path, any file's lines); the reason ends up in plans, snapshots and logs.
+fn reason_without_content(error: &KubeconfigError) -> String {
+    match error {
+        KubeconfigError::ReadConfig(source, _) => source.to_string(),
+        KubeconfigError::Parse(_) => {
+            let text = error.to_string();
+            let number_after = |word: &str| -> Option<u64> {
+                let at = text.find(word)? + word.len();
+                let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            };
+            match (number_after("line "), number_after(" column ")) {
+                (Some(line), Some(column)) => {
+                    format!("it is not a valid kubeconfig (YAML error at line {line}, column {column})")
+                }
+                _ => "it is not a valid kubeconfig".to_string(),
+            }
+        }
+        KubeconfigError::FindPath | KubeconfigError::KindMismatch | KubeconfigError::ApiVersionMismatch => {
+            error.to_string()
+        }
+        _ => "it cannot be used as a kubeconfig".to_string(),
     }
 }
 
