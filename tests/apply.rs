@@ -1448,3 +1448,46 @@ async fn token_mode_secret_writes_never_expiring_tokens_that_work() {
     assert_converged(&mesh, &[east, west]).await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
+
+#[tokio::test]
+async fn a_second_secret_for_a_registered_cluster_id_is_never_written() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    // istioctl's own naming differs from meshform's; Istio reads the data key.
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("istioctl-secret-for-west".into()),
+            labels: Some(BTreeMap::from([("istio/multiCluster".into(), "true".into())])),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([("west".to_string(), "made by istioctl".to_string())])),
+        ..Secret::default()
+    };
+    let made = Api::<Secret>::namespaced(east.client(), NAMESPACE)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the secret");
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
+    let conflict = plan["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["code"] == "meshform::plan::remote_secret_duplicate")
+        .unwrap_or_else(|| panic!("{plan:#}"));
+    assert_eq!(conflict["cluster"], "east");
+    mesh.apply(&["--adopt"]).await;
+    let held = remote_secrets(east).await;
+    assert_eq!(
+        names(&held),
+        ["istioctl-secret-for-west"],
+        "a second secret for west was written"
+    );
+    assert_eq!(
+        held["istioctl-secret-for-west"].metadata.resource_version,
+        made.metadata.resource_version
+    );
+    assert_remote_secret(west, east, "east").await;
+    assert_converged(&mesh, &[east, west]).await;
+    mesh.assert_no_token_leaked(&[west]).await;
+}
