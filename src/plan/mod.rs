@@ -12,6 +12,7 @@
 //! - objects meshform does not own are never changed or deleted.
 
 pub mod desired;
+mod index;
 mod model;
 pub mod simulate;
 
@@ -22,9 +23,10 @@ use thiserror::Error;
 
 pub use model::*;
 
+use self::index::Index;
 use crate::objects::{self, remote_secret_name};
 use crate::observe::model::{ClusterFacts, ClusterState, Observed, RemoteSecretFacts, TokenFacts};
-use crate::topology::{Cluster, Role, TokenMode, Topology};
+use crate::topology::{Cluster, REMOTE_SECRET_PREFIX, Role, TokenMode, Topology};
 
 /// Choices the user makes on the command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,10 +172,12 @@ struct Planner<'a> {
     clusters: Vec<&'a Cluster>,
     /// kube-system UID → mesh name, for reachable desired clusters.
     identities: BTreeMap<&'a str, &'a str>,
+    /// What the walks over (primary, peer) pairs look up.
+    index: Index<'a>,
     /// (primary, secret name) of the secrets the detach phase removes: a
     /// stale copy under another name going does not make the peer's own
     /// secret absent.
-    removed: BTreeSet<(String, String)>,
+    removed: BTreeSet<(&'a str, &'a str)>,
     actions: Vec<Action>,
     changes: BTreeSet<Change>,
     findings: Vec<Finding>,
@@ -188,8 +192,20 @@ fn secret_target(secret: &RemoteSecretFacts) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn names_cluster(secret: &RemoteSecretFacts, cluster: &str) -> bool {
-    secret.cluster_ids.iter().any(|id| id == cluster) || secret.annotated_cluster.as_deref() == Some(cluster)
+/// A reachable cluster as its peers' remote secrets hold it.
+struct Peer<'a> {
+    cluster: &'a Cluster,
+    facts: &'a ClusterFacts,
+    /// `istio-remote-secret-<peer>`.
+    secret: String,
+    /// The address primaries reach it at.
+    server: String,
+    spec_hash: String,
+    /// It moves to another network: re-attached, not attached.
+    moving: bool,
+    /// Attached nowhere yet, under this name or an old one: writing its
+    /// secrets attaches it to the mesh.
+    joins: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -207,6 +223,7 @@ impl<'a> Planner<'a> {
             options,
             clusters,
             identities,
+            index: Index::new(desired, observed),
             removed: BTreeSet::new(),
             actions: Vec::new(),
             changes: BTreeSet::new(),
@@ -247,15 +264,6 @@ impl<'a> Planner<'a> {
         });
     }
 
-    /// Some cluster holds a meshform remote secret for `cluster`.
-    fn attached(&self, cluster: &str) -> bool {
-        self.observed.clusters.values().filter_map(|c| c.facts()).any(|f| {
-            f.remote_secrets
-                .values()
-                .any(|s| s.object.managed && names_cluster(s, cluster))
-        })
-    }
-
     /// The network label the cluster has now, if it differs from the desired one.
     fn relabel_from(&self, cluster: &Cluster) -> Option<&'a str> {
         let current = self.facts(&cluster.name)?.namespace.as_ref()?.network.as_deref()?;
@@ -272,7 +280,7 @@ impl<'a> Planner<'a> {
             .as_ref()
             .and_then(|n| n.network.as_deref())
             .unwrap_or("");
-        (current != cluster.network && self.attached(&cluster.name)).then_some(current)
+        (current != cluster.network && self.index.attached(&cluster.name)).then_some(current)
     }
 
     fn peer_server(&self, cluster: &Cluster, facts: &ClusterFacts) -> String {
@@ -287,7 +295,7 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let Some(target) = secret_target(secret) else { continue };
-                let desired_target = self.desired.cluster(target);
+                let desired_target = self.index.cluster(target);
                 if desired_target.is_some() && self.facts(target).is_none() {
                     // Unknown clusters are never detached, not even from a
                     // primary turned remote: their actions are deferred.
@@ -309,7 +317,7 @@ impl<'a> Planner<'a> {
                             "{target} moves from network {from:?} to {:?}: Istio only sees a new network on re-attach",
                             target_cluster.network
                         )
-                    } else if *name != remote_secret_name(target) || secret.cluster_ids.len() != 1 {
+                    } else if name.strip_prefix(REMOTE_SECRET_PREFIX) != Some(target) || secret.cluster_ids.len() != 1 {
                         format!("the secret is not in the form meshform writes for {target}; it is replaced")
                     } else {
                         continue;
@@ -336,7 +344,7 @@ impl<'a> Planner<'a> {
                         }
                     }
                 };
-                self.removed.insert((primary.name.clone(), name.clone()));
+                self.removed.insert((&primary.name, name));
                 let kind = ActionKind::DeleteRemoteSecret {
                     peer: target.to_string(),
                     name: name.clone(),
@@ -383,12 +391,6 @@ impl<'a> Planner<'a> {
 
     fn network(&mut self) {
         let reachable: Vec<_> = self.reachable().collect();
-        let has_primary_peer = |c: &Cluster| {
-            self.desired
-                .clusters
-                .iter()
-                .any(|p| p.role == Role::Primary && p.name != c.name)
-        };
         for (cluster, facts) in reachable {
             // The network label on the mesh namespace.
             let current = facts.namespace.as_ref().and_then(|n| n.network.clone());
@@ -412,7 +414,7 @@ impl<'a> Planner<'a> {
             }
 
             // The reader account primaries use to read this cluster.
-            if has_primary_peer(cluster) {
+            if self.index.has_primary_peer(cluster) {
                 let hash = desired::reader_hash(self.ns(), self.desired.mesh.tokens.mode);
                 let reader = &facts.reader;
                 let foreign = [&reader.cluster_role, &reader.cluster_role_binding]
@@ -537,26 +539,56 @@ impl<'a> Planner<'a> {
 
     fn attach(&mut self) {
         let primaries: Vec<_> = self.reachable().filter(|(c, _)| c.role == Role::Primary).collect();
+        // What a remote secret for a peer holds does not depend on the
+        // primary holding it: work it out once per peer, not per pair.
+        let renamed: BTreeSet<&str> = self
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Rename { to, .. } => Some(to.as_str()),
+                _ => None,
+            })
+            .collect();
+        let peers: Vec<Peer> = self
+            .reachable()
+            .map(|(cluster, facts)| {
+                let server = self.peer_server(cluster, facts);
+                let moving = self.network_change(cluster).is_some();
+                Peer {
+                    cluster,
+                    facts,
+                    secret: remote_secret_name(&cluster.name),
+                    spec_hash: desired::remote_secret_hash(
+                        &cluster.name,
+                        &server,
+                        facts.ca_sha256.as_deref(),
+                        &facts.identity,
+                        self.desired.mesh.tokens.mode,
+                    ),
+                    server,
+                    moving,
+                    joins: !moving && !self.index.attached(&cluster.name) && !renamed.contains(cluster.name.as_str()),
+                }
+            })
+            .collect();
+        // Peers that join the mesh: one change each, however many primaries attach them.
+        let mut joining: BTreeMap<&str, &str> = BTreeMap::new();
         let now = self.observed.observed_at;
         for (primary, facts) in primaries {
-            for peer in self.clusters.clone() {
+            for peer_entry in &peers {
+                let Peer {
+                    cluster: peer,
+                    facts: peer_facts,
+                    secret: name,
+                    server,
+                    spec_hash: hash,
+                    ..
+                } = peer_entry;
                 if peer.name == primary.name {
                     continue;
                 }
-                let Some(peer_facts) = self.facts(&peer.name) else {
-                    continue;
-                };
-                let name = remote_secret_name(&peer.name);
-                let server = self.peer_server(peer, peer_facts);
-                let hash = desired::remote_secret_hash(
-                    &peer.name,
-                    &server,
-                    peer_facts.ca_sha256.as_deref(),
-                    &peer_facts.identity,
-                    self.desired.mesh.tokens.mode,
-                );
-                let removed = self.removed.contains(&(primary.name.clone(), name.clone()));
-                let ours = facts.remote_secrets.get(&name).filter(|s| s.object.managed && !removed);
+                let removed = self.removed.contains(&(primary.name.as_str(), name.as_str()));
+                let ours = facts.remote_secrets.get(name).filter(|s| s.object.managed && !removed);
                 let write = |mode, precondition: Option<&RemoteSecretFacts>| ActionKind::WriteRemoteSecret {
                     peer: peer.name.clone(),
                     name: name.clone(),
@@ -572,30 +604,29 @@ impl<'a> Planner<'a> {
                 // Istio ignores a second secret for a cluster id it already
                 // has: an unmanaged one of another name blocks ours, and
                 // nothing is written or adopted next to it.
-                let others: Vec<&String> = facts
-                    .remote_secrets
+                let other = self
+                    .index
+                    .unmanaged_naming(&primary.name, &peer.name)
                     .iter()
-                    .filter(|(n, s)| **n != name && !s.object.managed && names_cluster(s, &peer.name))
-                    .map(|(n, _)| n)
-                    .collect();
-                if !others.is_empty() {
+                    .find(|n| **n != name.as_str())
+                    .copied();
+                if let Some(other) = other {
                     self.finding(
                         FindingKind::Conflict,
                         "remote_secret_duplicate",
                         &primary.name,
                         format!(
-                            "Secret {}/{} in {} already registers cluster {}, and Istio ignores a second secret for the same cluster id",
+                            "Secret {}/{other} in {} already registers cluster {}, and Istio ignores a second secret for the same cluster id",
                             self.ns(),
-                            others[0],
                             primary.name,
                             peer.name
                         ),
-                        format!("delete {} (made by istioctl or by hand) and plan again", others[0]),
+                        format!("delete {other} (made by istioctl or by hand) and plan again"),
                     );
                     continue;
                 }
                 // istioctl's secret of our name: left alone unless adopted.
-                if let Some(same_name) = facts.remote_secrets.get(&name).filter(|s| !s.object.managed) {
+                if let Some(same_name) = facts.remote_secrets.get(name).filter(|s| !s.object.managed) {
                     // Istio takes the cluster id from the data key: adopting a
                     // secret of this name that registers another cluster would
                     // silently detach that cluster from this primary.
@@ -639,22 +670,17 @@ impl<'a> Planner<'a> {
                 }
                 match ours {
                     None => {
-                        let reason = match self.network_change(peer) {
-                            Some(_) => format!("re-attach {} on network {:?}", peer.name, peer.network),
-                            None => format!("attach {} to {}", peer.name, primary.name),
+                        let reason = if peer_entry.moving {
+                            format!("re-attach {} on network {:?}", peer.name, peer.network)
+                        } else {
+                            format!("attach {} to {}", peer.name, primary.name)
                         };
-                        if self.network_change(peer).is_none()
-                            && !self.attached(&peer.name)
-                            && !self.renamed_to(&peer.name)
-                        {
-                            self.changes.insert(Change::Attach {
-                                cluster: peer.name.clone(),
-                                network: peer.network.clone(),
-                            });
+                        if peer_entry.joins {
+                            joining.insert(&peer.name, &peer.network);
                         }
                         self.push(Phase::Attach, &primary.name, write(WriteMode::Create, None), reason);
                     }
-                    Some(secret) if secret.object.spec_hash.as_deref() != Some(&hash) => {
+                    Some(secret) if secret.object.spec_hash.as_deref() != Some(hash.as_str()) => {
                         let reason = if secret.server.as_deref() != Some(server.as_str()) {
                             format!(
                                 "API address of {} changes from {} to {server}",
@@ -704,12 +730,12 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-    }
-
-    fn renamed_to(&self, cluster: &str) -> bool {
-        self.changes
-            .iter()
-            .any(|c| matches!(c, Change::Rename { to, .. } if to == cluster))
+        for (cluster, network) in joining {
+            self.changes.insert(Change::Attach {
+                cluster: cluster.to_string(),
+                network: network.to_string(),
+            });
+        }
     }
 
     /// Sidecars keep the network they started with: after a relabel,
@@ -752,12 +778,7 @@ impl<'a> Planner<'a> {
     fn addresses(&mut self) {
         let reachable: Vec<_> = self.reachable().collect();
         for (cluster, facts) in reachable {
-            if !self
-                .desired
-                .clusters
-                .iter()
-                .any(|p| p.role == Role::Primary && p.name != cluster.name)
-            {
+            if !self.index.has_primary_peer(cluster) {
                 continue;
             }
             let server = self.peer_server(cluster, facts);

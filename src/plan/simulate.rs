@@ -25,8 +25,10 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
     let mut after = observed.clone();
     let now = observed.observed_at;
     for action in &plan.actions {
-        // The peer's facts are read from before the plan: its identity and CA do not change.
-        let peer_facts = action.peer().and_then(|p| observed.facts(p)).cloned();
+        // The peer's facts are read from before the plan: its identity and CA
+        // do not change. Borrowed, not cloned: a primary's facts hold a
+        // remote secret per peer, and this runs once per action.
+        let peer_facts = action.peer().and_then(|p| observed.facts(p));
         let Some(cluster) = after.clusters.get_mut(&action.cluster) else {
             continue;
         };
@@ -74,8 +76,8 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                         cluster_ids: vec![peer.clone()],
                         annotated_cluster: Some(peer.clone()),
                         server: Some(server.clone()),
-                        ca_sha256: peer_facts.as_ref().and_then(|f| f.ca_sha256.clone()),
-                        peer_identity: peer_facts.as_ref().map(|f| f.identity.clone()),
+                        ca_sha256: peer_facts.and_then(|f| f.ca_sha256.clone()),
+                        peer_identity: peer_facts.map(|f| f.identity.clone()),
                         token: TokenFacts::Bound {
                             issued_at: now,
                             expires_at: now.checked_add(token_lifetime).unwrap_or(now),

@@ -1,0 +1,183 @@
+//! The planner at scale: `plan`, `simulate` and `fingerprints` on synthetic
+//! meshes of 10 to 1,000 primaries (a thousand primaries hold about a million
+//! remote secrets), fresh, converged and with a tenth of the clusters moved
+//! to another network or removed.
+//!
+//! Time comes from criterion. Memory comes from a counting global allocator:
+//! before the timed runs, each scenario is planned once and the heap's
+//! high-water mark above what was live before the call is printed
+//! (`memory ...` lines), next to the heap the inputs hold.
+//!
+//! `cargo bench --bench plan` runs every size; `MESHFORM_BENCH_SIZES=10,100`
+//! picks sizes, and criterion's filter picks benchmarks
+//! (`cargo bench --bench plan -- plan/converged`).
+
+#[path = "support/meshes.rs"]
+mod meshes;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion};
+use meshform::plan::simulate::simulate;
+use meshform::plan::{Options, fingerprints, plan};
+
+/// The system allocator, counting the bytes live now and the most live since
+/// the last [`reset_peak`].
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let out = unsafe { System.realloc(ptr, layout, new_size) };
+        if !out.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        out
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Runs `f` once: its result, its time, and the most heap it had live at
+/// once on top of what was live before (its result included).
+fn measure<T>(f: impl FnOnce() -> T) -> (T, Duration, usize) {
+    let before = live();
+    PEAK.store(before, Ordering::Relaxed);
+    let started = Instant::now();
+    let out = f();
+    let elapsed = started.elapsed();
+    (out, elapsed, PEAK.load(Ordering::Relaxed) - before)
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn sizes() -> Vec<usize> {
+    match std::env::var("MESHFORM_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("MESHFORM_BENCH_SIZES: comma-separated cluster counts")
+            })
+            .collect(),
+        Err(_) => vec![10, 100, 500, 1000],
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let options = Options::default();
+    for clusters in sizes() {
+        let built = live();
+        let scenarios = meshes::scenarios(clusters);
+        let inputs = live() - built;
+        println!(
+            "memory inputs/{clusters}: {:.1} MiB for the topologies and observations of {} scenarios",
+            mib(inputs),
+            scenarios.len()
+        );
+
+        let mut group = criterion.benchmark_group("plan");
+        if clusters >= 500 {
+            group.sample_size(10).measurement_time(Duration::from_secs(20));
+        }
+        for scenario in &scenarios {
+            let (planned, elapsed, peak) = measure(|| plan(&scenario.topology, &scenario.observed, &options));
+            let planned = planned.expect("a synthetic mesh plans");
+            println!(
+                "memory plan/{}/{clusters}: peak {:.1} MiB above the inputs, {} actions, first run {:.3} s",
+                scenario.name,
+                mib(peak),
+                planned.actions.len(),
+                elapsed.as_secs_f64()
+            );
+            drop(planned);
+            group.bench_with_input(BenchmarkId::new(scenario.name, clusters), scenario, |b, s| {
+                b.iter(|| plan(black_box(&s.topology), black_box(&s.observed), &options))
+            });
+        }
+        group.finish();
+
+        // The converged mesh is what apply leaves: simulate a fresh mesh's
+        // plan into it, and fingerprint it as every saved plan does.
+        let fresh = &scenarios[0];
+        let converged = &scenarios[3];
+        let fresh_plan = plan(&fresh.topology, &fresh.observed, &options).expect("a fresh mesh plans");
+        let mut group = criterion.benchmark_group("simulate");
+        if clusters >= 500 {
+            group.sample_size(10).measurement_time(Duration::from_secs(20));
+        }
+        let (after, _, peak) = measure(|| simulate(&fresh.observed, &fresh_plan, meshes::TOKEN_LIFETIME));
+        println!("memory simulate/fresh/{clusters}: peak {:.1} MiB", mib(peak));
+        drop(after);
+        group.bench_function(BenchmarkId::new("fresh", clusters), |b| {
+            b.iter(|| {
+                simulate(
+                    black_box(&fresh.observed),
+                    black_box(&fresh_plan),
+                    meshes::TOKEN_LIFETIME,
+                )
+            })
+        });
+        group.finish();
+        drop(fresh_plan);
+
+        let mut group = criterion.benchmark_group("fingerprints");
+        if clusters >= 500 {
+            group.sample_size(10).measurement_time(Duration::from_secs(20));
+        }
+        let (prints, _, peak) = measure(|| fingerprints(&converged.topology, &converged.observed));
+        println!(
+            "memory fingerprints/converged/{clusters}: peak {:.1} MiB, {} entries",
+            mib(peak),
+            prints.observed.len()
+        );
+        drop(prints);
+        group.bench_function(BenchmarkId::new("converged", clusters), |b| {
+            b.iter(|| fingerprints(black_box(&converged.topology), black_box(&converged.observed)))
+        });
+        group.finish();
+    }
+    criterion.final_summary();
+}

@@ -1,0 +1,145 @@
+//! Lookups the planner makes for every (primary, peer) pair, built once per
+//! plan from the topology and the observation.
+//!
+//! A mesh of N primaries holds about N² remote secrets. Answering "is this
+//! cluster attached anywhere?" or "does this primary hold a hand-made secret
+//! for that peer?" by scanning them, once per pair, made planning O(N³) to
+//! O(N⁴); here each question is a hash lookup. The index only answers
+//! questions: it is never iterated, so hash order cannot reach the plan.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::observe::model::Observed;
+use crate::topology::{Cluster, Topology};
+
+pub(super) struct Index<'a> {
+    /// Desired clusters by mesh name (the first, as [`Topology::cluster`]).
+    clusters: HashMap<&'a str, &'a Cluster>,
+    /// Names of the desired primaries, in file order.
+    primaries: Vec<&'a str>,
+    /// Cluster ids that a meshform remote secret in some observed cluster names.
+    attached: HashSet<&'a str>,
+    /// Cluster holding them → cluster id they name → the names of unmanaged
+    /// remote secrets there, in name order.
+    unmanaged: HashMap<&'a str, HashMap<&'a str, Vec<&'a str>>>,
+}
+
+impl<'a> Index<'a> {
+    pub(super) fn new(desired: &'a Topology, observed: &'a Observed) -> Self {
+        let mut clusters = HashMap::with_capacity(desired.clusters.len());
+        for cluster in &desired.clusters {
+            clusters.entry(cluster.name.as_str()).or_insert(cluster);
+        }
+        let primaries = desired.primaries().map(|c| c.name.as_str()).collect();
+        let mut attached = HashSet::new();
+        let mut unmanaged: HashMap<&str, HashMap<&str, Vec<&str>>> = HashMap::new();
+        for (holder, observation) in &observed.clusters {
+            let Some(facts) = observation.facts() else { continue };
+            for (name, secret) in &facts.remote_secrets {
+                let named = secret.cluster_ids.iter().chain(&secret.annotated_cluster);
+                if secret.object.managed {
+                    attached.extend(named.map(String::as_str));
+                    continue;
+                }
+                for id in named {
+                    let names = unmanaged.entry(holder).or_default().entry(id).or_default();
+                    // A secret naming a cluster twice (a data key and the annotation) counts once.
+                    if names.last() != Some(&name.as_str()) {
+                        names.push(name.as_str());
+                    }
+                }
+            }
+        }
+        Index {
+            clusters,
+            primaries,
+            attached,
+            unmanaged,
+        }
+    }
+
+    /// The desired cluster of this mesh name.
+    pub(super) fn cluster(&self, name: &str) -> Option<&'a Cluster> {
+        self.clusters.get(name).copied()
+    }
+
+    /// Some cluster holds a meshform remote secret for `cluster`.
+    pub(super) fn attached(&self, cluster: &str) -> bool {
+        self.attached.contains(cluster)
+    }
+
+    /// Some primary other than `cluster` reads it: it needs a reader account
+    /// and an address its peers can reach.
+    pub(super) fn has_primary_peer(&self, cluster: &Cluster) -> bool {
+        // At most two names are looked at: names are unique in a valid topology.
+        self.primaries.iter().any(|p| *p != cluster.name)
+    }
+
+    /// Remote secrets in `holder`, not meshform's, that name `cluster`, in name order.
+    pub(super) fn unmanaged_naming(&self, holder: &str, cluster: &str) -> &[&'a str] {
+        self.unmanaged
+            .get(holder)
+            .and_then(|ids| ids.get(cluster))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::model::{ObjectFacts, RemoteSecretFacts, TokenFacts};
+    use crate::observe::synthetic;
+    use crate::topology::Role;
+
+    fn topology() -> Topology {
+        let text = "[mesh]\nname = \"mesh1\"\n\n[[cluster]]\nname = \"a\"\n\n[[cluster]]\nname = \"b\"\nrole = \"remote\"\n\n[[cluster]]\nname = \"c\"\n";
+        crate::topology::check("mesh.toml", text.as_bytes())
+            .into_result()
+            .expect("a valid topology")
+            .0
+    }
+
+    fn secret(managed: bool, ids: &[&str], annotated: Option<&str>) -> RemoteSecretFacts {
+        RemoteSecretFacts {
+            object: ObjectFacts {
+                uid: "uid".to_string(),
+                resource_version: "1".to_string(),
+                managed,
+                spec_hash: None,
+            },
+            cluster_ids: ids.iter().map(|s| s.to_string()).collect(),
+            annotated_cluster: annotated.map(str::to_string),
+            server: None,
+            ca_sha256: None,
+            peer_identity: None,
+            token: TokenFacts::Unknown,
+        }
+    }
+
+    #[test]
+    fn answers_as_a_scan_of_every_secret_would() {
+        let topology = topology();
+        let mut observed = synthetic::fresh(&topology, "2025-06-01T12:00:00Z".parse().expect("a time"));
+        let crate::observe::model::ClusterState::Reachable(a) = &mut observed.clusters.get_mut("a").expect("a").state
+        else {
+            unreachable!("synthetic clusters are reachable")
+        };
+        a.remote_secrets
+            .insert("istio-remote-secret-c".to_string(), secret(true, &["c"], Some("c")));
+        a.remote_secrets
+            .insert("by-hand".to_string(), secret(false, &["b", "gone"], Some("b")));
+        a.remote_secrets
+            .insert("another".to_string(), secret(false, &[], Some("b")));
+
+        let index = Index::new(&topology, &observed);
+        assert!(index.attached("c"));
+        assert!(!index.attached("b"), "an unmanaged secret does not attach");
+        assert_eq!(index.unmanaged_naming("a", "b"), ["another", "by-hand"]);
+        assert_eq!(index.unmanaged_naming("a", "gone"), ["by-hand"]);
+        assert!(index.unmanaged_naming("c", "b").is_empty());
+        assert_eq!(index.cluster("b").map(|c| c.role), Some(Role::Remote));
+        assert!(index.cluster("gone").is_none());
+        let [a, b, c] = [0, 1, 2].map(|i| &topology.clusters[i]);
+        assert!(index.has_primary_peer(a) && index.has_primary_peer(b) && index.has_primary_peer(c));
+    }
+}
