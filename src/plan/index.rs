@@ -9,12 +9,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::observe::model::Observed;
+use crate::observe::model::{ClusterFacts, Observed};
 use crate::topology::{Cluster, Topology};
 
 pub(super) struct Index<'a> {
     /// Desired clusters by mesh name (the first, as [`Topology::cluster`]).
     clusters: HashMap<&'a str, &'a Cluster>,
+    /// Facts of the observed clusters that could be read, by mesh name.
+    facts: HashMap<&'a str, &'a ClusterFacts>,
     /// Names of the desired primaries, in file order.
     primaries: Vec<&'a str>,
     /// Cluster ids that a meshform remote secret in some observed cluster names.
@@ -31,11 +33,15 @@ impl<'a> Index<'a> {
             clusters.entry(cluster.name.as_str()).or_insert(cluster);
         }
         let primaries = desired.primaries().map(|c| c.name.as_str()).collect();
+        let mut facts = HashMap::with_capacity(observed.clusters.len());
         let mut attached = HashSet::new();
         let mut unmanaged: HashMap<&str, HashMap<&str, Vec<&str>>> = HashMap::new();
         for (holder, observation) in &observed.clusters {
-            let Some(facts) = observation.facts() else { continue };
-            for (name, secret) in &facts.remote_secrets {
+            let Some(holder_facts) = observation.facts() else {
+                continue;
+            };
+            facts.insert(holder.as_str(), holder_facts);
+            for (name, secret) in &holder_facts.remote_secrets {
                 let named = secret.cluster_ids.iter().chain(&secret.annotated_cluster);
                 if secret.object.managed {
                     attached.extend(named.map(String::as_str));
@@ -52,6 +58,7 @@ impl<'a> Index<'a> {
         }
         Index {
             clusters,
+            facts,
             primaries,
             attached,
             unmanaged,
@@ -61,6 +68,11 @@ impl<'a> Index<'a> {
     /// The desired cluster of this mesh name.
     pub(super) fn cluster(&self, name: &str) -> Option<&'a Cluster> {
         self.clusters.get(name).copied()
+    }
+
+    /// What was observed of `cluster`, when it could be read (as [`Observed::facts`]).
+    pub(super) fn facts(&self, cluster: &str) -> Option<&'a ClusterFacts> {
+        self.facts.get(cluster).copied()
     }
 
     /// Some cluster holds a meshform remote secret for `cluster`.
@@ -139,6 +151,8 @@ mod tests {
         assert!(index.unmanaged_naming("c", "b").is_empty());
         assert_eq!(index.cluster("b").map(|c| c.role), Some(Role::Remote));
         assert!(index.cluster("gone").is_none());
+        assert_eq!(index.facts("b"), observed.facts("b"));
+        assert!(index.facts("gone").is_none());
         let [a, b, c] = [0, 1, 2].map(|i| &topology.clusters[i]);
         assert!(index.has_primary_peer(a) && index.has_primary_peer(b) && index.has_primary_peer(c));
     }

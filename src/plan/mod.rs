@@ -16,7 +16,7 @@ mod index;
 mod model;
 pub mod simulate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use miette::Diagnostic;
 use thiserror::Error;
@@ -174,6 +174,9 @@ struct Planner<'a> {
     identities: BTreeMap<&'a str, &'a str>,
     /// What the walks over (primary, peer) pairs look up.
     index: Index<'a>,
+    /// Attached clusters that move to another network, with the network
+    /// they leave (see [`network_change_of`]); asked once per remote secret.
+    network_changes: HashMap<&'a str, &'a str>,
     /// (primary, secret name) of the secrets the detach phase removes: a
     /// stale copy under another name going does not make the peer's own
     /// secret absent.
@@ -181,6 +184,19 @@ struct Planner<'a> {
     actions: Vec<Action>,
     changes: BTreeSet<Change>,
     findings: Vec<Finding>,
+}
+
+/// An attached cluster moving to another network: detach + relabel +
+/// re-attach. Without a label Istio puts a cluster on its default, unnamed
+/// network, so a missing label counts as the network `""`.
+fn network_change_of<'a>(cluster: &Cluster, index: &Index<'a>) -> Option<&'a str> {
+    let facts = index.facts(&cluster.name)?;
+    let current = facts
+        .namespace
+        .as_ref()
+        .and_then(|n| n.network.as_deref())
+        .unwrap_or("");
+    (current != cluster.network && index.attached(&cluster.name)).then_some(current)
 }
 
 /// The cluster id a remote secret registers: Istio takes its data keys.
@@ -217,13 +233,19 @@ impl<'a> Planner<'a> {
     ) -> Self {
         let mut clusters: Vec<&Cluster> = desired.clusters.iter().collect();
         clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        let index = Index::new(desired, observed);
+        let network_changes = clusters
+            .iter()
+            .filter_map(|c| network_change_of(c, &index).map(|from| (c.name.as_str(), from)))
+            .collect();
         Planner {
             desired,
             observed,
             options,
             clusters,
             identities,
-            index: Index::new(desired, observed),
+            index,
+            network_changes,
             removed: BTreeSet::new(),
             actions: Vec::new(),
             changes: BTreeSet::new(),
@@ -236,7 +258,7 @@ impl<'a> Planner<'a> {
     }
 
     fn facts(&self, cluster: &str) -> Option<&'a ClusterFacts> {
-        self.observed.facts(cluster)
+        self.index.facts(cluster)
     }
 
     fn reachable(&self) -> impl Iterator<Item = (&'a Cluster, &'a ClusterFacts)> + '_ {
@@ -270,17 +292,9 @@ impl<'a> Planner<'a> {
         (current != cluster.network).then_some(current)
     }
 
-    /// An attached cluster moving to another network: detach + relabel +
-    /// re-attach. Without a label Istio puts a cluster on its default,
-    /// unnamed network, so a missing label counts as the network `""`.
+    /// The network an attached cluster leaves, when it moves to another.
     fn network_change(&self, cluster: &Cluster) -> Option<&'a str> {
-        let facts = self.facts(&cluster.name)?;
-        let current = facts
-            .namespace
-            .as_ref()
-            .and_then(|n| n.network.as_deref())
-            .unwrap_or("");
-        (current != cluster.network && self.index.attached(&cluster.name)).then_some(current)
+        self.network_changes.get(cluster.name.as_str()).copied()
     }
 
     fn peer_server(&self, cluster: &Cluster, facts: &ClusterFacts) -> String {
@@ -588,7 +602,8 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let removed = self.removed.contains(&(primary.name.as_str(), name.as_str()));
-                let ours = facts.remote_secrets.get(name).filter(|s| s.object.managed && !removed);
+                let existing = facts.remote_secrets.get(name);
+                let ours = existing.filter(|s| s.object.managed && !removed);
                 let write = |mode, precondition: Option<&RemoteSecretFacts>| ActionKind::WriteRemoteSecret {
                     peer: peer.name.clone(),
                     name: name.clone(),
@@ -626,7 +641,7 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 // istioctl's secret of our name: left alone unless adopted.
-                if let Some(same_name) = facts.remote_secrets.get(name).filter(|s| !s.object.managed) {
+                if let Some(same_name) = existing.filter(|s| !s.object.managed) {
                     // Istio takes the cluster id from the data key: adopting a
                     // secret of this name that registers another cluster would
                     // silently detach that cluster from this primary.
@@ -892,12 +907,23 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// The parts joined, allocated once: `format!` grows its string piece by
+/// piece, which shows at a million fingerprints.
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    parts.iter().for_each(|p| out.push_str(p));
+    out
+}
+
 /// Everything the plan depends on, for staleness checks of saved plans.
 pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
     let ns = &observed.namespace;
-    let mut out = BTreeMap::new();
+    // A mesh of N primaries has about N² entries. Collected, then built into
+    // the map at once: `BTreeMap::from_iter` sorts (the entries come nearly
+    // in order) and keeps the last of equal keys, as inserting one by one did.
+    let mut out = Vec::new();
     let mut put = |key: String, object: &crate::observe::model::ObjectFacts| {
-        out.insert(key, format!("{}@{}", object.uid, object.resource_version));
+        out.push((key, concat(&[&object.uid, "@", &object.resource_version])));
     };
     for (name, cluster) in &observed.clusters {
         let Some(facts) = cluster.facts() else {
@@ -932,18 +958,19 @@ pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
                 put(format!("{name}/{kind}"), object);
             }
         }
+        let secrets = format!("{name}/Secret/{ns}/");
         for (secret, s) in &facts.remote_secrets {
-            put(format!("{name}/Secret/{ns}/{secret}"), &s.object);
+            put(concat(&[&secrets, secret]), &s.object);
         }
     }
     for (name, cluster) in &observed.clusters {
         let identity = cluster
             .facts()
             .map_or_else(|| "unknown".to_string(), |f| f.identity.clone());
-        out.insert(name.clone(), identity);
+        out.push((name.clone(), identity));
     }
     Fingerprints {
         topology_sha256: desired::topology_hash(desired),
-        observed: out,
+        observed: out.into_iter().collect(),
     }
 }
