@@ -421,11 +421,16 @@ async fn the_remote_secret_reads_its_peer_and_nothing_else() {
         .await
         .expect("the remote secret's kubeconfig loads");
     let reader = kube::Client::try_from(config).expect("a client from the remote secret");
-    let services = Api::<Service>::namespaced(reader.clone(), NAMESPACE)
+    // It reads west's objects, not east's: the namespace it sees is west's.
+    Api::<Service>::namespaced(reader.clone(), NAMESPACE)
         .list(&ListParams::default())
         .await
         .expect("the reader lists services on its peer");
-    let _ = services;
+    let kube_system = Api::<Namespace>::all(reader.clone())
+        .get("kube-system")
+        .await
+        .expect("the reader reads namespaces on its peer");
+    assert_eq!(kube_system.metadata.uid.as_deref(), Some(west.kube_system_uid()));
     let review = Api::<SelfSubjectReview>::all(reader.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
