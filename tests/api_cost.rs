@@ -1,0 +1,231 @@
+//! What meshform costs the API servers (issue 9), counted on real ones: every
+//! request of observe and apply goes through a counting tower layer around
+//! the kube client of each cluster's connection.
+//!
+//! - observe makes exactly `observe::REQUESTS_PER_CLUSTER` requests to each
+//!   cluster, all reads, whether the mesh has 3 clusters or 8: the cost of a
+//!   plan grows with the number of clusters, not with the number of pairs;
+//! - applying a converged mesh again reads and writes nothing more than that:
+//!   zero writes.
+//!
+//! Counts only: no test here asserts a duration.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::client::Body;
+use meshform::apply::{self, Event, Progress, Settings, Target};
+use meshform::observe::connect::{ConnectError, Connection, Sources};
+use meshform::observe::{self, REQUESTS_PER_CLUSTER};
+use meshform::plan::{self, Options};
+use meshform::topology::Topology;
+use support::controlplane::{Cluster, ControlPlane};
+use support::mesh::{Entry, Mesh};
+
+/// Method and path of every request one cluster received.
+#[derive(Clone, Default)]
+struct Requests(Arc<Mutex<Vec<(Method, String)>>>);
+
+impl Requests {
+    fn take(&self) -> Vec<(Method, String)> {
+        std::mem::take(&mut *self.0.lock().expect("request log"))
+    }
+}
+
+/// A tower service that records each request, then sends it through the
+/// cluster's own client (its address, TLS and credentials).
+#[derive(Clone)]
+struct Counting {
+    inner: kube::Client,
+    seen: Requests,
+}
+
+impl tower::Service<Request<Body>> for Counting {
+    type Response = Response<Body>;
+    type Error = kube::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, kube::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), kube::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let line = (request.method().clone(), request.uri().path().to_string());
+        self.seen.0.lock().expect("request log").push(line);
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.send(request).await })
+    }
+}
+
+type Connections = Vec<(String, Result<Connection, ConnectError>)>;
+
+/// Connects to every cluster of mesh.toml the way the CLI does, then puts a
+/// counting layer in front of each client.
+async fn connect_counted(mesh: &Mesh) -> (Topology, Connections, BTreeMap<String, Requests>) {
+    let text = std::fs::read(mesh.file()).expect("reading mesh.toml");
+    let (topology, _) = meshform::topology::check("mesh.toml", &text)
+        .into_result()
+        .expect("a valid mesh.toml");
+    let sources = Sources {
+        base_dir: mesh.dir().to_path_buf(),
+        kubeconfig: None,
+        timeout: Duration::from_secs(30),
+    };
+    let mut connections = observe::connect_all(&topology, &sources).await;
+    let mut counters = BTreeMap::new();
+    for (name, connection) in &mut connections {
+        let connection = connection
+            .as_mut()
+            .unwrap_or_else(|e| panic!("connecting to {name}: {e}"));
+        let seen = Requests::default();
+        let counting = Counting {
+            inner: connection.client.clone(),
+            seen: seen.clone(),
+        };
+        connection.client = kube::Client::new(counting, connection.client.default_namespace());
+        counters.insert(name.clone(), seen);
+    }
+    (topology, connections, counters)
+}
+
+fn is_write(method: &Method) -> bool {
+    ![Method::GET, Method::HEAD, Method::OPTIONS].contains(method)
+}
+
+/// Progress that only keeps failures, to show them if an action fails.
+#[derive(Default)]
+struct Failures(Mutex<Vec<String>>);
+
+impl Progress for Failures {
+    fn event(&self, event: Event<'_>) {
+        if let Event::Failed { action, error, .. } = event {
+            let line = format!("{} {:?}: {error}", action.cluster, action.kind);
+            self.0.lock().expect("failures").push(line);
+        }
+    }
+}
+
+/// Plans and executes like `meshform apply --auto-approve` (without the
+/// lock), through the counting clients. Returns the number of actions.
+async fn apply_counted(topology: &Topology, connections: &Connections) -> usize {
+    let observed = observe::observe(topology, connections).await;
+    let plan = plan::plan(topology, &observed, &Options::default()).expect("the mesh plans");
+    if plan.is_empty() {
+        return 0;
+    }
+    let by_name: HashMap<String, &Connection> = connections
+        .iter()
+        .filter_map(|(name, c)| c.as_ref().ok().map(|c| (name.clone(), c)))
+        .collect();
+    let target = Target {
+        plan: &plan,
+        topology,
+        observed: &observed,
+        connections: &by_name,
+        lock: None,
+    };
+    let settings = Settings {
+        dry_run: false,
+        diff: false,
+        concurrency: 16,
+        restart_workloads: false,
+    };
+    let failures = Failures::default();
+    let report = apply::execute(&target, &settings, &failures).await;
+    assert!(
+        report.succeeded(),
+        "apply failed: {:?}",
+        failures.0.lock().expect("failures")
+    );
+    plan.actions.len()
+}
+
+/// One network for all: no east-west gateway is needed.
+fn flat(clusters: &[Cluster]) -> Mesh {
+    let entries: Vec<Entry> = clusters.iter().map(|c| Entry::of(c).network("flat")).collect();
+    Mesh::new(&entries)
+}
+
+async fn observe_counts(names: &[&str]) -> BTreeMap<String, Vec<(Method, String)>> {
+    let clusters = ControlPlane::shared().clusters(names).await;
+    let mesh = flat(&clusters);
+    let (topology, connections, counters) = connect_counted(&mesh).await;
+    let observed = observe::observe(&topology, &connections).await;
+    for name in names {
+        assert!(
+            observed.facts(name).is_some(),
+            "{name} was read: {:?}",
+            observed.clusters[*name]
+        );
+    }
+    counters
+        .iter()
+        .map(|(name, seen)| (name.clone(), seen.take()))
+        .collect()
+}
+
+#[tokio::test]
+async fn observe_makes_the_same_reads_of_every_cluster_however_large_the_mesh() {
+    let small = observe_counts(&["east", "west", "north"]).await;
+    // As many clusters as the shared plane holds comfortably next to other tests.
+    let large_names = ["c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8"];
+    let large = observe_counts(&large_names).await;
+    for (mesh, counts) in [("3 clusters", &small), ("8 clusters", &large)] {
+        for (cluster, requests) in counts {
+            assert_eq!(
+                requests.len(),
+                REQUESTS_PER_CLUSTER,
+                "observe of {cluster} in a mesh of {mesh}: {requests:#?}"
+            );
+            assert!(
+                requests.iter().all(|(method, _)| *method == Method::GET),
+                "observe only reads: {requests:#?}"
+            );
+        }
+    }
+    // Every cluster is read alike, in a small mesh as in a large one.
+    let paths = |requests: &Vec<(Method, String)>| {
+        let mut paths: Vec<String> = requests.iter().map(|(_, p)| p.clone()).collect();
+        paths.sort();
+        paths
+    };
+    assert_eq!(paths(&small["east"]), paths(&large["c1"]));
+}
+
+#[tokio::test]
+async fn a_converged_re_apply_writes_nothing() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let mesh = flat(&clusters);
+    let (topology, connections, counters) = connect_counted(&mesh).await;
+
+    let actions = apply_counted(&topology, &connections).await;
+    assert!(actions > 0, "a fresh mesh needs writes");
+    let first: usize = counters
+        .values()
+        .map(|s| s.take().iter().filter(|(m, _)| is_write(m)).count())
+        .sum();
+    assert!(
+        first >= actions,
+        "every action writes: {first} writes for {actions} actions"
+    );
+    mesh.assert_converged().await;
+
+    let actions = apply_counted(&topology, &connections).await;
+    assert_eq!(actions, 0, "a converged mesh plans nothing");
+    for (cluster, seen) in &counters {
+        let requests = seen.take();
+        let writes: Vec<_> = requests.iter().filter(|(m, _)| is_write(m)).collect();
+        assert!(
+            writes.is_empty(),
+            "a converged re-apply wrote to {cluster}: {writes:#?}"
+        );
+        assert_eq!(requests.len(), REQUESTS_PER_CLUSTER, "{cluster}: {requests:#?}");
+    }
+}
