@@ -30,8 +30,8 @@ use tokio::sync::OnceCell;
 
 use crate::objects::{self, FIELD_MANAGER};
 use crate::observe::connect::Connection;
-use crate::observe::error_chain;
 use crate::observe::model::Observed;
+use crate::observe::{error_chain, is_timeout};
 use crate::plan::{Action, ActionKind, Fingerprints, Phase, Plan, Precondition, WriteMode};
 use crate::topology::{TokenMode, Topology};
 
@@ -337,30 +337,43 @@ impl Run<'_> {
     }
 
     /// Server-side apply of one object, returning the diff when asked for.
-    async fn ssa<K>(&self, api: &Api<K>, name: &str, object: &K, force: bool) -> Result<Option<String>, String>
+    async fn ssa<K>(
+        &self,
+        cluster: &str,
+        api: &Api<K>,
+        name: &str,
+        object: &K,
+        force: bool,
+    ) -> Result<Option<String>, String>
     where
         K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
         let before = if self.wants_diff() {
-            to_value(&api.get_opt(name).await.map_err(|e| error_chain(&e))?)
+            to_value(&api.get_opt(name).await.map_err(|e| describe(cluster, &e))?)
         } else {
             None
         };
         let after = api
             .patch(name, &self.apply_params(force), &Patch::Apply(object))
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| describe(cluster, &e))?;
         Ok(self
             .wants_diff()
             .then(|| crate::render::diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
     }
 
-    async fn delete<K>(&self, api: &Api<K>, name: &str, precondition: &Precondition) -> Result<Option<String>, String>
+    async fn delete<K>(
+        &self,
+        cluster: &str,
+        api: &Api<K>,
+        name: &str,
+        precondition: &Precondition,
+    ) -> Result<Option<String>, String>
     where
         K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
         let before = if self.wants_diff() {
-            to_value(&api.get_opt(name).await.map_err(|e| error_chain(&e))?)
+            to_value(&api.get_opt(name).await.map_err(|e| describe(cluster, &e))?)
         } else {
             None
         };
@@ -368,7 +381,7 @@ impl Run<'_> {
             Ok(_) => {}
             // Already gone is what a delete wants.
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(error_chain(&e)),
+            Err(e) => return Err(describe(cluster, &e)),
         }
         Ok(self
             .wants_diff()
@@ -380,43 +393,62 @@ impl Run<'_> {
     }
 
     async fn action(&self, action: &Action) -> Result<Option<String>, String> {
-        let connection = self.connection(&action.cluster)?;
+        let cluster = action.cluster.as_str();
+        let connection = self.connection(cluster)?;
         let client = connection.client.clone();
         let ns = self.ns();
         match &action.kind {
             ActionKind::DeleteRemoteSecret { name, precondition, .. } => {
-                self.delete(&Api::<Secret>::namespaced(client, ns), name, precondition)
+                self.delete(cluster, &Api::<Secret>::namespaced(client, ns), name, precondition)
                     .await
             }
             ActionKind::SetNetwork { network, .. } => {
                 let api: Api<Namespace> = Api::all(client);
-                self.ssa(&api, ns, &build::network_label(ns, network), false).await
+                self.ssa(cluster, &api, ns, &build::network_label(ns, network), false)
+                    .await
             }
             ActionKind::EnsureReader { spec_hash, .. } => {
                 let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
                 let mut diffs = Vec::new();
                 // Istio's charts may have made the account already: use it, never touch it.
                 let account = objects::READER_SERVICE_ACCOUNT;
-                if accounts.get_opt(account).await.map_err(|e| error_chain(&e))?.is_none() {
+                if accounts
+                    .get_opt(account)
+                    .await
+                    .map_err(|e| describe(cluster, &e))?
+                    .is_none()
+                {
                     diffs.push(
-                        self.ssa(&accounts, account, &build::reader_account(ns, self.mesh()), false)
-                            .await?,
+                        self.ssa(
+                            cluster,
+                            &accounts,
+                            account,
+                            &build::reader_account(ns, self.mesh()),
+                            false,
+                        )
+                        .await?,
                     );
                 }
                 let role = objects::reader_cluster_role(ns);
                 let roles: Api<ClusterRole> = Api::all(client.clone());
                 diffs.push(
-                    self.ssa(&roles, &role, &build::reader_role(ns, self.mesh(), spec_hash), false)
-                        .await?,
+                    self.ssa(
+                        cluster,
+                        &roles,
+                        &role,
+                        &build::reader_role(ns, self.mesh(), spec_hash),
+                        false,
+                    )
+                    .await?,
                 );
                 let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
                 let binding = build::reader_binding(ns, self.mesh(), spec_hash);
-                diffs.push(self.ssa(&bindings, &role, &binding, false).await?);
+                diffs.push(self.ssa(cluster, &bindings, &role, &binding, false).await?);
                 if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
                     let secrets: Api<Secret> = Api::namespaced(client, ns);
                     let token_secret = build::reader_token_secret(ns, self.mesh());
                     diffs.push(
-                        self.ssa(&secrets, objects::READER_TOKEN_SECRET, &token_secret, false)
+                        self.ssa(cluster, &secrets, objects::READER_TOKEN_SECRET, &token_secret, false)
                             .await?,
                     );
                 }
@@ -425,11 +457,13 @@ impl Run<'_> {
             ActionKind::EnsureGateway { port, spec_hash, .. } => {
                 let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::gateway_resource());
                 let gateway = build::cross_network_gateway(ns, self.mesh(), *port, spec_hash);
-                self.ssa(&api, objects::CROSS_NETWORK_GATEWAY, &gateway, false).await
+                self.ssa(cluster, &api, objects::CROSS_NETWORK_GATEWAY, &gateway, false)
+                    .await
             }
             ActionKind::DeleteGateway { precondition } => {
                 let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::gateway_resource());
-                self.delete(&api, objects::CROSS_NETWORK_GATEWAY, precondition).await
+                self.delete(cluster, &api, objects::CROSS_NETWORK_GATEWAY, precondition)
+                    .await
             }
             ActionKind::WriteRemoteSecret {
                 peer,
@@ -451,7 +485,7 @@ impl Run<'_> {
                     // Observe lists remote secrets by label, so a Secret of this
                     // name without the label was not seen; server-side apply would
                     // merge into it (a second data key is a second cluster id to Istio).
-                    let existing = api.get_opt(name).await.map_err(|e| error_chain(&e))?;
+                    let existing = api.get_opt(name).await.map_err(|e| describe(cluster, &e))?;
                     if existing.is_some_and(|s| !objects::is_managed(s.metadata.labels.as_ref(), self.mesh())) {
                         return Err(format!(
                             "Secret {ns}/{name} already exists and is not managed by meshform; it was left as it is \
@@ -473,12 +507,12 @@ impl Run<'_> {
                 }
                 .build(&kubeconfig);
                 // Adoption takes the fields over from whoever wrote them (istioctl, kubectl).
-                self.ssa(&api, name, &secret, *mode == WriteMode::Adopt).await
+                self.ssa(cluster, &api, name, &secret, *mode == WriteMode::Adopt).await
             }
             ActionKind::RestartWorkloads { .. } if !self.settings.restart_workloads => Ok(Some(
                 "not run: pass --restart-workloads to restart the injected workloads".to_string(),
             )),
-            ActionKind::RestartWorkloads { .. } => self.restart(client).await,
+            ActionKind::RestartWorkloads { .. } => self.restart(cluster, client).await,
         }
     }
 
@@ -508,7 +542,7 @@ impl Run<'_> {
             let response = accounts
                 .create_token_request(objects::READER_SERVICE_ACCOUNT, &PostParams::default(), &request)
                 .await
-                .map_err(|e| format!("cannot get a reader token from {peer}: {}", error_chain(&e)))?;
+                .map_err(|e| format!("cannot get a reader token from {peer}: {}", describe(peer, &e)))?;
             response
                 .status
                 .map(|s| SecretString::from(s.token))
@@ -520,14 +554,14 @@ impl Run<'_> {
 
     /// `kubectl rollout restart` for every injected workload: a new
     /// pod-template annotation makes the controllers replace the pods.
-    async fn restart(&self, client: kube::Client) -> Result<Option<String>, String> {
+    async fn restart(&self, cluster: &str, client: kube::Client) -> Result<Option<String>, String> {
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let mut injected = BTreeSet::new();
         for selector in ["istio-injection=enabled", "istio.io/rev"] {
             let list = namespaces
                 .list(&ListParams::default().labels(selector))
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| describe(cluster, &e))?;
             for ns in list.items {
                 if let Some(name) = ns.metadata.name {
                     injected.insert(name);
@@ -544,9 +578,9 @@ impl Run<'_> {
         };
         let mut restarted = Vec::new();
         for ns in &injected {
-            restarted.extend(restart_all::<Deployment>(&client, ns, &patch, &params).await?);
-            restarted.extend(restart_all::<StatefulSet>(&client, ns, &patch, &params).await?);
-            restarted.extend(restart_all::<DaemonSet>(&client, ns, &patch, &params).await?);
+            restarted.extend(restart_all::<Deployment>(cluster, &client, ns, &patch, &params).await?);
+            restarted.extend(restart_all::<StatefulSet>(cluster, &client, ns, &patch, &params).await?);
+            restarted.extend(restart_all::<DaemonSet>(cluster, &client, ns, &patch, &params).await?);
         }
         Ok(Some(if restarted.is_empty() {
             "no injected workloads to restart".to_string()
@@ -557,6 +591,7 @@ impl Run<'_> {
 }
 
 async fn restart_all<K>(
+    cluster: &str,
     client: &kube::Client,
     ns: &str,
     patch: &Value,
@@ -574,13 +609,13 @@ where
     for object in api
         .list(&ListParams::default())
         .await
-        .map_err(|e| error_chain(&e))?
+        .map_err(|e| describe(cluster, &e))?
         .items
     {
         let name = object.meta().name.clone().unwrap_or_default();
         api.patch(&name, params, &Patch::Merge(patch))
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| describe(cluster, &e))?;
         names.push(format!("{}/{ns}/{name}", K::kind(&())));
     }
     Ok(names)
@@ -595,7 +630,7 @@ async fn legacy_token(connection: &Connection, ns: &str) -> Result<SecretString,
         let secret = secrets
             .get_opt(objects::READER_TOKEN_SECRET)
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| describe(&connection.cluster, &e))?;
         let token = secret
             .as_ref()
             .and_then(|s| s.data.as_ref())
@@ -614,7 +649,101 @@ async fn legacy_token(connection: &Connection, ns: &str) -> Result<SecretString,
     }
 }
 
+/// A failed API call in the report's words. kube's text of an API error
+/// ends in a debug dump of the whole Status; two cases get words of their own:
+/// a server-side apply conflict names the fields and the field manager that
+/// owns them, with what to do (meshform never forces a field another manager
+/// applied), and a timeout says which cluster did not answer, and which flag
+/// sets how long meshform waits.
+fn describe(cluster: &str, error: &kube::Error) -> String {
+    if let kube::Error::Api(status) = error {
+        let conflicts: Vec<String> = status
+            .details
+            .iter()
+            .flat_map(|d| &d.causes)
+            .filter(|c| c.reason == "FieldManagerConflict")
+            .map(|c| format!("{} ({})", c.field, c.message))
+            .collect();
+        if status.code == 409 && !conflicts.is_empty() {
+            return format!(
+                "another field manager owns what meshform would write: {}; meshform does not take fields over \
+                 from other managers: have that manager stop setting the field (or remove it there), then apply again",
+                conflicts.join(", ")
+            );
+        }
+    }
+    if is_timeout(error) {
+        return format!(
+            "timed out: the API server of {cluster} did not answer within --timeout ({})",
+            error_chain(error)
+        );
+    }
+    error_chain(error)
+}
+
 fn join_diffs(diffs: Vec<Option<String>>) -> Option<String> {
     let parts: Vec<String> = diffs.into_iter().flatten().filter(|d| !d.is_empty()).collect();
     (!parts.is_empty()).then(|| parts.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+    use kube::core::response::{StatusCause, StatusDetails};
+
+    use super::*;
+
+    // Regression: a 409 from server-side apply read "ApiError: Apply failed with 1 conflict: ... (Status { ... })",
+    // a debug dump, with no word on what to do.
+    #[test]
+    fn a_field_manager_conflict_names_the_field_the_manager_and_the_fix() {
+        let status = Status {
+            code: 409,
+            reason: "Conflict".into(),
+            message: "Apply failed with 1 conflict: conflict with \"helm\": .metadata.labels.topology.istio.io/network"
+                .into(),
+            details: Some(StatusDetails {
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+                uid: String::new(),
+                causes: vec![StatusCause {
+                    reason: "FieldManagerConflict".into(),
+                    message: "conflict with \"helm\"".into(),
+                    field: ".metadata.labels.topology.istio.io/network".into(),
+                }],
+                retry_after_seconds: 0,
+            }),
+            ..Status::default()
+        };
+        let text = describe("west", &kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            text,
+            "another field manager owns what meshform would write: .metadata.labels.topology.istio.io/network \
+             (conflict with \"helm\"); meshform does not take fields over from other managers: have that manager \
+             stop setting the field (or remove it there), then apply again"
+        );
+        assert!(!text.contains("Status {"), "{text}");
+    }
+
+    // Regression: a request slower than --timeout failed with "ServiceError: client error (SendRequest):
+    // connection error: timed out", which did not say which setting had run out.
+    #[test]
+    fn a_timeout_says_so_and_names_the_flag() {
+        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        let text = describe("north", &kube::Error::Service(Box::new(timed_out)));
+        assert_eq!(
+            text,
+            "timed out: the API server of north did not answer within --timeout (ServiceError: timed out)"
+        );
+    }
+
+    #[test]
+    fn other_errors_keep_their_chain() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(
+            describe("north", &kube::Error::Service(Box::new(refused))),
+            "ServiceError: connection refused"
+        );
+    }
 }

@@ -112,7 +112,7 @@ fn unknown(error: &kube::Error) -> ClusterState {
     ClusterState::Unknown { reason, detail }
 }
 
-fn is_timeout(error: &kube::Error) -> bool {
+pub(crate) fn is_timeout(error: &kube::Error) -> bool {
     let mut source: Option<&dyn std::error::Error> = Some(error);
     while let Some(e) = source {
         // A connect timeout (TLS handshake included) surfaces as an io::Error
