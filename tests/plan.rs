@@ -924,6 +924,60 @@ fn token_rotation_follows_the_token_kind_and_age() {
     }
 }
 
+// Regression: deleting a peer's reader account revokes the token in every remote secret for it, and the
+// plan only recreated the account, leaving the revoked token in place.
+#[test]
+fn a_token_of_a_deleted_or_recreated_reader_account_is_rotated() {
+    let t = two_flat_primaries();
+    let mut converged = converge(&t, &fresh(&t));
+    let account_uid = facts_mut(&mut converged, "b")
+        .reader
+        .service_account
+        .as_ref()
+        .expect("b has a reader account")
+        .uid
+        .clone();
+    facts_mut(&mut converged, "a")
+        .remote_secrets
+        .get_mut("istio-remote-secret-b")
+        .expect("a holds b's secret")
+        .token_account_uid = Some(account_uid.clone());
+    assert_eq!(
+        actions(&plan_ok(&t, &converged)),
+        lines(&[]),
+        "the account the token names is there"
+    );
+
+    let mut deleted = converged.clone();
+    facts_mut(&mut deleted, "b").reader.service_account = None;
+    let plan = plan_ok(&t, &deleted);
+    assert_eq!(
+        actions(&plan),
+        lines(&["network b ensure_reader", "update a write_remote_secret/rotate b"])
+    );
+    let rotation = plan.actions.iter().find(|a| a.cluster == "a").expect("the rotation");
+    assert!(
+        rotation.reason.contains("revoked") && rotation.reason.contains("was deleted"),
+        "{}",
+        rotation.reason
+    );
+
+    let mut recreated = converged.clone();
+    facts_mut(&mut recreated, "b")
+        .reader
+        .service_account
+        .as_mut()
+        .expect("b has a reader account")
+        .uid = "another-uid".to_string();
+    let plan = plan_ok(&t, &recreated);
+    assert_eq!(actions(&plan), lines(&["update a write_remote_secret/rotate b"]));
+    assert!(
+        plan.actions[0].reason.contains("re-created"),
+        "{}",
+        plan.actions[0].reason
+    );
+}
+
 #[test]
 fn rotate_after_sets_the_share_of_life_that_triggers_rotation() {
     let t = two_flat_primaries();

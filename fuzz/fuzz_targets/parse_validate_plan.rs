@@ -77,6 +77,8 @@ fuzz_target!(|data: &[u8]| {
                                 expires_at: now + jiff::SignedDuration::from_hours(i64::from(arg) - 100),
                             },
                         },
+                        // A token of a reader account that is gone or was re-created.
+                        token_account_uid: (arg % 5 == 0).then(|| format!("sa-{arg}")),
                     },
                 );
             }

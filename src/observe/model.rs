@@ -131,6 +131,11 @@ pub struct RemoteSecretFacts {
     /// The peer's identity, as recorded by meshform when it wrote the secret.
     pub peer_identity: Option<String>,
     pub token: TokenFacts,
+    /// UID of the service account the token was issued to, from its claims.
+    /// Deleting that account revokes the token (a re-created account has
+    /// another UID), which its validity period does not show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_account_uid: Option<String>,
 }
 
 /// What is known of the token inside a remote secret.

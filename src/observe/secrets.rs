@@ -31,12 +31,12 @@ pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
         .as_ref()
         .and_then(|k| k.clusters.first())
         .and_then(|c| c.cluster.as_ref());
-    let token = kubeconfig
+    let claims = kubeconfig
         .as_ref()
         .and_then(|k| k.auth_infos.first())
         .and_then(|a| a.auth_info.as_ref())
         .and_then(|a| a.token.as_ref())
-        .map_or(TokenFacts::Unknown, |t| token_facts(t.expose_secret()));
+        .and_then(|t| claims(t.expose_secret()));
     RemoteSecretFacts {
         object,
         cluster_ids,
@@ -49,22 +49,34 @@ pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
             .and_then(|data| base64::engine::general_purpose::STANDARD.decode(data.trim()).ok())
             .map(|pem| sha256_hex(&pem)),
         peer_identity: annotations.and_then(|a| a.get(objects::PEER_IDENTITY_ANNOTATION).cloned()),
-        token,
+        token: claims.as_ref().map_or(TokenFacts::Unknown, token_facts),
+        token_account_uid: claims.as_ref().and_then(account_uid),
     }
 }
 
-/// Reads `iat` and `exp` from a service-account JWT. Legacy token Secrets
-/// carry no `exp`: they never expire.
-fn token_facts(token: &str) -> TokenFacts {
-    let Some(payload) = token.split('.').nth(1) else {
-        return TokenFacts::Unknown;
-    };
-    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')) else {
-        return TokenFacts::Unknown;
-    };
-    let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return TokenFacts::Unknown;
-    };
+/// The claims of a JWT, unverified: only the payload, never the signature.
+fn claims(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The service account's UID: TokenRequest tokens carry it under
+/// `kubernetes.io.serviceaccount.uid`, legacy token Secrets' tokens under
+/// `kubernetes.io/serviceaccount/service-account.uid`.
+fn account_uid(claims: &serde_json::Value) -> Option<String> {
+    claims
+        .pointer("/kubernetes.io/serviceaccount/uid")
+        .or_else(|| claims.get("kubernetes.io/serviceaccount/service-account.uid"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+/// Reads `iat` and `exp` from a service-account JWT's claims. Legacy token
+/// Secrets carry no `exp`: they never expire.
+fn token_facts(claims: &serde_json::Value) -> TokenFacts {
     let time = |claim: &str| {
         claims
             .get(claim)
@@ -143,5 +155,27 @@ mod tests {
         assert_eq!(facts(&secret(&legacy), object()).token, TokenFacts::Unbounded);
         assert_eq!(facts(&secret("not-a-jwt"), object()).token, TokenFacts::Unknown);
         assert_eq!(facts(&Secret::default(), object()).token, TokenFacts::Unknown);
+    }
+
+    // Regression: a token whose service account was deleted (revoked) looked as good as new to the planner.
+    #[test]
+    fn the_tokens_service_account_uid_is_kept_for_both_token_kinds() {
+        let bound = jwt(serde_json::json!({
+            "iat": 1000, "exp": 4600, "sub": "system:serviceaccount:x:y",
+            "kubernetes.io": {"namespace": "x", "serviceaccount": {"name": "y", "uid": "sa-uid-1"}},
+        }));
+        assert_eq!(
+            facts(&secret(&bound), object()).token_account_uid.as_deref(),
+            Some("sa-uid-1")
+        );
+        let legacy = jwt(serde_json::json!({
+            "sub": "system:serviceaccount:x:y",
+            "kubernetes.io/serviceaccount/service-account.uid": "sa-uid-2",
+        }));
+        assert_eq!(
+            facts(&secret(&legacy), object()).token_account_uid.as_deref(),
+            Some("sa-uid-2")
+        );
+        assert_eq!(facts(&secret("not-a-jwt"), object()).token_account_uid, None);
     }
 }

@@ -125,6 +125,7 @@ mod tests {
             ca_sha256: None,
             peer_identity: None,
             token: TokenFacts::Unknown,
+            token_account_uid: None,
         }
     }
 

@@ -715,8 +715,24 @@ impl<'a> Planner<'a> {
                         );
                     }
                     Some(secret) => {
+                        // Deleting the reader account revokes its tokens, and a
+                        // re-created account has another UID: no expiry shows that.
+                        let account = peer_facts.reader.service_account.as_ref();
+                        let revoked = secret
+                            .token_account_uid
+                            .as_ref()
+                            .filter(|uid| account.is_none_or(|a| a.uid != **uid));
                         let rotate = match &secret.token {
                             _ if self.options.rotate_tokens => Some("--rotate-tokens".to_string()),
+                            _ if revoked.is_some() => Some(format!(
+                                "its token is revoked: the reader account {} it was issued to {}",
+                                objects::READER_SERVICE_ACCOUNT,
+                                if account.is_none() {
+                                    "was deleted"
+                                } else {
+                                    "was deleted and re-created"
+                                }
+                            )),
                             // Legacy token Secrets never expire; there is nothing to rotate.
                             _ if self.desired.mesh.tokens.mode == TokenMode::Secret => None,
                             TokenFacts::Bound { issued_at, expires_at } => {

@@ -82,6 +82,7 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                             issued_at: now,
                             expires_at: now.checked_add(token_lifetime).unwrap_or(now),
                         },
+                        token_account_uid: None,
                     },
                 );
             }

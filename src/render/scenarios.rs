@@ -104,6 +104,7 @@ pub fn findings() -> (Plan, Topology) {
             ca_sha256: None,
             peer_identity: None,
             token: TokenFacts::Unbounded,
+            token_account_uid: None,
         },
     );
     facts(&mut observed, "eu-central").server = "https://127.0.0.1:6443".to_string();

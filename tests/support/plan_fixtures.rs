@@ -91,6 +91,7 @@ pub fn unmanaged_secret(cluster_ids: &[&str]) -> RemoteSecretFacts {
         ca_sha256: None,
         peer_identity: None,
         token: TokenFacts::Unbounded,
+        token_account_uid: None,
     }
 }
 
