@@ -955,6 +955,11 @@ fn a_token_of_a_deleted_or_recreated_reader_account_is_rotated() {
         actions(&plan),
         lines(&["network b ensure_reader", "update a write_remote_secret/rotate b"])
     );
+    // Regression: the account's absence was reported as "the reader account's role is not what meshform writes".
+    assert_eq!(
+        plan.actions[0].reason,
+        "the reader account istio-reader-service-account is missing"
+    );
     let rotation = plan.actions.iter().find(|a| a.cluster == "a").expect("the rotation");
     assert!(
         rotation.reason.contains("revoked") && rotation.reason.contains("was deleted"),

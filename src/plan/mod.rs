@@ -456,6 +456,8 @@ impl<'a> Planner<'a> {
                 } else if !current {
                     let reason = if reader.cluster_role.is_none() {
                         "primaries read this cluster through a read-only reader account".to_string()
+                    } else if reader.service_account.is_none() {
+                        format!("the reader account {} is missing", objects::READER_SERVICE_ACCOUNT)
                     } else {
                         "the reader account's role is not what meshform writes".to_string()
                     };
