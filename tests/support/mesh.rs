@@ -162,15 +162,20 @@ impl Mesh {
     }
 
     /// `meshform <command> -f mesh.toml <args>`; `--timeout 5s` keeps
-    /// runs against stopped clusters short.
+    /// runs against stopped clusters short, unless `args` set their own.
     fn std_command(&self, command: &str, args: &[&str]) -> std::process::Command {
         let mut cmd = super::cli::meshform();
+        let timeout: &[&str] = if args.contains(&"--timeout") {
+            &[]
+        } else {
+            &["--timeout", "5s"]
+        };
         // Wide enough that no message wraps in the middle of a name or UID.
         cmd.env("COLUMNS", "400")
             .arg(command)
             .arg("-f")
             .arg(self.file())
-            .args(["--timeout", "5s"])
+            .args(timeout)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -379,6 +384,11 @@ impl Streamed {
             .unwrap_or_else(|_| panic!("meshform printed nothing for {limit:?}:\n{}", self.stdout.join("\n")));
         self.stdout.extend(line.clone());
         line
+    }
+
+    /// The process id of the running meshform (for `kill -9`).
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("not finished yet").id()
     }
 
     /// Waits for the end; the outcome holds all of stdout, also the lines already read.
