@@ -11,7 +11,7 @@ use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, parse_duration, v
 use crate::apply::{self, Event, Progress, Refusal, Settings, Target, lock};
 use crate::observe::connect::{Connection, Sources};
 use crate::plan::{self, Plan};
-use crate::topology::Role;
+use crate::topology::{Role, Topology};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -85,93 +85,111 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
             .iter()
             .filter_map(|(name, c)| c.as_ref().ok().map(|c| (name.clone(), c)))
             .collect();
-        let observed = crate::observe::observe(&topology, &connected).await;
-        let plan = match &args.saved {
-            Some(path) => {
-                let saved = read_plan(path)?;
-                let now = plan::fingerprints(&topology, &observed);
-                let stale = apply::staleness(&saved.fingerprints, &now);
-                if !stale.is_empty() {
-                    return Err(Refusal::Stale(stale).into());
-                }
-                saved
-            }
-            None => plan::plan(&topology, &observed, &args.plan.options(&topology))?,
-        };
-        if args.format == Format::Text {
-            render_plan(&plan, &topology, super::plan::Format::Text, cx)?;
-        }
-        apply::preflight(&plan, args.allow_detach)?;
-        if plan.is_empty() {
-            return Ok(Exit::Success);
-        }
-        if !args.auto_approve && !args.dry_run {
-            confirm(&plan, cx)?;
-        }
-
-        // The lock lives in the first reachable primary, by name.
-        let lock_cluster = topology
-            .clusters
-            .iter()
-            .filter(|c| {
-                c.role == Role::Primary && connections.contains_key(&c.name) && observed.facts(&c.name).is_some()
-            })
-            .map(|c| c.name.as_str())
-            .min()
-            .ok_or(CliError::NoLockCluster)?;
+        // The lock comes first, as in Terraform: the clusters are read, planned,
+        // confirmed and written with no other apply in between. A dry run
+        // writes nothing and takes no lock.
         let held = if args.dry_run {
             None
         } else {
-            let settings = lock::LockSettings {
-                holder: holder(),
-                duration: args.lock_duration,
-                wait: args.lock_timeout,
-            };
-            let client = connections[lock_cluster].client.clone();
-            Some(
-                lock::acquire(
-                    client,
-                    lock_cluster,
-                    &topology.mesh.namespace,
-                    &topology.mesh.name,
-                    &settings,
-                )
-                .await?,
-            )
+            Some(take_lock(&topology, &connections, args).await?)
         };
-
-        // Between the plan and the lock, another apply may have run.
-        let observed = crate::observe::observe(&topology, &connected).await;
-        let stale = apply::staleness(&plan.fingerprints, &plan::fingerprints(&topology, &observed));
-        if !stale.is_empty() {
-            if let Some(lock) = held {
-                lock.release().await;
-            }
-            return Err(Refusal::Stale(stale).into());
-        }
-
-        let settings = Settings {
-            dry_run: args.dry_run,
-            diff: args.diff,
-            concurrency: args.concurrency,
-            restart_workloads: args.restart_workloads,
-        };
-        let progress = Printer::new(args.format, &plan.namespace, &mut *cx.out, cx.quiet);
-        let target = Target {
-            plan: &plan,
-            topology: &topology,
-            observed: &observed,
-            connections: &connections,
-            lock: held.as_ref(),
-        };
-        let report = apply::execute(&target, &settings, &progress).await;
-        progress.finish();
+        let result = plan_and_execute(args, cx, &topology, &connected, &connections, held.as_ref()).await;
         if let Some(lock) = held {
             lock.release().await;
         }
-        summary(&plan, &report, args, cx)?;
-        Ok(if report.succeeded() { Exit::Success } else { Exit::Error })
+        result
     })
+}
+
+/// The lock lives in the first primary, by name, that can hold it.
+async fn take_lock(
+    topology: &Topology,
+    connections: &HashMap<String, &Connection>,
+    args: &Args,
+) -> Result<lock::Lock, CliError> {
+    let settings = lock::LockSettings {
+        holder: holder(),
+        duration: args.lock_duration,
+        wait: args.lock_timeout,
+    };
+    let mut primaries: Vec<&str> = topology
+        .clusters
+        .iter()
+        .filter(|c| c.role == Role::Primary && connections.contains_key(&c.name))
+        .map(|c| c.name.as_str())
+        .collect();
+    primaries.sort_unstable();
+    let mut last = None;
+    for cluster in primaries {
+        let client = connections[cluster].client.clone();
+        match lock::acquire(
+            client,
+            cluster,
+            &topology.mesh.namespace,
+            &topology.mesh.name,
+            &settings,
+        )
+        .await
+        {
+            Ok(lock) => return Ok(lock),
+            // Held by another apply: that is the answer, whichever primary holds it.
+            Err(held @ lock::LockError::Held { .. }) => return Err(held.into()),
+            // This primary cannot be written to; the next one may.
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.map_or(CliError::NoLockCluster, CliError::from))
+}
+
+async fn plan_and_execute(
+    args: &Args,
+    cx: &mut Context<'_>,
+    topology: &Topology,
+    connected: &[(String, Result<Connection, crate::observe::connect::ConnectError>)],
+    connections: &HashMap<String, &Connection>,
+    held: Option<&lock::Lock>,
+) -> Result<Exit, CliError> {
+    let observed = crate::observe::observe(topology, connected).await;
+    let plan = match &args.saved {
+        Some(path) => {
+            let saved = read_plan(path)?;
+            let stale = apply::staleness(&saved.fingerprints, &plan::fingerprints(topology, &observed));
+            if !stale.is_empty() {
+                return Err(Refusal::Stale(stale).into());
+            }
+            saved
+        }
+        None => plan::plan(topology, &observed, &args.plan.options(topology))?,
+    };
+    if args.format == Format::Text {
+        render_plan(&plan, topology, super::plan::Format::Text, cx)?;
+    }
+    apply::preflight(&plan, args.allow_detach)?;
+    if plan.is_empty() {
+        return Ok(Exit::Success);
+    }
+    if !args.auto_approve && !args.dry_run {
+        confirm(&plan, cx)?;
+    }
+
+    let settings = Settings {
+        dry_run: args.dry_run,
+        diff: args.diff,
+        concurrency: args.concurrency,
+        restart_workloads: args.restart_workloads,
+    };
+    let progress = Printer::new(args.format, &plan.namespace, &mut *cx.out, cx.quiet);
+    let target = Target {
+        plan: &plan,
+        topology,
+        observed: &observed,
+        connections,
+        lock: held,
+    };
+    let report = apply::execute(&target, &settings, &progress).await;
+    progress.finish();
+    summary(&plan, &report, args, cx)?;
+    Ok(if report.succeeded() { Exit::Success } else { Exit::Error })
 }
 
 fn summary(plan: &Plan, report: &apply::Report, args: &Args, cx: &mut Context<'_>) -> Result<(), CliError> {
