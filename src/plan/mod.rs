@@ -936,56 +936,63 @@ fn concat(parts: &[&str]) -> String {
 /// Everything the plan depends on, for staleness checks of saved plans.
 pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
     let ns = &observed.namespace;
-    // A mesh of N primaries has about N² entries. Collected, then built into
-    // the map at once: `BTreeMap::from_iter` sorts (the entries come nearly
-    // in order) and keeps the last of equal keys, as inserting one by one did.
+    // A mesh of N primaries has about N² entries. They are collected, then
+    // built into the map at once: `BTreeMap::from_iter` sorts (stably) and
+    // keeps the last of equal keys, as inserting them one by one did. Each
+    // cluster's entries are pushed in key order, so for usual cluster names
+    // the sort finds them already sorted and costs one pass.
     let mut out = Vec::new();
-    let mut put = |key: String, object: &crate::observe::model::ObjectFacts| {
-        out.push((key, concat(&[&object.uid, "@", &object.resource_version])));
+    let entry = |key: String, object: &crate::observe::model::ObjectFacts| {
+        (key, concat(&[&object.uid, "@", &object.resource_version]))
     };
     for (name, cluster) in &observed.clusters {
         let Some(facts) = cluster.facts() else {
+            out.push((name.clone(), "unknown".to_string()));
             continue;
         };
-        if let Some(n) = &facts.namespace {
-            put(format!("{name}/Namespace/{ns}"), &n.object);
-        }
+        out.push((name.clone(), facts.identity.clone()));
         let role = objects::reader_cluster_role(ns);
         let service = desired
             .cluster(name)
             .and_then(|c| desired.networks.get(&c.network))
             .map_or(crate::topology::DEFAULT_GATEWAY_SERVICE, |n| n.gateway_service.as_str());
-        for (kind, object) in [
+        let before_secrets = [
+            (format!("ClusterRole/{role}"), facts.reader.cluster_role.as_ref()),
             (
-                format!("ServiceAccount/{ns}/{}", objects::READER_SERVICE_ACCOUNT),
-                &facts.reader.service_account,
+                format!("ClusterRoleBinding/{role}"),
+                facts.reader.cluster_role_binding.as_ref(),
             ),
-            (format!("ClusterRole/{role}"), &facts.reader.cluster_role),
-            (format!("ClusterRoleBinding/{role}"), &facts.reader.cluster_role_binding),
             (
                 format!("Gateway/{ns}/{}", objects::CROSS_NETWORK_GATEWAY),
-                &facts.gateway,
+                facts.gateway.as_ref(),
             ),
-            (format!("Service/{ns}/{service}"), &facts.gateway_service),
+            (format!("Namespace/{ns}"), facts.namespace.as_ref().map(|n| &n.object)),
             (
                 format!("Secret/{ns}/{}", objects::READER_TOKEN_SECRET),
-                &facts.reader.token_secret,
+                facts.reader.token_secret.as_ref(),
             ),
-        ] {
+        ];
+        for (kind, object) in before_secrets {
             if let Some(object) = object {
-                put(format!("{name}/{kind}"), object);
+                out.push(entry(format!("{name}/{kind}"), object));
             }
         }
         let secrets = format!("{name}/Secret/{ns}/");
         for (secret, s) in &facts.remote_secrets {
-            put(concat(&[&secrets, secret]), &s.object);
+            out.push(entry(concat(&[&secrets, secret]), &s.object));
         }
-    }
-    for (name, cluster) in &observed.clusters {
-        let identity = cluster
-            .facts()
-            .map_or_else(|| "unknown".to_string(), |f| f.identity.clone());
-        out.push((name.clone(), identity));
+        let after_secrets = [
+            (format!("Service/{ns}/{service}"), facts.gateway_service.as_ref()),
+            (
+                format!("ServiceAccount/{ns}/{}", objects::READER_SERVICE_ACCOUNT),
+                facts.reader.service_account.as_ref(),
+            ),
+        ];
+        for (kind, object) in after_secrets {
+            if let Some(object) = object {
+                out.push(entry(format!("{name}/{kind}"), object));
+            }
+        }
     }
     Fingerprints {
         topology_sha256: desired::topology_hash(desired),
