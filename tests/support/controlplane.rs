@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use serde::Deserialize;
+
+use super::gobuild;
 use serde_json::{Value, json};
 
 /// The Go program's sources.
@@ -414,7 +416,7 @@ fn control_request(addr: SocketAddr, method: &str, path: &str, body: Option<&Val
 }
 
 fn out_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("controlplane")
+    gobuild::out_dir("controlplane")
 }
 
 /// The plane's binary, built on first use in this process and whenever its
@@ -426,19 +428,6 @@ fn binary() -> &'static Path {
 
 fn build() -> PathBuf {
     let src = Path::new(GO_DIR);
-    let out = out_dir();
-    fs::create_dir_all(&out).expect("creating the control-plane build directory");
-    let bin = out.join(format!("controlplane-{:016x}", source_hash(src)));
-    if bin.exists() {
-        return bin;
-    }
-    // Test binaries run in parallel; the first to get here builds, the others wait.
-    let lock = File::create(out.join("build.lock")).expect("creating the build lock");
-    lock.lock().expect("taking the build lock");
-    if bin.exists() {
-        return bin;
-    }
-    let tmp = out.join(format!("controlplane.{}.tmp", std::process::id()));
     let version = kubernetes_version(src);
     let minor = version
         .split('.')
@@ -453,58 +442,8 @@ fn build() -> PathBuf {
          -X k8s.io/component-base/version.gitMinor={minor} \
          -X k8s.io/component-base/version.gitTreeState=clean"
     );
-    let started = Instant::now();
     // No -trimpath: upstream's apiserver code finds files through runtime.Caller.
-    let output = Command::new(go())
-        .current_dir(src)
-        .args(["build", "-buildvcs=false", "-ldflags", &ldflags, "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .output()
-        .unwrap_or_else(|e| panic!("running go build in {}: {e}", src.display()));
-    assert!(
-        output.status.success(),
-        "go build of the test control plane failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    fs::rename(&tmp, &bin).expect("moving the built control plane into place");
-    // Builds of older sources are dead weight (~130 MB each). Keep those built
-    // within the hour: a test process started from older sources may still
-    // want to spawn its copy.
-    for entry in fs::read_dir(&out).into_iter().flatten().flatten() {
-        let path = entry.path();
-        let old_build = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("controlplane-"));
-        let age = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .unwrap_or_default();
-        if old_build && path != bin && age > Duration::from_secs(3600) {
-            let _ = fs::remove_file(path);
-        }
-    }
-    eprintln!("built the test control plane in {:.0?}", started.elapsed());
-    bin
-}
-
-/// The `go` command: `$GO`, else `go` on PATH, else the usual install path.
-pub(super) fn go() -> PathBuf {
-    if let Some(go) = std::env::var_os("GO") {
-        return go.into();
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("go").is_file()))
-        .unwrap_or(false);
-    if on_path {
-        "go".into()
-    } else {
-        "/usr/local/go/bin/go".into()
-    }
+    gobuild::build_cached("controlplane", src, &["-ldflags", &ldflags])
 }
 
 /// The pinned `k8s.io/kubernetes` version, from go.mod.
@@ -516,45 +455,6 @@ fn kubernetes_version(src: &Path) -> String {
         .find_map(|l| l.strip_prefix("k8s.io/kubernetes "))
         .map(|v| v.split_whitespace().next().unwrap_or(v).to_owned())
         .expect("go.mod requires k8s.io/kubernetes")
-}
-
-/// FNV-1a over the sources' relative paths and contents: stable across Rust
-/// releases, unlike `DefaultHasher`, and enough to tell builds apart.
-pub(super) fn source_hash(src: &Path) -> u64 {
-    let mut files = Vec::new();
-    collect_sources(src, &mut files);
-    files.sort();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for file in files {
-        let rel = file.strip_prefix(src).expect("source under its directory");
-        feed(rel.to_string_lossy().as_bytes());
-        feed(&[0]);
-        feed(&fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display())));
-        feed(&[0]);
-    }
-    hash
-}
-
-fn collect_sources(dir: &Path, files: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "bin") {
-                collect_sources(&path, files);
-            }
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "go" || e == "yaml" || e == "mod" || e == "sum")
-        {
-            files.push(path);
-        }
-    }
 }
 
 fn log_tail(log: &Path) -> String {

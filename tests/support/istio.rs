@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::controlplane::{Cluster, go, source_hash};
+use super::controlplane::Cluster;
+use super::gobuild;
 
 /// The Go program's sources.
 const GO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/istiocheck");
@@ -117,7 +118,7 @@ impl IstioCheck {
     /// context), as istiod with `CLUSTER_ID=cluster_id` in `namespace`.
     pub fn start(primary: &Cluster, cluster_id: &str, namespace: &str) -> IstioCheck {
         let binary = binary();
-        let log_dir = out_dir().join("logs");
+        let log_dir = gobuild::out_dir("istiocheck").join("logs");
         fs::create_dir_all(&log_dir).expect("creating the istiocheck log directory");
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let log = log_dir.join(format!(
@@ -236,60 +237,12 @@ impl Drop for IstioCheck {
     }
 }
 
-fn out_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("istiocheck")
-}
-
 /// The program, built on first use in this process and whenever its sources
-/// change (the file name carries a hash of them).
+/// change.
 fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(build)
-}
-
-fn build() -> PathBuf {
-    let src = Path::new(GO_DIR);
-    let out = out_dir();
-    fs::create_dir_all(&out).expect("creating the istiocheck build directory");
-    let bin = out.join(format!("istiocheck-{:016x}", source_hash(src)));
-    if bin.exists() {
-        return bin;
-    }
-    // Test binaries run in parallel; the first to get here builds, the others wait.
-    let lock = File::create(out.join("build.lock")).expect("creating the build lock");
-    lock.lock().expect("taking the build lock");
-    if bin.exists() {
-        return bin;
-    }
-    let tmp = out.join(format!("istiocheck.{}.tmp", std::process::id()));
-    let started = Instant::now();
     // A cold build compiles a large part of istio.io/istio and client-go: minutes.
-    let output = Command::new(go())
-        .current_dir(src)
-        .args(["build", "-buildvcs=false", "-trimpath", "-ldflags", "-s -w", "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .output()
-        .unwrap_or_else(|e| panic!("running go build in {}: {e}", src.display()));
-    assert!(
-        output.status.success(),
-        "go build of istiocheck failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    fs::rename(&tmp, &bin).expect("moving the built istiocheck into place");
-    for entry in fs::read_dir(&out).into_iter().flatten().flatten() {
-        let path = entry.path();
-        let stale = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("istiocheck-"));
-        if stale && path != bin {
-            let _ = fs::remove_file(path);
-        }
-    }
-    eprintln!("built istiocheck in {:.0?}", started.elapsed());
-    bin
+    BINARY.get_or_init(|| gobuild::build_cached("istiocheck", Path::new(GO_DIR), &["-trimpath", "-ldflags", "-s -w"]))
 }
 
 fn log_tail(log: &Path) -> String {

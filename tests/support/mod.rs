@@ -6,5 +6,6 @@
 
 pub mod cli;
 pub mod controlplane;
+pub mod gobuild;
 pub mod istio;
 pub mod mesh;
