@@ -328,7 +328,12 @@ async fn meshform_killed_mid_apply_leaves_its_lease_and_no_half_written_secret()
 
     // Waiting for the lock: the abandoned lease expires and the run converges.
     let out = mesh.apply(&["--lock-timeout", "60s"]).await;
-    assert!(out.stdout.contains("Apply complete"), "{out}");
+    // The kill may land after the second secret is already written: then
+    // there is nothing left to do, but the lock must still be waited for.
+    assert!(
+        out.stdout.contains("Apply complete") || out.stdout.contains("No changes"),
+        "{out}"
+    );
     // meshform reads lease times to the second.
     assert!(
         jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1) >= expires,
