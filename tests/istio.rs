@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use secrecy::ExposeSecret;
 use support::controlplane::{Cluster, ControlPlane};
 use support::istio::{IstioCheck, Snapshot};
+use support::mesh::install_eastwest_gateway;
 
 const MESH: &str = "mesh1";
 const NAMESPACE: &str = "istio-system";
@@ -79,32 +80,6 @@ impl MeshToml {
             std::fs::read_to_string(self.path()).unwrap_or_default(),
         );
     }
-}
-
-/// What Istio's installer leaves for meshform on a cross-network mesh: the
-/// east-west gateway's Service (the mesh namespace is seeded by the plane).
-async fn install_eastwest_gateway(cluster: &Cluster) {
-    let service = Service {
-        metadata: ObjectMeta {
-            name: Some("istio-eastwestgateway".into()),
-            labels: Some(BTreeMap::from([("istio".into(), "eastwestgateway".into())])),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            selector: Some(BTreeMap::from([("istio".into(), "eastwestgateway".into())])),
-            ports: Some(vec![ServicePort {
-                name: Some("tls".into()),
-                port: 15443,
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    };
-    Api::<Service>::namespaced(cluster.client(), NAMESPACE)
-        .create(&PostParams::default(), &service)
-        .await
-        .unwrap_or_else(|e| panic!("creating the east-west gateway Service in {}: {e}", cluster.name()));
 }
 
 /// Istio in a primary holds exactly `peers`, each synced with a working
