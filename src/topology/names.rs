@@ -93,22 +93,11 @@ impl Rule {
             Rule::Dns1123Label => check_label(name, |c| c.is_ascii_alphanumeric()),
             Rule::Dns1035Label => check_label(name, |c| c.is_ascii_lowercase()),
             Rule::Dns1123Subdomain => {
-                if name.is_empty() {
-                    return Err(NameError::Empty);
-                }
-                let chars: Vec<char> = name.chars().collect();
-                if chars.len() > MAX_SUBDOMAIN {
-                    return Err(NameError::TooLong {
-                        len: chars.len(),
-                        max: MAX_SUBDOMAIN,
-                    });
-                }
-                for (index, &ch) in chars.iter().enumerate() {
-                    if !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '.')) {
-                        return Err(NameError::InvalidChar { ch, index });
-                    }
-                }
+                characters(name, MAX_SUBDOMAIN, |c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.')
+                })?;
                 edges(name, |c| c.is_ascii_alphanumeric())?;
+                let chars: Vec<char> = name.chars().collect();
                 // Every dot-separated part is itself a label: no "..", ".-" or "-.".
                 for (index, pair) in chars.windows(2).enumerate() {
                     if pair[0] != pair[1] && pair.contains(&'.') && pair.contains(&'-') || pair == ['.', '.'] {
@@ -123,18 +112,9 @@ impl Rule {
             Rule::LabelValue => {
                 // An empty label value is legal for Kubernetes, but a network
                 // with no name would silently merge unrelated clusters.
-                if name.is_empty() {
-                    return Err(NameError::Empty);
-                }
-                let len = name.chars().count();
-                if len > MAX_LABEL {
-                    return Err(NameError::TooLong { len, max: MAX_LABEL });
-                }
-                for (index, ch) in name.chars().enumerate() {
-                    if !(ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.')) {
-                        return Err(NameError::InvalidChar { ch, index });
-                    }
-                }
+                characters(name, MAX_LABEL, |c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+                })?;
                 edges(name, |c| c.is_ascii_alphanumeric())
             }
         }
@@ -188,19 +168,26 @@ impl Rule {
     }
 }
 
-fn check_label(name: &str, start_ok: fn(char) -> bool) -> Result<(), NameError> {
+/// Not empty, at most `max` characters, each one `allowed`: the checks every
+/// rule starts with, reported in that order.
+fn characters(name: &str, max: usize, allowed: fn(char) -> bool) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
     let len = name.chars().count();
-    if len > MAX_LABEL {
-        return Err(NameError::TooLong { len, max: MAX_LABEL });
+    if len > max {
+        return Err(NameError::TooLong { len, max });
     }
-    for (index, ch) in name.chars().enumerate() {
-        if !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') {
-            return Err(NameError::InvalidChar { ch, index });
-        }
+    match name.chars().enumerate().find(|(_, ch)| !allowed(*ch)) {
+        Some((index, ch)) => Err(NameError::InvalidChar { ch, index }),
+        None => Ok(()),
     }
+}
+
+fn check_label(name: &str, start_ok: fn(char) -> bool) -> Result<(), NameError> {
+    characters(name, MAX_LABEL, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    })?;
     let first = name.chars().next().unwrap_or_default();
     if !start_ok(first) {
         return Err(NameError::BadStart { ch: first });
