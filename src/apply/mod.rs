@@ -348,11 +348,7 @@ impl Run<'_> {
     where
         K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
-        let before = if self.wants_diff() {
-            to_value(&api.get_opt(name).await.map_err(|e| describe(cluster, &e))?)
-        } else {
-            None
-        };
+        let before = self.live(cluster, api, name).await?;
         let after = api
             .patch(name, &self.apply_params(force), &Patch::Apply(object))
             .await
@@ -360,6 +356,17 @@ impl Run<'_> {
         Ok(self
             .wants_diff()
             .then(|| crate::render::diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
+    }
+
+    /// The object as it is now, for the diff; nothing is read without one.
+    async fn live<K>(&self, cluster: &str, api: &Api<K>, name: &str) -> Result<Before, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        if !self.wants_diff() {
+            return Ok(None);
+        }
+        Ok(to_value(&api.get_opt(name).await.map_err(|e| describe(cluster, &e))?))
     }
 
     async fn delete<K>(
@@ -372,11 +379,7 @@ impl Run<'_> {
     where
         K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
-        let before = if self.wants_diff() {
-            to_value(&api.get_opt(name).await.map_err(|e| describe(cluster, &e))?)
-        } else {
-            None
-        };
+        let before = self.live(cluster, api, name).await?;
         match api.delete(name, &self.delete_params(precondition)).await {
             Ok(_) => {}
             // Already gone is what a delete wants.
