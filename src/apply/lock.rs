@@ -145,6 +145,16 @@ pub async fn acquire(
     }
 }
 
+/// Whether `current` is still the holding `ours` started: same holder, same acquisition.
+fn same_holding(current: &Lease, ours: &Lease) -> bool {
+    let key = |l: &Lease| {
+        l.spec
+            .as_ref()
+            .map(|s| (s.holder_identity.clone(), s.acquire_time.clone()))
+    };
+    key(current).is_some() && key(current) == key(ours)
+}
+
 fn start_renewing(api: Api<Lease>, name: String, lease: Lease, duration: Duration) -> Lock {
     let lost = Arc::new(AtomicBool::new(false));
     let (stop, mut stopped) = watch::channel(false);
@@ -153,21 +163,44 @@ fn start_renewing(api: Api<Lease>, name: String, lease: Lease, duration: Duratio
         tokio::spawn(async move {
             let mut lease = lease;
             let every = (duration / 3).max(Duration::from_millis(200));
+            let mut renewed_at = tokio::time::Instant::now();
+            let mut wait = every;
             loop {
                 tokio::select! {
                     _ = stopped.changed() => return Some(lease),
-                    () = tokio::time::sleep(every) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
-                if let Some(spec) = lease.spec.as_mut() {
+                let mut next = lease.clone();
+                if let Some(spec) = next.spec.as_mut() {
                     spec.renew_time = Some(micro(Timestamp::now()));
                 }
-                match api.replace(&name, &PostParams::default(), &lease).await {
-                    Ok(renewed) => lease = renewed,
-                    Err(_) => {
+                let outcome = match api.replace(&name, &PostParams::default(), &next).await {
+                    Ok(renewed) => Ok(renewed),
+                    // A renewal whose answer was lost may have gone through:
+                    // the lease is still ours if it still names our holder and
+                    // acquisition, whatever its resourceVersion now is.
+                    Err(kube::Error::Api(status)) if status.code == 409 => match api.get_opt(&name).await {
+                        Ok(Some(current)) if same_holding(&current, &lease) => Ok(current),
+                        Ok(_) => Err(true),
+                        Err(_) => Err(false),
+                    },
+                    Err(_) => Err(false),
+                };
+                match outcome {
+                    Ok(current) => {
+                        lease = current;
+                        renewed_at = tokio::time::Instant::now();
+                        wait = every;
+                    }
+                    // A slow or briefly unreachable API server is not a lost
+                    // lock: retry soon, and give up only once the lease may
+                    // have expired for others (or another holder took it).
+                    Err(taken) if taken || renewed_at.elapsed() >= duration => {
                         // Another apply may now take it; stop at the next phase.
                         lost.store(true, Ordering::SeqCst);
                         return None;
                     }
+                    Err(_) => wait = (every / 4).max(Duration::from_millis(100)),
                 }
             }
         })
