@@ -232,7 +232,16 @@ impl Lock {
                 preconditions: Some(preconditions),
                 ..DeleteParams::default()
             };
-            let _ = self.api.delete(&self.name, &params).await;
+            // A busy API server may time one request out; a lock left
+            // behind would block the next apply until it expires, so try a
+            // few times. Gone (404) or changed (409) means it is not ours.
+            for attempt in 0..3u32 {
+                match self.api.delete(&self.name, &params).await {
+                    Ok(_) => return,
+                    Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250 << attempt)).await,
+                }
+            }
         }
     }
 }
