@@ -91,12 +91,14 @@ async fn state(clusters: &[&Cluster]) -> BTreeMap<String, String> {
             "Secret",
             &list(&Api::<Secret>::all(client.clone()), &all).await,
         );
-        put(
-            &mut out,
-            c,
-            "ServiceAccount",
-            &list(&Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE), &all).await,
-        );
+        // The service-account controller adds `default` to a new namespace
+        // whenever it gets to it; it is the cluster's, not a write of meshform.
+        let accounts: Vec<ServiceAccount> = list(&Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE), &all)
+            .await
+            .into_iter()
+            .filter(|a| a.metadata.name.as_deref() != Some("default"))
+            .collect();
+        put(&mut out, c, "ServiceAccount", &accounts);
         put(
             &mut out,
             c,
