@@ -7,7 +7,7 @@
 //! O(N⁴); here each question is a hash lookup. The index only answers
 //! questions: it is never iterated, so hash order cannot reach the plan.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::observe::model::{ClusterFacts, Observed};
 use crate::topology::{Cluster, Topology};
