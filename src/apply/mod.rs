@@ -358,6 +358,26 @@ impl Run<'_> {
             .then(|| crate::render::diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
     }
 
+    /// Creates `object` unless something of its name exists: one request
+    /// where a read and then a write would take two. `None` when it exists
+    /// (and was left as it is), else the diff when asked for.
+    async fn create<K>(&self, cluster: &str, api: &Api<K>, object: &K) -> Result<Option<Option<String>>, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let params = PostParams {
+            dry_run: self.settings.dry_run,
+            field_manager: Some(FIELD_MANAGER.to_string()),
+        };
+        match api.create(&params, object).await {
+            Ok(after) => Ok(Some(self.wants_diff().then(|| {
+                crate::render::diff::unified(None, serde_json::to_value(&after).ok().as_ref())
+            }))),
+            Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => Ok(None),
+            Err(e) => Err(describe(cluster, &e)),
+        }
+    }
+
     /// The object as it is now, for the diff; nothing is read without one.
     async fn live<K>(&self, cluster: &str, api: &Api<K>, name: &str) -> Result<Before, String>
     where
@@ -412,42 +432,23 @@ impl Run<'_> {
             }
             ActionKind::EnsureReader { spec_hash, .. } => {
                 let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-                let mut diffs = Vec::new();
-                // Istio's charts may have made the account already: use it, never touch it.
-                let account = objects::READER_SERVICE_ACCOUNT;
-                if accounts
-                    .get_opt(account)
-                    .await
-                    .map_err(|e| describe(cluster, &e))?
-                    .is_none()
-                {
-                    diffs.push(
-                        self.ssa(
-                            cluster,
-                            &accounts,
-                            account,
-                            &build::reader_account(ns, self.mesh()),
-                            false,
-                        )
-                        .await?,
-                    );
-                }
-                let role = objects::reader_cluster_role(ns);
                 let roles: Api<ClusterRole> = Api::all(client.clone());
-                diffs.push(
-                    self.ssa(
-                        cluster,
-                        &roles,
-                        &role,
-                        &build::reader_role(ns, self.mesh(), spec_hash),
-                        false,
-                    )
-                    .await?,
-                );
                 let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+                let role = objects::reader_cluster_role(ns);
+                let account = build::reader_account(ns, self.mesh());
+                let role_object = build::reader_role(ns, self.mesh(), spec_hash);
                 let binding = build::reader_binding(ns, self.mesh(), spec_hash);
-                diffs.push(self.ssa(cluster, &bindings, &role, &binding, false).await?);
+                // Three independent objects, written at once (a binding may
+                // name a role that does not exist yet). Istio's charts may
+                // have made the account already: use it, never touch it.
+                let (account, role, binding) = tokio::try_join!(
+                    self.create(cluster, &accounts, &account),
+                    self.ssa(cluster, &roles, &role, &role_object, false),
+                    self.ssa(cluster, &bindings, &role, &binding, false),
+                )?;
+                let mut diffs = vec![account.flatten(), role, binding];
                 if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
+                    // The token controller fills this Secret for an account that exists: after it.
                     let secrets: Api<Secret> = Api::namespaced(client, ns);
                     let token_secret = build::reader_token_secret(ns, self.mesh());
                     diffs.push(
@@ -488,6 +489,8 @@ impl Run<'_> {
                     // Observe lists remote secrets by label, so a Secret of this
                     // name without the label was not seen; server-side apply would
                     // merge into it (a second data key is a second cluster id to Istio).
+                    // Not a create instead of this read: fields a create sets belong to
+                    // an "Update" manager, and later applies of new tokens conflict with it.
                     let existing = api.get_opt(name).await.map_err(|e| describe(cluster, &e))?;
                     if existing.is_some_and(|s| !objects::is_managed(s.metadata.labels.as_ref(), self.mesh())) {
                         return Err(format!(

@@ -220,9 +220,18 @@ fn client(config: kube::Config) -> Result<kube::Client, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    let https = config
-        .rustls_https_connector_with_connector(http)
-        .map_err(|e| e.to_string())?;
+    // HTTP/2 where the server offers it (kube-apiserver does), as client-go
+    // uses it: one TLS handshake per cluster, every request multiplexed on it.
+    let tls = config.rustls_client_config().map_err(|e| e.to_string())?;
+    let mut https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(name) = &config.tls_server_name {
+        let name = rustls_pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| format!("tls-server-name {name:?} is not a valid name: {e}"))?;
+        https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    let https = https.enable_all_versions().wrap_connector(http);
     let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);

@@ -178,9 +178,12 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let by_label = ListParams::default().labels(&format!("{}=true", objects::MULTICLUSTER_LABEL));
-    // The reads of REQUESTS_PER_CLUSTER, concurrently.
-    let (kube_system, mesh_ns, account, role, binding, remote_secrets, gateway, service, token_secret) = tokio::try_join!(
-        namespaces.get("kube-system"),
+    // The reads of REQUESTS_PER_CLUSTER: the cluster's identity first, which
+    // opens the connection (HTTP/2 where the server offers it), then the
+    // others at once over it. Sent together, each would open a connection
+    // of its own; an unreachable cluster also fails once, not nine times.
+    let kube_system = namespaces.get("kube-system").await?;
+    let (mesh_ns, account, role, binding, remote_secrets, gateway, service, token_secret) = tokio::try_join!(
         namespaces.get_opt(ns),
         accounts.get_opt(objects::READER_SERVICE_ACCOUNT),
         roles.get_opt(&role_name),
