@@ -13,38 +13,51 @@ use crate::observe::model::{ClusterFacts, Observed};
 use crate::topology::{Cluster, Topology};
 
 pub(super) struct Index<'a> {
-    /// Desired clusters by mesh name (the first, as [`Topology::cluster`]).
-    clusters: HashMap<&'a str, &'a Cluster>,
-    /// Facts of the observed clusters that could be read, by mesh name.
-    facts: HashMap<&'a str, &'a ClusterFacts>,
+    /// Desired clusters by mesh name (the first, as [`Topology::cluster`]),
+    /// with what the walks ask of each: one lookup per remote secret.
+    clusters: HashMap<&'a str, Desired<'a>>,
     /// Names of the desired primaries, in file order.
     primaries: Vec<&'a str>,
     /// Cluster ids that a meshform remote secret in some observed cluster names.
     attached: HashSet<&'a str>,
     /// Cluster holding them → cluster id they name → the names of unmanaged
     /// remote secrets there, in name order.
-    unmanaged: HashMap<&'a str, HashMap<&'a str, Vec<&'a str>>>,
+    unmanaged: HashMap<&'a str, Unmanaged<'a>>,
 }
+
+/// A desired cluster and what was observed of it.
+pub(super) struct Desired<'a> {
+    pub cluster: &'a Cluster,
+    /// What was observed, when it could be read (as [`Observed::facts`]).
+    pub facts: Option<&'a ClusterFacts>,
+    /// The network it leaves, when it is attached and moves to another
+    /// (detach + relabel + re-attach). Without a label Istio puts a cluster
+    /// on its default, unnamed network, so a missing label counts as `""`.
+    pub leaves: Option<&'a str>,
+}
+
+/// Cluster id → names of the unmanaged remote secrets in one cluster that name it.
+pub(super) type Unmanaged<'a> = HashMap<&'a str, Vec<&'a str>>;
 
 impl<'a> Index<'a> {
     pub(super) fn new(desired: &'a Topology, observed: &'a Observed) -> Self {
-        let mut clusters = HashMap::with_capacity(desired.clusters.len());
-        for cluster in &desired.clusters {
-            clusters.entry(cluster.name.as_str()).or_insert(cluster);
-        }
         let primaries = desired.primaries().map(|c| c.name.as_str()).collect();
-        let mut facts = HashMap::with_capacity(observed.clusters.len());
         let mut attached = HashSet::new();
-        let mut unmanaged: HashMap<&str, HashMap<&str, Vec<&str>>> = HashMap::new();
+        let mut unmanaged: HashMap<&str, Unmanaged> = HashMap::new();
         for (holder, observation) in &observed.clusters {
             let Some(holder_facts) = observation.facts() else {
                 continue;
             };
-            facts.insert(holder.as_str(), holder_facts);
             for (name, secret) in &holder_facts.remote_secrets {
-                let named = secret.cluster_ids.iter().chain(&secret.annotated_cluster);
+                let ids = secret.cluster_ids.iter().map(String::as_str);
+                // The annotation mostly repeats the data key: asked once.
+                let annotated = secret
+                    .annotated_cluster
+                    .as_deref()
+                    .filter(|a| secret.cluster_ids.first().is_none_or(|id| id != a));
+                let named = ids.chain(annotated);
                 if secret.object.managed {
-                    attached.extend(named.map(String::as_str));
+                    attached.extend(named);
                     continue;
                 }
                 for id in named {
@@ -56,23 +69,31 @@ impl<'a> Index<'a> {
                 }
             }
         }
+        let mut clusters = HashMap::with_capacity(desired.clusters.len());
+        for cluster in &desired.clusters {
+            let facts = observed.facts(&cluster.name);
+            let current = facts.map(|f| f.namespace.as_ref().and_then(|n| n.network.as_deref()).unwrap_or(""));
+            let leaves = current.filter(|c| *c != cluster.network && attached.contains(cluster.name.as_str()));
+            clusters
+                .entry(cluster.name.as_str())
+                .or_insert(Desired { cluster, facts, leaves });
+        }
         Index {
             clusters,
-            facts,
             primaries,
             attached,
             unmanaged,
         }
     }
 
-    /// The desired cluster of this mesh name.
-    pub(super) fn cluster(&self, name: &str) -> Option<&'a Cluster> {
-        self.clusters.get(name).copied()
+    /// The desired cluster of this mesh name, with its facts.
+    pub(super) fn desired(&self, name: &str) -> Option<&Desired<'a>> {
+        self.clusters.get(name)
     }
 
-    /// What was observed of `cluster`, when it could be read (as [`Observed::facts`]).
+    /// What was observed of desired `cluster`, when it could be read.
     pub(super) fn facts(&self, cluster: &str) -> Option<&'a ClusterFacts> {
-        self.facts.get(cluster).copied()
+        self.desired(cluster).and_then(|d| d.facts)
     }
 
     /// Some cluster holds a meshform remote secret for `cluster`.
@@ -87,13 +108,15 @@ impl<'a> Index<'a> {
         self.primaries.iter().any(|p| *p != cluster.name)
     }
 
-    /// Remote secrets in `holder`, not meshform's, that name `cluster`, in name order.
-    pub(super) fn unmanaged_naming(&self, holder: &str, cluster: &str) -> &[&'a str] {
-        self.unmanaged
-            .get(holder)
-            .and_then(|ids| ids.get(cluster))
-            .map_or(&[], Vec::as_slice)
+    /// The unmanaged remote secrets in `holder`, by the cluster id they name.
+    pub(super) fn unmanaged_in(&self, holder: &str) -> Option<&Unmanaged<'a>> {
+        self.unmanaged.get(holder)
     }
+}
+
+/// Remote secrets in a holder, not meshform's, that name `cluster`, in name order.
+pub(super) fn naming<'i, 'a>(unmanaged: Option<&'i Unmanaged<'a>>, cluster: &str) -> &'i [&'a str] {
+    unmanaged.and_then(|ids| ids.get(cluster)).map_or(&[], Vec::as_slice)
 }
 
 #[cfg(test)]
@@ -147,11 +170,11 @@ mod tests {
         let index = Index::new(&topology, &observed);
         assert!(index.attached("c"));
         assert!(!index.attached("b"), "an unmanaged secret does not attach");
-        assert_eq!(index.unmanaged_naming("a", "b"), ["another", "by-hand"]);
-        assert_eq!(index.unmanaged_naming("a", "gone"), ["by-hand"]);
-        assert!(index.unmanaged_naming("c", "b").is_empty());
-        assert_eq!(index.cluster("b").map(|c| c.role), Some(Role::Remote));
-        assert!(index.cluster("gone").is_none());
+        assert_eq!(naming(index.unmanaged_in("a"), "b"), ["another", "by-hand"]);
+        assert_eq!(naming(index.unmanaged_in("a"), "gone"), ["by-hand"]);
+        assert!(naming(index.unmanaged_in("c"), "b").is_empty());
+        assert_eq!(index.desired("b").map(|d| d.cluster.role), Some(Role::Remote));
+        assert!(index.desired("gone").is_none());
         assert_eq!(index.facts("b"), observed.facts("b"));
         assert!(index.facts("gone").is_none());
         let [a, b, c] = [0, 1, 2].map(|i| &topology.clusters[i]);

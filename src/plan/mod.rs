@@ -18,7 +18,7 @@ pub mod simulate;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use foldhash::{HashMap, HashSet, HashSetExt};
+use foldhash::{HashSet, HashSetExt};
 
 use miette::Diagnostic;
 use thiserror::Error;
@@ -157,7 +157,8 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
         return Err(PlanError::Unreachable(unknown));
     }
 
-    let mut planner = Planner::new(desired, observed, options, identities);
+    let index = Index::new(desired, observed);
+    let mut planner = Planner::new(desired, observed, options, identities, &index);
     planner.detach();
     planner.network();
     planner.attach();
@@ -175,10 +176,7 @@ struct Planner<'a> {
     /// kube-system UID → mesh name, for reachable desired clusters.
     identities: BTreeMap<&'a str, &'a str>,
     /// What the walks over (primary, peer) pairs look up.
-    index: Index<'a>,
-    /// Attached clusters that move to another network, with the network
-    /// they leave (see [`network_change_of`]); asked once per remote secret.
-    network_changes: HashMap<&'a str, &'a str>,
+    index: &'a Index<'a>,
     /// (primary, secret name) of the secrets the detach phase removes: a
     /// stale copy under another name going does not make the peer's own
     /// secret absent.
@@ -186,19 +184,6 @@ struct Planner<'a> {
     actions: Vec<Action>,
     changes: BTreeSet<Change>,
     findings: Vec<Finding>,
-}
-
-/// An attached cluster moving to another network: detach + relabel +
-/// re-attach. Without a label Istio puts a cluster on its default, unnamed
-/// network, so a missing label counts as the network `""`.
-fn network_change_of<'a>(cluster: &Cluster, index: &Index<'a>) -> Option<&'a str> {
-    let facts = index.facts(&cluster.name)?;
-    let current = facts
-        .namespace
-        .as_ref()
-        .and_then(|n| n.network.as_deref())
-        .unwrap_or("");
-    (current != cluster.network && index.attached(&cluster.name)).then_some(current)
 }
 
 /// The cluster id a remote secret registers: Istio takes its data keys.
@@ -232,14 +217,10 @@ impl<'a> Planner<'a> {
         observed: &'a Observed,
         options: &'a Options,
         identities: BTreeMap<&'a str, &'a str>,
+        index: &'a Index<'a>,
     ) -> Self {
         let mut clusters: Vec<&Cluster> = desired.clusters.iter().collect();
         clusters.sort_by(|a, b| a.name.cmp(&b.name));
-        let index = Index::new(desired, observed);
-        let network_changes = clusters
-            .iter()
-            .filter_map(|c| network_change_of(c, &index).map(|from| (c.name.as_str(), from)))
-            .collect();
         Planner {
             desired,
             observed,
@@ -247,7 +228,6 @@ impl<'a> Planner<'a> {
             clusters,
             identities,
             index,
-            network_changes,
             removed: HashSet::new(),
             actions: Vec::new(),
             changes: BTreeSet::new(),
@@ -296,7 +276,7 @@ impl<'a> Planner<'a> {
 
     /// The network an attached cluster leaves, when it moves to another.
     fn network_change(&self, cluster: &Cluster) -> Option<&'a str> {
-        self.network_changes.get(cluster.name.as_str()).copied()
+        self.index.desired(&cluster.name).and_then(|d| d.leaves)
     }
 
     fn peer_server(&self, cluster: &Cluster, facts: &ClusterFacts) -> String {
@@ -311,8 +291,8 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let Some(target) = secret_target(secret) else { continue };
-                let desired_target = self.index.cluster(target);
-                if desired_target.is_some() && self.facts(target).is_none() {
+                let desired_target = self.index.desired(target);
+                if desired_target.is_some_and(|d| d.facts.is_none()) {
                     // Unknown clusters are never detached, not even from a
                     // primary turned remote: their actions are deferred.
                     continue;
@@ -328,10 +308,10 @@ impl<'a> Planner<'a> {
                 } else if target == primary.name {
                     "a primary needs no remote secret for itself".to_string()
                 } else if let Some(target_cluster) = desired_target {
-                    if let Some(from) = self.network_change(target_cluster) {
+                    if let Some(from) = target_cluster.leaves {
                         format!(
                             "{target} moves from network {from:?} to {:?}: Istio only sees a new network on re-attach",
-                            target_cluster.network
+                            target_cluster.cluster.network
                         )
                     } else if name.strip_prefix(REMOTE_SECRET_PREFIX) != Some(target) || secret.cluster_ids.len() != 1 {
                         format!("the secret is not in the form meshform writes for {target}; it is replaced")
@@ -598,6 +578,7 @@ impl<'a> Planner<'a> {
         let now = self.observed.observed_at;
         for (primary, facts) in primaries {
             let mut held = facts.remote_secrets.iter().peekable();
+            let unmanaged = self.index.unmanaged_in(&primary.name);
             for peer_entry in &peers {
                 let Peer {
                     cluster: peer,
@@ -629,9 +610,7 @@ impl<'a> Planner<'a> {
                 // Istio ignores a second secret for a cluster id it already
                 // has: an unmanaged one of another name blocks ours, and
                 // nothing is written or adopted next to it.
-                let other = self
-                    .index
-                    .unmanaged_naming(&primary.name, &peer.name)
+                let other = index::naming(unmanaged, &peer.name)
                     .iter()
                     .find(|n| **n != name.as_str())
                     .copied();
