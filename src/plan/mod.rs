@@ -157,14 +157,30 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
         return Err(PlanError::Unreachable(unknown));
     }
 
-    let index = Index::new(desired, observed);
-    let mut planner = Planner::new(desired, observed, options, identities, &index);
-    planner.detach();
-    planner.network();
-    planner.attach();
-    planner.restarts();
-    planner.addresses();
-    Ok(planner.finish(unknown))
+    let walk = |fingerprints: &dyn Fn() -> Fingerprints| {
+        let index = Index::new(desired, observed);
+        let mut planner = Planner::new(desired, observed, options, identities, &index);
+        planner.detach();
+        planner.network();
+        planner.attach();
+        planner.restarts();
+        planner.addresses();
+        planner.finish(unknown, fingerprints)
+    };
+    // Fingerprints depend on the inputs alone, and a large mesh has one per
+    // remote secret (a million at 1,000 clusters, a third of the work): they
+    // are worked out on a second core beside the walk. Small meshes are not
+    // worth a thread.
+    if desired.clusters.len() < 64 {
+        return Ok(walk(&|| fingerprints(desired, observed)));
+    }
+    Ok(std::thread::scope(|scope| {
+        let prints = std::cell::Cell::new(Some(scope.spawn(|| fingerprints(desired, observed))));
+        walk(&|| {
+            let thread = prints.take().expect("fingerprints are joined once");
+            thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }))
 }
 
 struct Planner<'a> {
@@ -817,7 +833,9 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn finish(mut self, unknown: Vec<(String, String)>) -> Plan {
+    /// Orders the plan; `fingerprints` is asked for last, so that work
+    /// done beside the walk is awaited as late as it can be.
+    fn finish(mut self, unknown: Vec<(String, String)>, fingerprints: &dyn Fn() -> Fingerprints) -> Plan {
         let rank = |a: &Action| match a.kind {
             ActionKind::DeleteRemoteSecret { .. } => 0,
             ActionKind::SetNetwork { .. } => 1,
@@ -875,7 +893,7 @@ impl<'a> Planner<'a> {
                 .into_iter()
                 .map(|(cluster, reason)| Deferred { cluster, reason })
                 .collect(),
-            fingerprints: fingerprints(self.desired, self.observed),
+            fingerprints: fingerprints(),
         }
     }
 }
