@@ -15,7 +15,7 @@
 #[path = "support/meshes.rs"]
 mod meshes;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,8 +24,8 @@ use criterion::{BenchmarkId, Criterion};
 use meshform::plan::simulate::simulate;
 use meshform::plan::{Options, fingerprints, plan};
 
-/// The system allocator, counting the bytes live now and the most live since
-/// the last [`reset_peak`].
+/// The binary's allocator (mimalloc, see src/main.rs), counting the bytes
+/// live now and the most live since [`measure`] last reset the mark.
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -36,10 +36,10 @@ fn grew(bytes: usize) {
     PEAK.fetch_max(live, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
+// SAFETY: every call is forwarded to mimalloc unchanged; only counters are added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { mimalloc::MiMalloc.alloc(layout) };
         if !ptr.is_null() {
             grew(layout.size());
         }
@@ -47,7 +47,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
         if !ptr.is_null() {
             grew(layout.size());
         }
@@ -55,12 +55,12 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let out = unsafe { System.realloc(ptr, layout, new_size) };
+        let out = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
         if !out.is_null() {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
             grew(new_size);
