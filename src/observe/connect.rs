@@ -187,7 +187,6 @@ pub async fn connect(
         .map_err(|e| bad(e.to_string()))?;
     config.connect_timeout = Some(sources.timeout);
     config.read_timeout = Some(sources.timeout);
-    config.write_timeout = Some(sources.timeout);
     let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
     let client = client(config).map_err(bad)?;
     Ok(Connection {
@@ -200,10 +199,10 @@ pub async fn connect(
 }
 
 /// A kube client as `kube::Client::try_from` builds one (kubeconfig TLS,
-/// auth, headers, timeouts, retries of 429/503/504), but with Nagle's
-/// algorithm off, as client-go and curl have it. With it on, the first
-/// request on every new connection waited for the server's delayed ACK of
-/// the TLS handshake: 40 ms a connection on Linux, most of a small apply.
+/// auth, headers, retries of 429/503/504), but as client-go connects: with
+/// Nagle's algorithm off (with it on, the first request on every new
+/// connection waited for the server's delayed ACK of the TLS handshake,
+/// 40 ms a connection on Linux) and over HTTP/2 where offered.
 fn client(config: kube::Config) -> Result<kube::Client, String> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioExecutor;
@@ -232,12 +231,14 @@ fn client(config: kube::Config) -> Result<kube::Client, String> {
         https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
     }
     let https = https.enable_all_versions().wrap_connector(http);
+    // Connecting (TCP and TLS) has its deadline here. Reading has one per
+    // request below, not kube's per-socket read timeout: an HTTP/2 connection
+    // always waits to read, so that timeout closed idle pooled connections
+    // under the requests about to use them.
     let mut connector = hyper_timeout::TimeoutConnector::new(https);
     connector.set_connect_timeout(config.connect_timeout);
-    connector.set_read_timeout(config.read_timeout);
-    connector.set_write_timeout(config.write_timeout);
-    connector.set_reset_reader_on_write(config.reset_reader_on_write);
     let http_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+    let deadline = config.read_timeout.map(tower::timeout::TimeoutLayer::new);
     let retry = config
         .default_retry
         .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
@@ -246,6 +247,7 @@ fn client(config: kube::Config) -> Result<kube::Client, String> {
         .option_layer(retry)
         .option_layer(config.auth_layer().map_err(|e| e.to_string())?)
         .layer(config.extra_headers_layer().map_err(|e| e.to_string())?)
+        .option_layer(deadline)
         .map_err(tower::BoxError::from)
         .service(http_client);
     Ok(kube::Client::new(service, config.default_namespace))
