@@ -136,19 +136,37 @@ func (p *proxy) accept(ln net.Listener, backend string) {
 	}
 }
 
+// relayDelayed copies src to dst, each chunk held back by the latency set
+// when it arrived: a pipe with that one-way delay, like a long network path.
+// Chunks in flight overlap, so requests multiplexed on one connection
+// (HTTP/2) are delayed once each, not one after the other.
 func (p *proxy) relayDelayed(dst, src net.Conn) {
-	buf := make([]byte, 32*1024)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if d := p.latency(); d > 0 {
-				time.Sleep(d)
+	type chunk struct {
+		data []byte
+		due  time.Time
+	}
+	chunks := make(chan chunk, 1024)
+	go func() {
+		defer close(chunks)
+		for {
+			buf := make([]byte, 32*1024)
+			n, err := src.Read(buf)
+			if n > 0 {
+				chunks <- chunk{data: buf[:n], due: time.Now().Add(p.latency())}
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if err != nil {
 				return
 			}
 		}
-		if err != nil {
+	}()
+	for c := range chunks {
+		time.Sleep(time.Until(c.due))
+		if _, err := dst.Write(c.data); err != nil {
+			// Keep the reader unblocked until src closes with the connection.
+			go func() {
+				for range chunks {
+				}
+			}()
 			return
 		}
 	}
