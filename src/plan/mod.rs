@@ -157,7 +157,7 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
         return Err(PlanError::Unreachable(unknown));
     }
 
-    let walk = |fingerprints: &dyn Fn() -> Fingerprints| {
+    let walk = |fingerprints: Box<dyn FnOnce() -> Fingerprints + '_>| {
         let index = Index::new(desired, observed);
         let mut planner = Planner::new(desired, observed, options, identities, &index);
         planner.detach();
@@ -172,14 +172,13 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
     // are worked out on a second core beside the walk. Small meshes are not
     // worth a thread.
     if desired.clusters.len() < 64 {
-        return Ok(walk(&|| fingerprints(desired, observed)));
+        return Ok(walk(Box::new(|| fingerprints(desired, observed))));
     }
     Ok(std::thread::scope(|scope| {
-        let prints = std::cell::Cell::new(Some(scope.spawn(|| fingerprints(desired, observed))));
-        walk(&|| {
-            let thread = prints.take().expect("fingerprints are joined once");
-            thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        let prints = scope.spawn(|| fingerprints(desired, observed));
+        walk(Box::new(|| {
+            prints.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }))
     }))
 }
 
@@ -835,7 +834,7 @@ impl<'a> Planner<'a> {
 
     /// Orders the plan; `fingerprints` is asked for last, so that work
     /// done beside the walk is awaited as late as it can be.
-    fn finish(mut self, unknown: Vec<(String, String)>, fingerprints: &dyn Fn() -> Fingerprints) -> Plan {
+    fn finish(mut self, unknown: Vec<(String, String)>, fingerprints: impl FnOnce() -> Fingerprints) -> Plan {
         let rank = |a: &Action| match a.kind {
             ActionKind::DeleteRemoteSecret { .. } => 0,
             ActionKind::SetNetwork { .. } => 1,
