@@ -212,8 +212,12 @@ fn client(config: kube::Config) -> Result<kube::Client, String> {
     // kube only reaches a proxy with its socks5/http-proxy features, which
     // meshform does not build in; say so rather than connect around it.
     if let Some(proxy) = &config.proxy_url {
+        // Named by scheme, host and port only: a proxy URL may carry a password.
+        let host = proxy.authority().map_or("", |a| a.host());
+        let port = proxy.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+        let scheme = proxy.scheme_str().unwrap_or("http");
         return Err(format!(
-            "proxy-url {proxy} is not supported: meshform connects to API servers directly"
+            "proxy-url {scheme}://{host}{port} is not supported: meshform connects to API servers directly"
         ));
     }
     let mut http = HttpConnector::new();
@@ -267,6 +271,10 @@ clusters:
   cluster:
     server: https://127.0.0.1:6443
     proxy-url: http://proxy.example.com:3128
+- name: proxied-with-password
+  cluster:
+    server: https://127.0.0.1:6443
+    proxy-url: http://user:hunter2@proxy.example.com:3128
 users:
 - name: u
   user:
@@ -276,6 +284,8 @@ contexts:
   context: {cluster: direct, user: u}
 - name: proxied
   context: {cluster: proxied, user: u}
+- name: proxied-with-password
+  context: {cluster: proxied-with-password, user: u}
 ";
 
     async fn connect_to(context: &str) -> Result<Connection, ConnectError> {
@@ -310,9 +320,23 @@ contexts:
         let text = error.to_string();
         assert!(matches!(error, ConnectError::BadContext { .. }), "{text}");
         assert!(
-            text.contains("proxy-url http://proxy.example.com:3128/ is not supported"),
+            text.contains("proxy-url http://proxy.example.com:3128 is not supported"),
             "{text}"
         );
         assert!(!text.contains("not-a-real-token"), "{text}");
+    }
+
+    // A proxy URL may carry credentials; the refusal must not print them.
+    #[tokio::test]
+    async fn a_proxy_password_is_not_shown() {
+        let error = connect_to("proxied-with-password")
+            .await
+            .expect_err("a proxy is not supported");
+        let text = error.to_string();
+        assert!(
+            text.contains("proxy-url http://proxy.example.com:3128 is not supported"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2") && !text.contains("user:"), "{text}");
     }
 }
