@@ -50,6 +50,15 @@ async fn state(cluster: &Cluster) -> BTreeMap<String, String> {
             );
         }
     }
+    async fn list<K>(api: Api<K>, params: &ListParams, cluster: &str) -> Vec<K>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        api.list(params)
+            .await
+            .unwrap_or_else(|e| panic!("listing in {cluster}: {e}"))
+            .items
+    }
     let ours = ListParams::default().labels(MANAGED_SELECTOR);
     let client = cluster.client();
     let mut out = BTreeMap::new();
@@ -59,51 +68,19 @@ async fn state(cluster: &Cluster) -> BTreeMap<String, String> {
         .await
         .unwrap_or_else(|e| panic!("reading the mesh namespace in {name}: {e}"));
     put(&mut out, "Namespace", vec![ns]);
-    put(
-        &mut out,
-        "Secret",
-        Api::<Secret>::namespaced(client.clone(), NAMESPACE)
-            .list(&ours)
-            .await
-            .unwrap_or_else(|e| panic!("listing in {name}: {e}"))
-            .items,
-    );
-    put(
-        &mut out,
-        "ServiceAccount",
-        Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE)
-            .list(&ours)
-            .await
-            .unwrap_or_else(|e| panic!("listing in {name}: {e}"))
-            .items,
-    );
+    let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
+    put(&mut out, "Secret", list(secrets, &ours, name).await);
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE);
+    put(&mut out, "ServiceAccount", list(accounts, &ours, name).await);
     put(
         &mut out,
         "ClusterRole",
-        Api::<ClusterRole>::all(client.clone())
-            .list(&ours)
-            .await
-            .unwrap_or_else(|e| panic!("listing in {name}: {e}"))
-            .items,
+        list(Api::<ClusterRole>::all(client.clone()), &ours, name).await,
     );
-    put(
-        &mut out,
-        "ClusterRoleBinding",
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .list(&ours)
-            .await
-            .unwrap_or_else(|e| panic!("listing in {name}: {e}"))
-            .items,
-    );
-    put(
-        &mut out,
-        "Lease",
-        Api::<Lease>::namespaced(client, NAMESPACE)
-            .list(&ListParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("listing in {name}: {e}"))
-            .items,
-    );
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    put(&mut out, "ClusterRoleBinding", list(bindings, &ours, name).await);
+    let leases = Api::<Lease>::namespaced(client, NAMESPACE);
+    put(&mut out, "Lease", list(leases, &ListParams::default(), name).await);
     out
 }
 
