@@ -430,7 +430,7 @@ func (c *cluster) stop() {
 func (c *cluster) remove() {
 	c.stop()
 	if c.proxy != nil {
-		c.proxy.shut()
+		c.proxy.close()
 	}
 	os.RemoveAll(c.dir)
 	if c.plane.etcd != nil {

@@ -14,67 +14,59 @@ import (
 // port on each start). TLS passes through untouched, so clients verify the
 // apiserver's own certificate.
 //
+// The listener is held from the cluster's creation to its removal, never
+// closed and reopened: a port given back to the kernel, even for a moment, can
+// be taken by any other socket of the process (an apiserver's listener, a
+// client's outgoing connection), which failed planes of 30+ clusters with
+// "address already in use". While the cluster is stopped, connections are
+// accepted and reset at once, so a client fails as fast as against a closed
+// port.
+//
 // Latency: every chunk read from the client waits for the configured delay
 // before it is forwarded, so each request on a kept-alive connection is held
 // at least that long. Responses are not delayed.
 type proxy struct {
 	addr  string
 	delay atomic.Int64 // nanoseconds
+	ln    net.Listener
 
 	mu      sync.Mutex
-	ln      net.Listener
-	backend string
+	backend string // "" while the cluster is stopped
+	closed  bool
 	conns   map[net.Conn]struct{}
 	wg      sync.WaitGroup
 }
 
 func newProxy() (*proxy, error) {
-	// Reserve a port now so that the kubeconfig can name it before the first start.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return &proxy{addr: addr, conns: map[net.Conn]struct{}{}}, nil
+	p := &proxy{addr: ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
+	go p.accept()
+	return p, nil
 }
 
 func (p *proxy) latency() time.Duration { return time.Duration(p.delay.Load()) }
 
 func (p *proxy) setLatency(d time.Duration) { p.delay.Store(int64(d)) }
 
-// open starts accepting on the public port and relaying to backend.
+// open starts relaying the public port to backend.
 func (p *proxy) open(backend string) error {
-	var ln net.Listener
-	var err error
-	// The port was ours a moment ago; retry briefly in case the kernel still holds it.
-	for attempt := 0; attempt < 50; attempt++ {
-		ln, err = net.Listen("tcp", p.addr)
-		if err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("reopening %s: %w", p.addr, err)
-	}
 	p.mu.Lock()
-	p.ln = ln
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("proxy %s is closed", p.addr)
+	}
 	p.backend = backend
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go p.accept(ln, backend)
 	return nil
 }
 
-// shut closes the listener, so new connections are refused, and cuts every
-// open connection, as an apiserver that went away would.
+// shut stops relaying, so new connections are reset, and cuts every open
+// connection, as an apiserver that went away would.
 func (p *proxy) shut() {
 	p.mu.Lock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
+	p.backend = ""
 	for c := range p.conns {
 		c.Close()
 	}
@@ -82,15 +74,36 @@ func (p *proxy) shut() {
 	p.wg.Wait()
 }
 
-func (p *proxy) track(c net.Conn) bool {
+// close gives the port back; the proxy cannot be opened again.
+func (p *proxy) close() {
+	p.shut()
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.ln.Close()
+}
+
+// track registers a relayed connection and returns the backend to dial, or
+// "" (with c closed) when the cluster is stopped.
+func (p *proxy) track(c net.Conn) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ln == nil {
-		c.Close()
-		return false
+	if p.backend == "" {
+		reset(c)
+		return ""
 	}
 	p.conns[c] = struct{}{}
-	return true
+	p.wg.Add(1)
+	return p.backend
+}
+
+// reset closes c with an RST instead of a FIN, as the kernel answers a
+// connection to a port nobody listens on.
+func reset(c net.Conn) {
+	if tcp, ok := c.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	c.Close()
 }
 
 func (p *proxy) untrack(c net.Conn) {
@@ -98,30 +111,41 @@ func (p *proxy) untrack(c net.Conn) {
 	delete(p.conns, c)
 	p.mu.Unlock()
 	c.Close()
+	p.wg.Done()
 }
 
-func (p *proxy) accept(ln net.Listener, backend string) {
-	defer p.wg.Done()
+func (p *proxy) accept() {
 	for {
-		client, err := ln.Accept()
+		client, err := p.ln.Accept()
 		if err != nil {
 			return
 		}
-		if !p.track(client) {
+		backend := p.track(client)
+		if backend == "" {
 			continue
 		}
-		p.wg.Add(1)
 		go func() {
-			defer p.wg.Done()
 			defer p.untrack(client)
 			server, err := net.DialTimeout("tcp", backend, 5*time.Second)
 			if err != nil {
 				return
 			}
-			if !p.track(server) {
+			p.mu.Lock()
+			stopped := p.backend != backend
+			if !stopped {
+				p.conns[server] = struct{}{}
+			}
+			p.mu.Unlock()
+			if stopped {
+				server.Close()
 				return
 			}
-			defer p.untrack(server)
+			defer func() {
+				p.mu.Lock()
+				delete(p.conns, server)
+				p.mu.Unlock()
+				server.Close()
+			}()
 			done := make(chan struct{}, 2)
 			go func() {
 				_, _ = io.Copy(client, server)
