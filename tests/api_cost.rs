@@ -135,7 +135,6 @@ async fn apply_counted(topology: &Topology, connections: &Connections) -> usize 
         dry_run: false,
         diff: false,
         concurrency: 16,
-        restart_workloads: false,
     };
     let failures = Failures::default();
     let report = apply::execute(&target, &settings, &failures).await;

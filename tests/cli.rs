@@ -196,3 +196,38 @@ fn verbose_logs_to_stderr_and_quiet_keeps_it_clean() {
     let after = run(meshform().args(PLAN_EXAMPLE).arg("-v"));
     assert!(stderr(&after).contains("planned"), "{after}");
 }
+
+// Regression: `apply --restart-workloads` once ran the restart while its plan
+// said "not run by apply", because the flag reached apply but not the plan.
+#[test]
+fn restart_workloads_is_a_planning_choice_the_plan_shows() {
+    let network_move = [
+        "plan",
+        "-f",
+        "examples/network-move/mesh.toml",
+        "--observed",
+        "examples/network-move/observed.json",
+    ];
+    let shown = run(meshform().args(network_move));
+    assert!(stdout(&shown).contains("(not run by apply)"), "{shown}");
+    let enabled = run(meshform().args(network_move).arg("--restart-workloads"));
+    assert_eq!(exit_code(&enabled), Some(0), "{enabled}");
+    assert!(stdout(&enabled).contains("restart"), "{enabled}");
+    assert!(!stdout(&enabled).contains("(not run by apply)"), "{enabled}");
+}
+
+// A saved plan was made with its planning choices; apply must not pretend to
+// change them afterwards.
+#[test]
+fn a_saved_plan_takes_no_planning_flags() {
+    for flag in [
+        "--restart-workloads",
+        "--adopt",
+        "--rotate-tokens",
+        "--skip-unreachable",
+    ] {
+        let out = run(meshform().args(["apply", "plan.json", flag]));
+        assert_eq!(exit_code(&out), Some(1), "{flag}: {out}");
+        assert!(stderr(&out).contains("cannot be used with"), "{flag}: {out}");
+    }
+}

@@ -994,11 +994,11 @@ fn rotate_after_sets_the_share_of_life_that_triggers_rotation() {
         "istio-remote-secret-b",
         bound_token(day * 100, day * 365),
     );
-    let options = Options {
-        rotate_after: 0.25,
-        ..Options::default()
-    };
-    let plan = plan_with(&t, &observed, &options);
+    // Past a quarter of its life, not yet half: the default leaves it alone.
+    assert!(plan_ok(&t, &observed).is_empty());
+    let mut early = t.clone();
+    early.mesh.tokens.rotate_at_percent = 25;
+    let plan = plan_ok(&early, &observed);
     assert_eq!(actions(&plan), lines(&["update a write_remote_secret/rotate b"]));
     assert!(
         plan.actions[0].reason.contains("25% of its life"),
@@ -1148,22 +1148,22 @@ mod properties {
 
     /// Topology text of `(name, spec)` pairs, in the given order; the first
     /// cluster is made primary when none is (a mesh needs one).
-    fn toml(clusters: &[(String, ClusterSpec)], order: &[usize], legacy_tokens: bool) -> String {
+    fn toml(clusters: &[(String, ClusterSpec)], order: &[usize], legacy_tokens: bool, rotate_at_percent: u8) -> String {
         let mut clusters = clusters.to_vec();
         if clusters.iter().all(|(_, s)| s.remote) {
             clusters[0].1.remote = false;
         }
         let bodies: Vec<String> = order.iter().map(|&i| body(&clusters[i].0, &clusters[i].1)).collect();
         let text = super::mesh(&bodies.iter().map(String::as_str).collect::<Vec<_>>());
-        if legacy_tokens {
-            text.replacen(
-                super::HEADER,
-                &format!("{}\n[mesh.tokens]\nmode = \"secret\"\n", super::HEADER),
-                1,
-            )
-        } else {
-            text
-        }
+        let mode = if legacy_tokens { "secret" } else { "request" };
+        text.replacen(
+            super::HEADER,
+            &format!(
+                "{}\n[mesh.tokens]\nmode = \"{mode}\"\nrotate_at_percent = {rotate_at_percent}\n",
+                super::HEADER
+            ),
+            1,
+        )
     }
 
     /// What the clusters looked like before: the state an earlier topology
@@ -1207,7 +1207,7 @@ mod properties {
         adopt: bool,
         restart_workloads: bool,
         rotate_tokens: bool,
-        rotate_after: f64,
+        rotate_at_percent: u8,
     }
 
     fn case() -> impl Strategy<Value = Case> {
@@ -1265,20 +1265,22 @@ mod properties {
                     any::<bool>(),
                     any::<bool>(),
                     prop::bool::weighted(0.2),
-                    0.1..0.9f64,
+                    10..=90u8,
                     prop::bool::weighted(0.2),
                 )
             })
             .prop_map(
-                |(specs, drift, order, adopt, restart_workloads, rotate_tokens, rotate_after, legacy_tokens)| Case {
-                    specs,
-                    legacy_tokens,
-                    drift,
-                    order,
-                    adopt,
-                    restart_workloads,
-                    rotate_tokens,
-                    rotate_after,
+                |(specs, drift, order, adopt, restart_workloads, rotate_tokens, rotate_at_percent, legacy_tokens)| {
+                    Case {
+                        specs,
+                        legacy_tokens,
+                        drift,
+                        order,
+                        adopt,
+                        restart_workloads,
+                        rotate_tokens,
+                        rotate_at_percent,
+                    }
                 },
             )
     }
@@ -1298,11 +1300,21 @@ mod properties {
 
         fn topology(&self) -> Topology {
             let identity: Vec<usize> = (0..self.specs.len()).collect();
-            topology(&toml(&self.named(), &identity, self.legacy_tokens))
+            topology(&toml(
+                &self.named(),
+                &identity,
+                self.legacy_tokens,
+                self.rotate_at_percent,
+            ))
         }
 
         fn shuffled(&self) -> Topology {
-            topology(&toml(&self.named(), &self.order, self.legacy_tokens))
+            topology(&toml(
+                &self.named(),
+                &self.order,
+                self.legacy_tokens,
+                self.rotate_at_percent,
+            ))
         }
 
         fn options(&self) -> Options {
@@ -1311,7 +1323,6 @@ mod properties {
                 adopt: self.adopt,
                 restart_workloads: self.restart_workloads,
                 rotate_tokens: self.rotate_tokens,
-                rotate_after: self.rotate_after,
                 targets: Vec::new(),
             }
         }
@@ -1332,7 +1343,7 @@ mod properties {
                         .map(|(j, s)| (format!("gone{j}"), s.clone())),
                 );
                 let order: Vec<usize> = (0..clusters.len()).collect();
-                let before = topology(&toml(&clusters, &order, prior.legacy_tokens));
+                let before = topology(&toml(&clusters, &order, prior.legacy_tokens, 50));
                 let mut start = fresh(&before);
                 for i in 0..n {
                     // A renamed cluster is the same cluster: same kube-system UID.

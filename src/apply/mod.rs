@@ -44,8 +44,6 @@ pub struct Settings {
     pub diff: bool,
     /// Actions of one phase in flight at once.
     pub concurrency: usize,
-    /// Execute `RestartWorkloads` steps rather than skip them.
-    pub restart_workloads: bool,
 }
 
 /// Why apply refused to start.
@@ -238,6 +236,17 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
             phase,
             actions: actions.len(),
         });
+        // A restart the plan shows without running (planned without
+        // --restart-workloads) is reported as skipped, not as done.
+        let (actions, shown): (Vec<_>, Vec<_>) = actions.into_iter().partition(|(_, a)| a.writes());
+        for (index, action) in shown {
+            progress.event(Event::Skipped {
+                index,
+                action,
+                why: "not run: plan or apply with --restart-workloads to restart the injected workloads".into(),
+            });
+            report.skipped.push(index);
+        }
         let phase_started = std::time::Instant::now();
         tracing::info!(?phase, actions = actions.len(), "phase started");
         let results: Vec<(usize, Result<Option<String>, String>)> = futures::stream::iter(actions)
@@ -515,9 +524,7 @@ impl Run<'_> {
                 // Adoption takes the fields over from whoever wrote them (istioctl, kubectl).
                 self.ssa(cluster, &api, name, &secret, *mode == WriteMode::Adopt).await
             }
-            ActionKind::RestartWorkloads { .. } if !self.settings.restart_workloads => Ok(Some(
-                "not run: pass --restart-workloads to restart the injected workloads".to_string(),
-            )),
+            // execute() never hands a restart the plan did not enable to here.
             ActionKind::RestartWorkloads { .. } => self.restart(cluster, client).await,
         }
     }

@@ -16,7 +16,8 @@ use crate::topology::{Role, Topology};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A plan saved with `meshform plan --out`; without it, apply plans first.
-    #[arg(value_name = "PLAN")]
+    /// Planning choices were made when it was saved, so they cannot be given again here.
+    #[arg(value_name = "PLAN", conflicts_with_all = ["targets", "skip_unreachable", "adopt", "rotate_tokens", "restart_workloads"])]
     pub saved: Option<PathBuf>,
 
     #[command(flatten)]
@@ -55,10 +56,6 @@ pub struct Args {
     /// How long the apply lock lasts without renewal, should meshform die holding it.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
     pub lock_duration: Duration,
-
-    /// Restart injected workloads after a network change (otherwise the step is shown, not run).
-    #[arg(long)]
-    pub restart_workloads: bool,
 
     /// `text` shows the plan and progress; `json` prints one event per line.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -159,7 +156,7 @@ async fn plan_and_execute(
             }
             saved
         }
-        None => plan::plan(topology, &observed, &args.plan.options(topology))?,
+        None => plan::plan(topology, &observed, &args.plan.options())?,
     };
     if args.format == Format::Text {
         render_plan(&plan, topology, super::plan::Format::Text, cx)?;
@@ -176,7 +173,6 @@ async fn plan_and_execute(
         dry_run: args.dry_run,
         diff: args.diff,
         concurrency: args.concurrency,
-        restart_workloads: args.restart_workloads,
     };
     let progress = Printer::new(args.format, &plan.namespace, &mut *cx.out, cx.quiet);
     let target = Target {

@@ -57,18 +57,22 @@ pub struct PlanArgs {
     /// Plan a new reader token in every remote secret.
     #[arg(long)]
     pub rotate_tokens: bool,
+
+    /// Let apply restart injected workloads after a network change (otherwise the step is shown, not
+    /// run); a plan saved with it records the decision.
+    #[arg(long)]
+    pub restart_workloads: bool,
 }
 
 impl PlanArgs {
-    /// Planner options; token rotation follows the topology's `[mesh.tokens]`.
-    pub fn options(&self, topology: &Topology) -> Options {
+    /// Planner options.
+    pub fn options(&self) -> Options {
         Options {
-            rotate_after: f64::from(topology.mesh.tokens.rotate_at_percent) / 100.0,
             skip_unreachable: self.skip_unreachable,
             adopt: self.adopt,
             rotate_tokens: self.rotate_tokens,
+            restart_workloads: self.restart_workloads,
             targets: self.targets.clone(),
-            ..Options::default()
         }
     }
 }
@@ -103,7 +107,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         }
         None => observe(&topology, &args.topology.file, &args.clusters)?,
     };
-    let plan = plan::plan(&topology, &observed, &args.plan.options(&topology))?;
+    let plan = plan::plan(&topology, &observed, &args.plan.options())?;
     tracing::info!(actions = plan.actions.len(), findings = plan.findings.len(), "planned");
     if let Some(path) = &args.out {
         files::write_atomic(path, &plan_json(&plan))?;

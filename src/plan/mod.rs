@@ -37,12 +37,12 @@ pub struct Options {
     pub skip_unreachable: bool,
     /// Take over unmanaged remote secrets of the names meshform would write.
     pub adopt: bool,
-    /// Run (rather than only show) workload restarts after a network change.
+    /// Let apply run (rather than only show) workload restarts after a network
+    /// change; recorded in each `RestartWorkloads` action, which apply obeys.
     pub restart_workloads: bool,
-    /// Rotate every reader token now.
+    /// Rotate every reader token now (when to rotate otherwise is the
+    /// topology's `[mesh.tokens] rotate_at_percent`).
     pub rotate_tokens: bool,
-    /// Rotate a token once this share of its lifetime has passed (0 to 1).
-    pub rotate_after: f64,
     /// Keep only actions that write to, or are about, these clusters.
     pub targets: Vec<String>,
 }
@@ -54,7 +54,6 @@ impl Default for Options {
             adopt: false,
             restart_workloads: false,
             rotate_tokens: false,
-            rotate_after: 0.5,
             targets: Vec::new(),
         }
     }
@@ -740,13 +739,11 @@ impl<'a> Planner<'a> {
                             // Legacy token Secrets never expire; there is nothing to rotate.
                             _ if self.desired.mesh.tokens.mode == TokenMode::Secret => None,
                             TokenFacts::Bound { issued_at, expires_at } => {
+                                let percent = i64::from(self.desired.mesh.tokens.rotate_at_percent);
                                 let life = expires_at.as_second() - issued_at.as_second();
-                                let due = issued_at.as_second() + (life as f64 * self.options.rotate_after) as i64;
+                                let due = issued_at.as_second() + life * percent / 100;
                                 (now.as_second() >= due).then(|| {
-                                    format!(
-                                        "the token expires at {expires_at}, and {:.0}% of its life has passed",
-                                        self.options.rotate_after * 100.0
-                                    )
+                                    format!("the token expires at {expires_at}, and {percent}% of its life has passed")
                                 })
                             }
                             TokenFacts::Unbounded => None,
