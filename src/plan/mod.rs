@@ -31,7 +31,7 @@ use crate::observe::model::{ClusterFacts, ClusterState, Observed, RemoteSecretFa
 use crate::topology::{Cluster, REMOTE_SECRET_PREFIX, Role, TokenMode, Topology};
 
 /// Choices the user makes on the command line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
     /// Plan the reachable clusters and defer the rest, instead of failing.
     pub skip_unreachable: bool,
@@ -45,18 +45,6 @@ pub struct Options {
     pub rotate_tokens: bool,
     /// Keep only actions that write to, or are about, these clusters.
     pub targets: Vec<String>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            skip_unreachable: false,
-            adopt: false,
-            restart_workloads: false,
-            rotate_tokens: false,
-            targets: Vec::new(),
-        }
-    }
 }
 
 /// Why no plan could be made.
