@@ -494,14 +494,18 @@ impl Run<'_> {
                     .map(|f| f.identity.clone())
                     .ok_or_else(|| format!("cluster {peer} was not observed"))?;
                 let api: Api<Secret> = Api::namespaced(client, ns);
+                // Server-side apply would merge into a hand-made Secret of this name
+                // (a second data key is a second cluster id to Istio). Observe, run
+                // after the lock was taken, saw every Secret name of the namespace.
+                // Not a create instead: fields a create sets belong to an "Update"
+                // manager, and later applies of new tokens would conflict with it.
                 if *mode == WriteMode::Create {
-                    // Observe lists remote secrets by label, so a Secret of this
-                    // name without the label was not seen; server-side apply would
-                    // merge into it (a second data key is a second cluster id to Istio).
-                    // Not a create instead of this read: fields a create sets belong to
-                    // an "Update" manager, and later applies of new tokens conflict with it.
-                    let existing = api.get_opt(name).await.map_err(|e| describe(cluster, &e))?;
-                    if existing.is_some_and(|s| !objects::is_managed(s.metadata.labels.as_ref(), self.mesh())) {
+                    let facts = self
+                        .target
+                        .observed
+                        .facts(cluster)
+                        .ok_or_else(|| format!("cluster {cluster} was not observed"))?;
+                    if facts.unlabelled_secrets.contains(name) {
                         return Err(format!(
                             "Secret {ns}/{name} already exists and is not managed by meshform; it was left as it is \
                              (delete it, or label it {}=true and apply with --adopt)",

@@ -1,8 +1,9 @@
 //! Reading the clusters of a topology, all at once.
 //!
 //! Each cluster costs the same small, fixed number of API requests however
-//! large the mesh is: GETs of named objects and one LIST of remote secrets by
-//! label. A cluster that cannot be read becomes `Unknown` with the reason;
+//! large the mesh is: GETs of named objects, one LIST of remote secrets by
+//! label, and one LIST of the mesh namespace's Secret metadata (names,
+//! labels and annotations only: the API server sends no data). A cluster that cannot be read becomes `Unknown` with the reason;
 //! it never fails the whole observation. What comes back is
 //! [`model::Observed`], which holds no secret data.
 
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject, ListParams, PartialObjectMeta};
 use kube::core::ObjectMeta;
 
 use self::connect::{ConnectError, Connection, KubeconfigCache, Sources};
@@ -178,12 +179,17 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let by_label = ListParams::default().labels(&format!("{}=true", objects::MULTICLUSTER_LABEL));
+    let all = ListParams::default();
     // The reads of REQUESTS_PER_CLUSTER: the cluster's identity first, which
     // opens the connection (HTTP/2 where the server offers it), then the
     // others at once over it. Sent together, each would open a connection
     // of its own; an unreachable cluster also fails once, not nine times.
     let kube_system = namespaces.get("kube-system").await?;
-    let (mesh_ns, account, role, binding, remote_secrets, gateway, service, token_secret) = tokio::try_join!(
+    // Secret metadata of the whole namespace (PartialObjectMetadataList: no
+    // data crosses the wire) gives the reader token Secret and every
+    // unlabelled Secret of a remote secret's name in one request; apply then
+    // needs no read before each new remote secret to keep off a hand-made one.
+    let (mesh_ns, account, role, binding, remote_secrets, gateway, service, secret_metadata) = tokio::try_join!(
         namespaces.get_opt(ns),
         accounts.get_opt(objects::READER_SERVICE_ACCOUNT),
         roles.get_opt(&role_name),
@@ -191,8 +197,19 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         secrets.list(&by_label),
         gateways.get_opt(objects::CROSS_NETWORK_GATEWAY),
         services.get_opt(gateway_service),
-        secrets.get_opt(objects::READER_TOKEN_SECRET),
+        secrets.list_metadata(&all),
     )?;
+    let token_secret = secret_metadata
+        .items
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(objects::READER_TOKEN_SECRET));
+    let unlabelled_secrets = secret_metadata
+        .items
+        .iter()
+        .filter(|s| !is_labelled_remote_secret(s) && !objects::is_managed(s.metadata.labels.as_ref(), mesh))
+        .filter_map(|s| s.metadata.name.clone())
+        .filter(|name| name.starts_with(crate::topology::REMOTE_SECRET_PREFIX))
+        .collect();
 
     let remote_secrets = remote_secrets
         .items
@@ -225,5 +242,15 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         remote_secrets,
         gateway: gateway.map(|g| object_facts(&g.metadata, mesh)),
         gateway_service: service.map(|s| object_facts(&s.metadata, mesh)),
+        unlabelled_secrets,
     })
+}
+
+fn is_labelled_remote_secret(secret: &PartialObjectMeta<Secret>) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(objects::MULTICLUSTER_LABEL))
+        .is_some_and(|v| v == "true")
 }

@@ -5,7 +5,7 @@
 //! kubeconfig or any Secret data, only facts drawn from them (an address, a
 //! CA fingerprint, a token's expiry).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use schemars::JsonSchema;
@@ -84,6 +84,11 @@ pub struct ClusterFacts {
     pub gateway: Option<ObjectFacts>,
     /// Whether the network's east-west gateway Service exists.
     pub gateway_service: Option<ObjectFacts>,
+    /// Secrets in the mesh namespace named like remote secrets
+    /// (`istio-remote-secret-*`) that are neither labelled `istio/multiCluster`
+    /// nor meshform's: not in `remote_secrets`, and never to be written over.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unlabelled_secrets: BTreeSet<String>,
 }
 
 /// Identity and ownership of one object.

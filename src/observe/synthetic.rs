@@ -36,6 +36,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 remote_secrets: BTreeMap::new(),
                 gateway: None,
                 gateway_service: Some(object("svc")),
+                unlabelled_secrets: Default::default(),
             };
             let observation = ClusterObservation {
                 context: c.context.clone(),
