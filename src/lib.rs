@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod import;
 pub mod objects;
 pub mod observe;
 pub mod plan;

@@ -5,6 +5,7 @@
 mod apply;
 mod files;
 mod graph;
+mod import;
 mod plan;
 mod validate;
 
@@ -90,6 +91,18 @@ Examples:
   meshform graph --observed observed.json"
     )]
     Graph(graph::Args),
+    /// Write the mesh.toml of clusters that are already meshed (by istioctl, by hand or by meshform).
+    #[command(
+        after_help = "Each cluster's name comes from the cluster id its peers' remote secrets use, its
+network from the topology.istio.io/network label, its role from whether it holds remote
+secrets. What cannot be told is reported (exit 1), never guessed.
+
+Examples:
+  meshform import                                   # every context of $KUBECONFIG
+  meshform import --kubeconfig all.yaml east west -o mesh.toml
+  meshform import -o mesh.toml && meshform plan --adopt"
+    )]
+    Import(import::Args),
     /// Print the JSON Schema of mesh.toml (the same as schemas/mesh.schema.json).
     #[command(after_help = "Example:\n  meshform schema > mesh.schema.json")]
     Schema,
@@ -171,6 +184,10 @@ pub enum CliError {
         #[source]
         source: io::Error,
     },
+    /// `import` cannot start: no kubeconfig, an unknown context, a file in the way.
+    #[error("{0}")]
+    #[diagnostic(code(meshform::cli::import))]
+    Import(String),
     /// Writing to stdout or stderr failed for a reason other than a closed pipe.
     #[error("cannot write output")]
     #[diagnostic(code(meshform::cli::write))]
@@ -311,6 +328,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Exit, 
         Command::Apply(args) => apply::run(args, &mut cx),
         Command::Snapshot(args) => plan::snapshot(args, &mut cx),
         Command::Graph(args) => graph::run(args, &mut cx),
+        Command::Import(args) => import::run(args, &mut cx),
         Command::Schema => {
             serde_json::to_writer_pretty(&mut *cx.out, &crate::topology::schema()).map_err(io::Error::from)?;
             writeln!(cx.out)?;

@@ -1,0 +1,298 @@
+//! `meshform import`: the mesh.toml that describes clusters already meshed
+//! (by `istioctl create-remote-secret`, by hand, or by meshform), worked out
+//! from what observe read of them.
+//!
+//! Pure: it takes the observation of provisional clusters (one per kubeconfig
+//! context) and returns the file's text and what could not be described. It
+//! reads nothing and writes nothing; `cli` does both. What cannot be told
+//! from the clusters is reported, never guessed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::observe::model::{ClusterFacts, Observed, TokenFacts};
+use crate::topology::names::Rule;
+
+/// One kubeconfig context, read as a provisional cluster of `observed`.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The provisional cluster's key in the observation.
+    pub key: String,
+    pub context: String,
+}
+
+/// What import found.
+#[derive(Debug, Default)]
+pub struct Imported {
+    /// mesh.toml, with a comment on where each value came from.
+    pub text: String,
+    /// Facts the file records that a reader should know of.
+    pub notes: Vec<String>,
+    /// What could not be described: the file is not to be trusted as it is.
+    pub problems: Vec<String>,
+}
+
+/// Settings of the mesh as a whole, from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings<'a> {
+    pub mesh: &'a str,
+    pub namespace: &'a str,
+    /// The kubeconfig file to name in every `[[cluster]]`, when one was given.
+    pub kubeconfig: Option<&'a str>,
+}
+
+struct Found<'a> {
+    context: &'a Context,
+    facts: &'a ClusterFacts,
+    /// (cluster id, primary holding the secret) of every remote secret aimed at it.
+    claims: Vec<(String, String)>,
+    /// Addresses peers' remote secrets use for it, other than the kubeconfig's.
+    other_servers: Vec<String>,
+}
+
+/// Describes the observed clusters as a topology file.
+pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observed) -> Imported {
+    let mut out = Imported::default();
+    let mut found: Vec<Found<'_>> = Vec::new();
+    for context in contexts {
+        match observed.clusters.get(&context.key).and_then(|c| c.facts()) {
+            Some(facts) => found.push(Found {
+                context,
+                facts,
+                claims: Vec::new(),
+                other_servers: Vec::new(),
+            }),
+            None => out.problems.push(format!(
+                "context {:?} could not be read, so it is left out; fix access to it and import again",
+                context.context
+            )),
+        }
+    }
+
+    // Every remote secret names the cluster it reaches by its data key (the id
+    // Istio uses) and by the API server in its kubeconfig.
+    let mut unmanaged = Vec::new();
+    let mut legacy_tokens = 0usize;
+    let mut bound_tokens = 0usize;
+    let mut claims: Vec<(usize, String, String, Option<String>)> = Vec::new();
+    for holder in &found {
+        for (name, secret) in &holder.facts.remote_secrets {
+            if !secret.object.managed {
+                unmanaged.push(format!("{name} in {}", holder.context.context));
+            }
+            match secret.token {
+                TokenFacts::Unbounded => legacy_tokens += 1,
+                TokenFacts::Bound { .. } => bound_tokens += 1,
+                _ => {}
+            }
+            let target = found.iter().position(|t| {
+                secret.peer_identity.as_deref() == Some(t.facts.identity.as_str())
+                    || secret
+                        .server
+                        .as_deref()
+                        .is_some_and(|s| same_server(s, &t.facts.server))
+            });
+            let id = secret.cluster_ids.first().cloned().unwrap_or_else(|| name.clone());
+            match target {
+                Some(t) => claims.push((t, id, holder.context.context.clone(), secret.server.clone())),
+                None => out.problems.push(format!(
+                    "{} holds remote secret {name} for cluster id {id:?} at {}, which none of the contexts reach; \
+                     import with that cluster's context too, or remove the secret",
+                    holder.context.context,
+                    secret.server.as_deref().unwrap_or("an unknown address")
+                )),
+            }
+        }
+    }
+    for (target, id, holder, server) in claims {
+        let t = &mut found[target];
+        t.claims.push((id, holder));
+        if let Some(server) = server.filter(|s| !same_server(s, &t.facts.server))
+            && !t.other_servers.contains(&server)
+        {
+            t.other_servers.push(server);
+        }
+    }
+
+    // Names: the id the peers' secrets agree on, else one made from the context.
+    let mut names: Vec<String> = Vec::new();
+    let mut name_notes: Vec<String> = Vec::new();
+    for t in &found {
+        let mut ids: Vec<&str> = t.claims.iter().map(|(id, _)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let name = match ids.as_slice() {
+            [id] => {
+                name_notes.push(format!("cluster id {id:?} (the data key of its peers' remote secrets)"));
+                (*id).to_string()
+            }
+            [] => match Rule::Dns1123Label.check(&t.context.context) {
+                Ok(()) => {
+                    name_notes.push("the context's name (no peer holds a remote secret for it)".into());
+                    t.context.context.clone()
+                }
+                Err(why) => {
+                    let suggested = Rule::Dns1123Label
+                        .suggest(&t.context.context)
+                        .unwrap_or_else(|| "cluster".into());
+                    out.notes.push(format!(
+                        "context {:?} is not a valid mesh name ({why}); it is named {suggested:?}",
+                        t.context.context
+                    ));
+                    name_notes.push(format!("made from the context's name ({why})"));
+                    suggested
+                }
+            },
+            several => {
+                out.problems.push(format!(
+                    "the remote secrets for context {:?} disagree on its cluster id ({}); \
+                     make every primary's secret use one id",
+                    t.context.context,
+                    several.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ")
+                ));
+                name_notes.push("one of the ids its peers disagree on".into());
+                several[0].to_string()
+            }
+        };
+        names.push(name);
+    }
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, t) in names.iter().zip(&found) {
+        if let Some(other) = seen.insert(name, &t.context.context) {
+            out.problems.push(format!(
+                "contexts {other:?} and {:?} both claim cluster id {name:?}; give one of them another id",
+                t.context.context
+            ));
+        }
+    }
+    if !unmanaged.is_empty() {
+        out.notes.push(format!(
+            "{} remote secret(s) were not made by meshform ({}); `meshform plan --adopt` shows taking them over",
+            unmanaged.len(),
+            unmanaged.join(", ")
+        ));
+    }
+
+    // A mesh whose secrets all carry never-expiring tokens was made the way
+    // istioctl makes it; keep that until the team chooses bounded tokens.
+    let secret_mode = legacy_tokens > 0 && bound_tokens == 0;
+    let holders = found.iter().filter(|t| !t.facts.remote_secrets.is_empty()).count();
+
+    let text = &mut out.text;
+    let _ = writeln!(text, "# Written by `meshform import` from what the clusters hold.");
+    let _ = writeln!(text, "[mesh]");
+    let _ = writeln!(text, "name = {}", quote(settings.mesh));
+    if settings.namespace != crate::topology::DEFAULT_NAMESPACE {
+        let _ = writeln!(text, "namespace = {}", quote(settings.namespace));
+    }
+    if secret_mode {
+        let _ = writeln!(
+            text,
+            "\n[mesh.tokens]\n# The remote secrets hold tokens that never expire, as istioctl makes them.\n\
+             # \"request\" (the default) gives bounded tokens that meshform rotates.\nmode = \"secret\""
+        );
+    }
+    let mut unlabelled = 0usize;
+    for ((t, name), name_note) in found.iter().zip(&names).zip(&name_notes) {
+        let _ = writeln!(text, "\n[[cluster]]");
+        let _ = writeln!(text, "# name: {name_note}");
+        let _ = writeln!(text, "name = {}", quote(name));
+        if t.context.context != *name {
+            let _ = writeln!(text, "context = {}", quote(&t.context.context));
+        }
+        if let Some(path) = settings.kubeconfig {
+            let _ = writeln!(text, "kubeconfig = {}", quote(path));
+        }
+        match t.facts.namespace.as_ref().and_then(|n| n.network.as_deref()) {
+            Some(network) => {
+                let _ = writeln!(
+                    text,
+                    "network = {}   # the {} label of {}",
+                    quote(network),
+                    crate::objects::NETWORK_LABEL,
+                    settings.namespace
+                );
+            }
+            None => {
+                // Istio puts every cluster without the label on one network (the
+                // empty one): flat. meshform names networks, so it gets one.
+                let _ = writeln!(
+                    text,
+                    "network = {}   # no {} label: Istio's one unnamed network, which meshform will label",
+                    quote(UNLABELLED_NETWORK),
+                    crate::objects::NETWORK_LABEL
+                );
+                unlabelled += 1;
+            }
+        }
+        // A primary holds remote secrets for its peers; a remote holds none.
+        if holders > 0 && t.facts.remote_secrets.is_empty() {
+            let _ = writeln!(text, "role = \"remote\"   # holds no remote secret");
+        }
+        match t.other_servers.as_slice() {
+            [] => {}
+            [server] => {
+                let _ = writeln!(
+                    text,
+                    "api_server = {}   # the address its peers' secrets use",
+                    quote(server)
+                );
+            }
+            several => out.problems.push(format!(
+                "peers reach {name:?} at different addresses ({}); make them use one",
+                several.join(", ")
+            )),
+        }
+    }
+    if unlabelled > 0 {
+        out.notes.push(format!(
+            "{unlabelled} cluster(s) have no {} label; Istio treats them as one network, imported as {:?} \
+             (the first apply labels them)",
+            crate::objects::NETWORK_LABEL,
+            UNLABELLED_NETWORK
+        ));
+    }
+    out
+}
+
+/// The network of clusters without a network label.
+pub const UNLABELLED_NETWORK: &str = "unlabelled";
+
+/// Whether two API server URLs name the same endpoint (a trailing slash or
+/// the default port aside).
+fn same_server(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        url::Url::parse(s).ok().map(|u| {
+            (
+                u.scheme().to_string(),
+                u.host_str().map(str::to_string),
+                u.port_or_known_default(),
+            )
+        })
+    };
+    match (norm(a), norm(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.trim_end_matches('/') == b.trim_end_matches('/'),
+    }
+}
+
+fn quote(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_match_with_or_without_the_default_port() {
+        assert!(same_server("https://a.example:443", "https://a.example/"));
+        assert!(!same_server("https://a.example:6443", "https://a.example"));
+        assert!(!same_server("https://127.0.0.1:1000", "https://127.0.0.1:1001"));
+    }
+
+    #[test]
+    fn quoting_escapes_toml() {
+        assert_eq!(quote("a\"b"), r#""a\"b""#);
+    }
+}
