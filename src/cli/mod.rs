@@ -281,6 +281,15 @@ pub fn clap_color(args: impl IntoIterator<Item = std::ffi::OsString>) -> clap::C
     }
 }
 
+/// The name usage lines give meshform when kubectl runs it as a plugin: kubectl
+/// finds plugins as `kubectl-NAME` on PATH (krew installs meshform so) and
+/// passes every argument after `kubectl meshform` unchanged, so only the
+/// usage lines need to say `kubectl meshform` instead of `kubectl-meshform`.
+pub fn plugin_bin_name(argv0: Option<&std::ffi::OsStr>) -> Option<&'static str> {
+    let name = std::path::Path::new(argv0?).file_stem()?;
+    (name == "kubectl-meshform").then_some("kubectl meshform")
+}
+
 /// What a command gets: its output streams and the global settings.
 pub struct Context<'a> {
     pub out: &'a mut dyn Write,
