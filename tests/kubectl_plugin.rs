@@ -102,6 +102,15 @@ fn kubectl_runs_meshform_as_its_plugin() {
     // Every argument after the plugin's name reaches meshform unchanged.
     let plan = stdout(&output(kubectl(dir.path()).arg("meshform").args(PLAN)));
     assert_eq!(plan, meshform_plan());
+
+    // kubectl's --context has no single meaning for a mesh of many clusters: refused with the fix.
+    let refused = output(kubectl(dir.path()).args(["meshform", "plan", "--context", "east"]));
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("meshform takes no --context") && stderr.contains("--target CLUSTER"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

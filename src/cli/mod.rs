@@ -123,6 +123,19 @@ pub struct ClusterArgs {
     /// Timeout of each API request, e.g. 10s or 1m.
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+
+    /// kubectl's `--context`, refused with the fix: people who run meshform as
+    /// `kubectl meshform` type it, but a mesh spans many contexts, one per cluster.
+    #[arg(long, hide = true, value_name = "CONTEXT", value_parser = refuse_context)]
+    pub context: Option<String>,
+}
+
+fn refuse_context(_: &str) -> Result<String, String> {
+    Err(
+        "meshform takes no --context: each [[cluster]] of mesh.toml names its kubeconfig context \
+         (`context = \"...\"`, default its `name`); to plan for one cluster, pass --target CLUSTER"
+            .to_string(),
+    )
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
