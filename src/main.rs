@@ -13,8 +13,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // clap's own help and usage errors follow --color as well.
     let color = cli::clap_color(std::env::args_os());
-    let parsed = Cli::command()
-        .color(color)
+    let mut command = Cli::command().color(color);
+    if let Some(name) = cli::plugin_bin_name(std::env::args_os().next().as_deref()) {
+        command = command.bin_name(name);
+    }
+    let parsed = command
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches));
     let cli = match parsed {

@@ -1,7 +1,8 @@
-//! The CI examples under `examples/ci/` are valid YAML with the keys GitHub
-//! Actions and Kubernetes need, every `meshform` command in them parses with
-//! meshform's own CLI definition, and the drift check's RBAC grants exactly
-//! the reads observe makes, no more.
+//! The CI examples under `examples/ci/` and the GitHub Action they use
+//! (`action.yml`) are valid YAML with the keys GitHub Actions and Kubernetes
+//! need, every `meshform` command in them parses with meshform's own CLI
+//! definition, they pin the release of Cargo.toml's version, and the drift
+//! check's RBAC grants exactly the reads observe makes, no more.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -145,6 +146,121 @@ fn every_ci_file_is_checked_here() {
     );
 }
 
+/// `action.yml`, the composite action the example workflows use.
+fn action() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml");
+    let text = fs::read_to_string(&path).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("action.yml is not valid YAML: {e}"))
+}
+
+/// The action's steps that run in `mode` (those without a condition run in both), checked for
+/// the keys a composite action's steps need.
+fn action_steps(mode: &str) -> Vec<Value> {
+    let action = action();
+    assert_eq!(action["runs"]["using"], "composite", "action.yml");
+    let steps = action["runs"]["steps"].as_array().expect("action.yml: runs.steps");
+    for step in steps {
+        assert!(
+            step["uses"].is_string() != step["run"].is_string(),
+            "action.yml: a step has either `uses` or `run`: {step}"
+        );
+        if step["run"].is_string() {
+            assert_eq!(
+                step["shell"], "bash",
+                "action.yml: a run step of a composite action names its shell: {step}"
+            );
+        }
+    }
+    steps
+        .iter()
+        .filter(|s| {
+            s["if"]
+                .as_str()
+                .is_none_or(|c| c.contains(&format!("inputs.mode == '{mode}'")))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The `with:` of the workflow step that uses the meshform action, checked to pin the
+/// release of Cargo.toml's version.
+fn action_use(steps: &[Value], name: &str) -> Value {
+    let step = steps
+        .iter()
+        .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("meshform/meshform@")))
+        .unwrap_or_else(|| panic!("{name}: a step uses the meshform action"));
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(step["uses"], format!("meshform/meshform@v{version}"), "{name}");
+    assert_eq!(step["with"]["version"], version, "{name}");
+    // Every input given is one the action declares.
+    let inputs = action()["inputs"].as_object().unwrap().clone();
+    for key in step["with"].as_object().unwrap().keys() {
+        assert!(inputs.contains_key(key), "{name}: the action has no input {key:?}");
+    }
+    step["with"].clone()
+}
+
+#[test]
+fn action_inputs_are_declared_and_the_version_is_cargo_toml_s() {
+    let action = action();
+    let inputs = action["inputs"].as_object().expect("action.yml: inputs");
+    for input in ["mode", "mesh-file", "snapshot", "kubeconfig", "version", "sha256"] {
+        assert!(inputs.contains_key(input), "action.yml: input {input}");
+    }
+    assert_eq!(inputs["version"]["default"], env!("CARGO_PKG_VERSION"));
+    // A typo in `inputs.NAME` is an empty string at run time, not an error: catch it here.
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml")).unwrap();
+    for used in text.split("inputs.").skip(1) {
+        let name: String = used
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        assert!(inputs.contains_key(&name), "action.yml uses undeclared inputs.{name}");
+    }
+    // Step outputs read are those of steps with that id.
+    let ids: Vec<&str> = action["runs"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    for used in text.split("steps.").skip(1) {
+        let id: String = used.chars().take_while(|c| *c != '.').collect();
+        assert!(
+            ids.contains(&id.as_str()),
+            "action.yml reads steps.{id}, which no step is: {ids:?}"
+        );
+    }
+}
+
+#[test]
+fn action_installs_the_release_archive_and_checks_its_sha256() {
+    let install = &action_steps("pull-request")[0];
+    assert!(install["if"].is_null(), "the install step runs in every mode");
+    let script = install["run"].as_str().unwrap();
+    // The archive names the release workflow publishes ($bin-$tag-$target, and a .sha256 file).
+    let release =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".github/workflows/release.yml")).unwrap();
+    assert!(
+        release.contains("archive: $bin-$tag-$target"),
+        "release.yml archive names"
+    );
+    assert!(
+        release.contains("checksum: sha256"),
+        "release.yml publishes SHA-256 files"
+    );
+    assert!(script.contains(r#"archive="meshform-v$VERSION-$target""#), "{script}");
+    assert!(
+        script.contains(&format!("{}/releases/download/v$VERSION", env!("CARGO_PKG_REPOSITORY"))),
+        "{script}"
+    );
+    for needle in ["$archive.sha256", "sha256sum", "exit 1", "$PIN", "GITHUB_PATH"] {
+        assert!(script.contains(needle), "install step: {needle}");
+    }
+    // The check comes before the archive is unpacked.
+    assert!(script.find("sha256sum").unwrap() < script.find("tar -xzf").unwrap());
+}
+
 #[test]
 fn pull_request_workflow_validates_plans_offline_and_keeps_one_comment() {
     let name = "pull-request.yml";
@@ -154,11 +270,17 @@ fn pull_request_workflow_validates_plans_offline_and_keeps_one_comment() {
         "{name}: runs on pull requests"
     );
     assert_eq!(workflow["permissions"]["pull-requests"], "write", "{name}: may comment");
-    let steps = steps(&workflow, name);
-    let commands = workflow_commands(&steps, name);
-    assert!(
-        commands.len() >= 2,
-        "{name}: runs meshform validate and plan: {commands:?}"
+    let with = action_use(&steps(&workflow, name), name);
+    assert_eq!(with["mode"], "pull-request", "{name}");
+    // Never credentials on pull-request runners.
+    assert!(with.get("kubeconfig").is_none(), "{name}");
+
+    let steps = action_steps("pull-request");
+    let commands = workflow_commands(&steps, "action.yml");
+    assert_eq!(
+        commands.len(),
+        2,
+        "action.yml: runs meshform validate and plan: {commands:?}"
     );
 
     let (validate, plan) = (&commands[0].0, &commands[1].0);
@@ -187,7 +309,7 @@ fn pull_request_workflow_validates_plans_offline_and_keeps_one_comment() {
         .find(|s| {
             s["if"]
                 .as_str()
-                .is_some_and(|c| c.contains("steps.plan.outputs.status != '0'"))
+                .is_some_and(|c| c.contains("steps.pr-plan.outputs.status != '0'"))
         })
         .unwrap_or_else(|| panic!("{name}: a step fails on a non-zero plan status"));
     assert!(fail["run"].as_str().unwrap().contains("exit 1"), "{fail}");
@@ -214,8 +336,13 @@ fn drift_workflow_plans_against_the_clusters_and_reports_exit_2() {
         .unwrap_or_else(|| panic!("{name}: on.schedule[0].cron"));
     assert_eq!(cron.split_whitespace().count(), 5, "{name}: a five-field cron: {cron}");
     assert_eq!(workflow["permissions"]["issues"], "write", "{name}: may open issues");
-    let steps = steps(&workflow, name);
-    let commands = workflow_commands(&steps, name);
+    let with = action_use(&steps(&workflow, name), name);
+    assert_eq!(with["mode"], "drift-check", "{name}");
+    // The kubeconfig comes from a secret, never from the repository.
+    assert_eq!(with["kubeconfig"], "${{ secrets.MESHFORM_KUBECONFIG }}", "{name}");
+
+    let steps = action_steps("drift-check");
+    let commands = workflow_commands(&steps, "action.yml");
     let (plan, _) = commands
         .iter()
         .find(|(w, _)| w.contains(&"plan".to_string()))
@@ -227,16 +354,27 @@ fn drift_workflow_plans_against_the_clusters_and_reports_exit_2() {
         !plan.contains(&"--observed".to_string()),
         "{name}: plans against the clusters"
     );
-    // The kubeconfig comes from a secret, never from the repository.
-    let text = fs::read_to_string(ci_dir().join(name)).unwrap();
-    assert!(text.contains("${{ secrets.MESHFORM_KUBECONFIG }}"), "{name}");
+    assert!(
+        !commands.iter().any(|(w, _)| w.contains(&"validate".to_string())),
+        "the pull-request steps do not run in drift-check mode"
+    );
     let on_drift = steps
         .iter()
-        .find(|s| s["if"] == "steps.plan.outputs.status == '2'")
+        .find(|s| s["if"] == "inputs.mode == 'drift-check' && steps.drift-plan.outputs.status == '2'")
         .unwrap_or_else(|| panic!("{name}: a step handles exit 2"));
     assert!(
         on_drift["with"]["script"].as_str().unwrap().contains("issues.create"),
         "{on_drift}"
+    );
+    // The kubeconfig file lives only for the plan.
+    let run = steps
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .find(|r| r.contains("--detailed-exitcode"))
+        .unwrap();
+    assert!(
+        run.contains("umask 077") && run.contains("rm -f \"$kubeconfig\""),
+        "{run}"
     );
 }
 
@@ -285,6 +423,12 @@ fn cronjob_runs_a_drift_plan_without_rights_of_its_own() {
             .map(|a| a.as_str().unwrap().to_string()),
     );
     parse(&words, "cronjob.yaml");
+    // The release image (Containerfile), pinned to Cargo.toml's version.
+    assert_eq!(
+        container["image"],
+        format!("ghcr.io/meshform/meshform:{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532, "the image's USER");
     assert!(words.contains(&"--detailed-exitcode".to_string()), "{words:?}");
     // The files the arguments name are the ones mounted.
     let mounts: Vec<&str> = container["volumeMounts"]
@@ -427,9 +571,11 @@ fn readme_names_the_ci_files_and_its_meshform_commands_parse() {
         }
         for words in meshform_commands(span) {
             if let Err(e) = Cli::try_parse_from(&words) {
-                assert_eq!(
-                    e.kind(),
-                    clap::error::ErrorKind::DisplayHelp,
+                assert!(
+                    matches!(
+                        e.kind(),
+                        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                    ),
                     "README.md: `{span}`:\n{e}"
                 );
             }

@@ -4,10 +4,15 @@ use std::fs;
 
 fn readme_commands() -> Vec<String> {
     let readme = fs::read_to_string("README.md").expect("README.md");
+    // The first ```sh block after "## Working on meshform" (the Install section before it
+    // has commands for users, not for working on meshform).
     let block = readme
+        .split("\n## Working on meshform\n")
+        .nth(1)
+        .expect("README has a section \"## Working on meshform\"")
         .split("```sh")
         .nth(1)
-        .expect("README starts with a ```sh block")
+        .expect("that section starts with a ```sh block")
         .split("```")
         .next()
         .unwrap();
@@ -52,5 +57,36 @@ fn readme_main_job_runs_on_shipped_files() {
                 "README main job names {word}, which is not shipped"
             );
         }
+    }
+}
+
+#[test]
+fn readme_says_how_to_install_before_anything_else() {
+    let readme = fs::read_to_string("README.md").expect("README.md");
+    let headings: Vec<&str> = readme.lines().filter(|l| l.starts_with("## ")).collect();
+    assert_eq!(headings[..2], ["## Install", "## Working on meshform"], "{headings:?}");
+    let install = readme
+        .split("## Install\n")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    for way in [
+        "**Release binary.**",
+        "**Container image.**",
+        "**GitHub Action.**",
+        "**cargo.**",
+        "**kubectl plugin.**",
+    ] {
+        assert!(install.contains(way), "the Install section covers {way}");
+    }
+    for pinned in [
+        format!("ghcr.io/meshform/meshform:{version}"),
+        format!("meshform/meshform@v{version}"),
+        format!("cargo install --locked meshform --version {version}"),
+    ] {
+        assert!(install.contains(&pinned), "the Install section pins {pinned}");
     }
 }

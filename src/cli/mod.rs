@@ -136,6 +136,19 @@ pub struct ClusterArgs {
     /// Timeout of each API request, e.g. 10s or 1m.
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+
+    /// kubectl's `--context`, refused with the fix: people who run meshform as
+    /// `kubectl meshform` type it, but a mesh spans many contexts, one per cluster.
+    #[arg(long, hide = true, value_name = "CONTEXT", value_parser = refuse_context)]
+    pub context: Option<String>,
+}
+
+fn refuse_context(_: &str) -> Result<String, String> {
+    Err(
+        "meshform takes no --context: each [[cluster]] of mesh.toml names its kubeconfig context \
+         (`context = \"...\"`, default its `name`); to plan for one cluster, pass --target CLUSTER"
+            .to_string(),
+    )
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -296,6 +309,15 @@ pub fn clap_color(args: impl IntoIterator<Item = std::ffi::OsString>) -> clap::C
         // clap's auto mode already honours NO_COLOR and checks the terminal.
         Some(ColorChoice::Auto) | None => clap::ColorChoice::Auto,
     }
+}
+
+/// The name usage lines give meshform when kubectl runs it as a plugin: kubectl
+/// finds plugins as `kubectl-NAME` on PATH (krew installs meshform so) and
+/// passes every argument after `kubectl meshform` unchanged, so only the
+/// usage lines need to say `kubectl meshform` instead of `kubectl-meshform`.
+pub fn plugin_bin_name(argv0: Option<&std::ffi::OsStr>) -> Option<&'static str> {
+    let name = std::path::Path::new(argv0?).file_stem()?;
+    (name == "kubectl-meshform").then_some("kubectl meshform")
 }
 
 /// What a command gets: its output streams and the global settings.
