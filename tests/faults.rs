@@ -238,9 +238,9 @@ async fn meshform_killed_mid_apply_leaves_its_lease_and_no_half_written_secret()
     let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
     // A slow west keeps the run in its attach phase for seconds (with a
     // timeout it never reaches: each new connection's TLS handshake is delayed
-    // too). East's secret for west needs one request to west (the token),
-    // west's secret for east two (a read and the write), so the first secret
-    // is written well before the second. The lock
+    // too). Each remote secret takes one request to west (east's the token,
+    // west's the write), and with --concurrency 1 the second starts only once
+    // the first is written, so the kill lands while it is in flight. The lock
     // (in east, the first primary by name) lasts 15s: long enough that the
     // re-run below meets it before it expires, even on a loaded machine.
     west.set_latency(Duration::from_millis(1500)).await;
@@ -254,6 +254,8 @@ async fn meshform_killed_mid_apply_leaves_its_lease_and_no_half_written_secret()
             "15s",
             "--timeout",
             "60s",
+            "--concurrency",
+            "1",
         ],
     );
     let pid = run.id();
