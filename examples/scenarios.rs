@@ -45,7 +45,42 @@ pub fn scenario_snapshot(dir: &Path) -> Result<String, String> {
     } else {
         meshform::observe::synthetic::fresh(&after, observed_at())
     };
+    let mut observed = observed;
+    if dir.file_name().is_some_and(|n| n == "not-ready") {
+        not_ready(&mut observed);
+    }
     Ok(to_json(&observed))
+}
+
+/// The breakage `examples/not-ready/mesh.toml` describes, one per cluster.
+fn not_ready(observed: &mut Observed) {
+    use meshform::observe::model::{ClusterFacts, ClusterState};
+    let mut edit = |cluster: &str, change: &dyn Fn(&mut ClusterFacts)| {
+        if let Some(ClusterState::Reachable(facts)) = observed.clusters.get_mut(cluster).map(|c| &mut c.state) {
+            if let Some(east_west) = &mut facts.east_west {
+                east_west.network = None;
+            }
+            change(facts);
+        }
+    };
+    edit("us-east", &|f| {
+        if let Some(east_west) = &mut f.east_west {
+            east_west.addresses.clear();
+        }
+    });
+    edit("us-west", &|f| {
+        if let Some(install) = f.installs.get_mut("default") {
+            install.cluster_id = Some("Kubernetes".to_string());
+            install.injected_cluster_id = None;
+        }
+    });
+    edit("eu-west", &|f| {
+        f.root_certs = Some(vec![meshform::plan::desired::sha256_hex(b"eu-west's own root")]);
+    });
+    edit("eu-central", &|f| {
+        f.installs.clear();
+        f.root_certs = None;
+    });
 }
 
 /// The snapshot of a freshly installed mesh of `mesh_toml`.
@@ -64,6 +99,9 @@ fn applied(before: &Topology, after: &Topology) -> Result<Observed, String> {
     // The snapshot is of the new file's mesh: same clusters, read under its names.
     observed.mesh = after.mesh.name.clone();
     observed.namespace = after.mesh.namespace.clone();
+    // A network move starts with Istio reinstalled for the new network
+    // (`global.network`); meshform then relabels and re-attaches.
+    meshform::observe::synthetic::reinstall_for(&mut observed, after);
     Ok(observed)
 }
 

@@ -29,6 +29,35 @@ pub const CROSS_NETWORK_GATEWAY: &str = "cross-network-gateway";
 /// istiod's east-west gateway pods carry this selector label.
 pub const EASTWEST_SELECTOR: (&str, &str) = ("istio", "eastwestgateway");
 
+/// istiod reads a network gateway's port from this label on its Service
+/// (istio/istio `pilot/pkg/serviceregistry/kube/controller/network.go`).
+pub const GATEWAY_PORT_LABEL: &str = "networking.istio.io/gatewayPort";
+/// The gateway port istiod assumes without the label, and the HBONE port it
+/// also accepts (`DefaultNetworkGatewayPort`, `DefaultNetworkGatewayHBONEPort`).
+pub const DEFAULT_GATEWAY_PORT: u16 = 15443;
+pub const HBONE_GATEWAY_PORT: u16 = 15008;
+/// On a NodePort gateway Service, makes istiod use node addresses
+/// (istio/istio `pilot/pkg/serviceregistry/kube/conversion.go`).
+pub const NODE_SELECTOR_ANNOTATION: &str = "traffic.istio.io/nodeSelector";
+/// Istio's charts label istiod's Deployment `app=istiod` and every install
+/// object `istio.io/rev=<revision>` (`default` without one); the injector
+/// ConfigMap also `operator.istio.io/component=Pilot`
+/// (istio/istio `manifests/charts/istio-control/istio-discovery/templates/`).
+pub const ISTIOD_SELECTOR: &str = "app=istiod";
+pub const INSTALL_CONFIGMAP_SELECTOR: &str = "operator.istio.io/component=Pilot";
+pub const REVISION_LABEL: &str = "istio.io/rev";
+/// istiod's Deployment and injector ConfigMap, `-<rev>` appended for a revision.
+pub const ISTIOD: &str = "istiod";
+pub const INJECTOR_CONFIGMAP: &str = "istio-sidecar-injector";
+/// The cluster id istiod runs with (istiod's Deployment env), and Istio's
+/// default when `global.multiCluster.clusterName` is unset.
+pub const CLUSTER_ID_ENV: &str = "CLUSTER_ID";
+pub const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
+/// The roots of trust istiod publishes in every namespace, key `root-cert.pem`
+/// (istio/istio `pilot/pkg/serviceregistry/kube/controller/namespacecontroller.go`).
+pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
+pub const ROOT_CERT_KEY: &str = "root-cert.pem";
+
 /// Field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "meshform";
 

@@ -309,8 +309,9 @@ async fn attach_three_clusters_on_two_networks() {
         clusters.by_name("west"),
         clusters.by_name("north"),
     );
-    for c in clusters.iter() {
+    for (c, network) in clusters.iter().zip(["n1", "n1", "n2"]) {
         install_eastwest_gateway(c).await;
+        support::install::install_istio(c, &support::install::Install::correct(c.name(), network)).await;
     }
     let all = [east, west, north];
     // east and west share n1 (west is a remote of it); north is alone on n2.

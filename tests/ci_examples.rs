@@ -511,6 +511,9 @@ fn observer_rbac_grants_exactly_the_reads_of_observe() {
             meshform::objects::CROSS_NETWORK_GATEWAY,
         ),
         get(ns, "", "services", meshform::topology::DEFAULT_GATEWAY_SERVICE),
+        (ns, "apps".into(), "deployments".into(), "list".into(), String::new()),
+        (ns, String::new(), "configmaps".into(), "list".into(), String::new()),
+        get(ns, "", "configmaps", meshform::objects::ROOT_CERT_CONFIGMAP),
     ]);
     assert_eq!(granted, expected);
     // A new read in observe changes this count: grant it in rbac.yaml too.

@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use support::controlplane::{Cluster, ControlPlane};
+use support::install::{Install, install_istio};
 use support::mesh::{Entry, Mesh, NAMESPACE, eventually, install_eastwest_gateway};
 
 const RBAC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rbac/meshform.yaml");
@@ -180,6 +181,7 @@ async fn until_allowed(cluster: &Cluster, token: &str, resource: &str, verb: &st
                     ("namespaces", _) => Some(NAMESPACE.into()),
                     ("serviceaccounts", Some(_)) => Some("istio-reader-service-account".into()),
                     ("clusterroles", _) => Some(READER_ROLE.into()),
+                    ("services", _) => Some("istio-eastwestgateway".into()),
                     _ => None,
                 },
                 ..ResourceAttributes::default()
@@ -205,8 +207,9 @@ async fn plan_and_apply_need_exactly_the_example_role() {
     let clusters = ControlPlane::shared().clusters(&["lp-a", "lp-b", "lp-c"]).await;
     let all: Vec<&Cluster> = ["lp-a", "lp-b", "lp-c"].iter().map(|n| clusters.by_name(n)).collect();
     let mut tokens = Vec::new();
-    for &c in &all {
+    for (&c, network) in all.iter().zip(["n1", "n1", "n2"]) {
         install_eastwest_gateway(c).await;
+        install_istio(c, &Install::correct(c.name(), network)).await;
         tokens.push(install(c).await);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -226,11 +229,13 @@ async fn plan_and_apply_need_exactly_the_example_role() {
 
     // One verb less at a time; each case names what triggers the call.
     let (a, token_a) = (all[0], &tokens[0]);
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 5] = [
         // A new reader token is minted by TokenRequest.
         ("serviceaccounts/token", "create", "rotate"),
         // A missing network label is set with server-side apply.
         ("namespaces", "patch", "relabel"),
+        // So is the east-west gateway Service's (issue 13).
+        ("services", "patch", "gateway-label"),
         // The reader ClusterRole, deleted by hand, is written again.
         ("clusterroles", "escalate", "reader"),
         // A detached cluster's remote secrets are deleted.
@@ -251,6 +256,14 @@ async fn plan_and_apply_need_exactly_the_example_role() {
                     .expect("removing the network label");
                 // To Istio a cluster without its label was on another network.
                 &["--allow-detach"]
+            }
+            "gateway-label" => {
+                let labels = serde_json::json!({"metadata": {"labels": {"topology.istio.io/network": null}}});
+                Api::<Service>::namespaced(a.client(), NAMESPACE)
+                    .patch("istio-eastwestgateway", &PatchParams::default(), &Patch::Merge(&labels))
+                    .await
+                    .expect("removing the gateway's network label");
+                &[]
             }
             "reader" => {
                 Api::<ClusterRole>::all(a.client())

@@ -177,8 +177,10 @@ async fn a_plan_from_a_snapshot_equals_the_live_plan() {
         clusters.by_name("west"),
         clusters.by_name("north"),
     );
-    for cluster in clusters.iter() {
+    for (cluster, network) in clusters.iter().zip(["n1", "n1", "n2"]) {
         support::mesh::install_eastwest_gateway(cluster).await;
+        let install = support::install::Install::correct(cluster.name(), network);
+        support::install::install_istio(cluster, &install).await;
     }
     let mesh = Mesh::new(&[
         Entry::of(east).network("n1"),
@@ -209,6 +211,8 @@ async fn a_plan_from_a_snapshot_equals_the_live_plan() {
         Entry::of(west).network("n1").remote(),
         Entry::of(north).network("n1"),
     ]);
+    // A network move starts with Istio reinstalled for the new network.
+    support::install::install_istio(north, &support::install::Install::correct("north", "n1")).await;
     let moved = compare("network change").await;
     assert!(
         moved["changes"]

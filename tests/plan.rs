@@ -331,6 +331,7 @@ fn network_change_of_an_attached_cluster_is_detach_relabel_reattach_restart() {
             "detach a delete_remote_secret c",
             "detach b delete_remote_secret c",
             "network c set_network n3->n2",
+            "network c set_gateway_network n3->n2",
             "attach a write_remote_secret/create c",
             "attach b write_remote_secret/create c",
             "update c restart_workloads/shown",
@@ -355,10 +356,16 @@ fn network_change_of_an_attached_cluster_is_detach_relabel_reattach_restart() {
         "{}",
         reasons[2]
     );
-    assert!(reasons[3].contains("re-attach c on network \"n2\""), "{}", reasons[3]);
-    assert!(reasons[5].contains("keep network \"n3\""), "{}", reasons[5]);
+    // The gateway Service moves with the namespace label (issue 13).
+    assert!(
+        reasons[3].contains("label is \"n3\", the topology says \"n2\""),
+        "{}",
+        reasons[3]
+    );
+    assert!(reasons[4].contains("re-attach c on network \"n2\""), "{}", reasons[4]);
+    assert!(reasons[6].contains("keep network \"n3\""), "{}", reasons[6]);
     assert!(plan.actions[..2].iter().all(|a| a.is_destructive()));
-    match &plan.actions[5].kind {
+    match &plan.actions[6].kind {
         ActionKind::RestartWorkloads { enabled, command } => {
             assert!(!enabled);
             assert_eq!(
@@ -371,7 +378,7 @@ fn network_change_of_an_attached_cluster_is_detach_relabel_reattach_restart() {
         other => panic!("expected a restart, got {other:?}"),
     }
     // A disabled restart writes nothing.
-    assert!(!plan.actions[5].writes());
+    assert!(!plan.actions[6].writes());
 }
 
 #[test]
@@ -1355,6 +1362,8 @@ mod properties {
                     observation.context = name(i);
                     observed.clusters.insert(name(i), observation);
                 }
+                // Renames and network moves start with Istio reinstalled for them.
+                meshform::observe::synthetic::reinstall_for(&mut observed, desired);
             }
             for i in 0..n {
                 let facts = facts_mut(&mut observed, &name(i));
@@ -1665,6 +1674,14 @@ mod properties {
                         action
                     );
                 }
+                ActionKind::SetGatewayNetwork { service, .. } => {
+                    prop_assert!(
+                        facts.gateway_service.is_some() && facts.east_west.is_some(),
+                        "labels a gateway Service {} that was not found: {:?}",
+                        service,
+                        action
+                    );
+                }
                 ActionKind::SetNetwork { .. } | ActionKind::RestartWorkloads { .. } => {}
             }
         }
@@ -1850,9 +1867,183 @@ fn targeting_a_primary_takes_in_the_whole_network_change() {
             "detach a delete_remote_secret c",
             "detach b delete_remote_secret c",
             "network c set_network n3->n2",
+            "network c set_gateway_network n3->n2",
             "attach a write_remote_secret/create c",
             "attach b write_remote_secret/create c",
             "update c restart_workloads/shown",
         ])
     );
+}
+
+// Readiness beyond meshform's own objects (issue 13): what an Istio install
+// must get right for traffic to flow, judged as Istio judges it.
+
+fn two_networks() -> (meshform::topology::Topology, Observed) {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n1\"", "name = \"b\"\nnetwork = \"n2\""]);
+    let observed = converge(&t, &fresh(&t));
+    (t, observed)
+}
+
+#[test]
+fn a_correct_install_is_converged_with_no_findings() {
+    let (t, observed) = two_networks();
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert!(plan.is_empty(), "{:?}", actions(&plan));
+    assert_eq!(findings(&plan), Vec::<String>::new());
+}
+
+#[test]
+fn an_unlabelled_gateway_service_is_labelled_with_its_network_and_only_that() {
+    let (t, mut observed) = two_networks();
+    facts_mut(&mut observed, "b").east_west.as_mut().unwrap().network = None;
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert_eq!(actions(&plan), lines(&["network b set_gateway_network none->n2"]));
+    assert_eq!(findings(&plan), Vec::<String>::new());
+    assert_eq!(
+        plan.actions[0].kind,
+        ActionKind::SetGatewayNetwork {
+            service: "istio-eastwestgateway".to_string(),
+            network: "n2".to_string(),
+            previous: None,
+        }
+    );
+    // On one network no gateway is needed, and its label is not meshform's business.
+    let flat = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = converge(&flat, &fresh(&flat));
+    facts_mut(&mut observed, "b").east_west.as_mut().unwrap().network = None;
+    assert!(plan_with(&flat, &observed, &Options::default()).is_empty());
+}
+
+#[test]
+fn a_gateway_service_without_the_port_istiod_uses_blocks() {
+    let (t, mut observed) = two_networks();
+    facts_mut(&mut observed, "b").east_west.as_mut().unwrap().ports = vec![443];
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert_eq!(findings(&plan), lines(&["blocker b gateway_port_missing"]));
+    assert!(plan.findings[0].message.contains("istio-system/istio-eastwestgateway"));
+    // The HBONE port is enough for istiod.
+    facts_mut(&mut observed, "b").east_west.as_mut().unwrap().ports = vec![15008];
+    assert_eq!(
+        findings(&plan_with(&t, &observed, &Options::default())),
+        Vec::<String>::new()
+    );
+    // A port label moves istiod's port away from the one the Gateway listens on.
+    let ew = facts_mut(&mut observed, "b").east_west.as_mut().unwrap();
+    ew.ports = vec![15443, 16443];
+    ew.port_label = Some("16443".to_string());
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert_eq!(findings(&plan), lines(&["blocker b gateway_port_mismatch"]));
+    assert!(
+        plan.findings[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("gateway_port = 16443")
+    );
+}
+
+#[test]
+fn a_pending_load_balancer_blocks_naming_the_service() {
+    let (t, mut observed) = two_networks();
+    facts_mut(&mut observed, "a")
+        .east_west
+        .as_mut()
+        .unwrap()
+        .addresses
+        .clear();
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert_eq!(findings(&plan), lines(&["blocker a gateway_address_missing"]));
+    assert!(plan.findings[0].message.contains("istio-system/istio-eastwestgateway"));
+    assert!(plan.findings[0].message.contains("pending"));
+    // NodePort with Istio's node selector annotation: istiod uses node addresses.
+    let ew = facts_mut(&mut observed, "a").east_west.as_mut().unwrap();
+    ew.service_type = Some("NodePort".to_string());
+    ew.node_selector = true;
+    assert_eq!(
+        findings(&plan_with(&t, &observed, &Options::default())),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn an_install_with_another_identity_blocks_with_the_setting_to_fix() {
+    let (t, mut observed) = two_networks();
+    let install = facts_mut(&mut observed, "a").installs.get_mut("default").unwrap();
+    install.cluster_id = None; // the chart's default, `Kubernetes`
+    install.injected_cluster_id = None;
+    install.injected_network = Some("n2".to_string());
+    install.mesh_id = Some("other".to_string());
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert_eq!(
+        findings(&plan),
+        lines(&[
+            "blocker a injection_network",
+            "blocker a istiod_cluster_id",
+            "blocker a mesh_id"
+        ])
+    );
+    let text = |code: &str| {
+        let f = plan.findings.iter().find(|f| f.code.ends_with(code)).unwrap();
+        format!("{} / {}", f.message, f.help.as_deref().unwrap())
+    };
+    assert!(
+        text("istiod_cluster_id").contains("\"Kubernetes\""),
+        "{}",
+        text("istiod_cluster_id")
+    );
+    assert!(text("istiod_cluster_id").contains("values.global.multiCluster.clusterName=a"));
+    assert!(text("injection_network").contains("values.global.network=n1"));
+    assert!(text("mesh_id").contains("values.global.meshID=mesh1"));
+}
+
+#[test]
+fn a_revisioned_install_is_judged_too() {
+    let (t, mut observed) = two_networks();
+    let installs = &mut facts_mut(&mut observed, "b").installs;
+    let mut canary = installs["default"].clone();
+    canary.istiod = Some("istiod-canary".to_string());
+    canary.cluster_id = Some("Kubernetes".to_string());
+    installs.insert("canary".to_string(), canary);
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert_eq!(findings(&plan), lines(&["blocker b istiod_cluster_id"]));
+    assert!(plan.findings[0].message.contains("istiod-canary"));
+    assert!(
+        plan.findings[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("--set revision=canary")
+    );
+}
+
+#[test]
+fn a_cluster_without_istio_is_a_warning_not_a_blocker() {
+    let (t, mut observed) = two_networks();
+    facts_mut(&mut observed, "b").installs.clear();
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert_eq!(findings(&plan), lines(&["warning b istio_not_installed"]));
+    assert_eq!(plan.blockers().count(), 0);
+}
+
+#[test]
+fn roots_of_trust_that_share_no_certificate_block_but_a_rotation_does_not() {
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    let roots = |prints: &[&str]| Some(prints.iter().map(|p| p.repeat(16)).collect::<Vec<_>>());
+    // b rotates from the old root to a new one and holds both: still one group.
+    facts_mut(&mut observed, "a").root_certs = roots(&["aa"]);
+    facts_mut(&mut observed, "b").root_certs = roots(&["aa", "bb"]);
+    facts_mut(&mut observed, "c").root_certs = roots(&["bb"]);
+    assert_eq!(
+        findings(&plan_with(&t, &observed, &Options::default())),
+        Vec::<String>::new()
+    );
+    // c has its own self-signed root: two groups.
+    facts_mut(&mut observed, "b").root_certs = roots(&["aa"]);
+    facts_mut(&mut observed, "c").root_certs = roots(&["cc"]);
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert_eq!(findings(&plan), lines(&["blocker - root_of_trust"]));
+    let message = &plan.findings[0].message;
+    assert!(message.contains("a, b (root sha256:aaaaaaaaaaaaaaaa)"), "{message}");
+    assert!(message.contains("c (root sha256:cccccccccccccccc)"), "{message}");
 }

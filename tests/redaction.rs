@@ -17,6 +17,7 @@ use base64::Engine;
 use kube::config::Kubeconfig;
 use secrecy::ExposeSecret;
 use support::controlplane::{Cluster, ControlPlane};
+use support::install::{Install, install_istio};
 use support::mesh::{Entry, Mesh, Outcome, install_eastwest_gateway, remote_secrets, token_of};
 
 /// Every secret value to look for, in each form it could leak in.
@@ -125,8 +126,10 @@ async fn no_command_or_format_writes_a_token_or_credential() {
         clusters.by_name("blue"),
     );
     let all = [red, green, blue];
-    for c in all {
+    for (c, network) in all.into_iter().zip(["n1", "n1", "n2"]) {
         install_eastwest_gateway(c).await;
+        // The install's objects are read too; none of them may leak either.
+        install_istio(c, &Install::correct(c.name(), network)).await;
     }
     // red and green share a network (green a remote), blue is across: every
     // kind of object meshform writes is written.

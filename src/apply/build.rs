@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::api::{DynamicObject, ObjectMeta};
 use secrecy::{ExposeSecret, SecretString};
@@ -38,6 +38,23 @@ pub fn network_label(namespace: &str, network: &str) -> Namespace {
             ..ObjectMeta::default()
         },
         ..Namespace::default()
+    }
+}
+
+/// Only the network label of the east-west gateway Service: the Service is
+/// Istio's installer's; meshform owns that one field, as on the namespace.
+pub fn gateway_network_label(namespace: &str, service: &str, network: &str) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(service.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                objects::NETWORK_LABEL.to_string(),
+                network.to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        ..Service::default()
     }
 }
 

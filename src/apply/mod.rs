@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use miette::Diagnostic;
@@ -530,6 +530,17 @@ impl Run<'_> {
             }
             // execute() never hands a restart the plan did not enable to here.
             ActionKind::RestartWorkloads { .. } => self.restart(cluster, client).await,
+            ActionKind::SetGatewayNetwork { service, network, .. } => {
+                let api: Api<Service> = Api::namespaced(client, ns);
+                self.ssa(
+                    cluster,
+                    &api,
+                    service,
+                    &build::gateway_network_label(ns, service, network),
+                    false,
+                )
+                .await
+            }
         }
     }
 

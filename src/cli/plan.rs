@@ -208,9 +208,17 @@ pub(super) fn read_snapshot(path: &Path) -> Result<Observed, CliError> {
         .get("format_version")
         .and_then(serde_json::Value::as_u64);
     if version != Some(u64::from(SNAPSHOT_FORMAT_VERSION)) {
+        // Version 2 added what the Istio installs hold (gateway address,
+        // cluster id, roots of trust): an older snapshot cannot be judged.
+        let older = version.is_some_and(|v| v < u64::from(SNAPSHOT_FORMAT_VERSION));
         return Err(bad(format!(
-            "its format_version is {}, this meshform reads version {SNAPSHOT_FORMAT_VERSION}",
-            version.map_or_else(|| "missing".to_string(), |v| v.to_string())
+            "its format_version is {}, this meshform reads version {SNAPSHOT_FORMAT_VERSION}{}",
+            version.map_or_else(|| "missing".to_string(), |v| v.to_string()),
+            if older {
+                " (it was taken by an older meshform and lacks what the Istio installs hold)"
+            } else {
+                ""
+            }
         )));
     }
     serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))

@@ -2,19 +2,23 @@
 //!
 //! Each cluster costs the same small, fixed number of API requests however
 //! large the mesh is: GETs of named objects, one LIST of remote secrets by
-//! label, and one LIST of the mesh namespace's Secret metadata (names,
-//! labels and annotations only: the API server sends no data). A cluster that cannot be read becomes `Unknown` with the reason;
-//! it never fails the whole observation. What comes back is
+//! label, one LIST of the mesh namespace's Secret metadata (names, labels
+//! and annotations only: the API server sends no data), and two LISTs of the
+//! Istio install by label (a revision's objects carry names meshform cannot
+//! know; see [`istio`]). A cluster that cannot be read becomes `Unknown` with
+//! the reason; it never fails the whole observation. What comes back is
 //! [`model::Observed`], which holds no secret data.
 
 pub mod connect;
+pub mod istio;
 pub mod model;
 pub(crate) mod secrets;
 pub mod synthetic;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, PartialObjectMeta};
 use kube::core::ObjectMeta;
@@ -28,7 +32,7 @@ use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
-pub const REQUESTS_PER_CLUSTER: usize = 9;
+pub const REQUESTS_PER_CLUSTER: usize = 12;
 
 /// Connects to every cluster of the topology. Clusters whose kubeconfig
 /// cannot be used come back as errors, in topology order.
@@ -178,18 +182,36 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let by_label = ListParams::default().labels(&format!("{}=true", objects::MULTICLUSTER_LABEL));
     let all = ListParams::default();
+    // Installs are listed, not read by name: a revision's objects carry a
+    // name meshform cannot know (`istiod-<rev>`, `istio-sidecar-injector-<rev>`).
+    let istiods = ListParams::default().labels(objects::ISTIOD_SELECTOR);
+    let install_configmaps = ListParams::default().labels(objects::INSTALL_CONFIGMAP_SELECTOR);
     // The reads of REQUESTS_PER_CLUSTER: the cluster's identity first, which
     // opens the connection (HTTP/2 where the server offers it), then the
     // others at once over it. Sent together, each would open a connection
-    // of its own; an unreachable cluster also fails once, not nine times.
+    // of its own; an unreachable cluster also fails once, not twelve times.
     let kube_system = namespaces.get("kube-system").await?;
     // Secret metadata of the whole namespace (PartialObjectMetadataList: no
     // data crosses the wire) gives the reader token Secret and every
     // unlabelled Secret of a remote secret's name in one request; apply then
     // needs no read before each new remote secret to keep off a hand-made one.
-    let (mesh_ns, account, role, binding, remote_secrets, gateway, service, secret_metadata) = tokio::try_join!(
+    let (
+        mesh_ns,
+        account,
+        role,
+        binding,
+        remote_secrets,
+        gateway,
+        service,
+        secret_metadata,
+        istiod,
+        install_cms,
+        root_cert,
+    ) = tokio::try_join!(
         namespaces.get_opt(ns),
         accounts.get_opt(objects::READER_SERVICE_ACCOUNT),
         roles.get_opt(&role_name),
@@ -198,6 +220,9 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         gateways.get_opt(objects::CROSS_NETWORK_GATEWAY),
         services.get_opt(gateway_service),
         secrets.list_metadata(&all),
+        deployments.list(&istiods),
+        configmaps.list(&install_configmaps),
+        configmaps.get_opt(objects::ROOT_CERT_CONFIGMAP),
     )?;
     let token_secret = secret_metadata
         .items
@@ -241,8 +266,11 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         },
         remote_secrets,
         gateway: gateway.map(|g| object_facts(&g.metadata, mesh)),
+        east_west: service.as_ref().map(istio::east_west),
         gateway_service: service.map(|s| object_facts(&s.metadata, mesh)),
         unlabelled_secrets,
+        installs: istio::installs(&istiod.items, &install_cms.items),
+        root_certs: root_cert.as_ref().map(istio::root_fingerprints),
     })
 }
 

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Version of the snapshot format; bumped on any breaking change.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// Every cluster of a topology, as observed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -84,11 +84,59 @@ pub struct ClusterFacts {
     pub gateway: Option<ObjectFacts>,
     /// Whether the network's east-west gateway Service exists.
     pub gateway_service: Option<ObjectFacts>,
+    /// What istiod reads of that Service to route other networks to this
+    /// one; none when the Service is absent.
+    pub east_west: Option<EastWestFacts>,
+    /// The Istio installs found in the mesh namespace, by revision
+    /// (`default` for an install without one); empty when none is.
+    pub installs: BTreeMap<String, InstallFacts>,
+    /// SHA-256 (hex) of each certificate in `istio-ca-root-cert`'s
+    /// `root-cert.pem` in the mesh namespace, sorted; none when the
+    /// ConfigMap is absent. Certificates are public, but only these are kept.
+    pub root_certs: Option<Vec<String>>,
     /// Secrets in the mesh namespace named like remote secrets
     /// (`istio-remote-secret-*`) that are neither labelled `istio/multiCluster`
     /// nor meshform's: not in `remote_secrets`, and never to be written over.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub unlabelled_secrets: BTreeSet<String>,
+}
+
+/// The east-west gateway Service as istiod's network registry reads it
+/// (istio/istio `pilot/pkg/serviceregistry/kube/controller/network.go`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EastWestFacts {
+    /// The `topology.istio.io/network` label: istiod takes a Service as the
+    /// gateway of the network it names, and only with it.
+    pub network: Option<String>,
+    /// The `networking.istio.io/gatewayPort` label, as written.
+    pub port_label: Option<String>,
+    /// The ports the Service lists.
+    pub ports: Vec<u16>,
+    /// `spec.type`.
+    pub service_type: Option<String>,
+    /// `status.loadBalancer.ingress` IPs and hostnames (of a LoadBalancer)
+    /// and `spec.externalIPs`: the addresses istiod sends other networks to.
+    pub addresses: Vec<String>,
+    /// A NodePort Service with the `traffic.istio.io/nodeSelector`
+    /// annotation: istiod uses the selected nodes' addresses.
+    pub node_selector: bool,
+}
+
+/// One Istio control plane install (istiod and its injector) in the mesh namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InstallFacts {
+    /// The istiod Deployment (`istiod` or `istiod-<rev>`), when found.
+    pub istiod: Option<String>,
+    /// The `CLUSTER_ID` istiod runs with.
+    pub cluster_id: Option<String>,
+    /// The injector ConfigMap (`istio-sidecar-injector[-<rev>]`), when found.
+    pub injector: Option<String>,
+    /// `global.multiCluster.clusterName` of its `values`: the cluster id sidecars get.
+    pub injected_cluster_id: Option<String>,
+    /// `global.network`: the network sidecars get when injected.
+    pub injected_network: Option<String>,
+    /// `global.meshID`.
+    pub mesh_id: Option<String>,
 }
 
 /// Identity and ownership of one object.

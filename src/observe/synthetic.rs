@@ -6,13 +6,16 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use super::model::{
-    ClusterFacts, ClusterObservation, ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts,
-    SNAPSHOT_FORMAT_VERSION,
+    ClusterFacts, ClusterObservation, ClusterState, EastWestFacts, InstallFacts, NamespaceFacts, ObjectFacts, Observed,
+    ReaderFacts, SNAPSHOT_FORMAT_VERSION,
 };
+use crate::objects::{self, DEFAULT_GATEWAY_PORT};
 use crate::topology::Topology;
 
-/// Each cluster as Istio installs it: the mesh namespace (unlabelled) and the
-/// east-west gateway Service exist, meshform has written nothing yet.
+/// Each cluster as Istio installs it, correctly for the topology: the mesh
+/// namespace (unlabelled), istiod with the cluster's name, network and mesh
+/// id, one shared root of trust, and the east-west gateway Service labelled
+/// with its network and given an address; meshform has written nothing yet.
 pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
     let clusters = topology
         .clusters
@@ -37,6 +40,26 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 gateway: None,
                 gateway_service: Some(object("svc")),
                 unlabelled_secrets: Default::default(),
+                east_west: Some(EastWestFacts {
+                    network: Some(c.network.clone()),
+                    port_label: None,
+                    ports: vec![DEFAULT_GATEWAY_PORT],
+                    service_type: Some("LoadBalancer".to_string()),
+                    addresses: vec![format!("{}.gateways.example.com", c.name)],
+                    node_selector: false,
+                }),
+                installs: BTreeMap::from([(
+                    "default".to_string(),
+                    InstallFacts {
+                        istiod: Some(objects::ISTIOD.to_string()),
+                        cluster_id: Some(c.name.clone()),
+                        injector: Some(objects::INJECTOR_CONFIGMAP.to_string()),
+                        injected_cluster_id: Some(c.name.clone()),
+                        injected_network: Some(c.network.clone()),
+                        mesh_id: Some(topology.mesh.name.clone()),
+                    },
+                )]),
+                root_certs: Some(vec![crate::plan::desired::sha256_hex(b"shared root")]),
             };
             let observation = ClusterObservation {
                 context: c.context.clone(),
@@ -51,5 +74,22 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
         namespace: topology.mesh.namespace.clone(),
         observed_at: now,
         clusters,
+    }
+}
+
+/// `observed` after Istio was reinstalled for `topology` (as a rename or a
+/// network move needs, before meshform relabels and re-attaches): each
+/// install's cluster id, injection network and mesh id are the topology's.
+/// Labels meshform writes are left as found.
+pub fn reinstall_for(observed: &mut Observed, topology: &Topology) {
+    for cluster in &topology.clusters {
+        if let Some(ClusterState::Reachable(facts)) = observed.clusters.get_mut(&cluster.name).map(|c| &mut c.state) {
+            for install in facts.installs.values_mut() {
+                install.cluster_id = Some(cluster.name.clone());
+                install.injected_cluster_id = Some(cluster.name.clone());
+                install.injected_network = Some(cluster.network.clone());
+                install.mesh_id = Some(topology.mesh.name.clone());
+            }
+        }
     }
 }

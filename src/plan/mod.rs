@@ -9,7 +9,13 @@
 //!   other networks exposes its services through the `cross-network-gateway`;
 //! - Istio only picks up a cluster's new network on re-attach, so a network
 //!   change is always detach → relabel → re-attach (→ restart workloads);
-//! - objects meshform does not own are never changed or deleted.
+//! - objects meshform does not own are never changed or deleted (the one
+//!   field it writes on Istio's objects is the network label, of the mesh
+//!   namespace and of the east-west gateway Service);
+//! - what the Istio install decides must fit the topology for traffic to
+//!   flow: the gateway Service's port and address, istiod's cluster id, the
+//!   injection network, the mesh id, one root of trust (blockers, with the
+//!   install setting that fixes each).
 
 pub mod desired;
 mod index;
@@ -27,7 +33,7 @@ pub use model::*;
 
 use self::index::Index;
 use crate::objects::{self, remote_secret_name};
-use crate::observe::model::{ClusterFacts, ClusterState, Observed, RemoteSecretFacts, TokenFacts};
+use crate::observe::model::{ClusterFacts, ClusterState, EastWestFacts, Observed, RemoteSecretFacts, TokenFacts};
 use crate::topology::{Cluster, REMOTE_SECRET_PREFIX, Role, TokenMode, Topology};
 
 /// Choices the user makes on the command line.
@@ -152,6 +158,8 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
         planner.attach();
         planner.restarts();
         planner.addresses();
+        planner.installs();
+        planner.trust();
         planner.finish(unknown, fingerprints)
     };
     // Fingerprints depend on the inputs alone, and a large mesh has one per
@@ -485,6 +493,9 @@ impl<'a> Planner<'a> {
                             ),
                         );
                     }
+                    if let (Some(_), Some(east_west)) = (&facts.gateway_service, &facts.east_west) {
+                        self.east_west(cluster, east_west);
+                    }
                     let hash = desired::gateway_hash(network.gateway_port);
                     let update = match gateway {
                         None => Some(false),
@@ -793,6 +804,271 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The east-west gateway Service of a cluster with peers on other
+    /// networks, judged as istiod judges it
+    /// (istio/istio `pilot/pkg/serviceregistry/kube/controller/network.go`):
+    /// without the network label, a listed port and an address, istiod knows
+    /// no gateway for the network and sends other networks raw pod IPs
+    /// (`pilot/pkg/xds/endpoints/ep_filters.go`), with no error anywhere.
+    fn east_west(&mut self, cluster: &Cluster, east_west: &EastWestFacts) {
+        let network = &self.desired.networks[&cluster.network];
+        let service = format!("{}/{}", self.ns(), network.gateway_service);
+        if east_west.network.as_deref() != Some(cluster.network.as_str()) {
+            let reason = match &east_west.network {
+                None => format!(
+                    "istiod takes the Service as the gateway of network {:?} only with this label",
+                    cluster.network
+                ),
+                Some(old) => format!(
+                    "the gateway's network label is {old:?}, the topology says {:?}",
+                    cluster.network
+                ),
+            };
+            let kind = ActionKind::SetGatewayNetwork {
+                service: network.gateway_service.clone(),
+                network: cluster.network.clone(),
+                previous: east_west.network.clone(),
+            };
+            self.push(Phase::Network, &cluster.name, kind, reason);
+        }
+        // istiod's port: the label, else 15443 (an unparsable label falls back too).
+        let port = east_west
+            .port_label
+            .as_deref()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(objects::DEFAULT_GATEWAY_PORT);
+        if !east_west.ports.contains(&port) && !east_west.ports.contains(&objects::HBONE_GATEWAY_PORT) {
+            self.finding(
+                FindingKind::Blocker,
+                "gateway_port_missing",
+                &cluster.name,
+                format!(
+                    "the east-west gateway Service {service} in {} does not list port {port} (nor {}), so istiod does not use it as the gateway of network {:?}",
+                    cluster.name,
+                    objects::HBONE_GATEWAY_PORT,
+                    cluster.network
+                ),
+                format!(
+                    "add port {port} to Service {service} in {} (gen-eastwest-gateway.sh adds it as `tls`), or label the Service {}=<its mTLS port>",
+                    cluster.name,
+                    objects::GATEWAY_PORT_LABEL
+                ),
+            );
+        } else if port != network.gateway_port && east_west.ports.contains(&port) {
+            self.finding(
+                FindingKind::Blocker,
+                "gateway_port_mismatch",
+                &cluster.name,
+                format!(
+                    "istiod sends other networks to port {port} of Service {service} in {}, but the Gateway meshform writes listens on gateway_port {}",
+                    cluster.name, network.gateway_port
+                ),
+                format!(
+                    "set gateway_port = {port} in [network.{}], or label Service {service} {}={}",
+                    cluster.network,
+                    objects::GATEWAY_PORT_LABEL,
+                    network.gateway_port
+                ),
+            );
+        }
+        if east_west.addresses.is_empty() && !east_west.node_selector {
+            let why = match east_west.service_type.as_deref() {
+                Some("LoadBalancer") => "its load balancer has no address yet (pending)".to_string(),
+                other => format!("it is of type {} and has no externalIPs", other.unwrap_or("ClusterIP")),
+            };
+            self.finding(
+                FindingKind::Blocker,
+                "gateway_address_missing",
+                &cluster.name,
+                format!(
+                    "the east-west gateway Service {service} in {} has no address peers can reach: {why}",
+                    cluster.name
+                ),
+                format!(
+                    "wait for the load balancer of {service} in {} to be given an address (kubectl get service -n {} {} shows it), or set spec.externalIPs",
+                    cluster.name,
+                    self.ns(),
+                    network.gateway_service
+                ),
+            );
+        }
+    }
+
+    /// Each Istio install's identity must be the topology's: istiod ignores
+    /// a remote secret whose data key equals its own cluster id, proxies
+    /// whose cluster id is not the key fail xDS and CA authentication, and
+    /// sidecars take their network from the injector's `global.network`
+    /// (istio/istio `pkg/kube/multicluster/secretcontroller.go`,
+    /// `pkg/kube/inject/inject.go`).
+    fn installs(&mut self) {
+        let reachable: Vec<_> = self.reachable().collect();
+        let mesh = self.desired.mesh.name.clone();
+        for (cluster, facts) in reachable {
+            if facts.installs.is_empty() {
+                self.finding(
+                    FindingKind::Warning,
+                    "istio_not_installed",
+                    &cluster.name,
+                    format!(
+                        "no Istio install (istiod Deployment or istio-sidecar-injector ConfigMap) was found in {} of {}",
+                        self.ns(),
+                        cluster.name
+                    ),
+                    format!(
+                        "install Istio in {} with values.global.multiCluster.clusterName={}, values.global.network={} and values.global.meshID={mesh}",
+                        cluster.name, cluster.name, cluster.network
+                    ),
+                );
+                continue;
+            }
+            for (revision, install) in &facts.installs {
+                let set = |key: &str, value: &str| {
+                    let rev = if revision == "default" {
+                        String::new()
+                    } else {
+                        format!(" --set revision={revision}")
+                    };
+                    format!(
+                        "reinstall Istio in {} with `istioctl install{rev} --set {key}={value}` (the Helm value {key})",
+                        cluster.name
+                    )
+                };
+                let install_name = install
+                    .istiod
+                    .clone()
+                    .or_else(|| install.injector.clone())
+                    .unwrap_or_else(|| revision.clone());
+                let ids = [
+                    install.istiod.as_ref().map(|d| {
+                        (
+                            format!("istiod Deployment {d} runs with CLUSTER_ID"),
+                            &install.cluster_id,
+                        )
+                    }),
+                    install.injector.as_ref().map(|c| {
+                        (
+                            format!("injector ConfigMap {c} gives sidecars cluster id"),
+                            &install.injected_cluster_id,
+                        )
+                    }),
+                ];
+                for (what, id) in ids.into_iter().flatten() {
+                    let id = id.as_deref().unwrap_or(objects::DEFAULT_CLUSTER_ID);
+                    if id != cluster.name {
+                        self.finding(
+                            FindingKind::Blocker,
+                            "istiod_cluster_id",
+                            &cluster.name,
+                            format!(
+                                "the {what} {id:?} in {}, not its mesh name: peers' remote secrets for {} do not match it",
+                                cluster.name, cluster.name
+                            ),
+                            set("values.global.multiCluster.clusterName", &cluster.name),
+                        );
+                        break;
+                    }
+                }
+                if let Some(injector) = &install.injector {
+                    if install.injected_network.as_deref() != Some(cluster.network.as_str()) {
+                        self.finding(
+                            FindingKind::Blocker,
+                            "injection_network",
+                            &cluster.name,
+                            format!(
+                                "injector ConfigMap {injector} in {} puts sidecars on network {}, the topology says {:?}",
+                                cluster.name,
+                                install
+                                    .injected_network
+                                    .as_deref()
+                                    .map_or("none (unset)".to_string(), |n| format!("{n:?}")),
+                                cluster.network
+                            ),
+                            set("values.global.network", &cluster.network),
+                        );
+                    }
+                    if install.mesh_id.as_deref() != Some(mesh.as_str()) {
+                        self.finding(
+                            FindingKind::Blocker,
+                            "mesh_id",
+                            &cluster.name,
+                            format!(
+                                "Istio install {install_name} in {} has mesh id {}, [mesh].name is {mesh:?}",
+                                cluster.name,
+                                install
+                                    .mesh_id
+                                    .as_deref()
+                                    .map_or("none (unset)".to_string(), |n| format!("{n:?}")),
+                            ),
+                            set("values.global.meshID", &mesh),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cross-cluster mTLS needs one root of trust. Clusters whose roots share
+    /// a certificate trust each other (so a rotation, with old and new root
+    /// side by side, is fine); more than one such group cannot talk.
+    fn trust(&mut self) {
+        let clusters: Vec<(&str, &Vec<String>)> = self
+            .reachable()
+            .filter_map(|(c, f)| {
+                f.root_certs
+                    .as_ref()
+                    .filter(|r| !r.is_empty())
+                    .map(|r| (c.name.as_str(), r))
+            })
+            .collect();
+        // Groups of clusters joined by a shared certificate, in name order.
+        let mut groups: Vec<(BTreeSet<&str>, BTreeSet<&str>)> = Vec::new();
+        for (name, roots) in clusters {
+            let mut group = (
+                BTreeSet::from([name]),
+                roots.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+            );
+            let (joined, apart): (Vec<_>, Vec<_>) = groups.into_iter().partition(|(_, r)| !r.is_disjoint(&group.1));
+            for (names, roots) in joined {
+                group.0.extend(names);
+                group.1.extend(roots);
+            }
+            groups = apart;
+            groups.push(group);
+        }
+        if groups.len() < 2 {
+            return;
+        }
+        groups.sort();
+        let described: Vec<String> = groups
+            .iter()
+            .map(|(names, roots)| {
+                let prints: Vec<String> = roots
+                    .iter()
+                    .map(|r| format!("sha256:{}", &r[..r.len().min(16)]))
+                    .collect();
+                format!(
+                    "{} (root {})",
+                    names.iter().copied().collect::<Vec<_>>().join(", "),
+                    prints.join(", ")
+                )
+            })
+            .collect();
+        self.findings.push(Finding {
+            kind: FindingKind::Blocker,
+            code: "meshform::plan::root_of_trust".to_string(),
+            cluster: None,
+            message: format!(
+                "the clusters have {} roots of trust that share no certificate: {}; traffic between them fails with CERTIFICATE_VERIFY_FAILED",
+                groups.len(),
+                described.join("; ")
+            ),
+            help: Some(format!(
+                "plug in intermediate CA certificates signed by one root (Secret cacerts in {} of every cluster, as in Istio's plug-in CA guide), then restart istiod",
+                self.ns()
+            )),
+        });
+    }
+
     /// istiod in a primary dials a peer's API server at the address in the
     /// remote secret: one on loopback or a private-only name cannot work.
     fn addresses(&mut self) {
@@ -827,6 +1103,8 @@ impl<'a> Planner<'a> {
             ActionKind::EnsureGateway { .. } | ActionKind::DeleteGateway { .. } => 3,
             ActionKind::WriteRemoteSecret { .. } => 4,
             ActionKind::RestartWorkloads { .. } => 5,
+            // Beside the Gateway it serves.
+            ActionKind::SetGatewayNetwork { .. } => 3,
         };
         self.actions
             .sort_by(|a, b| (a.phase, &a.cluster, rank(a), a.peer()).cmp(&(b.phase, &b.cluster, rank(b), b.peer())));

@@ -132,6 +132,14 @@ pub enum ActionKind {
         /// Display only: the equivalent command.
         command: String,
     },
+    /// Label the network's east-west gateway Service
+    /// `topology.istio.io/network=<network>` (that field only): istiod takes
+    /// a Service as a network's gateway by this label alone.
+    SetGatewayNetwork {
+        service: String,
+        network: String,
+        previous: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -187,6 +195,8 @@ impl Action {
             } => Effect::Create,
             ActionKind::WriteRemoteSecret { .. } => Effect::Update,
             ActionKind::RestartWorkloads { .. } => Effect::Run,
+            ActionKind::SetGatewayNetwork { previous: None, .. } => Effect::Create,
+            ActionKind::SetGatewayNetwork { .. } => Effect::Update,
         }
     }
 
@@ -223,6 +233,7 @@ impl Action {
                 format!("Gateway {namespace}/{}", crate::objects::CROSS_NETWORK_GATEWAY)
             }
             ActionKind::RestartWorkloads { .. } => "injected workloads".to_string(),
+            ActionKind::SetGatewayNetwork { service, .. } => format!("Service {namespace}/{service}"),
         }
     }
 }

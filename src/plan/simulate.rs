@@ -87,6 +87,11 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 );
             }
             ActionKind::RestartWorkloads { .. } => {}
+            ActionKind::SetGatewayNetwork { network, .. } => {
+                if let Some(east_west) = &mut facts.east_west {
+                    east_west.network = Some(network.clone());
+                }
+            }
         }
     }
     after

@@ -62,6 +62,8 @@ pub fn network_change() -> (Plan, Topology) {
     );
     let topology = topology(&moved);
     assert_eq!(topology.cluster("us-east").unwrap().network, "asia");
+    let mut observed = observed;
+    synthetic::reinstall_for(&mut observed, &topology);
     (plan_of(&topology, &observed, &Options::default()), topology)
 }
 

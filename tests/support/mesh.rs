@@ -330,9 +330,22 @@ pub fn token_of(kubeconfig: &[u8]) -> Option<String> {
     Some(token.expose_secret().to_string())
 }
 
-/// Istio's east-west gateway Service, as its installer makes it: without it
-/// a cluster with peers on other networks is a blocking problem.
+/// Istio's east-west gateway Service, as its installer makes it (a
+/// LoadBalancer with the status and mTLS ports), given an address by the
+/// load balancer: without it a cluster with peers on other networks is a
+/// blocking problem. It carries no network label: meshform writes that.
 pub async fn install_eastwest_gateway(cluster: &Cluster) {
+    install_pending_eastwest_gateway(cluster).await;
+    super::install::set_gateway_address(cluster, "istio-eastwestgateway", "192.0.2.10").await;
+}
+
+/// The same Service while its load balancer is still pending: no address.
+pub async fn install_pending_eastwest_gateway(cluster: &Cluster) {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        ..ServicePort::default()
+    };
     let service = Service {
         metadata: ObjectMeta {
             name: Some("istio-eastwestgateway".into()),
@@ -340,12 +353,9 @@ pub async fn install_eastwest_gateway(cluster: &Cluster) {
             ..ObjectMeta::default()
         },
         spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
             selector: Some(BTreeMap::from([("istio".into(), "eastwestgateway".into())])),
-            ports: Some(vec![ServicePort {
-                name: Some("tls".into()),
-                port: 15443,
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![port("status-port", 15021), port("tls", 15443)]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

@@ -7,5 +7,6 @@
 pub mod cli;
 pub mod controlplane;
 pub mod gobuild;
+pub mod install;
 pub mod istio;
 pub mod mesh;

@@ -160,6 +160,12 @@ pub fn action_line(action: &Action) -> String {
                 "restart_workloads/shown".to_string()
             }
         }
+        ActionKind::SetGatewayNetwork { network, previous, .. } => {
+            format!(
+                "set_gateway_network {}->{network}",
+                previous.as_deref().unwrap_or("none")
+            )
+        }
     };
     match action.peer() {
         Some(peer) => format!("{phase} {} {kind} {peer}", action.cluster),

@@ -1,0 +1,255 @@
+//! What an Istio install tells about the mesh, drawn from the objects it
+//! writes: the east-west gateway Service, istiod's Deployment, the injector
+//! ConfigMap and the root-of-trust ConfigMap.
+//!
+//! Pure functions from Kubernetes objects to [`model`](super::model) facts:
+//! they keep only the few values the planner judges, never a whole object.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::model::{EastWestFacts, InstallFacts};
+use crate::objects;
+
+/// The gateway Service as istiod reads it: labels, ports and the addresses
+/// `pilot/pkg/serviceregistry/kube/conversion.go` takes (LoadBalancer
+/// ingress IPs or hostnames, then `spec.externalIPs`).
+pub fn east_west(service: &Service) -> EastWestFacts {
+    let labels = service.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key).cloned());
+    let spec = service.spec.as_ref();
+    let service_type = spec.and_then(|s| s.type_.clone());
+    let mut addresses = Vec::new();
+    if service_type.as_deref() == Some("LoadBalancer") {
+        let ingress = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        for entry in ingress.into_iter().flatten() {
+            if let Some(ip) = entry.ip.clone().filter(|ip| !ip.is_empty()) {
+                addresses.push(ip);
+            } else if let Some(host) = entry.hostname.clone().filter(|h| !h.is_empty()) {
+                addresses.push(host);
+            }
+        }
+    }
+    addresses.extend(spec.and_then(|s| s.external_ips.clone()).into_iter().flatten());
+    EastWestFacts {
+        network: label(objects::NETWORK_LABEL),
+        port_label: label(objects::GATEWAY_PORT_LABEL),
+        ports: spec
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| u16::try_from(p.port).ok())
+            .collect(),
+        node_selector: service_type.as_deref() == Some("NodePort")
+            && service
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(objects::NODE_SELECTOR_ANNOTATION)),
+        service_type,
+        addresses,
+    }
+}
+
+/// The revision an install object belongs to: its `istio.io/rev` label, or
+/// the suffix of its name after `base-`; `default` for neither.
+fn revision(meta: &kube::core::ObjectMeta, base: &str) -> Option<String> {
+    let name = meta.name.as_deref()?;
+    let suffix = match name.strip_prefix(base) {
+        Some("") => None,
+        Some(rest) => Some(rest.strip_prefix('-')?),
+        None => return None,
+    };
+    let label = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(objects::REVISION_LABEL))
+        .map(String::as_str);
+    Some(label.or(suffix).unwrap_or("default").to_string())
+}
+
+/// Istio installs by revision, from istiod Deployments (`app=istiod`) and
+/// the install's ConfigMaps (`operator.istio.io/component=Pilot`), of which
+/// only `istio-sidecar-injector[-<rev>]` counts. A revision appears when
+/// either is found.
+pub fn installs(deployments: &[Deployment], configmaps: &[ConfigMap]) -> BTreeMap<String, InstallFacts> {
+    let mut out: BTreeMap<String, InstallFacts> = BTreeMap::new();
+    for deployment in deployments {
+        let Some(rev) = revision(&deployment.metadata, objects::ISTIOD) else {
+            continue;
+        };
+        // The chart sets CLUSTER_ID on the `discovery` container from
+        // `global.multiCluster.clusterName`, default `Kubernetes`
+        // (istio/istio `manifests/charts/istio-control/istio-discovery/templates/deployment.yaml`).
+        let cluster_id = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .into_iter()
+            .flat_map(|p| p.containers.iter())
+            .flat_map(|c| c.env.iter().flatten())
+            .find(|e| e.name == objects::CLUSTER_ID_ENV)
+            .and_then(|e| e.value.clone());
+        let install = out.entry(rev).or_default();
+        install.istiod = deployment.metadata.name.clone();
+        install.cluster_id = cluster_id;
+    }
+    for configmap in configmaps {
+        let Some(rev) = revision(&configmap.metadata, objects::INJECTOR_CONFIGMAP) else {
+            continue;
+        };
+        let values: serde_json::Value = configmap
+            .data
+            .as_ref()
+            .and_then(|d| d.get("values"))
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default();
+        let global = &values["global"];
+        let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        let install = out.entry(rev).or_default();
+        install.injector = configmap.metadata.name.clone();
+        // What the injection template puts into every sidecar: ISTIO_META_CLUSTER_ID
+        // and ISTIO_META_NETWORK (istio/istio `pkg/kube/inject/inject.go`,
+        // `extractClusterAndNetwork`, and `files/injection-template.yaml`).
+        install.injected_cluster_id = text(&global["multiCluster"]["clusterName"]);
+        install.injected_network = text(&global["network"]);
+        install.mesh_id = text(&global["meshID"]);
+    }
+    out
+}
+
+/// SHA-256 fingerprints of the certificates in `istio-ca-root-cert`, sorted
+/// and without repeats. Blocks that are not certificates are skipped.
+pub fn root_fingerprints(configmap: &ConfigMap) -> Vec<String> {
+    let pem = configmap
+        .data
+        .as_ref()
+        .and_then(|d| d.get(objects::ROOT_CERT_KEY))
+        .map(String::as_str)
+        .unwrap_or_default();
+    let mut prints: Vec<String> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|der| crate::plan::desired::sha256_hex(der.as_ref()))
+        .collect();
+    prints.sort();
+    prints.dedup();
+    prints
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus,
+    };
+    use kube::core::ObjectMeta;
+
+    fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn a_pending_load_balancer_has_no_address_and_external_ips_count() {
+        let mut service = Service {
+            metadata: meta(
+                "gw",
+                &[(objects::NETWORK_LABEL, "n1"), (objects::GATEWAY_PORT_LABEL, "15443")],
+            ),
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                ports: Some(vec![ServicePort {
+                    port: 15443,
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        };
+        let facts = east_west(&service);
+        assert_eq!(facts.network.as_deref(), Some("n1"));
+        assert_eq!(facts.ports, [15443]);
+        assert!(facts.addresses.is_empty());
+        service.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![
+                    LoadBalancerIngress {
+                        ip: Some("192.0.2.1".into()),
+                        ..LoadBalancerIngress::default()
+                    },
+                    LoadBalancerIngress {
+                        hostname: Some("gw.example.com".into()),
+                        ..LoadBalancerIngress::default()
+                    },
+                ]),
+            }),
+            ..ServiceStatus::default()
+        });
+        service.spec.as_mut().unwrap().external_ips = Some(vec!["198.51.100.7".into()]);
+        assert_eq!(
+            east_west(&service).addresses,
+            ["192.0.2.1", "gw.example.com", "198.51.100.7"]
+        );
+    }
+
+    #[test]
+    fn revisioned_installs_are_found_and_other_configmaps_ignored() {
+        let injector = |name: &str, rev: &str, values: &str| ConfigMap {
+            metadata: meta(name, &[(objects::REVISION_LABEL, rev)]),
+            data: Some(BTreeMap::from([("values".to_string(), values.to_string())])),
+            ..ConfigMap::default()
+        };
+        let configmaps = [
+            injector(
+                "istio-sidecar-injector",
+                "default",
+                r#"{"global":{"meshID":"m","network":"n","multiCluster":{"clusterName":"a"}}}"#,
+            ),
+            injector("istio-sidecar-injector-canary", "canary", r#"{"global":{}}"#),
+            injector("istio", "default", "{}"),
+            injector("istio-sidecar-injectorx", "x", "{}"),
+        ];
+        let installs = installs(&[], &configmaps);
+        assert_eq!(installs.keys().collect::<Vec<_>>(), ["canary", "default"]);
+        let default = &installs["default"];
+        assert_eq!(default.injected_cluster_id.as_deref(), Some("a"));
+        assert_eq!(default.injected_network.as_deref(), Some("n"));
+        assert_eq!(default.mesh_id.as_deref(), Some("m"));
+        assert_eq!(installs["canary"].injected_cluster_id, None);
+    }
+
+    #[test]
+    fn root_fingerprints_are_of_each_certificate() {
+        let block = |bytes: &[u8]| {
+            use base64::Engine;
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )
+        };
+        let configmap = ConfigMap {
+            data: Some(BTreeMap::from([(
+                objects::ROOT_CERT_KEY.to_string(),
+                format!("{}{}{}", block(b"two"), block(b"one"), block(b"two")),
+            )])),
+            ..ConfigMap::default()
+        };
+        let mut expected = vec![
+            crate::plan::desired::sha256_hex(b"one"),
+            crate::plan::desired::sha256_hex(b"two"),
+        ];
+        expected.sort();
+        assert_eq!(root_fingerprints(&configmap), expected);
+    }
+}

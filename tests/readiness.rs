@@ -1,0 +1,254 @@
+//! A mesh Istio can carry traffic on (issue 13), on real API servers: the
+//! Istio install objects are written as an install writes them
+//! (`support::install`), observed through the binary, and every finding of
+//! the planner about them shows with its code, the cluster and the fix.
+//! The east-west gateway Service's network label is written by apply, that
+//! field only.
+
+mod support;
+
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::Value;
+use support::controlplane::{Cluster, ControlPlane};
+use support::install::{Install, MESH_ROOT, OTHER_ROOT, install_istio};
+use support::mesh::{Entry, Mesh, NAMESPACE, install_eastwest_gateway, install_pending_eastwest_gateway};
+
+const GATEWAY: &str = "istio-eastwestgateway";
+
+/// Two clusters on two networks, each with a correct install and an
+/// addressed gateway Service; returns the mesh.
+async fn two_networks(east: &Cluster, west: &Cluster) -> Mesh {
+    for (c, network) in [(east, "n1"), (west, "n2")] {
+        install_eastwest_gateway(c).await;
+        install_istio(c, &Install::correct(c.name(), network)).await;
+    }
+    Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")])
+}
+
+/// `kind cluster code` of every finding, and the findings themselves; not
+/// the warning that the test plane's API servers are on loopback.
+async fn findings(mesh: &Mesh, code: i32) -> (Vec<String>, Vec<Value>) {
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(code).json();
+    let all: Vec<Value> = plan["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["code"] != "meshform::plan::peer_address")
+        .cloned()
+        .collect();
+    let lines = all
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {}",
+                f["kind"].as_str().unwrap(),
+                f["cluster"].as_str().unwrap_or("-"),
+                f["code"].as_str().unwrap().trim_start_matches("meshform::plan::")
+            )
+        })
+        .collect();
+    (lines, all)
+}
+
+async fn gateway_labels(cluster: &Cluster) -> std::collections::BTreeMap<String, String> {
+    Api::<Service>::namespaced(cluster.client(), NAMESPACE)
+        .get(GATEWAY)
+        .await
+        .expect("the gateway Service")
+        .metadata
+        .labels
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_correct_install_converges_with_the_gateway_labelled_by_meshform() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = two_networks(east, west).await;
+    let (lines, _) = findings(&mesh, 0).await;
+    assert_eq!(lines, Vec::<String>::new());
+    let plan = mesh.run("plan", &[]).await.expect(0);
+    assert!(
+        plan.stdout
+            .contains("+ Service istio-system/istio-eastwestgateway in east"),
+        "{plan}"
+    );
+    mesh.apply(&[]).await;
+    for (c, network) in [(east, "n1"), (west, "n2")] {
+        let labels = gateway_labels(c).await;
+        assert_eq!(
+            labels.get("topology.istio.io/network").map(String::as_str),
+            Some(network)
+        );
+        // Only that field: the installer's labels stay.
+        assert_eq!(labels.get("istio").map(String::as_str), Some("eastwestgateway"));
+    }
+    mesh.assert_converged().await;
+
+    // A network move relabels the gateway Service too (with Istio reinstalled for it).
+    install_istio(west, &Install::correct("west", "n3")).await;
+    mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n3")]);
+    mesh.apply(&["--allow-detach"]).await;
+    assert_eq!(
+        gateway_labels(west)
+            .await
+            .get("topology.istio.io/network")
+            .map(String::as_str),
+        Some("n3")
+    );
+    mesh.assert_converged().await;
+}
+
+#[tokio::test]
+async fn a_pending_load_balancer_or_a_missing_port_blocks_naming_the_service() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    install_eastwest_gateway(east).await;
+    install_pending_eastwest_gateway(west).await;
+    install_istio(east, &Install::correct("east", "n1")).await;
+    install_istio(west, &Install::correct("west", "n2")).await;
+    let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
+    let (lines, all) = findings(&mesh, 1).await;
+    assert_eq!(lines, ["blocker west gateway_address_missing"]);
+    let message = all[0]["message"].as_str().unwrap();
+    assert!(message.contains("istio-system/istio-eastwestgateway"), "{message}");
+    assert!(message.contains("pending"), "{message}");
+
+    // The address arrives through the status subresource; then a port goes.
+    support::install::set_gateway_address(west, GATEWAY, "192.0.2.20").await;
+    let ports = serde_json::json!({"spec": {"ports": [{"name": "status-port", "port": 15021}]}});
+    Api::<Service>::namespaced(west.client(), NAMESPACE)
+        .patch(GATEWAY, &PatchParams::default(), &Patch::Merge(&ports))
+        .await
+        .expect("taking the tls port off");
+    let (lines, all) = findings(&mesh, 1).await;
+    assert_eq!(lines, ["blocker west gateway_port_missing"]);
+    assert!(
+        all[0]["help"].as_str().unwrap().contains("add port 15443"),
+        "{:#}",
+        all[0]
+    );
+    let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(refused.stderr.contains("blocking problem"), "{refused}");
+}
+
+#[tokio::test]
+async fn an_install_with_the_default_cluster_id_another_network_or_mesh_id_blocks() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = two_networks(east, west).await;
+    // istioctl install without clusterName: istiod runs as `Kubernetes`.
+    install_istio(
+        west,
+        &Install {
+            cluster_id: None,
+            network: Some("n1".into()),
+            mesh_id: Some("cluster.local".into()),
+            ..Install::correct("west", "n2")
+        },
+    )
+    .await;
+    let (lines, all) = findings(&mesh, 1).await;
+    assert_eq!(
+        lines,
+        [
+            "blocker west injection_network",
+            "blocker west istiod_cluster_id",
+            "blocker west mesh_id"
+        ]
+    );
+    let text: Vec<String> = all
+        .iter()
+        .map(|f| format!("{} / {}", f["message"], f["help"]))
+        .collect();
+    assert!(text[1].contains("CLUSTER_ID \\\"Kubernetes\\\""), "{}", text[1]);
+    assert!(
+        text[1].contains("values.global.multiCluster.clusterName=west"),
+        "{}",
+        text[1]
+    );
+    assert!(text[0].contains("values.global.network=n2"), "{}", text[0]);
+    assert!(text[2].contains("values.global.meshID=mesh1"), "{}", text[2]);
+
+    // A revisioned install beside a correct one is found and judged too.
+    install_istio(west, &Install::correct("west", "n2")).await;
+    install_istio(
+        west,
+        &Install {
+            revision: "canary".into(),
+            cluster_id: Some("west-canary".into()),
+            ..Install::correct("west", "n2")
+        },
+    )
+    .await;
+    let (lines, all) = findings(&mesh, 1).await;
+    assert_eq!(lines, ["blocker west istiod_cluster_id"]);
+    assert!(
+        all[0]["message"].as_str().unwrap().contains("istiod-canary"),
+        "{:#}",
+        all[0]
+    );
+    assert!(
+        all[0]["help"].as_str().unwrap().contains("--set revision=canary"),
+        "{:#}",
+        all[0]
+    );
+}
+
+#[tokio::test]
+async fn clusters_with_separate_roots_of_trust_block_but_a_rotation_does_not() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = two_networks(east, west).await;
+    // Each istiod with its own self-signed root, as without plugged-in CA certificates.
+    install_istio(
+        west,
+        &Install {
+            roots: OTHER_ROOT.into(),
+            ..Install::correct("west", "n2")
+        },
+    )
+    .await;
+    let (lines, all) = findings(&mesh, 1).await;
+    assert_eq!(lines, ["blocker - root_of_trust"]);
+    let message = all[0]["message"].as_str().unwrap();
+    // By fingerprint (sha256 of the DER): the shared test root and the other one.
+    assert!(message.contains("east (root sha256:55de878f1bf00869)"), "{message}");
+    assert!(message.contains("west (root sha256:453e4fd58a3fc9aa)"), "{message}");
+    assert!(message.contains("CERTIFICATE_VERIFY_FAILED"), "{message}");
+
+    // During a rotation west trusts both roots: one group again.
+    install_istio(
+        west,
+        &Install {
+            roots: format!("{OTHER_ROOT}{MESH_ROOT}"),
+            ..Install::correct("west", "n2")
+        },
+    )
+    .await;
+    let (lines, _) = findings(&mesh, 0).await;
+    assert_eq!(lines, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_cluster_without_istio_is_a_warning_and_can_be_prepared() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    // Istio's guides label the namespace before installing Istio.
+    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    install_istio(east, &Install::correct("east", "flat")).await;
+    let (lines, all) = findings(&mesh, 0).await;
+    assert_eq!(lines, ["warning west istio_not_installed"]);
+    assert!(
+        all[0]["help"]
+            .as_str()
+            .unwrap()
+            .contains("values.global.multiCluster.clusterName=west"),
+        "{:#}",
+        all[0]
+    );
+    mesh.apply(&[]).await;
+    mesh.assert_converged().await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
