@@ -170,6 +170,20 @@ impl Buildah {
     fn run(&self, args: &[&str]) -> String {
         succeed(self.cmd().args(args)).trim_end().to_string()
     }
+
+    /// `buildah run ARGS`: a command in a container. Buildah 1.28's chroot isolation
+    /// once lost a command's whole stdout (exit 0, nothing printed) on this machine
+    /// at a load of 14; a command here always prints, so empty output is retried.
+    fn run_in(&self, args: &[&str]) -> String {
+        for _ in 0..2 {
+            let out = succeed(self.cmd().arg("run").args(args));
+            if !out.is_empty() {
+                return out;
+            }
+            eprintln!("buildah run {args:?} printed nothing; trying again");
+        }
+        succeed(self.cmd().arg("run").args(args))
+    }
 }
 
 impl Drop for Buildah {
@@ -255,11 +269,10 @@ fn image_is_the_static_binary_and_ca_roots_run_as_non_root() {
 
     // The image's user runs the binary: `--version`, and an offline plan of the
     // shipped example mounted read-only, as the CronJob mounts mesh.toml.
-    let version = buildah.run(&["run", &container, "--", "/usr/local/bin/meshform", "--version"]);
-    assert_eq!(version, format!("meshform {VERSION}"));
+    let version = buildah.run_in(&[&container, "--", "/usr/local/bin/meshform", "--version"]);
+    assert_eq!(version, format!("meshform {VERSION}\n"));
     let volume = format!("{}:/work:ro", root().display());
-    let plan = succeed(buildah.cmd().args([
-        "run",
+    let plan = buildah.run_in(&[
         "--env",
         "NO_COLOR=1",
         "--volume",
@@ -274,6 +287,6 @@ fn image_is_the_static_binary_and_ca_roots_run_as_non_root() {
         "mesh.toml.example",
         "--observed",
         "examples/observed.json",
-    ]));
+    ]);
     assert_eq!(plan, example_plan());
 }
