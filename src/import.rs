@@ -35,7 +35,8 @@ pub struct Imported {
 /// Settings of the mesh as a whole, from the command line.
 #[derive(Debug, Clone)]
 pub struct Settings<'a> {
-    pub mesh: &'a str,
+    /// `--mesh`; without it, the installs' `global.meshID`.
+    pub mesh: Option<&'a str>,
     pub namespace: &'a str,
     /// The kubeconfig file to name in every `[[cluster]]`, when one was given.
     pub kubeconfig: Option<&'a str>,
@@ -121,7 +122,34 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
         let mut ids: Vec<&str> = t.claims.iter().map(|(id, _)| id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
+        // istiod's own id (CLUSTER_ID, else the injector's clusterName); the
+        // default `Kubernetes` names no cluster.
+        let own = t
+            .facts
+            .installs
+            .values()
+            .find_map(|i| i.cluster_id.as_deref().or(i.injected_cluster_id.as_deref()))
+            .filter(|id| *id != crate::objects::DEFAULT_CLUSTER_ID);
+        if let (Some(own), [id]) = (own, ids.as_slice())
+            && own != *id
+        {
+            out.problems.push(format!(
+                "istiod in context {:?} runs as cluster id {own:?}, but its peers' remote secrets call it {id:?}; \
+                 Istio needs the two equal (reinstall with --set values.global.multiCluster.clusterName={id}, \
+                 or re-create the peers' secrets)",
+                t.context.context
+            ));
+        }
+        if let (Some(own), []) = (own, ids.as_slice()) {
+            ids.push(own);
+        }
         let name = match ids.as_slice() {
+            [id] if own == Some(*id) && t.claims.is_empty() => {
+                name_notes.push(format!(
+                    "istiod's cluster id {id:?} (no peer holds a remote secret for it)"
+                ));
+                (*id).to_string()
+            }
             [id] => {
                 name_notes.push(format!("cluster id {id:?} (the data key of its peers' remote secrets)"));
                 (*id).to_string()
@@ -178,10 +206,34 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
     let secret_mode = legacy_tokens > 0 && bound_tokens == 0;
     let holders = found.iter().filter(|t| !t.facts.remote_secrets.is_empty()).count();
 
+    let mut mesh_ids: Vec<&str> = found
+        .iter()
+        .flat_map(|t| t.facts.installs.values().filter_map(|i| i.mesh_id.as_deref()))
+        .collect();
+    mesh_ids.sort_unstable();
+    mesh_ids.dedup();
+    let (mesh, mesh_note) = match (settings.mesh, mesh_ids.as_slice()) {
+        (Some(mesh), _) => (mesh.to_string(), "from --mesh".to_string()),
+        (None, [id]) => (id.to_string(), "the installs' global.meshID".to_string()),
+        (None, []) => (
+            DEFAULT_MESH.to_string(),
+            "no install says its meshID; Istio's multi-cluster guides use this one (or pass --mesh)".to_string(),
+        ),
+        (None, several) => {
+            out.problems.push(format!(
+                "the installs disagree on the mesh id ({}); pass --mesh, and reinstall the others with it",
+                several.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ")
+            ));
+            (
+                several[0].to_string(),
+                "one of the mesh ids the installs disagree on".to_string(),
+            )
+        }
+    };
     let text = &mut out.text;
     let _ = writeln!(text, "# Written by `meshform import` from what the clusters hold.");
     let _ = writeln!(text, "[mesh]");
-    let _ = writeln!(text, "name = {}", quote(settings.mesh));
+    let _ = writeln!(text, "name = {}   # {mesh_note}", quote(&mesh));
     if settings.namespace != crate::topology::DEFAULT_NAMESPACE {
         let _ = writeln!(text, "namespace = {}", quote(settings.namespace));
     }
@@ -203,7 +255,19 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
         if let Some(path) = settings.kubeconfig {
             let _ = writeln!(text, "kubeconfig = {}", quote(path));
         }
-        match t.facts.namespace.as_ref().and_then(|n| n.network.as_deref()) {
+        let label = t.facts.namespace.as_ref().and_then(|n| n.network.as_deref());
+        let injected = t.facts.installs.values().find_map(|i| i.injected_network.as_deref());
+        if let (Some(label), Some(injected)) = (label, injected)
+            && label != injected
+        {
+            out.problems.push(format!(
+                "context {:?}: the {} label says network {label:?}, the install's global.network {injected:?}; \
+                 make them one (sidecars take the install's, istiod the label's)",
+                t.context.context,
+                crate::objects::NETWORK_LABEL
+            ));
+        }
+        match label {
             Some(network) => {
                 let _ = writeln!(
                     text,
@@ -226,7 +290,8 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
             }
         }
         // A primary holds remote secrets for its peers; a remote holds none.
-        if holders > 0 && t.facts.remote_secrets.is_empty() {
+        let runs_istiod = t.facts.installs.values().any(|i| i.istiod.is_some());
+        if holders > 0 && t.facts.remote_secrets.is_empty() && !runs_istiod {
             let _ = writeln!(text, "role = \"remote\"   # holds no remote secret");
         }
         match t.other_servers.as_slice() {
@@ -254,6 +319,9 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
     }
     out
 }
+
+/// The mesh id of Istio's multi-cluster guides, when no install names one.
+pub const DEFAULT_MESH: &str = "mesh1";
 
 /// The network of clusters without a network label.
 pub const UNLABELLED_NETWORK: &str = "unlabelled";
@@ -292,7 +360,10 @@ mod tests {
     }
 
     #[test]
-    fn quoting_escapes_toml() {
-        assert_eq!(quote("a\"b"), r#""a\"b""#);
+    fn quoted_values_read_back_as_written() {
+        for text in ["a\"b", "it's", "back\\slash", "gke_p_r_c"] {
+            let doc: toml::Table = toml::from_str(&format!("x = {}", quote(text))).unwrap();
+            assert_eq!(doc["x"].as_str(), Some(text));
+        }
     }
 }

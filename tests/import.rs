@@ -13,6 +13,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use serde_json::Value;
 use support::controlplane::{Cluster, ControlPlane};
+use support::install::{Install, install_istio};
 use support::mesh::{Entry, MESH, Mesh, NAMESPACE, eventually, install_eastwest_gateway};
 
 /// `meshform import --kubeconfig K <contexts> -o <dir>/imported.toml`.
@@ -204,6 +205,13 @@ async fn a_mesh_istioctl_built_imports_and_plans_only_adoption() {
     let kubeconfig = Kubeconfig::read_from(clusters.kubeconfig()).unwrap();
     let east_token = istio_install(east, "flat").await;
     let west_token = istio_install(west, "flat").await;
+    for (c, name) in [(east, "east"), (west, "west")] {
+        let install = Install {
+            mesh_id: Some("prod-mesh".into()),
+            ..Install::correct(name, "flat")
+        };
+        install_istio(c, &install).await;
+    }
     istioctl_remote_secret(east, west, &kubeconfig, &west_token).await;
     istioctl_remote_secret(west, east, &kubeconfig, &east_token).await;
 
@@ -227,6 +235,10 @@ async fn a_mesh_istioctl_built_imports_and_plans_only_adoption() {
     assert!(
         text.contains("mode = \"secret\""),
         "istioctl's tokens never expire: {text}"
+    );
+    assert!(
+        text.contains("name = \"prod-mesh\""),
+        "the mesh is named by the installs' meshID: {text}"
     );
     for token in [&east_token, &west_token] {
         assert!(
@@ -266,6 +278,20 @@ async fn a_mesh_istioctl_built_imports_and_plans_only_adoption() {
             .success()
     );
     assert_eq!(std::fs::read_to_string(&again).unwrap(), text);
+
+    // istiod running under another id than its peers use is reported, not guessed.
+    let renamed = Install {
+        cluster_id: Some("west-old".into()),
+        mesh_id: Some("prod-mesh".into()),
+        ..Install::correct("west", "flat")
+    };
+    install_istio(west, &renamed).await;
+    let third = dir.path().join("third.toml");
+    let out = import(clusters.kubeconfig(), &["east", "west"], &third);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("runs as cluster id \"west-old\""), "{stderr}");
+    assert!(!third.exists());
 }
 
 #[tokio::test]

@@ -23,9 +23,9 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// The mesh's name, Istio's meshID ([mesh].name).
-    #[arg(long, default_value = "mesh1", value_name = "NAME")]
-    pub mesh: String,
+    /// The mesh's name, Istio's meshID ([mesh].name); default: the installs' global.meshID, else mesh1.
+    #[arg(long, value_name = "NAME")]
+    pub mesh: Option<String>,
 
     /// The namespace Istio runs in.
     #[arg(long, default_value = topology::DEFAULT_NAMESPACE, value_name = "NAMESPACE")]
@@ -99,7 +99,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         .collect();
     let provisional = Topology {
         mesh: Mesh {
-            name: args.mesh.clone(),
+            name: args.mesh.clone().unwrap_or_else(|| import::DEFAULT_MESH.to_string()),
             namespace: args.namespace.clone(),
             tokens: Default::default(),
         },
@@ -136,7 +136,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
     let kubeconfig_key = args.kubeconfig.as_deref().map(absolute);
     let imported = import::describe(
         &Settings {
-            mesh: &args.mesh,
+            mesh: args.mesh.as_deref(),
             namespace: &args.namespace,
             kubeconfig: kubeconfig_key.as_deref(),
         },
