@@ -45,8 +45,8 @@ pub struct Settings<'a> {
 struct Found<'a> {
     context: &'a Context,
     facts: &'a ClusterFacts,
-    /// (cluster id, primary holding the secret) of every remote secret aimed at it.
-    claims: Vec<(String, String)>,
+    /// The cluster id of every remote secret aimed at it.
+    claims: Vec<String>,
     /// Addresses peers' remote secrets use for it, other than the kubeconfig's.
     other_servers: Vec<String>,
 }
@@ -75,7 +75,7 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
     let mut unmanaged = Vec::new();
     let mut legacy_tokens = 0usize;
     let mut bound_tokens = 0usize;
-    let mut claims: Vec<(usize, String, String, Option<String>)> = Vec::new();
+    let mut claims: Vec<(usize, String, Option<String>)> = Vec::new();
     for holder in &found {
         for (name, secret) in &holder.facts.remote_secrets {
             if !secret.object.managed {
@@ -95,7 +95,7 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
             });
             let id = secret.cluster_ids.first().cloned().unwrap_or_else(|| name.clone());
             match target {
-                Some(t) => claims.push((t, id, holder.context.context.clone(), secret.server.clone())),
+                Some(t) => claims.push((t, id, secret.server.clone())),
                 None => out.problems.push(format!(
                     "{} holds remote secret {name} for cluster id {id:?} at {}, which none of the contexts reach; \
                      import with that cluster's context too, or remove the secret",
@@ -105,9 +105,9 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
             }
         }
     }
-    for (target, id, holder, server) in claims {
+    for (target, id, server) in claims {
         let t = &mut found[target];
-        t.claims.push((id, holder));
+        t.claims.push(id);
         if let Some(server) = server.filter(|s| !same_server(s, &t.facts.server))
             && !t.other_servers.contains(&server)
         {
@@ -115,11 +115,11 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
         }
     }
 
-    // Names: the id the peers' secrets agree on, else one made from the context.
+    // Names: the id the peers' secrets agree on, else istiod's own, else the context's.
     let mut names: Vec<String> = Vec::new();
     let mut name_notes: Vec<String> = Vec::new();
     for t in &found {
-        let mut ids: Vec<&str> = t.claims.iter().map(|(id, _)| id.as_str()).collect();
+        let mut ids: Vec<&str> = t.claims.iter().map(String::as_str).collect();
         ids.sort_unstable();
         ids.dedup();
         // istiod's own id (CLUSTER_ID, else the injector's clusterName); the
@@ -140,21 +140,18 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
                 t.context.context
             ));
         }
-        if let (Some(own), []) = (own, ids.as_slice()) {
-            ids.push(own);
-        }
-        let name = match ids.as_slice() {
-            [id] if own == Some(*id) && t.claims.is_empty() => {
+        let name = match (ids.as_slice(), own) {
+            ([], Some(id)) => {
                 name_notes.push(format!(
                     "istiod's cluster id {id:?} (no peer holds a remote secret for it)"
                 ));
-                (*id).to_string()
+                id.to_string()
             }
-            [id] => {
+            ([id], _) => {
                 name_notes.push(format!("cluster id {id:?} (the data key of its peers' remote secrets)"));
                 (*id).to_string()
             }
-            [] => match Rule::Dns1123Label.check(&t.context.context) {
+            ([], None) => match Rule::Dns1123Label.check(&t.context.context) {
                 Ok(()) => {
                     name_notes.push("the context's name (no peer holds a remote secret for it)".into());
                     t.context.context.clone()
@@ -171,7 +168,7 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
                     suggested
                 }
             },
-            several => {
+            (several, _) => {
                 out.problems.push(format!(
                     "the remote secrets for context {:?} disagree on its cluster id ({}); \
                      make every primary's secret use one id",
