@@ -103,36 +103,33 @@ fn release_binary_links_nothing_dynamically() {
     );
 }
 
-/// The offline plan of the shipped example mesh, as the test build prints it.
-fn example_plan() -> String {
+/// The offline plan of the shipped example mesh (the README's main job).
+const OFFLINE_PLAN: [&str; 5] = [
+    "plan",
+    "-f",
+    "mesh.toml.example",
+    "--observed",
+    "examples/observed.json",
+];
+
+/// What `binary` prints for [`OFFLINE_PLAN`], run from the repository root.
+fn offline_plan(binary: &Path) -> String {
     succeed(
-        Command::new(env!("CARGO_BIN_EXE_meshform"))
+        Command::new(binary)
             .current_dir(root())
             .env("NO_COLOR", "1")
-            .args([
-                "plan",
-                "-f",
-                "mesh.toml.example",
-                "--observed",
-                "examples/observed.json",
-            ]),
+            .args(OFFLINE_PLAN),
     )
+}
+
+/// The offline plan as the test build prints it.
+fn example_plan() -> String {
+    offline_plan(Path::new(env!("CARGO_BIN_EXE_meshform")))
 }
 
 #[test]
 fn release_binary_plans_as_the_test_build_does() {
-    let plan = succeed(
-        Command::new(release_binary())
-            .current_dir(root())
-            .env("NO_COLOR", "1")
-            .args([
-                "plan",
-                "-f",
-                "mesh.toml.example",
-                "--observed",
-                "examples/observed.json",
-            ]),
-    );
+    let plan = offline_plan(release_binary());
     assert!(plan.contains("istio-remote-secret-"), "{plan}");
     assert_eq!(plan, example_plan());
 }
@@ -272,7 +269,7 @@ fn image_is_the_static_binary_and_ca_roots_run_as_non_root() {
     let version = buildah.run_in(&[&container, "--", "/usr/local/bin/meshform", "--version"]);
     assert_eq!(version, format!("meshform {VERSION}\n"));
     let volume = format!("{}:/work:ro", root().display());
-    let plan = buildah.run_in(&[
+    let mut run = vec![
         "--env",
         "NO_COLOR=1",
         "--volume",
@@ -282,11 +279,8 @@ fn image_is_the_static_binary_and_ca_roots_run_as_non_root() {
         &container,
         "--",
         "/usr/local/bin/meshform",
-        "plan",
-        "-f",
-        "mesh.toml.example",
-        "--observed",
-        "examples/observed.json",
-    ]);
+    ];
+    run.extend(OFFLINE_PLAN);
+    let plan = buildah.run_in(&run);
     assert_eq!(plan, example_plan());
 }
