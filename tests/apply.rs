@@ -1041,18 +1041,15 @@ async fn a_cluster_stopped_mid_apply_fails_the_run_and_a_rerun_converges() {
     );
     let all = [east, west, north];
     let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
-    north.set_latency(Duration::from_millis(1000)).await;
-
-    let mut run = mesh.stream("apply", &["--auto-approve", "--format", "json"]);
-    // Once the first phase is under way, north stops answering and then
-    // stops. (Stopping alone can wait behind other tests' cluster starts.)
-    while let Some(line) = run.next_line(Duration::from_secs(120)).await {
-        if line.contains("\"event\":\"phase\"") {
-            north.set_latency(Duration::from_secs(60)).await;
-            north.stop().await;
-            break;
-        }
-    }
+    // Apply asks once every cluster is read and the plan made; north stops
+    // answering, and then stops, before the answer lets the first phase start.
+    // (Stopping alone can wait behind other tests' cluster starts.)
+    let (run, mut terminal) = mesh.stream_asking("apply", &["--format", "json"]);
+    run.wait_for_stderr("Only 'yes' will be accepted", Duration::from_secs(120))
+        .await;
+    north.set_latency(Duration::from_secs(60)).await;
+    north.stop().await;
+    terminal.answer("yes");
     let out = run.finish(&mesh).await.expect(1);
     let events = out.events();
     let stdout = &out.stdout;

@@ -168,17 +168,15 @@ async fn a_cluster_slower_than_the_timeout_fails_its_actions_and_a_rerun_converg
     );
     let all = [east, west, north];
     let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
-    // Slow but inside the timeout while meshform reads the clusters, so each
-    // of north's requests is still in the relay when the first phase starts.
-    north.set_latency(Duration::from_millis(300)).await;
-    let mut run = mesh.stream("apply", &["--auto-approve", "--format", "json", "--timeout", "2s"]);
-    while let Some(line) = run.next_line(Duration::from_secs(120)).await {
-        if line.contains("\"event\":\"phase\"") {
-            // From now on every request to north takes longer than --timeout.
-            north.set_latency(Duration::from_secs(3)).await;
-            break;
-        }
-    }
+    // Apply asks before it writes, once every cluster is read and the plan
+    // made: north turns slow exactly between the reads and the writes, with
+    // no race against a phase already sending requests.
+    let (run, mut terminal) = mesh.stream_asking("apply", &["--format", "json", "--timeout", "2s"]);
+    run.wait_for_stderr("Only 'yes' will be accepted", Duration::from_secs(120))
+        .await;
+    // From now on every request to north takes longer than --timeout.
+    north.set_latency(Duration::from_secs(3)).await;
+    terminal.answer("yes");
     let out = run.finish(&mesh).await.expect(1);
     let events = out.events();
     let failed = events_of(&events, "failed");

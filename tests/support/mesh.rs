@@ -216,33 +216,16 @@ impl Mesh {
     /// line as it prints them; the whole output, stderr included, comes with
     /// the exit code once it ends. Everything is recorded for the leak check.
     pub fn stream(&self, command: &str, args: &[&str]) -> Streamed {
-        let mut child = self
-            .std_command(command, args)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting meshform {command}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
-        // Threads, not tasks: the pipes are blocking ones.
-        std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-            text
-        });
-        Streamed {
-            child: Some(child),
-            lines,
-            stderr: Some(stderr),
-            stdout: Vec::new(),
-        }
+        Streamed::spawn(self.std_command(command, args), command)
+    }
+
+    /// [`Mesh::stream`] with a terminal on stdin, so that apply asks before it
+    /// writes (it asks only on a terminal); the test answers through it.
+    pub fn stream_asking(&self, command: &str, args: &[&str]) -> (Streamed, Terminal) {
+        let (terminal, stdin) = Terminal::open();
+        let mut cmd = self.std_command(command, args);
+        cmd.stdin(stdin);
+        (Streamed::spawn(cmd, command), terminal)
     }
 
     /// Adds output of a spawned run to what the leak check scans.
@@ -382,11 +365,66 @@ pub async fn eventually<T>(what: &str, limit: Duration, mut check: impl AsyncFnM
 pub struct Streamed {
     child: Option<std::process::Child>,
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    /// Stderr as far as it has been printed; complete once the reader ends.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     stdout: Vec<String>,
 }
 
 impl Streamed {
+    fn spawn(mut cmd: std::process::Command, command: &str) -> Streamed {
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting meshform {command}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        // Threads, not tasks: the pipes are blocking ones.
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let shared = printed.clone();
+        // Chunks, not lines: a question on stderr ends without a newline.
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut buf) {
+                shared
+                    .lock()
+                    .expect("stderr buffer")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Streamed {
+            child: Some(child),
+            lines,
+            stderr: printed,
+            stderr_reader: Some(stderr_reader),
+            stdout: Vec::new(),
+        }
+    }
+
+    /// Waits until stderr holds `text`. Panics after `limit`.
+    pub async fn wait_for_stderr(&self, text: &str, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let printed = self.stderr.lock().expect("stderr buffer").clone();
+            if printed.contains(text) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "meshform did not print {text:?} within {limit:?}; stderr so far:\n{printed}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The next line on stdout; `None` once stdout closes. Panics after `limit`.
     pub async fn next_line(&mut self, limit: Duration) -> Option<String> {
         let line = tokio::time::timeout(limit, self.lines.recv())
@@ -409,12 +447,12 @@ impl Streamed {
             .await
             .expect("waiting thread")
             .expect("waiting for meshform");
-        let stderr = self
-            .stderr
+        self.stderr_reader
             .take()
             .expect("stderr reader")
             .join()
             .expect("stderr thread");
+        let stderr = self.stderr.lock().expect("stderr buffer").clone();
         let outcome = Outcome {
             code: status.code().unwrap_or(-1),
             stdout: self.stdout.join("\n"),
@@ -432,5 +470,37 @@ impl Drop for Streamed {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The controlling side of a pseudo-terminal whose other side is a child's stdin.
+pub struct Terminal {
+    master: std::fs::File,
+}
+
+impl Terminal {
+    fn open() -> (Terminal, Stdio) {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("opening a pseudo-terminal");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let path = ptsname(&master, Vec::new()).expect("ptsname");
+        let path = path.to_str().expect("a UTF-8 terminal path");
+        let child_side = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        (
+            Terminal {
+                master: std::fs::File::from(master),
+            },
+            Stdio::from(child_side),
+        )
+    }
+
+    /// Types `line` and Enter.
+    pub fn answer(&mut self, line: &str) {
+        std::io::Write::write_all(&mut self.master, format!("{line}\n").as_bytes()).expect("writing to the terminal");
     }
 }
