@@ -1312,18 +1312,14 @@ async fn an_apply_that_loses_its_lock_starts_no_further_phase() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
-    // A slow west keeps the first phase busy for seconds.
+    let (run, mut terminal) = mesh.stream_asking("apply", &["--format", "json", "--lock-duration", "2s"]);
+    // While apply waits for its answer, holding the lock: a slow west will
+    // keep the first phase busy for seconds, and someone takes the lease
+    // over, as an apply would once it looks expired. Renewals come every
+    // 2s/3, so apply learns of it during its first phase at the latest.
+    run.wait_for_stderr("Only 'yes' will be accepted", Duration::from_secs(120))
+        .await;
     west.set_latency(Duration::from_millis(1500)).await;
-    let mut run = mesh.stream(
-        "apply",
-        &["--auto-approve", "--format", "json", "--lock-duration", "2s"],
-    );
-    while let Some(line) = run.next_line(Duration::from_secs(120)).await {
-        if line.contains("\"event\":\"phase\"") {
-            break;
-        }
-    }
-    // Someone takes the lease over, as an apply would once it looks expired.
     let leases: Api<Lease> = Api::namespaced(east.client(), NAMESPACE);
     let name = format!("meshform-{MESH}");
     eventually("taking the lease over", Duration::from_secs(30), async || {
@@ -1335,6 +1331,7 @@ async fn an_apply_that_loses_its_lock_starts_no_further_phase() {
         leases.replace(&name, &PostParams::default(), &lease).await.ok()
     })
     .await;
+    terminal.answer("yes");
     let out = run.finish(&mesh).await.expect(1);
     let events = out.events();
     assert!(

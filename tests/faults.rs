@@ -234,18 +234,16 @@ async fn meshform_killed_mid_apply_leaves_its_lease_and_no_half_written_secret()
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     let all = [east, west];
     let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
-    // A slow west keeps the run in its attach phase for seconds (with a
-    // timeout it never reaches: each new connection's TLS handshake is delayed
-    // too). Each remote secret takes one request to west (east's the token,
-    // west's the write), and with --concurrency 1 the second starts only once
-    // the first is written, so the kill lands while it is in flight. The lock
-    // (in east, the first primary by name) lasts 15s: long enough that the
-    // re-run below meets it before it expires, even on a loaded machine.
-    west.set_latency(Duration::from_millis(1500)).await;
-    let mut run = mesh.stream(
+    // A slow west keeps the run in its attach phase for seconds. Each remote
+    // secret takes one request to west (east's the token, west's the write),
+    // and with --concurrency 1 the second starts only once the first is
+    // written, so the kill lands while it is in flight (3s of it). West turns
+    // slow while apply waits for its answer, after the reads. The lock (in
+    // east, the first primary by name) lasts 15s: long enough that the re-run
+    // below meets it before it expires, even on a loaded machine.
+    let (mut run, mut terminal) = mesh.stream_asking(
         "apply",
         &[
-            "--auto-approve",
             "--format",
             "json",
             "--lock-duration",
@@ -256,6 +254,10 @@ async fn meshform_killed_mid_apply_leaves_its_lease_and_no_half_written_secret()
             "1",
         ],
     );
+    run.wait_for_stderr("Only 'yes' will be accepted", Duration::from_secs(120))
+        .await;
+    west.set_latency(Duration::from_secs(3)).await;
+    terminal.answer("yes");
     let pid = run.id();
     // Killed as soon as the first remote secret is written: the other is
     // still being written (or not yet started).
