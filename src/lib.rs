@@ -6,6 +6,7 @@
 //! (writes) → [`render`] (text, markdown, JSON). [`cli`] wires them together.
 
 pub mod apply;
+pub mod check;
 pub mod cli;
 pub mod import;
 pub mod objects;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use support::cli::meshform;
 
 /// Every scenario directory holds these; `observed.json` first, as the plans are made from it.
-const FILES: [&str; 4] = ["mesh.toml", "observed.json", "plan.txt", "plan.md"];
+const FILES: [&str; 5] = ["mesh.toml", "observed.json", "plan.txt", "plan.md", "check.txt"];
 
 /// The scenarios issue 6 asks for; more may be added.
 const REQUIRED: [&str; 5] = [
@@ -86,6 +86,29 @@ fn plan(dir: &Path, format: &str) -> String {
     String::from_utf8(output.stdout).expect("plans are UTF-8")
 }
 
+/// What `meshform --color never check` prints for a scenario. Snapshots of
+/// clusters meshform has not written to yet fail their checks (exit 1) as
+/// the mesh that is not ready does.
+fn check_output(dir: &Path) -> String {
+    let output = meshform()
+        .args(["--color", "never", "check", "-f"])
+        .arg(dir.join("mesh.toml"))
+        .arg("--observed")
+        .arg(dir.join("observed.json"))
+        .output()
+        .expect("meshform runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8(output.stdout).expect("checks are UTF-8");
+    let failed = stdout.contains("[FAIL]");
+    assert!(
+        output.status.code() == Some(i32::from(failed)) && stderr.is_empty(),
+        "meshform check of {} exited {:?}; stderr:\n{stderr}",
+        dir.display(),
+        output.status.code()
+    );
+    stdout
+}
+
 /// Compares `actual` with the checked-in file, or rewrites it with UPDATE_EXAMPLES.
 fn check(path: &Path, actual: &str, stale: &mut Vec<String>) {
     let expected = fs::read_to_string(path).unwrap_or_default();
@@ -121,6 +144,7 @@ fn scenarios_match_generator_and_binary() {
         check(&dir.join("observed.json"), &snapshot, &mut stale);
         check(&dir.join("plan.txt"), &plan(dir, "text"), &mut stale);
         check(&dir.join("plan.md"), &plan(dir, "markdown"), &mut stale);
+        check(&dir.join("check.txt"), &check_output(dir), &mut stale);
     }
     // The README's main command plans mesh.toml.example against this one.
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -252,3 +252,107 @@ async fn a_cluster_without_istio_is_a_warning_and_can_be_prepared() {
     mesh.assert_converged().await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
+
+/// `check --format json`: each cluster's, network's and the mesh's checks
+/// as `id status`, by scope.
+fn checklist(json: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let scopes = [("clusters", "cluster"), ("networks", "network")];
+    for (list, key) in scopes {
+        for scope in json[list].as_array().expect(list) {
+            for check in scope["checks"].as_array().expect("checks") {
+                lines.push(format!(
+                    "{} {} {}",
+                    scope[key].as_str().unwrap(),
+                    check["id"].as_str().unwrap(),
+                    check["status"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    for check in json["mesh_checks"].as_array().expect("mesh checks") {
+        lines.push(format!(
+            "mesh {} {}",
+            check["id"].as_str().unwrap(),
+            check["status"].as_str().unwrap()
+        ));
+    }
+    lines
+}
+
+#[tokio::test]
+async fn check_fails_until_the_mesh_can_carry_traffic_and_agrees_offline() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    install_eastwest_gateway(east).await;
+    install_pending_eastwest_gateway(west).await;
+    install_istio(east, &Install::correct("east", "n1")).await;
+    install_istio(west, &Install::correct("west", "n2")).await;
+    let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
+
+    let before = mesh.run("check", &["--format", "json"]).await.expect(1).json();
+    assert_eq!(before["passed"], false);
+    let lines = checklist(&before);
+    // West's load balancer has no address yet, and neither gateway Service
+    // has its network label (apply writes it): no network has a gateway.
+    for line in [
+        "west gateway fail",
+        "east gateway fail",
+        "n2 network_gateway fail",
+        "n1 network_gateway fail",
+    ] {
+        assert!(lines.contains(&line.to_string()), "{line:?} not in {lines:#?}");
+    }
+    let west_checks = &before["clusters"][1]["checks"];
+    let gateway = west_checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "gateway")
+        .unwrap();
+    assert!(
+        gateway["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["code"] == "meshform::plan::gateway_address_missing" && p["fix"].is_string()),
+        "{gateway:#}"
+    );
+
+    // The address arrives, meshform applies: every check passes (the
+    // loopback API addresses of the test plane are warnings only).
+    support::install::set_gateway_address(west, GATEWAY, "192.0.2.20").await;
+    mesh.apply(&[]).await;
+    let ready = mesh.run("check", &[]).await.expect(0);
+    assert!(ready.stdout.contains("The mesh is ready"), "{ready}");
+    assert!(!ready.stdout.contains("[FAIL]"), "{ready}");
+    assert!(ready.stdout.contains("192.0.2.20:15443 (west)"), "{ready}");
+
+    // Offline from a snapshot, the same checklist.
+    let online = mesh.run("check", &["--format", "json"]).await.expect(0).json();
+    let snapshot = mesh.dir().join("observed.json");
+    mesh.run("snapshot", &["-o", snapshot.to_str().unwrap()])
+        .await
+        .expect(0);
+    let offline = mesh
+        .run("check", &["--format", "json", "--observed", snapshot.to_str().unwrap()])
+        .await
+        .expect(0)
+        .json();
+    let without_time = |mut v: Value| {
+        v["observed_at"] = Value::Null;
+        v
+    };
+    assert_eq!(without_time(online), without_time(offline));
+
+    // A cluster that cannot be read fails its own line; the other is still checked.
+    west.stop().await;
+    let down = mesh.run("check", &["--format", "json"]).await.expect(1).json();
+    let lines = checklist(&down);
+    assert!(lines.contains(&"west reachable fail".to_string()), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.starts_with("west gateway")), "{lines:#?}");
+    assert!(lines.contains(&"east reachable pass".to_string()), "{lines:#?}");
+    assert!(lines.contains(&"east gateway pass".to_string()), "{lines:#?}");
+    west.start().await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}

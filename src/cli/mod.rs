@@ -3,6 +3,7 @@
 //! an exit status. Reading and writing files happens here, not below.
 
 mod apply;
+mod check;
 mod files;
 mod graph;
 mod import;
@@ -74,6 +75,20 @@ Examples:
   meshform apply --allow-detach --auto-approve
   meshform plan --out plan.json && meshform apply plan.json")]
     Apply(apply::Args),
+    /// Show whether the mesh can carry traffic: per cluster, per network and mesh-wide, each check
+    /// with pass or fail and its fix.
+    #[command(
+        after_help = "Checks what Istio needs beyond meshform's objects (network labels, east-west gateways
+istiod can use, cluster ids, one root of trust), and what apply would still change. Clusters
+that cannot be read fail their own line; the others are still checked.
+
+Exit status: 0 every check passes (warnings allowed), 1 a check fails.
+
+Examples:
+  meshform check
+  meshform check --observed observed.json --format json"
+    )]
+    Check(check::Args),
     /// Read the clusters and save what was found, without secrets, for offline plans.
     #[command(after_help = "Example:
   meshform snapshot -o observed.json && meshform plan --observed observed.json")]
@@ -350,6 +365,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Exit, 
         Command::Apply(args) => apply::run(args, &mut cx),
         Command::Snapshot(args) => plan::snapshot(args, &mut cx),
         Command::Graph(args) => graph::run(args, &mut cx),
+        Command::Check(args) => check::run(args, &mut cx),
         Command::Import(args) => import::run(args, &mut cx),
         Command::Schema => {
             serde_json::to_writer_pretty(&mut *cx.out, &crate::topology::schema()).map_err(io::Error::from)?;

@@ -3,6 +3,7 @@
 //! What a plan means (counts, groupings) comes from methods on
 //! [`Plan`]; this module only words it.
 
+pub mod check;
 pub mod diagnostics;
 pub mod diff;
 pub mod graph;

@@ -11,7 +11,7 @@ use crate::topology::Topology;
 
 /// SGR colours. No dependency: these few ECMA-48 codes are all a plan needs.
 #[derive(Debug, Clone, Copy)]
-enum Tone {
+pub(super) enum Tone {
     Bold,
     Dim,
     Red,
@@ -22,10 +22,10 @@ enum Tone {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Paint(bool);
+pub(super) struct Paint(pub(super) bool);
 
 impl Paint {
-    fn paint(self, tone: Tone, text: &str) -> String {
+    pub(super) fn paint(self, tone: Tone, text: &str) -> String {
         if !self.0 || text.is_empty() {
             return text.to_string();
         }
