@@ -434,7 +434,7 @@ fn reachable_checks(topology: &Topology, cluster: &Cluster, facts: &ClusterFacts
 
 /// Where istiod sends other networks: the first address and istiod's port.
 fn gateway_address(east_west: &EastWestFacts) -> Option<String> {
-    let port = gateway_port(east_west);
+    let port = east_west.istiod_port();
     east_west.addresses.first().map(|a| format!("{a}:{port}"))
 }
 
@@ -475,7 +475,7 @@ fn networks(topology: &Topology, observed: &Observed) -> Vec<NetworkChecks> {
                     .filter_map(|c| {
                         let east_west = observed.facts(&c.name)?.east_west.as_ref()?;
                         let usable = east_west.network.as_deref() == Some(network.as_str())
-                            && (east_west.ports.contains(&gateway_port(east_west))
+                            && (east_west.ports.contains(&east_west.istiod_port())
                                 || east_west.ports.contains(&objects::HBONE_GATEWAY_PORT));
                         usable.then(|| gateway_address(east_west).map(|a| format!("{a} ({})", c.name)))?
                     })
@@ -514,15 +514,6 @@ fn networks(topology: &Topology, observed: &Observed) -> Vec<NetworkChecks> {
             }
         })
         .collect()
-}
-
-/// istiod's port for a gateway: the label, else 15443 (an unparsable label falls back too).
-fn gateway_port(east_west: &EastWestFacts) -> u16 {
-    east_west
-        .port_label
-        .as_deref()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(objects::DEFAULT_GATEWAY_PORT)
 }
 
 fn root_of_trust(topology: &Topology, observed: &Observed) -> Check {

@@ -122,6 +122,17 @@ pub struct EastWestFacts {
     pub node_selector: bool,
 }
 
+impl EastWestFacts {
+    /// The port istiod sends other networks to: the `gatewayPort` label,
+    /// else 15443 (an unparsable label falls back too).
+    pub fn istiod_port(&self) -> u16 {
+        self.port_label
+            .as_deref()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(crate::objects::DEFAULT_GATEWAY_PORT)
+    }
+}
+
 /// One Istio control plane install (istiod and its injector) in the mesh namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InstallFacts {
@@ -217,8 +228,41 @@ impl ClusterObservation {
     }
 }
 
+/// Clusters that trust each other, and the root certificates they share.
+pub type TrustGroup<'a> = (BTreeSet<&'a str>, BTreeSet<&'a str>);
+
 impl Observed {
     pub fn facts(&self, cluster: &str) -> Option<&ClusterFacts> {
         self.clusters.get(cluster).and_then(ClusterObservation::facts)
+    }
+
+    /// The roots of trust of `clusters` (those read, with an
+    /// `istio-ca-root-cert`), grouped: clusters whose root sets share a
+    /// certificate trust each other (so a rotation, with old and new root
+    /// side by side, keeps one group). Sorted; more than one group cannot talk.
+    pub fn trust_groups<'a>(&'a self, clusters: impl IntoIterator<Item = &'a str>) -> Vec<TrustGroup<'a>> {
+        let mut groups: Vec<TrustGroup<'a>> = Vec::new();
+        for name in clusters {
+            let Some(roots) = self
+                .facts(name)
+                .and_then(|f| f.root_certs.as_ref())
+                .filter(|r| !r.is_empty())
+            else {
+                continue;
+            };
+            let mut group = (
+                BTreeSet::from([name]),
+                roots.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+            );
+            let (joined, apart): (Vec<_>, Vec<_>) = groups.into_iter().partition(|(_, r)| !r.is_disjoint(&group.1));
+            for (names, roots) in joined {
+                group.0.extend(names);
+                group.1.extend(roots);
+            }
+            groups = apart;
+            groups.push(group);
+        }
+        groups.sort();
+        groups
     }
 }

@@ -831,12 +831,7 @@ impl<'a> Planner<'a> {
             };
             self.push(Phase::Network, &cluster.name, kind, reason);
         }
-        // istiod's port: the label, else 15443 (an unparsable label falls back too).
-        let port = east_west
-            .port_label
-            .as_deref()
-            .and_then(|p| p.parse::<u16>().ok())
-            .unwrap_or(objects::DEFAULT_GATEWAY_PORT);
+        let port = east_west.istiod_port();
         if !east_west.ports.contains(&port) && !east_west.ports.contains(&objects::HBONE_GATEWAY_PORT) {
             self.finding(
                 FindingKind::Blocker,
@@ -1011,34 +1006,11 @@ impl<'a> Planner<'a> {
     /// a certificate trust each other (so a rotation, with old and new root
     /// side by side, is fine); more than one such group cannot talk.
     fn trust(&mut self) {
-        let clusters: Vec<(&str, &Vec<String>)> = self
-            .reachable()
-            .filter_map(|(c, f)| {
-                f.root_certs
-                    .as_ref()
-                    .filter(|r| !r.is_empty())
-                    .map(|r| (c.name.as_str(), r))
-            })
-            .collect();
-        // Groups of clusters joined by a shared certificate, in name order.
-        let mut groups: Vec<(BTreeSet<&str>, BTreeSet<&str>)> = Vec::new();
-        for (name, roots) in clusters {
-            let mut group = (
-                BTreeSet::from([name]),
-                roots.iter().map(String::as_str).collect::<BTreeSet<_>>(),
-            );
-            let (joined, apart): (Vec<_>, Vec<_>) = groups.into_iter().partition(|(_, r)| !r.is_disjoint(&group.1));
-            for (names, roots) in joined {
-                group.0.extend(names);
-                group.1.extend(roots);
-            }
-            groups = apart;
-            groups.push(group);
-        }
+        let names: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        let groups = self.observed.trust_groups(names);
         if groups.len() < 2 {
             return;
         }
-        groups.sort();
         let described: Vec<String> = groups
             .iter()
             .map(|(names, roots)| {

@@ -53,6 +53,10 @@ pub struct ClusterNode {
     /// Present when some peer is on another network: they reach this
     /// cluster's services only through it.
     pub gateway: Option<GatewayNode>,
+    /// When the observed clusters hold more than one root of trust: the
+    /// first root of this cluster's group (clusters of other groups cannot
+    /// talk to it over mTLS).
+    pub trust: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +65,9 @@ pub struct GatewayNode {
     pub port: u16,
     /// Whether the network's gateway Service exists in the cluster.
     pub seen: Seen,
+    /// Where istiod sends other networks (the Service's first address and
+    /// istiod's gateway port), when the Service was read and has one.
+    pub address: Option<String>,
 }
 
 /// How traffic gets from one cluster to another.
@@ -91,6 +98,19 @@ impl MeshGraph {
             }
             Some(_) => (Seen::Unknown, Seen::Unknown),
         };
+        let address = |cluster: &str| {
+            let facts = observed?.facts(cluster)?;
+            facts.gateway_service.as_ref()?;
+            let east_west = facts.east_west.as_ref()?;
+            let address = east_west.addresses.first()?;
+            Some(format!("{address}:{}", east_west.istiod_port()))
+        };
+        let groups = observed.map(|o| o.trust_groups(topology.clusters.iter().map(|c| c.name.as_str())));
+        let trust = |cluster: &str| {
+            let groups = groups.as_ref().filter(|g| g.len() > 1)?;
+            let (_, roots) = groups.iter().find(|(names, _)| names.contains(cluster))?;
+            roots.first().map(|r| format!("root {}", &r[..r.len().min(8)]))
+        };
         let mut networks: BTreeMap<&str, Vec<ClusterNode>> = BTreeMap::new();
         let mut paths = Vec::new();
         for cluster in &topology.clusters {
@@ -102,6 +122,7 @@ impl MeshGraph {
                     service: network.gateway_service.clone(),
                     port: network.gateway_port,
                     seen: gateway_seen,
+                    address: address(&cluster.name),
                 }
             });
             networks.entry(&cluster.network).or_default().push(ClusterNode {
@@ -110,6 +131,7 @@ impl MeshGraph {
                 seen: cluster_seen,
                 labelled: labelled(cluster),
                 gateway,
+                trust: trust(&cluster.name),
             });
             for peer in &topology.clusters {
                 if peer.name == cluster.name {
@@ -167,6 +189,10 @@ impl MeshGraph {
                     let _ = write!(label, "<br/>(labelled {})", mermaid_label(network));
                     classes.entry("relabel").or_default().push(format!("c{i}"));
                 }
+                if let Some(root) = &cluster.trust {
+                    let _ = write!(label, "<br/>({})", mermaid_label(root));
+                    classes.entry("trust").or_default().push(format!("c{i}"));
+                }
                 // Primaries run istiod: a box with side bars; remotes a rounded box.
                 let shape = match cluster.role {
                     Role::Primary => format!("c{i}[[\"{label}{}\"]]", seen_note(cluster.seen)),
@@ -183,9 +209,9 @@ impl MeshGraph {
                         "    g{i}{{{{\"gateway {}:{}{}\"}}}}",
                         mermaid_label(&gateway.service),
                         gateway.port,
-                        seen_note(gateway.seen)
+                        gateway_note(gateway)
                     );
-                    let class = if gateway.seen == Seen::Missing {
+                    let class = if gateway.seen == Seen::Missing || gateway_unaddressed(gateway) {
                         "missing"
                     } else {
                         "gateway"
@@ -217,6 +243,7 @@ impl MeshGraph {
             ("missing", "fill:#fee2e2,stroke:#b91c1c,stroke-dasharray:4 3,color:#000"),
             ("unknown", "stroke-dasharray:4 3"),
             ("relabel", "stroke:#b45309,stroke-width:3px"),
+            ("trust", "stroke:#b91c1c,stroke-width:3px,stroke-dasharray:2 2"),
         ] {
             if let Some(nodes) = classes.get(class) {
                 let _ = writeln!(out, "  classDef {class} {style}");
@@ -245,6 +272,9 @@ impl MeshGraph {
                 if let Some(network) = &cluster.labelled {
                     let _ = write!(label, "\n(labelled {network})");
                 }
+                if let Some(root) = &cluster.trust {
+                    let _ = write!(label, "\n({root})");
+                }
                 let style = match (cluster.role, cluster.seen) {
                     (Role::Primary, Seen::Unknown) => "bold,dashed",
                     (Role::Primary, _) => "bold",
@@ -261,9 +291,9 @@ impl MeshGraph {
                         "gateway {}:{}{}",
                         gateway.service,
                         gateway.port,
-                        seen_note(gateway.seen).replace("<br/>", "\n")
+                        gateway_note(gateway).replace("<br/>", "\n")
                     );
-                    let style = if gateway.seen == Seen::Missing {
+                    let style = if gateway.seen == Seen::Missing || gateway_unaddressed(gateway) {
                         "dashed"
                     } else {
                         "solid"
@@ -301,6 +331,20 @@ impl MeshGraph {
         out.push_str("}\n");
         out
     }
+}
+
+/// Under a gateway: what was seen of it, and where istiod sends other networks.
+fn gateway_note(gateway: &GatewayNode) -> String {
+    match (&gateway.address, gateway.seen) {
+        (Some(address), _) => format!("<br/>at {address}"),
+        (None, Seen::Found) => "<br/>(no address)".to_string(),
+        (None, seen) => seen_note(seen).to_string(),
+    }
+}
+
+/// Read, present, and without an address: other networks cannot use it.
+fn gateway_unaddressed(gateway: &GatewayNode) -> bool {
+    gateway.seen == Seen::Found && gateway.address.is_none()
 }
 
 /// A note under a node's name; Mermaid's line break, replaced for dot.
@@ -350,6 +394,7 @@ fn dot_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::model::Observed;
     use crate::observe::synthetic;
     use crate::render::scenarios;
 
@@ -482,5 +527,55 @@ mod tests {
             "{}",
             graph.dot()
         );
+    }
+
+    #[test]
+    fn observation_shows_gateway_addresses_and_separate_roots_of_trust() {
+        let topology = scenarios::example();
+        let mut observed = synthetic::fresh(&topology, scenarios::now());
+        let facts = |observed: &mut Observed, name: &str| match &mut observed.clusters.get_mut(name).unwrap().state {
+            ClusterState::Reachable(facts) => facts.as_mut().clone(),
+            ClusterState::Unknown { .. } => unreachable!(),
+        };
+        let mut apac = facts(&mut observed, "apac");
+        apac.root_certs = Some(vec!["ab".repeat(32)]);
+        apac.east_west.as_mut().unwrap().port_label = Some("15444".into());
+        let mut us_east = facts(&mut observed, "us-east");
+        us_east.east_west.as_mut().unwrap().addresses.clear();
+        for (name, f) in [("apac", apac), ("us-east", us_east)] {
+            observed.clusters.get_mut(name).unwrap().state = ClusterState::Reachable(Box::new(f));
+        }
+        let graph = MeshGraph::new(&topology, Some(&observed));
+        let node = |name: &str| {
+            graph
+                .networks
+                .iter()
+                .flat_map(|n| &n.clusters)
+                .find(|c| c.name == name)
+                .unwrap()
+                .clone()
+        };
+        // istiod's port comes from the Service's label, not from gateway_port.
+        assert_eq!(
+            node("apac").gateway.unwrap().address.as_deref(),
+            Some("apac.gateways.example.com:15444")
+        );
+        assert_eq!(node("us-east").gateway.unwrap().address, None);
+        assert_eq!(node("apac").trust.as_deref(), Some("root abababab"));
+        let shared = crate::plan::desired::sha256_hex(b"shared root");
+        assert_eq!(node("eu-west").trust, Some(format!("root {}", &shared[..8])));
+        let mermaid = graph.mermaid();
+        assert!(
+            mermaid.contains("<br/>at apac.gateways.example.com:15444\"}}"),
+            "{mermaid}"
+        );
+        assert!(mermaid.contains("<br/>(no address)\"}}"), "{mermaid}");
+        assert!(mermaid.contains("apac<br/>primary<br/>(root abababab)"), "{mermaid}");
+        assert!(mermaid.contains("classDef trust"), "{mermaid}");
+        assert!(graph.dot().contains("(root abababab)"), "{}", graph.dot());
+
+        // One root everywhere: nothing to mark.
+        let one = MeshGraph::new(&topology, Some(&synthetic::fresh(&topology, scenarios::now())));
+        assert!(one.networks.iter().flat_map(|n| &n.clusters).all(|c| c.trust.is_none()));
     }
 }
