@@ -438,7 +438,7 @@ fn cases() -> BTreeMap<&'static str, Vec<Expect>> {
             "unknown_key_in_cluster",
             vec![
                 error(UnknownKey, "cluster[0].zone", "zone")
-                    .help("known keys here: api_server, context, kubeconfig, name, network, role"),
+                    .help("known keys here: api_server, context, control_plane, kubeconfig, name, network, role"),
             ],
         ),
         (
@@ -887,6 +887,7 @@ fn cluster(name: &str, context: &str, network: &str, role: Role) -> Cluster {
         context: context.into(),
         kubeconfig: None,
         network: network.into(),
+        control_plane: None,
         role,
         api_server: None,
     }
@@ -912,7 +913,11 @@ fn the_example_resolves_to_four_clusters_on_three_networks() {
         },
         clusters: vec![
             cluster("eu-west", "kind-eu-west", "eu-flat", Role::Primary),
-            cluster("eu-central", "kind-eu-central", "eu-flat", Role::Remote),
+            // Served by the one primary on its network.
+            Cluster {
+                control_plane: Some("eu-west".into()),
+                ..cluster("eu-central", "kind-eu-central", "eu-flat", Role::Remote)
+            },
             // No `network`: a network of its own, named after the cluster.
             cluster("us-east", "kind-us-east", "us-east", Role::Primary),
             Cluster {
@@ -1095,14 +1100,15 @@ fn check_and_render(bytes: &[u8]) -> Checked {
 fn mesh_file() -> impl Strategy<Value = MeshFile> {
     let text = || proptest::option::of(name_like());
     let role = proptest::option::of(prop_oneof![Just(Role::Primary), Just(Role::Remote)]);
-    let entry = (text(), text(), text(), text(), role, text()).prop_map(
-        |(name, context, kubeconfig, network, role, api_server)| ClusterEntry {
+    let entry = (text(), text(), text(), text(), role, text(), text()).prop_map(
+        |(name, context, kubeconfig, network, role, api_server, control_plane)| ClusterEntry {
             name,
             context,
             kubeconfig,
             network,
             role,
             api_server,
+            control_plane,
         },
     );
     let network = (proptest::option::of(name_like()), proptest::option::of(1u16..)).prop_map(
@@ -1164,4 +1170,77 @@ proptest! {
         // `file` is only withheld for shape problems.
         prop_assert_eq!(checked.file.as_ref(), Some(&file), "{:?}\n{}", checked.problems.problems, text);
     }
+}
+
+/// Problems of a topology text as `severity code message (help)`.
+fn problems_of(text: &str) -> Vec<String> {
+    topology::check("mesh.toml", text.as_bytes())
+        .problems
+        .problems
+        .iter()
+        .map(|p| {
+            format!(
+                "{:?} {} {} ({})",
+                p.severity,
+                p.code.as_str(),
+                p.message,
+                p.help.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_remote_is_served_by_the_primary_it_names_or_the_one_there_is() {
+    let mesh = |remote: &str| {
+        format!(
+            "[mesh]\nname = \"m\"\n[[cluster]]\nname = \"a\"\nnetwork = \"n1\"\n[[cluster]]\nname = \"b\"\nnetwork = \"n2\"\n[[cluster]]\nname = \"r\"\nrole = \"remote\"\n{remote}"
+        )
+    };
+    let control_plane = |text: &str| {
+        let (topology, _) = topology::check("mesh.toml", text.as_bytes()).into_result().unwrap();
+        topology.cluster("r").unwrap().control_plane.clone()
+    };
+    // The only primary on its network.
+    assert_eq!(control_plane(&mesh("network = \"n2\"\n")), Some("b".into()));
+    // Named.
+    assert_eq!(
+        control_plane(&mesh("network = \"n2\"\ncontrol_plane = \"a\"\n")),
+        Some("a".into())
+    );
+    // The mesh's only primary, on another network.
+    let one = "[mesh]\nname = \"m\"\n[[cluster]]\nname = \"a\"\n[[cluster]]\nname = \"r\"\nrole = \"remote\"\n";
+    assert_eq!(control_plane(one), Some("a".into()));
+
+    // Two primaries elsewhere: a warning that names them, and none is chosen.
+    let ambiguous = mesh("");
+    assert_eq!(control_plane(&ambiguous), None);
+    let problems = problems_of(&ambiguous);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("Warning meshform::topology::missing_key remote \"r\" has no `control_plane`"),
+        "{problems:#?}"
+    );
+    assert!(problems[0].contains("one of a, b"), "{problems:#?}");
+
+    // A name that is no primary, and a primary with the key: errors.
+    let problems = problems_of(&mesh("control_plane = \"aa\"\n"));
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("Error meshform::topology::invalid_value `control_plane` of \"r\" names no primary"),
+        "{problems:#?}"
+    );
+    assert!(problems[0].contains("did you mean \"a\"?"), "{problems:#?}");
+    let problems = problems_of(&mesh("control_plane = \"r\"\n"));
+    assert!(
+        problems[0].contains("names no primary"),
+        "a remote cannot serve itself: {problems:#?}"
+    );
+    let on_primary = "[mesh]\nname = \"m\"\n[[cluster]]\nname = \"a\"\ncontrol_plane = \"a\"\n";
+    let problems = problems_of(on_primary);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].contains("primary \"a\" has a `control_plane`"),
+        "{problems:#?}"
+    );
 }

@@ -112,6 +112,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
                 network: c.key.clone(),
                 role: Role::Primary,
                 api_server: None,
+                control_plane: None,
             })
             .collect(),
         networks: keyed

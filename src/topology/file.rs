@@ -112,6 +112,12 @@ pub struct ClusterEntry {
     /// kubeconfig's address is private or on loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_server: Option<String>,
+    /// A remote's control plane: the mesh name of the primary whose istiod
+    /// serves it (written to the remote's mesh namespace as
+    /// `topology.istio.io/controlPlaneClusters`). Defaults to the only primary
+    /// on the remote's network, else the mesh's only primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<String>,
 }
 
 /// Whether a cluster runs its own control plane.

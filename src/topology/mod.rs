@@ -87,6 +87,10 @@ pub struct Cluster {
     pub role: Role,
     /// Address peers use for this cluster's API server, when set.
     pub api_server: Option<String>,
+    /// A remote's control plane: the primary whose istiod serves it. Never
+    /// set for a primary; unset for a remote only when no default is unambiguous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

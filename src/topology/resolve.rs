@@ -147,6 +147,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
                 network,
                 role: entry.role.unwrap_or_default(),
                 api_server: entry.api_server.clone(),
+                control_plane: None,
             },
         ));
     }
@@ -217,6 +218,8 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         problems.push(problem);
     }
 
+    resolve_control_planes(file, &mut clusters, &mut problems, &at);
+
     // Networks: every network a cluster is on, with gateway settings from its
     // table or Istio's defaults.
     let used: BTreeSet<&str> = clusters.iter().map(|(_, c)| c.network.as_str()).collect();
@@ -274,6 +277,96 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         networks,
     };
     (if has_errors { None } else { Some(topology) }, problems)
+}
+
+/// Each remote's control plane: the primary named by `control_plane`, else
+/// the one primary on its network, else the mesh's one primary, else none
+/// (a warning). istiod
+/// (with `EXTERNAL_ISTIOD`) manages a remote's namespaces only when the
+/// remote's mesh namespace names it (istio/istio
+/// `pilot/pkg/serviceregistry/kube/controller/multicluster.go`,
+/// `checkShouldLead`), so a remote cannot go without one.
+fn resolve_control_planes(
+    file: &MeshFile,
+    clusters: &mut [(usize, Cluster)],
+    problems: &mut Vec<Problem>,
+    at: &dyn Fn(&str) -> std::ops::Range<usize>,
+) {
+    let primaries: Vec<(String, String)> = clusters
+        .iter()
+        .filter(|(_, c)| c.role == Role::Primary)
+        .map(|(_, c)| (c.name.clone(), c.network.clone()))
+        .collect();
+    let names = || primaries.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    for (i, cluster) in clusters.iter_mut() {
+        let path = format!("cluster[{i}].control_plane");
+        let explicit = file.clusters[*i].control_plane.as_ref();
+        match (cluster.role, explicit) {
+            (Role::Primary, Some(_)) => problems.push(
+                Problem::error(
+                    Code::InvalidValue,
+                    format!("primary {} has a `control_plane`", quoted(&cluster.name)),
+                )
+                .at(&path)
+                .label(at(&path), "only a remote is served by another cluster's istiod")
+                .help("remove the key, or set `role = \"remote\"` if this cluster runs no istiod of its own"),
+            ),
+            (Role::Primary, None) => {}
+            (Role::Remote, Some(named)) => {
+                if primaries.iter().any(|(n, _)| n == named) {
+                    cluster.control_plane = Some(named.clone());
+                } else {
+                    let mut problem = Problem::error(
+                        Code::InvalidValue,
+                        format!(
+                            "`control_plane` of {} names no primary of the mesh",
+                            quoted(&cluster.name)
+                        ),
+                    )
+                    .at(&path)
+                    .label(at(&path), "not a primary of this file");
+                    problem = match did_you_mean(named, primaries.iter().map(|(n, _)| n.as_str())) {
+                        Some(close) => problem.help(format!("did you mean {close:?}?")),
+                        None => problem.help(format!("name one of the primaries: {}", names())),
+                    };
+                    problems.push(problem);
+                }
+            }
+            (Role::Remote, None) => {
+                let on_network: Vec<&str> = primaries
+                    .iter()
+                    .filter(|(_, network)| *network == cluster.network)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                let only = match (on_network.as_slice(), primaries.as_slice()) {
+                    ([one], _) => Some(one.to_string()),
+                    ([], [(one, _)]) => Some(one.clone()),
+                    _ => None,
+                };
+                match only {
+                    Some(primary) => cluster.control_plane = Some(primary),
+                    // No primary at all is reported on its own.
+                    None if primaries.is_empty() => {}
+                    // Files from before the key keep working; check says what is missing.
+                    None => problems.push(
+                        Problem::warning(
+                            Code::MissingKey,
+                            format!("remote {} has no `control_plane`", quoted(&cluster.name)),
+                        )
+                        .at(&path)
+                        .label(
+                            at(&format!("cluster[{i}].role")),
+                            "several primaries could serve it; meshform names none of them",
+                        )
+                        .help(format!(
+                            "set `control_plane` to the primary whose istiod serves it (one of {}); until then no istiod writes istio-ca-root-cert into its namespaces",
+                            names()
+                        )),
+                    ),
+                }
+            }
+        }
+    }
 }
 
 /// Token settings with defaults; a lifetime must parse and be one that
