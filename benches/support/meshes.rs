@@ -41,6 +41,7 @@ pub fn topology(clusters: usize, networks: usize) -> Topology {
                 network: format!("net{:02}", i % networks),
                 role: Role::Primary,
                 api_server: None,
+                control_plane: None,
             }
         })
         .collect();
