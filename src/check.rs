@@ -71,6 +71,8 @@ pub enum CheckId {
     ApiServer,
     Gateway,
     Istio,
+    /// A remote's: the primary whose istiod serves it, named on its namespace.
+    ControlPlane,
     RemoteSecrets,
     Tokens,
     /// Plan findings that no other check claims.
@@ -89,6 +91,7 @@ impl CheckId {
             CheckId::ApiServer => "API address",
             CheckId::Gateway => "east-west gateway",
             CheckId::Istio => "Istio install",
+            CheckId::ControlPlane => "control plane",
             CheckId::RemoteSecrets => "remote secrets",
             CheckId::Tokens => "reader tokens",
             CheckId::Other => "other",
@@ -246,6 +249,7 @@ fn finding_check(code: &str) -> CheckId {
         | "gateway_port_mismatch"
         | "gateway_address_missing" => CheckId::Gateway,
         "istio_not_installed" | "istiod_cluster_id" | "injection_network" | "mesh_id" => CheckId::Istio,
+        "remote_pilot_address" | "control_plane_on_primary" => CheckId::ControlPlane,
         "remote_secret_duplicate" | "remote_secret_unmanaged" => CheckId::RemoteSecrets,
         _ => CheckId::Other,
     }
@@ -261,6 +265,10 @@ fn mesh_finding_check(code: &str) -> CheckId {
 /// The check a pending write belongs to, and how bad it is that it is pending.
 fn action_check(action: &Action, observed: &Observed) -> (CheckId, Status) {
     match &action.kind {
+        // The label is right: only a remote's control plane is not named yet.
+        ActionKind::SetNetwork { network, previous, .. } if previous.as_ref() == Some(network) => {
+            (CheckId::ControlPlane, Status::Fail)
+        }
         ActionKind::SetNetwork { .. } | ActionKind::RestartWorkloads { .. } => (CheckId::NetworkLabel, Status::Fail),
         ActionKind::EnsureReader { .. } => (CheckId::ReaderAccount, Status::Fail),
         ActionKind::EnsureGateway { .. } | ActionKind::SetGatewayNetwork { .. } => (CheckId::Gateway, Status::Fail),
@@ -414,6 +422,37 @@ fn reachable_checks(topology: &Topology, cluster: &Cluster, facts: &ClusterFacts
         })
         .collect();
     checks.push(pass(CheckId::Istio, installs.join(", ")));
+    if cluster.role == Role::Remote {
+        let check = match &cluster.control_plane {
+            Some(primary) => {
+                let at = facts
+                    .installs
+                    .values()
+                    .find_map(|i| i.remote_pilot_address.as_deref())
+                    .map(|a| format!(", sidecars reach istiod at {a}"))
+                    .unwrap_or_default();
+                pass(CheckId::ControlPlane, format!("served by {primary}'s istiod{at}"))
+            }
+            None => Check {
+                id: CheckId::ControlPlane,
+                status: Status::Fail,
+                summary: String::new(),
+                problems: vec![Problem {
+                    status: Status::Fail,
+                    code: "meshform::topology::missing_key".to_string(),
+                    message: format!(
+                        "mesh.toml does not say which primary's istiod serves remote {}",
+                        cluster.name
+                    ),
+                    fix: Some(format!(
+                        "set `control_plane` on cluster {:?} in mesh.toml",
+                        cluster.name
+                    )),
+                }],
+            },
+        };
+        checks.push(check);
+    }
     if cluster.role == Role::Primary {
         let peers: BTreeSet<&str> = facts
             .remote_secrets

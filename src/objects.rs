@@ -39,6 +39,10 @@ pub const HBONE_GATEWAY_PORT: u16 = 15008;
 /// On a NodePort gateway Service, makes istiod use node addresses
 /// (istio/istio `pilot/pkg/serviceregistry/kube/conversion.go`).
 pub const NODE_SELECTOR_ANNOTATION: &str = "traffic.istio.io/nodeSelector";
+/// On a remote's mesh namespace: the cluster ids (comma-separated, or `*`)
+/// of the istiods that manage the remote with `EXTERNAL_ISTIOD` (istio/istio
+/// `pilot/pkg/serviceregistry/kube/controller/multicluster.go`).
+pub const CONTROL_PLANE_ANNOTATION: &str = "topology.istio.io/controlPlaneClusters";
 /// Istio's charts label istiod's Deployment `app=istiod` and every install
 /// object `istio.io/rev=<revision>` (`default` without one); the injector
 /// ConfigMap also `operator.istio.io/component=Pilot`

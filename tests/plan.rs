@@ -580,7 +580,8 @@ fn primary_turned_remote_keeps_its_secret_for_an_unknown_cluster() {
         ..Options::default()
     };
     let plan = plan_with(&after, &observed, &options);
-    assert_eq!(actions(&plan), Vec::<String>::new());
+    // Only a's own namespace, now naming its control plane b.
+    assert_eq!(actions(&plan), ["network a set_network a->a"]);
     assert!(plan.changes.is_empty(), "{:?}", plan.changes);
     assert_eq!(plan.deferred.len(), 1);
 }
@@ -1097,6 +1098,132 @@ fn plan_does_not_depend_on_the_order_of_clusters_in_the_file() {
 // ---------------------------------------------------------------------------
 // Properties over random topologies and observations
 
+// A remote's mesh namespace names the primary whose istiod serves it
+// (topology.istio.io/controlPlaneClusters), written beside the network label.
+const PRIMARY_REMOTE: &str = r#"
+[mesh]
+name = "m"
+[[cluster]]
+name = "a"
+network = "n1"
+[[cluster]]
+name = "b"
+network = "n2"
+[[cluster]]
+name = "r"
+network = "n1"
+role = "remote"
+"#;
+
+#[test]
+fn a_remote_is_labelled_with_its_network_and_annotated_with_its_control_plane() {
+    let topology = topology(PRIMARY_REMOTE);
+    let plan = plan_ok(&topology, &fresh(&topology));
+    let namespaces: Vec<String> = actions(&plan)
+        .into_iter()
+        .filter(|a| a.contains("set_network"))
+        .collect();
+    assert_eq!(
+        namespaces,
+        [
+            "network a set_network none->n1",
+            "network b set_network none->n2",
+            "network r set_network none->n1",
+        ]
+    );
+    let control_planes: Vec<Option<&str>> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::SetNetwork { control_plane, .. } => Some(control_plane.as_deref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(control_planes, [None, None, Some("a")]);
+    // Converged, nothing more; an annotation that lists the primary among
+    // others, or `*`, is Istio's way of saying the same.
+    let mut observed = converge(&topology, &fresh(&topology));
+    assert_eq!(actions(&plan_ok(&topology, &observed)), Vec::<String>::new());
+    for ids in ["b,a", "*"] {
+        facts_mut(&mut observed, "r").namespace.as_mut().unwrap().control_planes = Some(ids.into());
+        assert_eq!(actions(&plan_ok(&topology, &observed)), Vec::<String>::new(), "{ids}");
+    }
+    // Taken off by hand (or never there): written again, and said why.
+    facts_mut(&mut observed, "r").namespace.as_mut().unwrap().control_planes = None;
+    let plan = plan_ok(&topology, &observed);
+    assert_eq!(actions(&plan), ["network r set_network n1->n1"]);
+    assert!(
+        reasons(&plan)[0].contains("name a's istiod as the remote's control plane"),
+        "{:?}",
+        reasons(&plan)
+    );
+}
+
+#[test]
+fn a_remote_install_that_cannot_reach_its_control_plane_blocks() {
+    // r on n2, served by a on n1: its sidecars reach a's istiod only through
+    // a's east-west gateway.
+    let topology = topology(&PRIMARY_REMOTE.replace(
+        "name = \"r\"\nnetwork = \"n1\"",
+        "name = \"r\"\nnetwork = \"n2\"\ncontrol_plane = \"a\"",
+    ));
+    let mut observed = converge(&topology, &fresh(&topology));
+    assert_eq!(findings(&plan_ok(&topology, &observed)), Vec::<String>::new());
+    // A remote install: no istiod of its own.
+    assert_eq!(facts_mut(&mut observed, "r").installs["default"].istiod, None);
+    fn install(observed: &mut Observed) -> &mut meshform::observe::model::InstallFacts {
+        facts_mut(observed, "r").installs.get_mut("default").unwrap()
+    }
+    install(&mut observed).remote_pilot_address = Some("10.0.0.7".into());
+    let plan = plan_ok(&topology, &observed);
+    assert_eq!(findings(&plan), ["blocker r remote_pilot_address"]);
+    assert!(
+        plan.findings[0]
+            .message
+            .contains("only a's east-west gateway (a.gateways.example.com)"),
+        "{:?}",
+        plan.findings
+    );
+    assert!(
+        plan.findings[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("--set values.global.remotePilotAddress=a.gateways.example.com"),
+        "{:?}",
+        plan.findings
+    );
+    install(&mut observed).remote_pilot_address = None;
+    let plan = plan_ok(&topology, &observed);
+    assert_eq!(findings(&plan), ["blocker r remote_pilot_address"]);
+    assert!(
+        plan.findings[0].message.contains("has no global.remotePilotAddress"),
+        "{:?}",
+        plan.findings
+    );
+}
+
+#[test]
+fn a_primary_named_as_served_by_another_istiod_is_a_warning() {
+    let topology = topology(PRIMARY_REMOTE);
+    let mut observed = converge(&topology, &fresh(&topology));
+    facts_mut(&mut observed, "b").namespace.as_mut().unwrap().control_planes = Some("a".into());
+    let plan = plan_ok(&topology, &observed);
+    assert_eq!(findings(&plan), ["warning b control_plane_on_primary"]);
+    assert!(
+        plan.findings[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("topology.istio.io/controlPlaneClusters-")
+    );
+    assert_eq!(
+        actions(&plan),
+        Vec::<String>::new(),
+        "meshform does not take the annotation off"
+    );
+}
+
 mod properties {
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -1449,6 +1576,9 @@ mod properties {
             "meshform::plan::reader_unmanaged",
             "meshform::plan::gateway_unmanaged",
             "meshform::plan::peer_address",
+            // The remote's install, and an annotation another manager wrote.
+            "meshform::plan::remote_pilot_address",
+            "meshform::plan::control_plane_on_primary",
         ]
         .contains(&code)
     }
@@ -1729,11 +1859,13 @@ mod properties {
             let ActionKind::SetNetwork {
                 previous: Some(previous),
                 network,
+                ..
             } = &action.kind
             else {
                 continue;
             };
-            if !attached(&action.cluster) {
+            // Not a relabel: a remote's control plane named beside its label.
+            if !attached(&action.cluster) || previous == network {
                 continue;
             }
             let cluster = action.cluster.as_str();

@@ -356,3 +356,70 @@ async fn check_fails_until_the_mesh_can_carry_traffic_and_agrees_offline() {
     west.start().await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
+
+async fn control_planes(cluster: &Cluster) -> Option<String> {
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client())
+        .get(NAMESPACE)
+        .await
+        .expect("the mesh namespace")
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .remove("topology.istio.io/controlPlaneClusters")
+}
+
+#[tokio::test]
+async fn a_remote_names_its_control_plane_and_loses_the_name_when_it_runs_its_own() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    install_istio(east, &Install::correct("east", "flat")).await;
+    // A remote install whose sidecars have no istiod address: a blocker.
+    install_istio(west, &Install::remote("west", "flat", None)).await;
+    let mesh = Mesh::new(&[
+        Entry::of(east).network("flat"),
+        Entry::of(west).network("flat").remote(),
+    ]);
+    let (lines, all) = findings(&mesh, 1).await;
+    assert_eq!(lines, ["blocker west remote_pilot_address"]);
+    assert!(
+        all[0]["message"].as_str().unwrap().contains("east's istiod"),
+        "{:#}",
+        all[0]
+    );
+
+    install_istio(west, &Install::remote("west", "flat", Some("192.0.2.10"))).await;
+    let (lines, _) = findings(&mesh, 0).await;
+    assert_eq!(lines, Vec::<String>::new());
+    mesh.apply(&[]).await;
+    // The one primary there is serves it (the default), named as istiod reads it.
+    assert_eq!(control_planes(west).await.as_deref(), Some("east"));
+    assert_eq!(control_planes(east).await, None);
+    mesh.assert_converged().await;
+    let check = mesh.run("check", &[]).await.expect(0);
+    assert!(
+        check
+            .stdout
+            .contains("served by east's istiod, sidecars reach istiod at 192.0.2.10"),
+        "{check}"
+    );
+
+    // West installs its own istiod and becomes a primary: meshform takes its
+    // annotation off (one apply of the namespace without it), the label stays.
+    install_istio(west, &Install::correct("west", "flat")).await;
+    mesh.write(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    mesh.apply(&[]).await;
+    assert_eq!(control_planes(west).await, None);
+    let labels = Api::<k8s_openapi::api::core::v1::Namespace>::all(west.client())
+        .get(NAMESPACE)
+        .await
+        .expect("the mesh namespace")
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("topology.istio.io/network").map(String::as_str),
+        Some("flat")
+    );
+    mesh.assert_converged().await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}

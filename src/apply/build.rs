@@ -25,9 +25,9 @@ fn meta(name: &str, namespace: Option<&str>, mesh: &str, spec_hash: Option<&str>
     }
 }
 
-/// Only the network label: meshform owns that field of the namespace, not
-/// the namespace (Istio's installer does).
-pub fn network_label(namespace: &str, network: &str) -> Namespace {
+/// Only the network label, and a remote's control-plane annotation: meshform
+/// owns those fields of the namespace, not the namespace (Istio's installer does).
+pub fn network_label(namespace: &str, network: &str, control_plane: Option<&str>) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
             name: Some(namespace.to_string()),
@@ -35,6 +35,8 @@ pub fn network_label(namespace: &str, network: &str) -> Namespace {
                 objects::NETWORK_LABEL.to_string(),
                 network.to_string(),
             )])),
+            annotations: control_plane
+                .map(|primary| BTreeMap::from([(objects::CONTROL_PLANE_ANNOTATION.to_string(), primary.to_string())])),
             ..ObjectMeta::default()
         },
         ..Namespace::default()

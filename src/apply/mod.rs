@@ -434,10 +434,14 @@ impl Run<'_> {
                 self.delete(cluster, &Api::<Secret>::namespaced(client, ns), name, precondition)
                     .await
             }
-            ActionKind::SetNetwork { network, .. } => {
+            ActionKind::SetNetwork {
+                network, control_plane, ..
+            } => {
+                // Label and annotation in one apply: an apply without a field
+                // meshform applied before would remove it.
                 let api: Api<Namespace> = Api::all(client);
-                self.ssa(cluster, &api, ns, &build::network_label(ns, network), false)
-                    .await
+                let namespace = build::network_label(ns, network, control_plane.as_deref());
+                self.ssa(cluster, &api, ns, &namespace, false).await
             }
             ActionKind::EnsureReader { spec_hash, .. } => {
                 let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);

@@ -122,6 +122,9 @@ pub fn installs(deployments: &[Deployment], configmaps: &[ConfigMap]) -> BTreeMa
         install.injected_cluster_id = text(&global["multiCluster"]["clusterName"]);
         install.injected_network = text(&global["network"]);
         install.mesh_id = text(&global["meshID"]);
+        // A remote install's `istiod` Service and EndpointSlices point at it
+        // (`manifests/charts/istio-control/istio-discovery/templates/remote-istiod-service.yaml`).
+        install.remote_pilot_address = text(&global["remotePilotAddress"]);
     }
     out
 }

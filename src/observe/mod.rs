@@ -257,6 +257,12 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(objects::NETWORK_LABEL).cloned()),
+            control_planes: n
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(objects::CONTROL_PLANE_ANNOTATION).cloned()),
+            control_planes_by_meshform: owns_annotation(&n.metadata, objects::CONTROL_PLANE_ANNOTATION),
         }),
         reader: ReaderFacts {
             service_account: account.map(|a| object_facts(&a.metadata, mesh)),
@@ -281,4 +287,17 @@ fn is_labelled_remote_secret(secret: &PartialObjectMeta<Secret>) -> bool {
         .as_ref()
         .and_then(|l| l.get(objects::MULTICLUSTER_LABEL))
         .is_some_and(|v| v == "true")
+}
+
+/// Whether meshform's field manager applied `annotation` of an object.
+fn owns_annotation(meta: &ObjectMeta, annotation: &str) -> bool {
+    meta.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() == Some(objects::FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry.fields_v1.as_ref().is_some_and(|f| {
+                f.0["f:metadata"]["f:annotations"]
+                    .get(format!("f:{annotation}"))
+                    .is_some()
+            })
+    })
 }

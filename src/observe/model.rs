@@ -148,6 +148,10 @@ pub struct InstallFacts {
     pub injected_network: Option<String>,
     /// `global.meshID`.
     pub mesh_id: Option<String>,
+    /// `global.remotePilotAddress`: where a remote install's sidecars find
+    /// istiod (its `istiod` Service points there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_pilot_address: Option<String>,
 }
 
 /// Identity and ownership of one object.
@@ -168,6 +172,23 @@ pub struct NamespaceFacts {
     pub object: ObjectFacts,
     /// The `topology.istio.io/network` label.
     pub network: Option<String>,
+    /// The `topology.istio.io/controlPlaneClusters` annotation, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_planes: Option<String>,
+    /// meshform's field manager owns that annotation (`metadata.managedFields`):
+    /// applying the namespace without it takes it off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub control_planes_by_meshform: bool,
+}
+
+impl NamespaceFacts {
+    /// Whether the istiod of cluster id `primary` manages this (remote)
+    /// cluster: the annotation lists it, or is `*`.
+    pub fn controlled_by(&self, primary: &str) -> bool {
+        self.control_planes
+            .as_deref()
+            .is_some_and(|ids| ids.split(',').any(|id| id == "*" || id == primary))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

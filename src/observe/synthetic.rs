@@ -10,7 +10,7 @@ use super::model::{
     ReaderFacts, SNAPSHOT_FORMAT_VERSION,
 };
 use crate::objects::{self, DEFAULT_GATEWAY_PORT};
-use crate::topology::Topology;
+use crate::topology::{Role, Topology};
 
 /// Each cluster as Istio installs it, correctly for the topology: the mesh
 /// namespace (unlabelled), istiod with the cluster's name, network and mesh
@@ -34,6 +34,8 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 namespace: Some(NamespaceFacts {
                     object: object("ns"),
                     network: None,
+                    control_planes: None,
+                    control_planes_by_meshform: false,
                 }),
                 reader: ReaderFacts::default(),
                 remote_secrets: BTreeMap::new(),
@@ -51,12 +53,19 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 installs: BTreeMap::from([(
                     "default".to_string(),
                     InstallFacts {
-                        istiod: Some(objects::ISTIOD.to_string()),
-                        cluster_id: Some(c.name.clone()),
+                        // A remote's install runs no istiod (Istio's `remote` profile).
+                        istiod: (c.role == Role::Primary).then(|| objects::ISTIOD.to_string()),
+                        cluster_id: (c.role == Role::Primary).then(|| c.name.clone()),
                         injector: Some(objects::INJECTOR_CONFIGMAP.to_string()),
                         injected_cluster_id: Some(c.name.clone()),
                         injected_network: Some(c.network.clone()),
                         mesh_id: Some(topology.mesh.name.clone()),
+                        // A remote's sidecars reach istiod through its control
+                        // plane's east-west gateway, as Istio's guides install it.
+                        remote_pilot_address: c
+                            .control_plane
+                            .as_ref()
+                            .map(|primary| format!("{primary}.gateways.example.com")),
                     },
                 )]),
                 root_certs: Some(vec![crate::plan::desired::sha256_hex(b"shared root")]),

@@ -398,25 +398,65 @@ impl<'a> Planner<'a> {
     fn network(&mut self) {
         let reachable: Vec<_> = self.reachable().collect();
         for (cluster, facts) in reachable {
-            // The network label on the mesh namespace.
+            // The network label on the mesh namespace, and on a remote the
+            // control-plane annotation beside it.
             let current = facts.namespace.as_ref().and_then(|n| n.network.clone());
-            if current.as_deref() != Some(cluster.network.as_str()) {
-                let reason = match (&current, facts.namespace.is_some()) {
-                    (None, false) => "create the mesh namespace with its network label".to_string(),
-                    (None, true) => format!("label the mesh namespace with network {:?}", cluster.network),
-                    (Some(old), _) if self.network_change(cluster).is_some() => {
+            let control_plane = cluster.control_plane.clone();
+            let namespace = facts.namespace.as_ref();
+            let unnamed = control_plane
+                .as_deref()
+                .filter(|p| !namespace.is_some_and(|n| n.controlled_by(p)));
+            // Left from when the cluster was a remote: meshform's own value
+            // goes with the next apply of the namespace; another's is reported.
+            let stale = cluster.role == Role::Primary && namespace.is_some_and(|n| n.control_planes.is_some());
+            let own_stale = stale && namespace.is_some_and(|n| n.control_planes_by_meshform);
+            if current.as_deref() != Some(cluster.network.as_str()) || unnamed.is_some() || own_stale {
+                let reason = match (&current, facts.namespace.is_some(), unnamed) {
+                    (None, false, _) => "create the mesh namespace with its network label".to_string(),
+                    (Some(old), _, Some(primary)) if *old == cluster.network => format!(
+                        "name {primary}'s istiod as the remote's control plane ({}), so that it serves the remote's namespaces",
+                        objects::CONTROL_PLANE_ANNOTATION
+                    ),
+                    (Some(old), _, None) if *old == cluster.network => format!(
+                        "a primary runs its own istiod: take off the {} meshform wrote while it was a remote",
+                        objects::CONTROL_PLANE_ANNOTATION
+                    ),
+                    (None, true, _) => format!("label the mesh namespace with network {:?}", cluster.network),
+                    (Some(old), _, _) if self.network_change(cluster).is_some() => {
                         format!(
                             "network changes from {old:?} to {:?}, between detach and re-attach",
                             cluster.network
                         )
                     }
-                    (Some(old), _) => format!("network label is {old:?}, the topology says {:?}", cluster.network),
+                    (Some(old), _, _) => format!("network label is {old:?}, the topology says {:?}", cluster.network),
                 };
                 let kind = ActionKind::SetNetwork {
                     network: cluster.network.clone(),
                     previous: current,
+                    control_plane,
                 };
                 self.push(Phase::Network, &cluster.name, kind, reason);
+            }
+            if stale
+                && !own_stale
+                && let Some(ids) = namespace.and_then(|n| n.control_planes.as_deref())
+            {
+                self.finding(
+                    FindingKind::Warning,
+                    "control_plane_on_primary",
+                    &cluster.name,
+                    format!(
+                        "primary {}'s mesh namespace has {}={ids}: those istiods also manage its namespaces, beside its own",
+                        cluster.name,
+                        objects::CONTROL_PLANE_ANNOTATION
+                    ),
+                    format!(
+                        "kubectl annotate namespace {} {}- (in {})",
+                        self.ns(),
+                        objects::CONTROL_PLANE_ANNOTATION,
+                        cluster.name
+                    ),
+                );
             }
 
             // The reader account primaries use to read this cluster.
@@ -963,6 +1003,18 @@ impl<'a> Planner<'a> {
                         break;
                     }
                 }
+                // A remote install (no istiod of its own) finds istiod at its pilot address.
+                if let (Some(injector), Some(primary), None) =
+                    (&install.injector, &cluster.control_plane, &install.istiod)
+                {
+                    self.remote_pilot(
+                        cluster,
+                        primary,
+                        injector,
+                        install.remote_pilot_address.as_deref(),
+                        &set,
+                    );
+                }
                 if let Some(injector) = &install.injector {
                     if install.injected_network.as_deref() != Some(cluster.network.as_str()) {
                         self.finding(
@@ -1000,6 +1052,48 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+    }
+
+    /// A remote's sidecars find istiod at the install's `remotePilotAddress`;
+    /// on another network than its control plane only that primary's east-west
+    /// gateway reaches istiod (Istio's multi-network primary-remote guide).
+    fn remote_pilot(
+        &mut self,
+        cluster: &Cluster,
+        primary: &str,
+        injector: &str,
+        address: Option<&str>,
+        set: &dyn Fn(&str, &str) -> String,
+    ) {
+        let gateway = self
+            .desired
+            .cluster(primary)
+            .filter(|p| p.network != cluster.network)
+            .and_then(|_| self.facts(primary))
+            .and_then(|f| f.east_west.as_ref())
+            .filter(|e| !e.addresses.is_empty());
+        let problem = match (address, gateway) {
+            (None, _) => format!(
+                "injector ConfigMap {injector} in remote {} has no global.remotePilotAddress: its sidecars cannot find {primary}'s istiod",
+                cluster.name
+            ),
+            (Some(address), Some(gateway)) if !gateway.addresses.iter().any(|a| a == address) => format!(
+                "remote {} reaches istiod at {address}, but on another network than {primary} only {primary}'s east-west gateway ({}) gets there",
+                cluster.name,
+                gateway.addresses.join(", ")
+            ),
+            _ => return,
+        };
+        let value = gateway
+            .and_then(|g| g.addresses.first().cloned())
+            .unwrap_or_else(|| format!("<the address of {primary}'s istiod or east-west gateway>"));
+        self.finding(
+            FindingKind::Blocker,
+            "remote_pilot_address",
+            &cluster.name,
+            problem,
+            set("values.global.remotePilotAddress", &value),
+        );
     }
 
     /// Cross-cluster mTLS needs one root of trust. Clusters whose roots share

@@ -90,10 +90,14 @@ pub enum ActionKind {
         precondition: Precondition,
     },
     /// Label the mesh namespace `topology.istio.io/network=<network>`,
-    /// creating the namespace when it is missing.
+    /// creating the namespace when it is missing; on a remote, also annotate
+    /// it `topology.istio.io/controlPlaneClusters=<control_plane>`. Both
+    /// fields are meshform's, written together.
     SetNetwork {
         network: String,
         previous: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        control_plane: Option<String>,
     },
     /// Service account, read-only ClusterRole and binding that primaries use
     /// to read this cluster.

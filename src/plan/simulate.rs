@@ -39,15 +39,32 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
             ActionKind::DeleteRemoteSecret { name, .. } => {
                 facts.remote_secrets.remove(name);
             }
-            ActionKind::SetNetwork { network, .. } => {
+            ActionKind::SetNetwork {
+                network, control_plane, ..
+            } => {
                 let ns = facts.namespace.get_or_insert_with(|| NamespaceFacts {
                     object: ObjectFacts {
                         managed: false,
                         ..object("namespace", None)
                     },
                     network: None,
+                    control_planes: None,
+                    control_planes_by_meshform: false,
                 });
                 ns.network = Some(network.clone());
+                // One apply of both fields: an annotation meshform applied
+                // before and leaves out now is taken off.
+                match control_plane {
+                    Some(primary) => {
+                        ns.control_planes = Some(primary.clone());
+                        ns.control_planes_by_meshform = true;
+                    }
+                    None if ns.control_planes_by_meshform => {
+                        ns.control_planes = None;
+                        ns.control_planes_by_meshform = false;
+                    }
+                    None => {}
+                }
             }
             ActionKind::EnsureReader { spec_hash, .. } => {
                 facts.reader = ReaderFacts {

@@ -40,6 +40,10 @@ pub struct Install {
     pub mesh_id: Option<String>,
     /// `root-cert.pem` of `istio-ca-root-cert`.
     pub roots: String,
+    /// Istio's `remote` profile: no istiod Deployment, sidecars find istiod
+    /// at `values.global.remotePilotAddress` (when set).
+    pub remote: bool,
+    pub remote_pilot_address: Option<String>,
 }
 
 impl Install {
@@ -51,6 +55,17 @@ impl Install {
             network: Some(network.to_string()),
             mesh_id: Some(MESH.to_string()),
             roots: MESH_ROOT.to_string(),
+            remote: false,
+            remote_pilot_address: None,
+        }
+    }
+
+    /// A remote's install, its sidecars sent to istiod at `pilot`.
+    pub fn remote(name: &str, network: &str, pilot: Option<&str>) -> Install {
+        Install {
+            remote: true,
+            remote_pilot_address: pilot.map(str::to_string),
+            ..Install::correct(name, network)
         }
     }
 
@@ -144,6 +159,9 @@ pub async fn install_istio(cluster: &Cluster, install: &Install) {
     if let Some(mesh_id) = &install.mesh_id {
         global["meshID"] = mesh_id.clone().into();
     }
+    if let Some(pilot) = &install.remote_pilot_address {
+        global["remotePilotAddress"] = pilot.clone().into();
+    }
     let values = json!({ "global": global, "revision": install.revision, "sidecarInjectorWebhook": {} });
     let injector = ConfigMap {
         metadata: ObjectMeta {
@@ -174,10 +192,12 @@ pub async fn install_istio(cluster: &Cluster, install: &Install) {
     };
     ensure_namespace(cluster).await;
     let what = |e: kube::Error| -> ! { panic!("installing Istio objects in {}: {e}", cluster.name()) };
-    Api::<Deployment>::namespaced(cluster.client(), NAMESPACE)
-        .patch(&name, &params, &Patch::Apply(&deployment))
-        .await
-        .unwrap_or_else(|e| what(e));
+    if !install.remote {
+        Api::<Deployment>::namespaced(cluster.client(), NAMESPACE)
+            .patch(&name, &params, &Patch::Apply(&deployment))
+            .await
+            .unwrap_or_else(|e| what(e));
+    }
     let configmaps = Api::<ConfigMap>::namespaced(cluster.client(), NAMESPACE);
     for configmap in [&injector, &roots] {
         configmaps

@@ -140,7 +140,7 @@ pub fn action_line(action: &Action) -> String {
     let phase = phase.as_str().expect("a phase is a string");
     let kind = match &action.kind {
         ActionKind::DeleteRemoteSecret { .. } => "delete_remote_secret".to_string(),
-        ActionKind::SetNetwork { network, previous } => {
+        ActionKind::SetNetwork { network, previous, .. } => {
             format!("set_network {}->{network}", previous.as_deref().unwrap_or("none"))
         }
         ActionKind::EnsureReader { .. } => "ensure_reader".to_string(),
