@@ -290,6 +290,17 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
         let runs_istiod = t.facts.installs.values().any(|i| i.istiod.is_some());
         if holders > 0 && t.facts.remote_secrets.is_empty() && !runs_istiod {
             let _ = writeln!(text, "role = \"remote\"   # holds no remote secret");
+            // The istiod that serves it, as its namespace names it for Istio.
+            let ids = t.facts.namespace.as_ref().and_then(|n| n.control_planes.as_deref());
+            if let Some(ids) = ids.filter(|ids| !ids.contains(',') && *ids != "*") {
+                let _ = writeln!(
+                    text,
+                    "control_plane = {}   # the {} annotation of {}",
+                    quote(ids),
+                    crate::objects::CONTROL_PLANE_ANNOTATION,
+                    settings.namespace
+                );
+            }
         }
         match t.other_servers.as_slice() {
             [] => {}

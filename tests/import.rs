@@ -77,7 +77,7 @@ async fn a_mesh_meshform_built_imports_to_a_file_that_plans_nothing() {
     let mesh = Mesh::new(&[
         Entry::of(east).network("n1"),
         Entry::of(west).network("n1"),
-        Entry::of(north).network("n2").remote(),
+        Entry::of(north).network("n2").served_by("west"),
     ]);
     mesh.apply(&[]).await;
 
@@ -92,14 +92,22 @@ async fn a_mesh_meshform_built_imports_to_a_file_that_plans_nothing() {
         .0
         .clusters
         .iter()
-        .map(|c| (c.name.as_str(), c.network.as_str(), format!("{:?}", c.role)))
+        .map(|c| {
+            (
+                c.name.as_str(),
+                c.network.as_str(),
+                format!("{:?}", c.role),
+                c.control_plane.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(
         described,
         [
-            ("east", "n1", "Primary".to_string()),
-            ("west", "n1", "Primary".to_string()),
-            ("north", "n2", "Remote".to_string())
+            ("east", "n1", "Primary".to_string(), None),
+            ("west", "n1", "Primary".to_string(), None),
+            // From the annotation apply wrote on north's namespace.
+            ("north", "n2", "Remote".to_string(), Some("west"))
         ],
         "{text}"
     );

@@ -35,6 +35,8 @@ pub struct Entry {
     pub kubeconfig: PathBuf,
     pub network: Option<String>,
     pub role: Option<&'static str>,
+    /// A remote's `control_plane`.
+    pub control_plane: Option<String>,
 }
 
 impl Entry {
@@ -46,6 +48,7 @@ impl Entry {
             kubeconfig: cluster.kubeconfig().to_path_buf(),
             network: None,
             role: None,
+            control_plane: None,
         }
     }
 
@@ -56,6 +59,13 @@ impl Entry {
 
     pub fn remote(mut self) -> Entry {
         self.role = Some("remote");
+        self
+    }
+
+    /// A remote served by `primary`'s istiod.
+    pub fn served_by(mut self, primary: &str) -> Entry {
+        self.role = Some("remote");
+        self.control_plane = Some(primary.to_string());
         self
     }
 
@@ -148,6 +158,9 @@ impl Mesh {
             }
             if let Some(role) = e.role {
                 let _ = writeln!(text, "role = \"{role}\"");
+            }
+            if let Some(primary) = &e.control_plane {
+                let _ = writeln!(text, "control_plane = \"{primary}\"");
             }
         }
         std::fs::write(self.file(), text).expect("writing mesh.toml");
