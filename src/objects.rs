@@ -107,3 +107,71 @@ pub fn is_managed(labels: Option<&std::collections::BTreeMap<String, String>>, m
             && l.get(MESH_LABEL).map(String::as_str) == Some(mesh)
     })
 }
+
+/// The spec of the `cross-network-gateway` Gateway meshform writes: the one
+/// source of its content, for apply to write and the planner to compare.
+pub fn gateway_spec(port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "selector": { EASTWEST_SELECTOR.0: EASTWEST_SELECTOR.1 },
+        "servers": [{
+            "port": { "number": port, "name": "tls", "protocol": "TLS" },
+            "tls": { "mode": "AUTO_PASSTHROUGH" },
+            "hosts": ["*.local"],
+        }],
+    })
+}
+
+/// SHA-256 (hex) of a JSON value with its object keys sorted: equal content,
+/// equal hash, however the API server ordered it.
+pub fn content_sha256(value: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    // serde_json's maps are sorted (no `preserve_order`), so this is canonical.
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The field managers other than meshform that own label `label` of an
+/// object (`metadata.managedFields`): server-side apply refuses to take the
+/// field from them without force.
+pub fn label_owners(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, label: &str) -> Vec<String> {
+    let key = format!("f:{label}");
+    owners(meta, |f| f["f:metadata"]["f:labels"].get(&key).is_some())
+}
+
+/// The field managers other than meshform that own a field of a remote
+/// secret that meshform writes: its labels and annotations, and its data.
+pub fn remote_secret_owners(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+    owners(meta, |f| {
+        let annotations = &f["f:metadata"]["f:annotations"];
+        let labels = &f["f:metadata"]["f:labels"];
+        [CLUSTER_ANNOTATION, SPEC_HASH_ANNOTATION, PEER_IDENTITY_ANNOTATION]
+            .iter()
+            .any(|a| annotations.get(format!("f:{a}")).is_some())
+            || [MULTICLUSTER_LABEL, MANAGED_BY_LABEL, MESH_LABEL]
+                .iter()
+                .any(|l| labels.get(format!("f:{l}")).is_some())
+            || f.get("f:data").is_some()
+    })
+}
+
+/// The field managers other than meshform that own any field of `spec`.
+pub fn spec_owners(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+    owners(meta, |f| f.get("f:spec").is_some())
+}
+
+fn owners(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    owns: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<String> {
+    let mut owners: Vec<String> = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| e.manager.as_deref() != Some(FIELD_MANAGER))
+        .filter(|e| e.fields_v1.as_ref().is_some_and(|f| owns(&f.0)))
+        .filter_map(|e| e.manager.clone())
+        .collect();
+    owners.sort();
+    owners.dedup();
+    owners
+}

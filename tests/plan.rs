@@ -57,6 +57,8 @@ fn unmanaged(uid: &str) -> ObjectFacts {
         resource_version: "3".to_string(),
         managed: false,
         spec_hash: None,
+        content_sha256: None,
+        content_owners: Vec::new(),
     }
 }
 
@@ -1224,6 +1226,39 @@ fn a_primary_named_as_served_by_another_istiod_is_a_warning() {
     );
 }
 
+#[test]
+fn a_label_another_manager_owns_blocks_unless_forced() {
+    let before = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = converge(&before, &fresh(&before));
+    let ns = facts_mut(&mut observed, "b").namespace.as_mut().unwrap();
+    ns.network = Some("by-hand".into());
+    ns.network_owners = vec!["kubectl-label".into()];
+    let plan = plan_ok(&before, &observed);
+    assert_eq!(findings(&plan), ["blocker b field_conflict"]);
+    let forced = plan_with(
+        &before,
+        &observed,
+        &Options {
+            force_conflicts: true,
+            ..Options::default()
+        },
+    );
+    assert_eq!(findings(&forced), Vec::<String>::new());
+    let relabel = forced
+        .actions
+        .iter()
+        .find(|a| a.cluster == "b" && matches!(a.kind, ActionKind::SetNetwork { .. }))
+        .expect("b relabelled");
+    assert!(
+        matches!(relabel.kind, ActionKind::SetNetwork { force: true, .. }),
+        "{relabel:?}"
+    );
+    // Owners of a label meshform leaves as it is are no conflict.
+    let mut calm = converge(&before, &fresh(&before));
+    facts_mut(&mut calm, "b").namespace.as_mut().unwrap().network_owners = vec!["kubectl-label".into()];
+    assert_eq!(findings(&plan_ok(&before, &calm)), Vec::<String>::new());
+}
+
 mod properties {
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -1457,6 +1492,7 @@ mod properties {
                 adopt: self.adopt,
                 restart_workloads: self.restart_workloads,
                 rotate_tokens: self.rotate_tokens,
+                force_conflicts: false,
                 targets: Vec::new(),
             }
         }
@@ -2037,6 +2073,7 @@ fn an_unlabelled_gateway_service_is_labelled_with_its_network_and_only_that() {
             service: "istio-eastwestgateway".to_string(),
             network: "n2".to_string(),
             previous: None,
+            force: false,
         }
     );
     // On one network no gateway is needed, and its label is not meshform's business.

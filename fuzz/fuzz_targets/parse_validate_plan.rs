@@ -21,6 +21,8 @@ fn object(seed: u8) -> ObjectFacts {
         resource_version: seed.to_string(),
         managed: seed % 2 == 0,
         spec_hash: (seed % 3 == 0).then(|| format!("hash-{}", seed % 5)),
+        content_sha256: None,
+        content_owners: Vec::new(),
     }
 }
 

@@ -166,16 +166,7 @@ pub fn reader_binding(namespace: &str, mesh: &str, spec_hash: &str) -> ClusterRo
 pub fn cross_network_gateway(namespace: &str, mesh: &str, port: u16, spec_hash: &str) -> DynamicObject {
     let mut gateway = DynamicObject::new(objects::CROSS_NETWORK_GATEWAY, &objects::gateway_resource())
         .within(namespace)
-        .data(json!({
-            "spec": {
-                "selector": { objects::EASTWEST_SELECTOR.0: objects::EASTWEST_SELECTOR.1 },
-                "servers": [{
-                    "port": { "number": port, "name": "tls", "protocol": "TLS" },
-                    "tls": { "mode": "AUTO_PASSTHROUGH" },
-                    "hosts": ["*.local"],
-                }],
-            }
-        }));
+        .data(json!({ "spec": objects::gateway_spec(port) }));
     gateway.metadata = meta(objects::CROSS_NETWORK_GATEWAY, Some(namespace), mesh, Some(spec_hash));
     gateway
 }
@@ -261,6 +252,8 @@ mod tests {
             resource_version: String::new(),
             managed: true,
             spec_hash: None,
+            content_sha256: None,
+            content_owners: Vec::new(),
         };
         let facts = crate::observe::secrets::facts(&secret, object);
         assert_eq!(facts.cluster_ids, ["b"]);

@@ -435,13 +435,16 @@ impl Run<'_> {
                     .await
             }
             ActionKind::SetNetwork {
-                network, control_plane, ..
+                network,
+                control_plane,
+                force,
+                ..
             } => {
                 // Label and annotation in one apply: an apply without a field
                 // meshform applied before would remove it.
                 let api: Api<Namespace> = Api::all(client);
                 let namespace = build::network_label(ns, network, control_plane.as_deref());
-                self.ssa(cluster, &api, ns, &namespace, false).await
+                self.ssa(cluster, &api, ns, &namespace, *force).await
             }
             ActionKind::EnsureReader { spec_hash, .. } => {
                 let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
@@ -471,10 +474,12 @@ impl Run<'_> {
                 }
                 Ok(join_diffs(diffs))
             }
-            ActionKind::EnsureGateway { port, spec_hash, .. } => {
+            ActionKind::EnsureGateway {
+                port, spec_hash, force, ..
+            } => {
                 let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::gateway_resource());
                 let gateway = build::cross_network_gateway(ns, self.mesh(), *port, spec_hash);
-                self.ssa(cluster, &api, objects::CROSS_NETWORK_GATEWAY, &gateway, false)
+                self.ssa(cluster, &api, objects::CROSS_NETWORK_GATEWAY, &gateway, *force)
                     .await
             }
             ActionKind::DeleteGateway { precondition } => {
@@ -489,6 +494,7 @@ impl Run<'_> {
                 mode,
                 spec_hash,
                 precondition,
+                force,
             } => {
                 let peer_connection = self.connection(peer)?;
                 let identity = self
@@ -530,18 +536,24 @@ impl Run<'_> {
                 }
                 .build(&kubeconfig);
                 // Adoption takes the fields over from whoever wrote them (istioctl, kubectl).
-                self.ssa(cluster, &api, name, &secret, *mode == WriteMode::Adopt).await
+                self.ssa(cluster, &api, name, &secret, *force || *mode == WriteMode::Adopt)
+                    .await
             }
             // execute() never hands a restart the plan did not enable to here.
             ActionKind::RestartWorkloads { .. } => self.restart(cluster, client).await,
-            ActionKind::SetGatewayNetwork { service, network, .. } => {
+            ActionKind::SetGatewayNetwork {
+                service,
+                network,
+                force,
+                ..
+            } => {
                 let api: Api<Service> = Api::namespaced(client, ns);
                 self.ssa(
                     cluster,
                     &api,
                     service,
                     &build::gateway_network_label(ns, service, network),
-                    false,
+                    *force,
                 )
                 .await
             }

@@ -58,6 +58,11 @@ pub struct PlanArgs {
     #[arg(long)]
     pub rotate_tokens: bool,
 
+    /// Take over fields meshform writes that another field manager owns (a label changed with
+    /// `kubectl label`), as server-side apply's force does; otherwise such a change is a blocker.
+    #[arg(long)]
+    pub force_conflicts: bool,
+
     /// Let apply restart injected workloads after a network change (otherwise the step is shown, not
     /// run); a plan saved with it records the decision.
     #[arg(long)]
@@ -72,6 +77,7 @@ impl PlanArgs {
             adopt: self.adopt,
             rotate_tokens: self.rotate_tokens,
             restart_workloads: self.restart_workloads,
+            force_conflicts: self.force_conflicts,
             targets: self.targets.clone(),
         }
     }

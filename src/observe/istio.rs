@@ -56,6 +56,7 @@ pub fn east_west(service: &Service) -> EastWestFacts {
                 .is_some_and(|a| a.contains_key(objects::NODE_SELECTOR_ANNOTATION)),
         service_type,
         addresses,
+        network_owners: objects::label_owners(&service.metadata, objects::NETWORK_LABEL),
     }
 }
 

@@ -162,6 +162,8 @@ fn object_facts(meta: &ObjectMeta, mesh: &str) -> ObjectFacts {
             .annotations
             .as_ref()
             .and_then(|a| a.get(objects::SPEC_HASH_ANNOTATION).cloned()),
+        content_sha256: None,
+        content_owners: Vec::new(),
     }
 }
 
@@ -242,7 +244,13 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         .filter_map(|s| {
             Some((
                 s.metadata.name.clone()?,
-                secrets::facts(s, object_facts(&s.metadata, mesh)),
+                secrets::facts(
+                    s,
+                    ObjectFacts {
+                        content_owners: objects::remote_secret_owners(&s.metadata),
+                        ..object_facts(&s.metadata, mesh)
+                    },
+                ),
             ))
         })
         .collect();
@@ -262,6 +270,7 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(objects::CONTROL_PLANE_ANNOTATION).cloned()),
+            network_owners: objects::label_owners(&n.metadata, objects::NETWORK_LABEL),
             control_planes_by_meshform: owns_annotation(&n.metadata, objects::CONTROL_PLANE_ANNOTATION),
         }),
         reader: ReaderFacts {
@@ -271,7 +280,11 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
             token_secret: token_secret.map(|s| object_facts(&s.metadata, mesh)),
         },
         remote_secrets,
-        gateway: gateway.map(|g| object_facts(&g.metadata, mesh)),
+        gateway: gateway.map(|g| ObjectFacts {
+            content_sha256: Some(objects::content_sha256(&g.data["spec"])),
+            content_owners: objects::spec_owners(&g.metadata),
+            ..object_facts(&g.metadata, mesh)
+        }),
         east_west: service.as_ref().map(istio::east_west),
         gateway_service: service.map(|s| object_facts(&s.metadata, mesh)),
         unlabelled_secrets,

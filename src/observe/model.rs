@@ -120,6 +120,9 @@ pub struct EastWestFacts {
     /// A NodePort Service with the `traffic.istio.io/nodeSelector`
     /// annotation: istiod uses the selected nodes' addresses.
     pub node_selector: bool,
+    /// Field managers other than meshform that own the network label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_owners: Vec<String>,
 }
 
 impl EastWestFacts {
@@ -164,6 +167,14 @@ pub struct ObjectFacts {
     /// The spec-hash annotation meshform wrote, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// SHA-256 of the content meshform writes, as the cluster holds it now
+    /// (the Gateway's spec): edits by hand show here, not in the annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
+    /// Field managers other than meshform that own part of that content
+    /// (`metadata.managedFields`): apply cannot write it back without force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content_owners: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -175,6 +186,10 @@ pub struct NamespaceFacts {
     /// The `topology.istio.io/controlPlaneClusters` annotation, as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_planes: Option<String>,
+    /// Field managers other than meshform that own the network label
+    /// (`kubectl label` is `kubectl-label`): apply cannot change it without force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_owners: Vec<String>,
     /// meshform's field manager owns that annotation (`metadata.managedFields`):
     /// applying the namespace without it takes it off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -126,6 +126,8 @@ mod tests {
             resource_version: "1".into(),
             managed: true,
             spec_hash: None,
+            content_sha256: None,
+            content_owners: Vec::new(),
         }
     }
 

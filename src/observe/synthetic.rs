@@ -26,6 +26,8 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 resource_version: "1".to_string(),
                 managed: false,
                 spec_hash: None,
+                content_sha256: None,
+                content_owners: Vec::new(),
             };
             let facts = ClusterFacts {
                 identity: format!("kube-system-{}", c.name),
@@ -35,6 +37,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                     object: object("ns"),
                     network: None,
                     control_planes: None,
+                    network_owners: Vec::new(),
                     control_planes_by_meshform: false,
                 }),
                 reader: ReaderFacts::default(),
@@ -49,6 +52,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                     service_type: Some("LoadBalancer".to_string()),
                     addresses: vec![format!("{}.gateways.example.com", c.name)],
                     node_selector: false,
+                    network_owners: Vec::new(),
                 }),
                 installs: BTreeMap::from([(
                     "default".to_string(),

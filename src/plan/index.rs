@@ -141,6 +141,8 @@ mod tests {
                 resource_version: "1".to_string(),
                 managed,
                 spec_hash: None,
+                content_sha256: None,
+                content_owners: Vec::new(),
             },
             cluster_ids: ids.iter().map(|s| s.to_string()).collect(),
             annotated_cluster: annotated.map(str::to_string),

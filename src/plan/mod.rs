@@ -46,6 +46,9 @@ pub struct Options {
     /// Let apply run (rather than only show) workload restarts after a network
     /// change; recorded in each `RestartWorkloads` action, which apply obeys.
     pub restart_workloads: bool,
+    /// Take fields meshform writes from other field managers that own them
+    /// (server-side apply's force), instead of a blocker.
+    pub force_conflicts: bool,
     /// Rotate every reader token now (when to rotate otherwise is the
     /// topology's `[mesh.tokens] rotate_at_percent`).
     pub rotate_tokens: bool,
@@ -278,6 +281,34 @@ impl<'a> Planner<'a> {
         });
     }
 
+    /// Another field manager owns the network label meshform is about to
+    /// change: server-side apply refuses it (409) without force. Predicted
+    /// here from `managedFields`, a blocker unless `--force-conflicts`, so
+    /// that apply never detaches a cluster and then fails on its label.
+    /// Returns whether the write must force.
+    fn conflict(&mut self, cluster: &Cluster, what: &str, owners: &[String]) -> bool {
+        if owners.is_empty() {
+            return false;
+        }
+        if self.options.force_conflicts {
+            return true;
+        }
+        let owners = owners.join(", ");
+        self.finding(
+            FindingKind::Blocker,
+            "field_conflict",
+            &cluster.name,
+            format!(
+                "{what} in {} is owned by {owners}, not meshform: server-side apply would refuse to write it back",
+                cluster.name
+            ),
+            format!(
+                "pass --force-conflicts to take it over from {owners} (as `kubectl apply --server-side --force-conflicts` does), or undo the edit by hand"
+            ),
+        );
+        false
+    }
+
     /// The network label the cluster has now, if it differs from the desired one.
     fn relabel_from(&self, cluster: &Cluster) -> Option<&'a str> {
         let current = self.facts(&cluster.name)?.namespace.as_ref()?.network.as_deref()?;
@@ -430,10 +461,16 @@ impl<'a> Planner<'a> {
                     }
                     (Some(old), _, _) => format!("network label is {old:?}, the topology says {:?}", cluster.network),
                 };
+                let owners = namespace.map(|n| n.network_owners.as_slice()).unwrap_or_default();
+                let changes_label = current.as_deref() != Some(cluster.network.as_str());
+                let ns = self.ns().to_string();
+                let what = format!("label {} of Namespace {ns}", objects::NETWORK_LABEL);
+                let force = changes_label && self.conflict(cluster, &what, owners);
                 let kind = ActionKind::SetNetwork {
                     network: cluster.network.clone(),
                     previous: current,
                     control_plane,
+                    force,
                 };
                 self.push(Phase::Network, &cluster.name, kind, reason);
             }
@@ -537,9 +574,15 @@ impl<'a> Planner<'a> {
                         self.east_west(cluster, east_west);
                     }
                     let hash = desired::gateway_hash(network.gateway_port);
+                    let content = objects::content_sha256(&objects::gateway_spec(network.gateway_port));
+                    // Edited in the cluster: the annotation still says what
+                    // meshform wrote, the spec does not.
+                    let edited = gateway
+                        .as_ref()
+                        .is_some_and(|g| g.managed && g.content_sha256.as_deref().is_some_and(|c| c != content));
                     let update = match gateway {
                         None => Some(false),
-                        Some(g) if g.managed && g.spec_hash.as_deref() != Some(&hash) => Some(true),
+                        Some(g) if g.managed && (g.spec_hash.as_deref() != Some(&hash) || edited) => Some(true),
                         Some(g) if !g.managed => {
                             self.finding(
                                 FindingKind::Warning,
@@ -557,18 +600,27 @@ impl<'a> Planner<'a> {
                         Some(_) => None,
                     };
                     if let Some(update) = update {
-                        let reason = if update {
+                        let reason = if edited {
+                            format!(
+                                "its spec was changed in the cluster; meshform writes it back (port {}, TLS AUTO_PASSTHROUGH, hosts *.local)",
+                                network.gateway_port
+                            )
+                        } else if update {
                             "the gateway is not what meshform writes".to_string()
                         } else {
                             format!(
                                 "peers on other networks (such as {peer}) reach this cluster only through its east-west gateway"
                             )
                         };
+                        let owners = gateway.as_ref().map(|g| g.content_owners.clone()).unwrap_or_default();
+                        let what = format!("the spec of Gateway {}/{}", self.ns(), objects::CROSS_NETWORK_GATEWAY);
+                        let force = update && self.conflict(cluster, &what, &owners);
                         let kind = ActionKind::EnsureGateway {
                             network: cluster.network.clone(),
                             port: network.gateway_port,
                             spec_hash: hash,
                             update,
+                            force,
                         };
                         self.push(Phase::Network, &cluster.name, kind, reason);
                     }
@@ -648,7 +700,7 @@ impl<'a> Planner<'a> {
                 let existing = held.peek().filter(|(held, _)| *held == name).map(|(_, s)| *s);
                 let ours = existing
                     .filter(|s| s.object.managed && !self.removed.contains(&(primary.name.as_str(), name.as_str())));
-                let write = |mode, precondition: Option<&RemoteSecretFacts>| ActionKind::WriteRemoteSecret {
+                let write = |mode, precondition: Option<&RemoteSecretFacts>, force| ActionKind::WriteRemoteSecret {
                     peer: peer.name.clone(),
                     name: name.clone(),
                     server: server.clone(),
@@ -658,7 +710,11 @@ impl<'a> Planner<'a> {
                         uid: s.object.uid.clone(),
                         resource_version: s.object.resource_version.clone(),
                     }),
+                    force,
                 };
+                // A field of meshform's own secret that another manager took
+                // (`kubectl annotate`) makes the write a conflict.
+                let what = format!("Secret {}/{name}", self.ns());
 
                 // Istio ignores a second secret for a cluster id it already
                 // has: an unmanaged one of another name blocks ours, and
@@ -707,7 +763,7 @@ impl<'a> Planner<'a> {
                         self.push(
                             Phase::Attach,
                             &primary.name,
-                            write(WriteMode::Adopt, Some(same_name)),
+                            write(WriteMode::Adopt, Some(same_name), false),
                             reason,
                         );
                     } else {
@@ -735,7 +791,12 @@ impl<'a> Planner<'a> {
                         if peer_entry.joins {
                             joining.insert(&peer.name, &peer.network);
                         }
-                        self.push(Phase::Attach, &primary.name, write(WriteMode::Create, None), reason);
+                        self.push(
+                            Phase::Attach,
+                            &primary.name,
+                            write(WriteMode::Create, None, false),
+                            reason,
+                        );
                     }
                     Some(secret) if secret.object.spec_hash.as_deref() != Some(hash.as_str()) => {
                         let reason = if secret.server.as_deref() != Some(server.as_str()) {
@@ -749,11 +810,25 @@ impl<'a> Planner<'a> {
                         } else {
                             format!("the remote secret for {} is not what meshform writes", peer.name)
                         };
+                        let force = self.conflict(primary, &what, &secret.object.content_owners);
                         self.push(
                             Phase::Update,
                             &primary.name,
-                            write(WriteMode::Update, Some(secret)),
+                            write(WriteMode::Update, Some(secret), force),
                             reason,
+                        );
+                    }
+                    Some(secret) if drift(secret, &peer.name, server).is_some() => {
+                        let reason = drift(secret, &peer.name, server).unwrap_or_default();
+                        let force = self.conflict(primary, &what, &secret.object.content_owners);
+                        self.push(
+                            Phase::Update,
+                            &primary.name,
+                            write(WriteMode::Update, Some(secret), force),
+                            format!(
+                                "the remote secret for {} was changed in the cluster: {reason}",
+                                peer.name
+                            ),
                         );
                     }
                     Some(secret) => {
@@ -790,10 +865,11 @@ impl<'a> Planner<'a> {
                         };
                         if let Some(why) = rotate {
                             let reason = format!("new token for {}: {why}", peer.name);
+                            let force = self.conflict(primary, &what, &secret.object.content_owners);
                             self.push(
                                 Phase::Update,
                                 &primary.name,
-                                write(WriteMode::Rotate, Some(secret)),
+                                write(WriteMode::Rotate, Some(secret), force),
                                 reason,
                             );
                         }
@@ -864,10 +940,13 @@ impl<'a> Planner<'a> {
                     cluster.network
                 ),
             };
+            let what = format!("label {} of Service {service}", objects::NETWORK_LABEL);
+            let force = self.conflict(cluster, &what, &east_west.network_owners);
             let kind = ActionKind::SetGatewayNetwork {
                 service: network.gateway_service.clone(),
                 network: cluster.network.clone(),
                 previous: east_west.network.clone(),
+                force,
             };
             self.push(Phase::Network, &cluster.name, kind, reason);
         }
@@ -1223,6 +1302,36 @@ impl<'a> Planner<'a> {
                 .collect(),
             fingerprints: fingerprints(),
         }
+    }
+}
+
+/// What of meshform's own remote secret differs from what it wrote, though
+/// its spec-hash annotation says otherwise: the cluster id Istio reads
+/// (the data key and the annotation) or the address in its kubeconfig.
+/// Read from the facts observe keeps, never from the token.
+fn drift(secret: &RemoteSecretFacts, peer: &str, server: &str) -> Option<String> {
+    if !secret.object.managed {
+        return None;
+    }
+    if secret.annotated_cluster.as_deref() != Some(peer) {
+        return Some(format!(
+            "annotation {} is {}, meshform writes {peer:?}",
+            objects::CLUSTER_ANNOTATION,
+            secret
+                .annotated_cluster
+                .as_deref()
+                .map_or("missing".to_string(), |a| format!("{a:?}"))
+        ));
+    }
+    if secret.cluster_ids != [peer] {
+        return Some(format!(
+            "its data keys are {:?}, meshform writes one, {peer:?}",
+            secret.cluster_ids
+        ));
+    }
+    match secret.server.as_deref() {
+        Some(s) if s != server => Some(format!("its kubeconfig points at {s}, meshform writes {server}")),
+        _ => None,
     }
 }
 

@@ -98,6 +98,10 @@ pub enum ActionKind {
         previous: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         control_plane: Option<String>,
+        /// Take the fields from the other field managers that own them
+        /// (`--force-conflicts`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     /// Service account, read-only ClusterRole and binding that primaries use
     /// to read this cluster.
@@ -114,6 +118,9 @@ pub enum ActionKind {
         port: u16,
         spec_hash: String,
         update: bool,
+        /// As for `SetNetwork`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     DeleteGateway {
         precondition: Precondition,
@@ -128,6 +135,9 @@ pub enum ActionKind {
         spec_hash: String,
         /// Present when replacing an existing object.
         precondition: Option<Precondition>,
+        /// As for `SetNetwork` (an adoption always takes the fields over).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     /// Restart injected workloads so their sidecars pick up a new network.
     RestartWorkloads {
@@ -143,6 +153,9 @@ pub enum ActionKind {
         service: String,
         network: String,
         previous: Option<String>,
+        /// As for `SetNetwork`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
 }
 

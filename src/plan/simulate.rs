@@ -16,6 +16,8 @@ fn object(tag: &str, spec_hash: Option<String>) -> ObjectFacts {
         resource_version: "simulated".to_string(),
         managed: true,
         spec_hash,
+        content_sha256: None,
+        content_owners: Vec::new(),
     }
 }
 
@@ -49,6 +51,7 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                     },
                     network: None,
                     control_planes: None,
+                    network_owners: Vec::new(),
                     control_planes_by_meshform: false,
                 });
                 ns.network = Some(network.clone());
@@ -75,8 +78,11 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                     token_secret: Some(object("token", None)),
                 };
             }
-            ActionKind::EnsureGateway { spec_hash, .. } => {
-                facts.gateway = Some(object("gateway", Some(spec_hash.clone())));
+            ActionKind::EnsureGateway { spec_hash, port, .. } => {
+                facts.gateway = Some(ObjectFacts {
+                    content_sha256: Some(crate::objects::content_sha256(&crate::objects::gateway_spec(*port))),
+                    ..object("gateway", Some(spec_hash.clone()))
+                });
             }
             ActionKind::DeleteGateway { .. } => facts.gateway = None,
             ActionKind::WriteRemoteSecret {

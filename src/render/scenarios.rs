@@ -99,6 +99,8 @@ pub fn findings() -> (Plan, Topology) {
                 resource_version: "7".to_string(),
                 managed: false,
                 spec_hash: None,
+                content_sha256: None,
+                content_owners: Vec::new(),
             },
             cluster_ids: vec!["us-east".to_string()],
             annotated_cluster: Some("us-east".to_string()),

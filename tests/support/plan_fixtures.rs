@@ -84,6 +84,8 @@ pub fn unmanaged_secret(cluster_ids: &[&str]) -> RemoteSecretFacts {
             resource_version: "7".to_string(),
             managed: false,
             spec_hash: None,
+            content_sha256: None,
+            content_owners: Vec::new(),
         },
         cluster_ids: cluster_ids.iter().map(|s| s.to_string()).collect(),
         annotated_cluster: cluster_ids.first().map(|s| s.to_string()),
