@@ -251,6 +251,7 @@ fn finding_check(code: &str) -> CheckId {
         "istio_not_installed" | "istiod_cluster_id" | "injection_network" | "mesh_id" => CheckId::Istio,
         "remote_pilot_address" | "control_plane_on_primary" => CheckId::ControlPlane,
         "remote_secret_duplicate" | "remote_secret_unmanaged" => CheckId::RemoteSecrets,
+        "detached_holder" | "detach_not_revoked" => CheckId::Tokens,
         _ => CheckId::Other,
     }
 }
@@ -283,10 +284,8 @@ fn action_check(action: &Action, observed: &Observed) -> (CheckId, Status) {
             // A rotation that is only due leaves a working token until then;
             // an expired or revoked one (its reader account deleted) reads nothing.
             let secret = observed.facts(&action.cluster).and_then(|f| f.remote_secrets.get(name));
-            let account = action
-                .peer()
-                .and_then(|p| observed.facts(p))
-                .and_then(|f| f.reader.service_account.as_ref());
+            let peer = action.peer().and_then(|p| observed.facts(p));
+            let account = peer.and_then(|f| f.reader.service_account.as_ref());
             let works = secret.is_some_and(|s| {
                 let live = match s.token {
                     TokenFacts::Bound { expires_at, .. } => expires_at > observed.observed_at,
@@ -297,11 +296,20 @@ fn action_check(action: &Action, observed: &Observed) -> (CheckId, Status) {
                     .token_account_uid
                     .as_ref()
                     .is_some_and(|uid| account.is_none_or(|a| a.uid != *uid));
-                live && !revoked
+                // A token whose binding Secret in the peer is gone is revoked too.
+                let unbound = s
+                    .token_binding_uid
+                    .as_ref()
+                    .is_some_and(|uid| peer.is_some_and(|f| !f.reader_bindings.values().any(|b| b.object.uid == *uid)));
+                live && !revoked && !unbound
             });
             (CheckId::Tokens, if works { Status::Warn } else { Status::Fail })
         }
         ActionKind::WriteRemoteSecret { .. } => (CheckId::RemoteSecrets, Status::Fail),
+        // A holder that left still has working tokens until this is applied; a
+        // replaced token, which nothing uses any more, is harmless until then.
+        ActionKind::RevokeReaderTokens { detach: true, .. } => (CheckId::Tokens, Status::Fail),
+        ActionKind::RevokeReaderTokens { detach: false, .. } => (CheckId::Tokens, Status::Warn),
     }
 }
 
@@ -782,6 +790,66 @@ mod tests {
         expired.observed_at = now() + SignedDuration::from_hours(24 * 8);
         let (checklist, _) = checked(&topology, &expired);
         assert_eq!(of(&checklist, "apac", CheckId::Tokens).status, Status::Fail);
+        assert!(!checklist.passed());
+    }
+
+    /// A binding Secret in `cluster` for tokens `holder` holds, not referenced
+    /// by any remote secret.
+    fn stray_binding(observed: &mut Observed, cluster: &str, holder: &str) {
+        let binding = crate::observe::model::BindingFacts {
+            object: crate::observe::model::ObjectFacts {
+                uid: format!("stray-{holder}-{cluster}"),
+                resource_version: "1".to_string(),
+                managed: true,
+                spec_hash: None,
+                content_sha256: None,
+                content_owners: Vec::new(),
+            },
+            holder: Some(holder.to_string()),
+            holder_identity: None,
+        };
+        facts(observed, cluster)
+            .reader_bindings
+            .insert(format!("{}stray", objects::reader_binding_prefix(holder)), binding);
+    }
+
+    #[test]
+    fn a_departed_holders_working_tokens_fail_and_a_replaced_token_warns() {
+        let topology = example();
+        let mut departed = converged(&topology);
+        stray_binding(&mut departed, "eu-west", "gone");
+        let (checklist, plan) = checked(&topology, &departed);
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| matches!(a.kind, ActionKind::RevokeReaderTokens { detach: true, .. }))
+        );
+        assert_eq!(of(&checklist, "eu-west", CheckId::Tokens).status, Status::Fail);
+        assert!(!checklist.passed());
+
+        let mut replaced = converged(&topology);
+        stray_binding(&mut replaced, "eu-west", "us-east");
+        let (checklist, plan) = checked(&topology, &replaced);
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| matches!(a.kind, ActionKind::RevokeReaderTokens { detach: false, .. }))
+        );
+        assert_eq!(of(&checklist, "eu-west", CheckId::Tokens).status, Status::Warn);
+        assert!(
+            checklist.passed(),
+            "a replaced token left over is no failure: {checklist:#?}"
+        );
+    }
+
+    #[test]
+    fn a_token_whose_binding_was_deleted_fails() {
+        let topology = example();
+        let mut observed = converged(&topology);
+        let name = format!("{}simulated", objects::reader_binding_prefix("us-east"));
+        assert!(facts(&mut observed, "eu-west").reader_bindings.remove(&name).is_some());
+        let (checklist, _) = checked(&topology, &observed);
+        assert_eq!(of(&checklist, "us-east", CheckId::Tokens).status, Status::Fail);
         assert!(!checklist.passed());
     }
 }

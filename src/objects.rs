@@ -62,12 +62,25 @@ pub const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
 pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 pub const ROOT_CERT_KEY: &str = "root-cert.pem";
 
+/// Marks the data-less Secrets that reader tokens are bound to (value "true").
+pub const READER_BINDING_LABEL: &str = "meshform.io/reader-binding";
+/// The primary holding the tokens bound to a binding Secret, by mesh name.
+pub const HOLDER_ANNOTATION: &str = "meshform.io/holder";
+/// The holder's kube-system UID: a renamed holder is still the same holder.
+pub const HOLDER_IDENTITY_ANNOTATION: &str = "meshform.io/holder-identity";
+
 /// Field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "meshform";
 
 /// The remote secret a primary holds for `peer`, as istioctl names it.
 pub fn remote_secret_name(peer: &str) -> String {
     format!("{}{peer}", crate::topology::REMOTE_SECRET_PREFIX)
+}
+
+/// The `generateName` of the binding Secrets in a peer for tokens `holder`
+/// holds: one per token written, the API server adds a random suffix.
+pub fn reader_binding_prefix(holder: &str) -> String {
+    format!("meshform-reader-binding-{holder}-")
 }
 
 /// The read-only ClusterRole (and its binding) meshform owns for the reader

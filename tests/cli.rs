@@ -225,6 +225,7 @@ fn a_saved_plan_takes_no_planning_flags() {
         "--adopt",
         "--rotate-tokens",
         "--skip-unreachable",
+        "--revoke-grace=0",
     ] {
         let out = run(meshform().args(["apply", "plan.json", flag]));
         assert_eq!(exit_code(&out), Some(1), "{flag}: {out}");

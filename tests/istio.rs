@@ -196,8 +196,18 @@ async fn token_rotation_keeps_istio_synced() {
     mesh.apply(&[]).await;
     let istio = IstioCheck::start(a, "a", NAMESPACE);
     let before = wait_for_peers(&istio, "a", &[("b", "flat"), ("c", "flat")]).await;
+    let old = tokens_in(a).await;
 
     mesh.apply(&["--rotate-tokens"]).await;
+    // The replaced tokens stay valid for the grace period: an immediate
+    // re-run revokes nothing while Istio may still be on them.
+    mesh.apply(&[]).await;
+    for (peer, token) in &old {
+        assert!(
+            accepts(clusters.by_name(peer), token).await,
+            "{peer}: revoked within the grace period"
+        );
+    }
     // Istio builds a new client from each new kubeconfig and swaps it in once synced.
     let after = istio
         .wait_for("new clients for b and c, synced", |s| {
@@ -208,6 +218,53 @@ async fn token_rotation_keeps_istio_synced() {
         })
         .await;
     assert!(after.rejected.is_empty(), "{:?}", after.rejected);
+
+    // Past the grace (0 here, as Istio has moved), the replaced tokens are
+    // revoked: b and c refuse them, and Istio, on the new ones, keeps reading.
+    mesh.apply(&["--revoke-grace", "0"]).await;
+    for (peer, token) in &old {
+        support::mesh::eventually(
+            &format!("{peer} refusing a replaced token"),
+            std::time::Duration::from_secs(30),
+            async || (!accepts(clusters.by_name(peer), token).await).then_some(()),
+        )
+        .await;
+    }
+    // Istio probes its clients once a second: three probes after the revocation.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let revoked = istio.latest().expect("a report");
+    assert!(sees(&revoked, &[("b", "flat"), ("c", "flat")]), "{revoked:#?}");
+    for id in ["b", "c"] {
+        assert_eq!(
+            revoked.cluster(id).unwrap().builds,
+            after.cluster(id).unwrap().builds,
+            "Istio rebuilt {id}'s client: it was left on a revoked token"
+        );
+    }
+}
+
+/// The reader tokens in `primary`'s remote secrets, by peer.
+async fn tokens_in(primary: &Cluster) -> BTreeMap<String, String> {
+    support::mesh::remote_secrets(primary)
+        .await
+        .into_values()
+        .map(|s| {
+            let (peer, kubeconfig) = s.data.expect("data").into_iter().next().expect("one key");
+            (peer, support::mesh::token_of(&kubeconfig.0).expect("a token"))
+        })
+        .collect()
+}
+
+/// Whether `peer` accepts `token`; a refusal must be a 401.
+async fn accepts(peer: &Cluster, token: &str) -> bool {
+    match Api::<Namespace>::all(peer.client_with_token(token).await)
+        .get(NAMESPACE)
+        .await
+    {
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) if status.code == 401 => false,
+        Err(e) => panic!("reading {} with a reader token: {e}", peer.name()),
+    }
 }
 
 /// A remote secret as istioctl and meshform write it, by hand.

@@ -11,7 +11,7 @@
 mod plan_fixtures;
 
 use jiff::SignedDuration;
-use meshform::observe::model::{ObjectFacts, Observed, TokenFacts};
+use meshform::observe::model::{BindingFacts, ObjectFacts, Observed, TokenFacts};
 use meshform::plan::{ActionKind, Change, Options, PlanError, WriteMode};
 use plan_fixtures::*;
 
@@ -278,9 +278,15 @@ fn primary_turned_remote_loses_its_managed_secrets() {
         .remote_secrets
         .insert("by-hand".to_string(), unmanaged_secret(&["x"]));
     let plan = plan_ok(&after, &observed);
+    // b's istiod goes, and so do the tokens it held: revoked in every peer.
     assert_eq!(
         actions(&plan),
-        lines(&["detach b delete_remote_secret a", "detach b delete_remote_secret c"])
+        lines(&[
+            "detach a revoke_reader_tokens/detach b",
+            "detach b delete_remote_secret a",
+            "detach b delete_remote_secret c",
+            "detach c revoke_reader_tokens/detach b",
+        ])
     );
     assert!(
         plan.actions
@@ -479,11 +485,18 @@ fn cluster_removed_from_the_file_is_detached_from_every_primary() {
     let after = mesh_topology(&["name = \"a\"", "name = \"b\""]);
     let observed = after_converging(&before, &after);
     let plan = plan_ok(&after, &observed);
+    // c is gone: its secret leaves every primary, and the tokens c holds are revoked in every peer.
     assert_eq!(
         actions(&plan),
-        lines(&["detach a delete_remote_secret c", "detach b delete_remote_secret c"])
+        lines(&[
+            "detach a delete_remote_secret c",
+            "detach a revoke_reader_tokens/detach c",
+            "detach b delete_remote_secret c",
+            "detach b revoke_reader_tokens/detach c",
+        ])
     );
     assert!(plan.actions.iter().all(|a| a.is_destructive()));
+    assert_eq!(findings(&plan), lines(&["warning c detached_holder"]));
     assert!(
         reasons(&plan)
             .iter()
@@ -665,7 +678,12 @@ fn target_keeps_only_actions_about_that_cluster() {
     let plan = plan_with(&after, &observed, &options);
     assert_eq!(
         actions(&plan),
-        lines(&["detach a delete_remote_secret c", "detach b delete_remote_secret c"])
+        lines(&[
+            "detach a delete_remote_secret c",
+            "detach a revoke_reader_tokens/detach c",
+            "detach b delete_remote_secret c",
+            "detach b revoke_reader_tokens/detach c",
+        ])
     );
 }
 
@@ -692,10 +710,15 @@ fn istioctl_secret_of_our_name_is_a_conflict_and_left_alone() {
     gone.clusters.insert("c".to_string(), c);
     let plan = plan_ok(&after, &gone);
     assert!(
-        !plan.actions.iter().any(|a| a.peer() == Some("b")),
+        !plan
+            .actions
+            .iter()
+            .any(|a| a.peer() == Some("b") && matches!(a.kind, ActionKind::DeleteRemoteSecret { .. })),
         "{:?}",
         actions(&plan)
     );
+    // The tokens b held are meshform's own: they are revoked.
+    assert!(actions(&plan).contains(&"detach a revoke_reader_tokens/detach b".to_string()));
 }
 
 #[test]
@@ -1098,6 +1121,197 @@ fn plan_does_not_depend_on_the_order_of_clusters_in_the_file() {
 }
 
 // ---------------------------------------------------------------------------
+// Revoking reader tokens (issue 15)
+
+/// A binding Secret in `peer` for tokens `holder` held before a rotation:
+/// nothing references it any more.
+fn replaced_binding(observed: &mut Observed, peer: &str, holder: &str) {
+    let holder_identity = facts_mut(observed, holder).identity.clone();
+    facts_mut(observed, peer).reader_bindings.insert(
+        format!("meshform-reader-binding-{holder}-old"),
+        BindingFacts {
+            object: ObjectFacts {
+                uid: format!("old-{holder}-{peer}"),
+                resource_version: "3".to_string(),
+                managed: true,
+                spec_hash: None,
+                content_sha256: None,
+                content_owners: Vec::new(),
+            },
+            holder: Some(holder.to_string()),
+            holder_identity: Some(holder_identity),
+        },
+    );
+}
+
+#[test]
+fn a_converged_mesh_binds_every_token_and_revokes_nothing() {
+    let t = three_primaries();
+    let observed = converge(&t, &fresh(&t));
+    for (holder, facts) in &observed.clusters {
+        let facts = facts.facts().unwrap();
+        for secret in facts.remote_secrets.values() {
+            let peer = &secret.cluster_ids[0];
+            let bindings = &observed.facts(peer).unwrap().reader_bindings;
+            assert!(
+                bindings
+                    .values()
+                    .any(|b| Some(&b.object.uid) == secret.token_binding_uid.as_ref()
+                        && b.holder.as_deref() == Some(holder.as_str())),
+                "{holder}'s token for {peer} is bound to none of {bindings:?}"
+            );
+        }
+    }
+    assert_eq!(actions(&plan_ok(&t, &observed)), Vec::<String>::new());
+}
+
+#[test]
+fn a_replaced_token_is_revoked_only_once_its_successor_has_been_in_place_for_the_grace_period() {
+    let t = three_primaries();
+    let mut observed = converge(&t, &fresh(&t));
+    replaced_binding(&mut observed, "b", "a");
+    // The successor was issued at the observation's time: within the grace period.
+    assert_eq!(actions(&plan_ok(&t, &observed)), Vec::<String>::new());
+    let grace = meshform::plan::DEFAULT_REVOKE_GRACE_SECONDS;
+    observed.observed_at += SignedDuration::from_secs(grace - 1);
+    assert_eq!(actions(&plan_ok(&t, &observed)), Vec::<String>::new());
+    observed.observed_at += SignedDuration::from_secs(1);
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(actions(&plan), lines(&["update b revoke_reader_tokens/replaced a"]));
+    // Not a detach: a scheduled run needs no --allow-detach for it.
+    assert!(!plan.actions[0].is_destructive());
+    assert!(plan.changes.is_empty());
+
+    // A grace of 0 revokes on the next run.
+    let mut observed = converge(&t, &fresh(&t));
+    replaced_binding(&mut observed, "b", "a");
+    let options = Options {
+        revoke_grace_seconds: 0,
+        ..Options::default()
+    };
+    assert_eq!(
+        actions(&plan_with(&t, &observed, &options)),
+        lines(&["update b revoke_reader_tokens/replaced a"])
+    );
+}
+
+#[test]
+fn no_token_is_revoked_while_its_successor_is_being_written_or_its_holder_cannot_be_read() {
+    let t = three_primaries();
+    let options = Options {
+        revoke_grace_seconds: 0,
+        ..Options::default()
+    };
+    // a's secret for b is rewritten in this run: the old binding waits for the next.
+    let mut observed = converge(&t, &fresh(&t));
+    replaced_binding(&mut observed, "b", "a");
+    facts_mut(&mut observed, "a")
+        .remote_secrets
+        .remove("istio-remote-secret-b");
+    assert_eq!(
+        actions(&plan_with(&t, &observed, &options)),
+        lines(&["attach a write_remote_secret/create b"])
+    );
+    // Someone else's secret in the way: meshform's binding is left alone.
+    facts_mut(&mut observed, "a")
+        .remote_secrets
+        .insert("istio-remote-secret-b".to_string(), unmanaged_secret(&["b"]));
+    assert_eq!(actions(&plan_with(&t, &observed, &options)), Vec::<String>::new());
+
+    // A holder that could not be read may still depend on every token it holds.
+    let mut observed = converge(&t, &fresh(&t));
+    replaced_binding(&mut observed, "b", "a");
+    make_unknown(&mut observed, "a");
+    let options = Options {
+        skip_unreachable: true,
+        ..options
+    };
+    assert_eq!(actions(&plan_with(&t, &observed, &options)), Vec::<String>::new());
+}
+
+#[test]
+fn a_renamed_holder_keeps_its_tokens_and_a_departed_one_loses_them_even_unreachable() {
+    let before = three_primaries();
+    let observed = converge(&before, &fresh(&before));
+    // c is renamed d: the same cluster (its identity), so the tokens it holds stay.
+    let after = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"d\"\ncontext = \"c\""]);
+    let mut renamed = observed.clone();
+    let c = renamed.clusters.remove("c").unwrap();
+    renamed.clusters.insert("d".to_string(), c);
+    let plan = plan_ok(&after, &renamed);
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::RevokeReaderTokens { .. })),
+        "{:?}",
+        actions(&plan)
+    );
+
+    // c leaves the mesh and is not even observed: the tokens it holds are revoked in a and b all the same.
+    let after = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let plan = plan_ok(&after, &after_converging(&before, &after));
+    let revoked: Vec<&meshform::plan::Action> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::RevokeReaderTokens { .. }))
+        .collect();
+    assert_eq!(revoked.len(), 2);
+    assert!(revoked.iter().all(|a| a.is_destructive() && a.peer() == Some("c")));
+    let finding = &plan.findings[0];
+    assert_eq!(finding.code, "meshform::plan::detached_holder");
+    assert!(
+        finding.message.contains("no longer authenticate"),
+        "{}",
+        finding.message
+    );
+}
+
+// Deleting a binding by hand revokes the tokens bound to it: no expiry shows that.
+#[test]
+fn a_token_whose_binding_was_deleted_is_replaced() {
+    let t = three_primaries();
+    let mut observed = converge(&t, &fresh(&t));
+    facts_mut(&mut observed, "b")
+        .reader_bindings
+        .retain(|_, binding| binding.holder.as_deref() != Some("a"));
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(actions(&plan), lines(&["update a write_remote_secret/rotate b"]));
+    assert!(
+        reasons(&plan)[0].contains("binding Secret in b"),
+        "{:?}",
+        reasons(&plan)
+    );
+}
+
+#[test]
+fn secret_mode_says_that_a_detach_revokes_nothing() {
+    let legacy = "[mesh.tokens]\nmode = \"secret\"\n";
+    let before = topology(&format!(
+        "{HEADER}{legacy}{}",
+        &mesh(&["name = \"a\"", "name = \"b\"", "name = \"c\""])[HEADER.len()..]
+    ));
+    let after = topology(&format!(
+        "{HEADER}{legacy}{}",
+        &mesh(&["name = \"a\"", "name = \"b\""])[HEADER.len()..]
+    ));
+    let mut observed = after_converging(&before, &after);
+    // Legacy tokens are bound to nothing: apply makes no binding Secrets in this mode.
+    for cluster in ["a", "b"] {
+        facts_mut(&mut observed, cluster).reader_bindings.clear();
+    }
+    let plan = plan_ok(&after, &observed);
+    assert_eq!(findings(&plan), lines(&["warning c detach_not_revoked"]));
+    assert!(
+        plan.findings[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("tokens.mode = \"request\"")
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Properties over random topologies and observations
 
 // A remote's mesh namespace names the primary whose istiod serves it
@@ -1494,6 +1708,7 @@ mod properties {
                 rotate_tokens: self.rotate_tokens,
                 force_conflicts: false,
                 targets: Vec::new(),
+                revoke_grace_seconds: meshform::plan::DEFAULT_REVOKE_GRACE_SECONDS,
             }
         }
 
@@ -1642,9 +1857,12 @@ mod properties {
             for finding in &second.findings {
                 prop_assert!(persists(&finding.code), "unexpected finding after apply: {:?}", finding);
             }
-            // A warning about this run's network change goes once the change is made.
+            // A warning about this run's network change or detach goes once the change is made.
             let lasting = |plan: &meshform::plan::Plan| -> Vec<String> {
-                findings(plan).into_iter().filter(|f| !f.ends_with("network_change_partial")).collect()
+                findings(plan)
+                    .into_iter()
+                    .filter(|f| !["network_change_partial", "detached_holder", "detach_not_revoked"].iter().any(|c| f.ends_with(c)))
+                    .collect()
             };
             prop_assert_eq!(lasting(&second), lasting(&first));
             prop_assert_eq!(&second.deferred, &first.deferred);
@@ -1845,6 +2063,15 @@ mod properties {
                         facts.gateway_service.is_some() && facts.east_west.is_some(),
                         "labels a gateway Service {} that was not found: {:?}",
                         service,
+                        action
+                    );
+                }
+                ActionKind::RevokeReaderTokens { name, .. } => {
+                    let binding = &facts.reader_bindings[name];
+                    prop_assert!(
+                        binding.object.managed,
+                        "revokes an unmanaged binding {}: {:?}",
+                        name,
                         action
                     );
                 }

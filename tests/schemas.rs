@@ -38,6 +38,7 @@ fn plan_schema_describes_the_json_plan() {
         "delete_gateway",
         "write_remote_secret",
         "restart_workloads",
+        "revoke_reader_tokens",
         "network_change",
         "became_remote",
         "format_version",

@@ -82,6 +82,31 @@ pub fn reader_token_secret(namespace: &str, mesh: &str) -> Secret {
     }
 }
 
+/// The binding Secret a reader token is bound to: no data, it stands for
+/// the primary `holder` that will hold the token. Named by the API server
+/// from `generateName`, one per token written.
+pub fn token_binding(namespace: &str, mesh: &str, holder: &str, holder_identity: &str) -> Secret {
+    let mut metadata = meta("", Some(namespace), mesh, None);
+    metadata.name = None;
+    metadata.generate_name = Some(objects::reader_binding_prefix(holder));
+    metadata
+        .labels
+        .get_or_insert_default()
+        .insert(objects::READER_BINDING_LABEL.into(), "true".into());
+    metadata.annotations = Some(BTreeMap::from([
+        (objects::HOLDER_ANNOTATION.to_string(), holder.to_string()),
+        (
+            objects::HOLDER_IDENTITY_ANNOTATION.to_string(),
+            holder_identity.to_string(),
+        ),
+    ]));
+    Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
     PolicyRule {

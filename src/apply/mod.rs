@@ -5,8 +5,9 @@
 //! starts no further phase. Every write is server-side apply with field
 //! manager `meshform` (so a second apply of the same content changes
 //! nothing), every delete carries the UID and resourceVersion the plan saw.
-//! Tokens come from the TokenRequest API and exist only in memory and in the
-//! remote secret they are written to.
+//! Tokens come from the TokenRequest API, each bound to a binding Secret
+//! made for it in the peer, and exist only in memory and in the remote
+//! secret they are written to.
 
 pub mod build;
 pub mod lock;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -178,7 +179,8 @@ pub struct Target<'a> {
 struct Run<'a> {
     target: &'a Target<'a>,
     settings: &'a Settings,
-    /// One token per peer per run, shared by every primary that needs it.
+    /// `secret` mode: one legacy token per peer per run, shared by every
+    /// primary that needs it. Requested tokens are one per primary and peer.
     tokens: HashMap<&'a str, OnceCell<Result<SecretString, String>>>,
     restart_stamp: String,
 }
@@ -523,7 +525,7 @@ impl Run<'_> {
                         ));
                     }
                 }
-                let token = self.token(peer).await?;
+                let token = self.token(cluster, peer).await?;
                 let kubeconfig = build::peer_kubeconfig(peer, server, peer_connection.ca_pem.as_deref(), &token);
                 let secret = build::RemoteSecret {
                     namespace: ns,
@@ -557,43 +559,75 @@ impl Run<'_> {
                 )
                 .await
             }
+            ActionKind::RevokeReaderTokens { name, precondition, .. } => {
+                self.delete(cluster, &Api::<Secret>::namespaced(client, ns), name, precondition)
+                    .await
+            }
         }
     }
 
-    /// A reader token of `peer`, minted once per run.
-    async fn token(&self, peer: &str) -> Result<SecretString, String> {
+    /// A reader token of `peer` for `holder`. A requested token is bound to
+    /// a binding Secret made for it in the peer, which stands for the holder:
+    /// deleting it revokes the token (pkg/serviceaccount/claims.go in
+    /// Kubernetes checks that the bound Secret exists with the same UID).
+    /// A legacy token is shared by every primary: read once per run.
+    async fn token(&self, holder: &str, peer: &str) -> Result<SecretString, String> {
         if self.settings.dry_run {
             // Nothing persists in a dry run, so no credential is minted for it.
             return Ok(SecretString::from("dry-run"));
         }
-        let cell = self
-            .tokens
-            .get(peer)
-            .ok_or_else(|| format!("no token slot for {peer}"))?;
-        cell.get_or_init(|| async {
-            let connection = self.connection(peer)?;
-            if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
-                return legacy_token(connection, self.ns()).await;
-            }
-            let accounts: Api<ServiceAccount> = Api::namespaced(connection.client.clone(), self.ns());
-            let request = TokenRequest {
-                spec: TokenRequestSpec {
-                    expiration_seconds: Some(self.target.topology.mesh.tokens.lifetime_seconds as i64),
-                    ..TokenRequestSpec::default()
+        let connection = self.connection(peer)?;
+        if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
+            let cell = self
+                .tokens
+                .get(peer)
+                .ok_or_else(|| format!("no token slot for {peer}"))?;
+            return cell.get_or_init(|| legacy_token(connection, self.ns())).await.clone();
+        }
+        let identity = self
+            .target
+            .observed
+            .facts(holder)
+            .map(|f| f.identity.as_str())
+            .unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), self.ns());
+        let binding = secrets
+            .create(
+                &PostParams {
+                    dry_run: false,
+                    field_manager: Some(FIELD_MANAGER.to_string()),
                 },
-                ..TokenRequest::default()
-            };
-            let response = accounts
-                .create_token_request(objects::READER_SERVICE_ACCOUNT, &PostParams::default(), &request)
-                .await
-                .map_err(|e| format!("cannot get a reader token from {peer}: {}", describe(peer, &e)))?;
-            response
-                .status
-                .map(|s| SecretString::from(s.token))
-                .ok_or_else(|| format!("{peer} answered the token request without a token"))
-        })
-        .await
-        .clone()
+                &build::token_binding(self.ns(), self.mesh(), holder, identity),
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot create the token's binding Secret in {peer}: {}",
+                    describe(peer, &e)
+                )
+            })?;
+        let accounts: Api<ServiceAccount> = Api::namespaced(connection.client.clone(), self.ns());
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(self.target.topology.mesh.tokens.lifetime_seconds as i64),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Secret".into()),
+                    name: binding.metadata.name,
+                    uid: binding.metadata.uid,
+                }),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let response = accounts
+            .create_token_request(objects::READER_SERVICE_ACCOUNT, &PostParams::default(), &request)
+            .await
+            .map_err(|e| format!("cannot get a reader token from {peer}: {}", describe(peer, &e)))?;
+        response
+            .status
+            .map(|s| SecretString::from(s.token))
+            .ok_or_else(|| format!("{peer} answered the token request without a token"))
     }
 
     /// `kubectl rollout restart` for every injected workload: a new

@@ -17,7 +17,7 @@ use crate::topology::{Role, Topology};
 pub struct Args {
     /// A plan saved with `meshform plan --out`; without it, apply plans first.
     /// Planning choices were made when it was saved, so they cannot be given again here.
-    #[arg(value_name = "PLAN", conflicts_with_all = ["targets", "skip_unreachable", "adopt", "rotate_tokens", "restart_workloads", "force_conflicts"])]
+    #[arg(value_name = "PLAN", conflicts_with_all = ["targets", "skip_unreachable", "adopt", "rotate_tokens", "restart_workloads", "force_conflicts", "revoke_grace"])]
     pub saved: Option<PathBuf>,
 
     #[command(flatten)]

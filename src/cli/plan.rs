@@ -67,6 +67,11 @@ pub struct PlanArgs {
     /// run); a plan saved with it records the decision.
     #[arg(long)]
     pub restart_workloads: bool,
+
+    /// Seconds a replaced reader token stays valid after its successor was
+    /// written, before a later run revokes it (every istiod must have moved on).
+    #[arg(long, value_name = "SECONDS", default_value_t = plan::DEFAULT_REVOKE_GRACE_SECONDS as u32)]
+    pub revoke_grace: u32,
 }
 
 impl PlanArgs {
@@ -79,6 +84,7 @@ impl PlanArgs {
             restart_workloads: self.restart_workloads,
             force_conflicts: self.force_conflicts,
             targets: self.targets.clone(),
+            revoke_grace_seconds: i64::from(self.revoke_grace),
         }
     }
 }

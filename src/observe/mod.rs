@@ -3,10 +3,11 @@
 //! Each cluster costs the same small, fixed number of API requests however
 //! large the mesh is: GETs of named objects, one LIST of remote secrets by
 //! label, one LIST of the mesh namespace's Secret metadata (names, labels
-//! and annotations only: the API server sends no data), and two LISTs of the
-//! Istio install by label (a revision's objects carry names meshform cannot
-//! know; see [`istio`]). A cluster that cannot be read becomes `Unknown` with
-//! the reason; it never fails the whole observation. What comes back is
+//! and annotations only: the API server sends no data), one LIST of the
+//! metadata of the binding Secrets reader tokens are bound to, by label, and
+//! two LISTs of the Istio install by label (a revision's objects carry names
+//! meshform cannot know; see [`istio`]). A cluster that cannot be read becomes
+//! `Unknown` with the reason; it never fails the whole observation. What comes back is
 //! [`model::Observed`], which holds no secret data.
 
 pub mod connect;
@@ -25,14 +26,14 @@ use kube::core::ObjectMeta;
 
 use self::connect::{ConnectError, Connection, KubeconfigCache, Sources};
 use self::model::{
-    ClusterFacts, ClusterObservation, ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts,
+    BindingFacts, ClusterFacts, ClusterObservation, ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts,
     SNAPSHOT_FORMAT_VERSION, UnknownReason,
 };
 use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
-pub const REQUESTS_PER_CLUSTER: usize = 12;
+pub const REQUESTS_PER_CLUSTER: usize = 13;
 
 /// Connects to every cluster of the topology. Clusters whose kubeconfig
 /// cannot be used come back as errors, in topology order.
@@ -188,6 +189,7 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let by_label = ListParams::default().labels(&format!("{}=true", objects::MULTICLUSTER_LABEL));
     let all = ListParams::default();
+    let bindings_by_label = ListParams::default().labels(&format!("{}=true", objects::READER_BINDING_LABEL));
     // Installs are listed, not read by name: a revision's objects carry a
     // name meshform cannot know (`istiod-<rev>`, `istio-sidecar-injector-<rev>`).
     let istiods = ListParams::default().labels(objects::ISTIOD_SELECTOR);
@@ -195,7 +197,7 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     // The reads of REQUESTS_PER_CLUSTER: the cluster's identity first, which
     // opens the connection (HTTP/2 where the server offers it), then the
     // others at once over it. Sent together, each would open a connection
-    // of its own; an unreachable cluster also fails once, not twelve times.
+    // of its own; an unreachable cluster also fails once, not thirteen times.
     let kube_system = namespaces.get("kube-system").await?;
     // Secret metadata of the whole namespace (PartialObjectMetadataList: no
     // data crosses the wire) gives the reader token Secret and every
@@ -210,6 +212,7 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         gateway,
         service,
         secret_metadata,
+        reader_bindings,
         istiod,
         install_cms,
         root_cert,
@@ -222,6 +225,7 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         gateways.get_opt(objects::CROSS_NETWORK_GATEWAY),
         services.get_opt(gateway_service),
         secrets.list_metadata(&all),
+        secrets.list_metadata(&bindings_by_label),
         deployments.list(&istiods),
         configmaps.list(&install_configmaps),
         configmaps.get_opt(objects::ROOT_CERT_CONFIGMAP),
@@ -290,6 +294,21 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         unlabelled_secrets,
         installs: istio::installs(&istiod.items, &install_cms.items),
         root_certs: root_cert.as_ref().map(istio::root_fingerprints),
+        reader_bindings: reader_bindings
+            .items
+            .iter()
+            .filter_map(|b| {
+                let annotation = |key: &str| b.metadata.annotations.as_ref().and_then(|a| a.get(key).cloned());
+                Some((
+                    b.metadata.name.clone()?,
+                    BindingFacts {
+                        object: object_facts(&b.metadata, mesh),
+                        holder: annotation(objects::HOLDER_ANNOTATION),
+                        holder_identity: annotation(objects::HOLDER_IDENTITY_ANNOTATION),
+                    },
+                ))
+            })
+            .collect(),
     })
 }
 

@@ -99,6 +99,11 @@ pub struct ClusterFacts {
     /// nor meshform's: not in `remote_secrets`, and never to be written over.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub unlabelled_secrets: BTreeSet<String>,
+    /// The data-less Secrets labelled `meshform.io/reader-binding=true` that
+    /// reader tokens issued here are bound to, by name. Deleting one revokes
+    /// every token bound to it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reader_bindings: BTreeMap<String, BindingFacts>,
 }
 
 /// The east-west gateway Service as istiod's network registry reads it
@@ -155,6 +160,18 @@ pub struct InstallFacts {
     /// istiod (its `istiod` Service points there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_pilot_address: Option<String>,
+}
+
+/// A binding Secret: it stands for the primary holding the tokens bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BindingFacts {
+    #[serde(flatten)]
+    pub object: ObjectFacts,
+    /// The `meshform.io/holder` annotation: the primary's mesh name.
+    pub holder: Option<String>,
+    /// The `meshform.io/holder-identity` annotation: its kube-system UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_identity: Option<String>,
 }
 
 /// Identity and ownership of one object.
@@ -236,6 +253,10 @@ pub struct RemoteSecretFacts {
     /// another UID), which its validity period does not show.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_account_uid: Option<String>,
+    /// UID of the binding Secret the token is bound to, from its claims;
+    /// none for a token bound to nothing (legacy, or issued before binding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_binding_uid: Option<String>,
 }
 
 /// What is known of the token inside a remote secret.
@@ -300,5 +321,12 @@ impl Observed {
         }
         groups.sort();
         groups
+    }
+
+    pub fn facts_mut(&mut self, cluster: &str) -> Option<&mut ClusterFacts> {
+        match &mut self.clusters.get_mut(cluster)?.state {
+            ClusterState::Reachable(facts) => Some(facts),
+            ClusterState::Unknown { .. } => None,
+        }
     }
 }

@@ -51,6 +51,11 @@ pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
         peer_identity: annotations.and_then(|a| a.get(objects::PEER_IDENTITY_ANNOTATION).cloned()),
         token: claims.as_ref().map_or(TokenFacts::Unknown, token_facts),
         token_account_uid: claims.as_ref().and_then(account_uid),
+        token_binding_uid: claims
+            .as_ref()
+            .and_then(|c| c.pointer("/kubernetes.io/secret/uid"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
     }
 }
 

@@ -73,6 +73,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                     },
                 )]),
                 root_certs: Some(vec![crate::plan::desired::sha256_hex(b"shared root")]),
+                reader_bindings: BTreeMap::new(),
             };
             let observation = ClusterObservation {
                 context: c.context.clone(),

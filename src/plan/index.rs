@@ -151,6 +151,7 @@ mod tests {
             peer_identity: None,
             token: TokenFacts::Unknown,
             token_account_uid: None,
+            token_binding_uid: None,
         }
     }
 

@@ -16,6 +16,9 @@
 //!   flow: the gateway Service's port and address, istiod's cluster id, the
 //!   injection network, the mesh id, one root of trust (blockers, with the
 //!   install setting that fixes each).
+//! - a reader token dies with the binding Secret it is bound to: a holder
+//!   that leaves loses its tokens at once, a replaced token goes once its
+//!   successor has been in place for the grace period.
 
 pub mod desired;
 mod index;
@@ -33,11 +36,19 @@ pub use model::*;
 
 use self::index::Index;
 use crate::objects::{self, remote_secret_name};
-use crate::observe::model::{ClusterFacts, ClusterState, EastWestFacts, Observed, RemoteSecretFacts, TokenFacts};
+use crate::observe::model::{
+    BindingFacts, ClusterFacts, ClusterState, EastWestFacts, Observed, RemoteSecretFacts, TokenFacts,
+};
 use crate::topology::{Cluster, REMOTE_SECRET_PREFIX, Role, TokenMode, Topology};
 
+/// How long a replaced reader token outlives its successor by default.
+/// Istio swaps a remote cluster's client when its secret changes, after
+/// the new client has synced (pkg/kube/multicluster/secretcontroller.go):
+/// seconds, not minutes.
+pub const DEFAULT_REVOKE_GRACE_SECONDS: i64 = 300;
+
 /// Choices the user makes on the command line.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Plan the reachable clusters and defer the rest, instead of failing.
     pub skip_unreachable: bool,
@@ -54,6 +65,23 @@ pub struct Options {
     pub rotate_tokens: bool,
     /// Keep only actions that write to, or are about, these clusters.
     pub targets: Vec<String>,
+    /// Seconds a replaced token stays valid after its successor was
+    /// written, so every istiod has moved to the successor first.
+    pub revoke_grace_seconds: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            skip_unreachable: false,
+            adopt: false,
+            restart_workloads: false,
+            force_conflicts: false,
+            rotate_tokens: false,
+            targets: Vec::new(),
+            revoke_grace_seconds: DEFAULT_REVOKE_GRACE_SECONDS,
+        }
+    }
 }
 
 /// Why no plan could be made.
@@ -160,6 +188,7 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
         planner.network();
         planner.attach();
         planner.restarts();
+        planner.revocations();
         planner.addresses();
         planner.installs();
         planner.trust();
@@ -197,6 +226,9 @@ struct Planner<'a> {
     actions: Vec<Action>,
     changes: BTreeSet<Change>,
     findings: Vec<Finding>,
+    /// UIDs of every binding Secret observed: a token bound to none of them
+    /// is revoked. (UIDs are unique across clusters.)
+    bindings: HashSet<&'a str>,
 }
 
 /// The cluster id a remote secret registers: Istio takes its data keys.
@@ -245,6 +277,12 @@ impl<'a> Planner<'a> {
             actions: Vec::new(),
             changes: BTreeSet::new(),
             findings: Vec::new(),
+            bindings: observed
+                .clusters
+                .values()
+                .filter_map(|c| c.facts())
+                .flat_map(|f| f.reader_bindings.values().map(|b| b.object.uid.as_str()))
+                .collect(),
         }
     }
 
@@ -839,8 +877,17 @@ impl<'a> Planner<'a> {
                             .token_account_uid
                             .as_ref()
                             .filter(|uid| account.is_none_or(|a| a.uid != **uid));
+                        // Likewise a token whose binding Secret is gone (deleted by hand).
+                        let unbound = secret
+                            .token_binding_uid
+                            .as_ref()
+                            .filter(|uid| !self.bindings.contains(uid.as_str()));
                         let rotate = match &secret.token {
                             _ if self.options.rotate_tokens => Some("--rotate-tokens".to_string()),
+                            _ if unbound.is_some() => Some(format!(
+                                "its token is revoked: the binding Secret in {} it was bound to was deleted",
+                                peer.name
+                            )),
                             _ if revoked.is_some() => Some(format!(
                                 "its token is revoked: the reader account {} it was issued to {}",
                                 objects::READER_SERVICE_ACCOUNT,
@@ -1214,6 +1261,179 @@ impl<'a> Planner<'a> {
         });
     }
 
+    /// Deletes the binding Secrets no istiod depends on any more, which
+    /// revokes every token bound to them: a holder that left the mesh (or
+    /// became a remote) loses them at once, a rotated token once its
+    /// successor has been in place for the grace period.
+    fn revocations(&mut self) {
+        self.secret_mode_detaches();
+        // Without a binding observed there is nothing to revoke, and a large
+        // fresh mesh need not index its million writes for it.
+        if self.bindings.is_empty() {
+            return;
+        }
+        let now = self.observed.observed_at.as_second();
+        // Binding UIDs the tokens in remote secrets that stay are bound to,
+        // and when each holder's current token (in a secret meshform wrote)
+        // for each peer was issued; a legacy token has no issue time.
+        let mut referenced: HashSet<&str> = HashSet::new();
+        let mut issued: BTreeMap<(&str, &str), Option<i64>> = BTreeMap::new();
+        for (holder, facts) in self.reachable() {
+            for (name, secret) in &facts.remote_secrets {
+                if self.removed.contains(&(holder.name.as_str(), name.as_str())) {
+                    continue;
+                }
+                referenced.extend(secret.token_binding_uid.as_deref());
+                if !secret.object.managed {
+                    continue;
+                }
+                if let Some(target) = secret_target(secret) {
+                    let iat = match &secret.token {
+                        TokenFacts::Bound { issued_at, .. } => Some(issued_at.as_second()),
+                        _ => None,
+                    };
+                    issued.insert((holder.name.as_str(), target), iat);
+                }
+            }
+        }
+        let writing: BTreeSet<(String, String)> = self
+            .actions
+            .iter()
+            .filter(|a| matches!(a.kind, ActionKind::WriteRemoteSecret { .. }))
+            .filter_map(|a| Some((a.cluster.clone(), a.peer()?.to_string())))
+            .collect();
+        let mut left: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let reachable: Vec<_> = self.reachable().collect();
+        for (peer, facts) in reachable {
+            for (name, binding) in &facts.reader_bindings {
+                if !binding.object.managed || referenced.contains(binding.object.uid.as_str()) {
+                    continue;
+                }
+                let Some(holder) = self.holder(binding) else { continue };
+                let (detach, reason) = match self.desired.cluster(holder) {
+                    // Not read: nothing may be removed on its account.
+                    Some(_) if self.facts(holder).is_none() => continue,
+                    Some(h) if h.role == Role::Remote => (
+                        true,
+                        format!(
+                            "{holder} is now a remote cluster: the reader tokens it holds for {} are revoked",
+                            peer.name
+                        ),
+                    ),
+                    Some(_) if writing.contains(&(holder.to_string(), peer.name.clone())) => continue,
+                    Some(_) => {
+                        // Only a token meshform wrote replaces it; with none, or
+                        // someone else's secret in the way, nothing is revoked.
+                        let Some(successor) = issued.get(&(holder, peer.name.as_str())).copied() else {
+                            continue;
+                        };
+                        let grace = self.options.revoke_grace_seconds;
+                        if successor.is_some_and(|iat| now < iat + grace) {
+                            continue;
+                        }
+                        (
+                            false,
+                            format!(
+                                "{holder} holds a newer token for {}; the replaced one is revoked{}",
+                                peer.name,
+                                if successor.is_some() {
+                                    format!(", {grace}s after its successor was issued")
+                                } else {
+                                    String::new()
+                                }
+                            ),
+                        )
+                    }
+                    None => {
+                        left.entry(holder.to_string()).or_default().push(peer.name.clone());
+                        (
+                            true,
+                            format!(
+                                "{holder} is no longer in the topology: the reader tokens it holds for {} are revoked",
+                                peer.name
+                            ),
+                        )
+                    }
+                };
+                let kind = ActionKind::RevokeReaderTokens {
+                    holder: holder.to_string(),
+                    name: name.clone(),
+                    detach,
+                    precondition: Precondition {
+                        uid: binding.object.uid.clone(),
+                        resource_version: binding.object.resource_version.clone(),
+                    },
+                };
+                let phase = if detach { Phase::Detach } else { Phase::Update };
+                self.push(phase, &peer.name, kind, reason);
+            }
+        }
+        // In `secret` mode the tokens a holder has are legacy ones no binding
+        // revokes: that is said below instead.
+        if self.desired.mesh.tokens.mode == TokenMode::Secret {
+            left.clear();
+        }
+        for (holder, mut peers) in left {
+            peers.dedup();
+            self.finding(
+                FindingKind::Warning,
+                "detached_holder",
+                &holder,
+                format!(
+                    "{holder} left the mesh and cannot be reached; the remote secrets it holds for {} stay there, \
+                     but their tokens are revoked and no longer authenticate",
+                    peers.join(", ")
+                ),
+                format!(
+                    "when {holder} can be reached, delete them: kubectl delete secret -n {} -l {}=true",
+                    self.ns(),
+                    objects::MULTICLUSTER_LABEL
+                ),
+            );
+        }
+    }
+
+    /// In `secret` mode a detach revokes nothing: the plan says so.
+    fn secret_mode_detaches(&mut self) {
+        if self.desired.mesh.tokens.mode == TokenMode::Secret {
+            let detached: Vec<String> = self
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Detach { cluster } => Some(cluster.clone()),
+                    _ => None,
+                })
+                .collect();
+            for cluster in detached {
+                self.finding(
+                    FindingKind::Warning,
+                    "detach_not_revoked",
+                    &cluster,
+                    format!(
+                        "with tokens.mode = \"secret\" every primary shares one never-expiring token per peer: \
+                         the tokens {cluster} holds are not revoked and stay valid"
+                    ),
+                    format!(
+                        "use tokens.mode = \"request\" (the default), whose tokens a detach revokes; or delete \
+                         Secret {}/{} in every peer and apply again, which gives every primary a new token",
+                        self.ns(),
+                        objects::READER_TOKEN_SECRET
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The desired-or-departed mesh name of a binding's holder: a holder
+    /// renamed since is found by its identity.
+    fn holder(&self, binding: &'a BindingFacts) -> Option<&'a str> {
+        let renamed = binding
+            .holder_identity
+            .as_deref()
+            .and_then(|id| self.identities.get(id).copied());
+        renamed.or(binding.holder.as_deref())
+    }
+
     /// istiod in a primary dials a peer's API server at the address in the
     /// remote secret: one on loopback or a private-only name cannot work.
     fn addresses(&mut self) {
@@ -1250,6 +1470,7 @@ impl<'a> Planner<'a> {
             ActionKind::RestartWorkloads { .. } => 5,
             // Beside the Gateway it serves.
             ActionKind::SetGatewayNetwork { .. } => 3,
+            ActionKind::RevokeReaderTokens { .. } => 6,
         };
         self.actions
             .sort_by(|a, b| (a.phase, &a.cluster, rank(a), a.peer()).cmp(&(b.phase, &b.cluster, rank(b), b.peer())));
@@ -1422,6 +1643,9 @@ pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
         let secrets = format!("{name}/Secret/{ns}/");
         for (secret, s) in &facts.remote_secrets {
             out.push(entry(concat(&[&secrets, secret]), &s.object));
+        }
+        for (binding, b) in &facts.reader_bindings {
+            out.push(entry(concat(&[&secrets, binding]), &b.object));
         }
         let after_secrets = [
             (format!("Service/{ns}/{service}"), facts.gateway_service.as_ref()),

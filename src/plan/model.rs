@@ -157,6 +157,17 @@ pub enum ActionKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
     },
+    /// Delete a binding Secret in this cluster: the API server refuses every
+    /// reader token bound to it from then on, wherever that token is.
+    RevokeReaderTokens {
+        /// The primary that holds (or held) the tokens.
+        holder: String,
+        name: String,
+        /// The holder leaves the mesh (destructive, `--allow-detach`); else
+        /// the tokens were replaced and nothing depends on them any more.
+        detach: bool,
+        precondition: Precondition,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -195,7 +206,9 @@ impl Effect {
 impl Action {
     pub fn effect(&self) -> Effect {
         match &self.kind {
-            ActionKind::DeleteRemoteSecret { .. } | ActionKind::DeleteGateway { .. } => Effect::Delete,
+            ActionKind::DeleteRemoteSecret { .. }
+            | ActionKind::DeleteGateway { .. }
+            | ActionKind::RevokeReaderTokens { .. } => Effect::Delete,
             ActionKind::SetNetwork { previous: None, .. } => Effect::Create,
             ActionKind::SetNetwork { .. } | ActionKind::EnsureReader { update: true, .. } => Effect::Update,
             ActionKind::EnsureReader { update: false, .. } => Effect::Create,
@@ -219,13 +232,18 @@ impl Action {
 
     /// Deletes something a primary relies on: refused without `--allow-detach`.
     pub fn is_destructive(&self) -> bool {
-        matches!(self.kind, ActionKind::DeleteRemoteSecret { .. })
+        matches!(
+            self.kind,
+            ActionKind::DeleteRemoteSecret { .. } | ActionKind::RevokeReaderTokens { detach: true, .. }
+        )
     }
 
-    /// The peer cluster a remote-secret action is about.
+    /// The peer cluster a remote-secret action is about; for a revocation,
+    /// the primary holding the tokens.
     pub fn peer(&self) -> Option<&str> {
         match &self.kind {
             ActionKind::DeleteRemoteSecret { peer, .. } | ActionKind::WriteRemoteSecret { peer, .. } => Some(peer),
+            ActionKind::RevokeReaderTokens { holder, .. } => Some(holder),
             _ => None,
         }
     }
@@ -239,7 +257,9 @@ impl Action {
     /// `Secret istio-system/istio-remote-secret-b`.
     pub fn object(&self, namespace: &str) -> String {
         match &self.kind {
-            ActionKind::DeleteRemoteSecret { name, .. } | ActionKind::WriteRemoteSecret { name, .. } => {
+            ActionKind::DeleteRemoteSecret { name, .. }
+            | ActionKind::WriteRemoteSecret { name, .. }
+            | ActionKind::RevokeReaderTokens { name, .. } => {
                 format!("Secret {namespace}/{name}")
             }
             ActionKind::SetNetwork { .. } => format!("Namespace {namespace}"),

@@ -7,7 +7,7 @@ use jiff::SignedDuration;
 
 use super::{ActionKind, Plan};
 use crate::observe::model::{
-    ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts, RemoteSecretFacts, TokenFacts,
+    BindingFacts, ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts, RemoteSecretFacts, TokenFacts,
 };
 
 fn object(tag: &str, spec_hash: Option<String>) -> ObjectFacts {
@@ -26,6 +26,8 @@ fn object(tag: &str, spec_hash: Option<String>) -> ObjectFacts {
 pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration) -> Observed {
     let mut after = observed.clone();
     let now = observed.observed_at;
+    // (peer, holder, holder identity) of the binding Secrets the writes create.
+    let mut bindings = Vec::new();
     for action in &plan.actions {
         // The peer's facts are read from before the plan: its identity and CA
         // do not change. Borrowed, not cloned: a primary's facts hold a
@@ -106,8 +108,10 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                             expires_at: now.checked_add(token_lifetime).unwrap_or(now),
                         },
                         token_account_uid: None,
+                        token_binding_uid: Some(format!("simulated-binding-{}-{peer}", action.cluster)),
                     },
                 );
+                bindings.push((peer.clone(), action.cluster.clone(), facts.identity.clone()));
             }
             ActionKind::RestartWorkloads { .. } => {}
             ActionKind::SetGatewayNetwork { network, .. } => {
@@ -115,6 +119,20 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                     east_west.network = Some(network.clone());
                 }
             }
+            ActionKind::RevokeReaderTokens { name, .. } => {
+                facts.reader_bindings.remove(name);
+            }
+        }
+    }
+    for (peer, holder, identity) in bindings {
+        if let Some(facts) = after.facts_mut(&peer) {
+            let name = format!("{}simulated", crate::objects::reader_binding_prefix(&holder));
+            let binding = BindingFacts {
+                object: object(&format!("binding-{holder}-{peer}"), None),
+                holder: Some(holder),
+                holder_identity: Some(identity),
+            };
+            facts.reader_bindings.insert(name, binding);
         }
     }
     after

@@ -109,6 +109,7 @@ pub fn findings() -> (Plan, Topology) {
             peer_identity: None,
             token: TokenFacts::Unbounded,
             token_account_uid: None,
+            token_binding_uid: None,
         },
     );
     facts(&mut observed, "eu-central").server = "https://127.0.0.1:6443".to_string();

@@ -94,6 +94,7 @@ pub fn unmanaged_secret(cluster_ids: &[&str]) -> RemoteSecretFacts {
         peer_identity: None,
         token: TokenFacts::Unbounded,
         token_account_uid: None,
+        token_binding_uid: None,
     }
 }
 
@@ -167,6 +168,13 @@ pub fn action_line(action: &Action) -> String {
                 "set_gateway_network {}->{network}",
                 previous.as_deref().unwrap_or("none")
             )
+        }
+        ActionKind::RevokeReaderTokens { detach, .. } => {
+            if *detach {
+                "revoke_reader_tokens/detach".to_string()
+            } else {
+                "revoke_reader_tokens/replaced".to_string()
+            }
         }
     };
     match action.peer() {
