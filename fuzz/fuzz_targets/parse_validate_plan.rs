@@ -81,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
                         },
                         // A token of a reader account that is gone or was re-created.
                         token_account_uid: (arg % 5 == 0).then(|| format!("sa-{arg}")),
+                        token_binding_uid: (arg % 3 == 0).then(|| format!("binding-{arg}")),
                     },
                 );
             }
