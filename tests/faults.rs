@@ -487,7 +487,12 @@ async fn a_label_owned_by_another_field_manager_is_a_conflict_until_released() {
     // and apply writes nothing (before, it failed mid-run on the label).
     let out = mesh.run("apply", &["--auto-approve"]).await.expect(1);
     assert!(out.stderr.contains("blocking problem"), "{out}");
-    for words in ["field_conflict", "owned by helm", NETWORK_LABEL, "--force-conflicts"] {
+    for words in [
+        "field_conflict",
+        "owned by helm",
+        NETWORK_LABEL,
+        "helm manages it and would set it back",
+    ] {
         assert!(out.stdout.contains(words), "the plan names {words}:\n{out}");
     }
     // Nothing written: helm's value stands, nothing attached.

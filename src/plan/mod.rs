@@ -331,7 +331,24 @@ impl<'a> Planner<'a> {
         if self.options.force_conflicts {
             return true;
         }
+        // Installers and GitOps controllers set their fields back on their next
+        // sync: forcing would start a tug of war, their own setting is the fix.
+        let installers: Vec<&str> = owners
+            .iter()
+            .map(String::as_str)
+            .filter(|o| INSTALLERS.iter().any(|i| o.starts_with(i)))
+            .collect();
         let owners = owners.join(", ");
+        let help = if installers.is_empty() {
+            format!(
+                "pass --force-conflicts to take it over from {owners} (as `kubectl apply --server-side --force-conflicts` does), or undo the edit by hand"
+            )
+        } else {
+            format!(
+                "{} manages it and would set it back: change it where that install is declared (for the network label, Istio's values.global.network or the chart's namespace labels), not with --force-conflicts",
+                installers.join(", ")
+            )
+        };
         self.finding(
             FindingKind::Blocker,
             "field_conflict",
@@ -340,9 +357,7 @@ impl<'a> Planner<'a> {
                 "{what} in {} is owned by {owners}, not meshform: server-side apply would refuse to write it back",
                 cluster.name
             ),
-            format!(
-                "pass --force-conflicts to take it over from {owners} (as `kubectl apply --server-side --force-conflicts` does), or undo the edit by hand"
-            ),
+            help,
         );
         false
     }
@@ -1525,6 +1540,18 @@ impl<'a> Planner<'a> {
         }
     }
 }
+
+/// Field managers of installers and GitOps controllers (Helm, Istio's
+/// installer and operator, Argo CD, Flux), by name prefix.
+const INSTALLERS: [&str; 7] = [
+    "helm",
+    "istio-installer",
+    "istio-operator",
+    "istioctl",
+    "argocd",
+    "kustomize-controller",
+    "helm-controller",
+];
 
 /// What of meshform's own remote secret differs from what it wrote, though
 /// its spec-hash annotation says otherwise: the cluster id Istio reads

@@ -238,6 +238,17 @@ impl Action {
         )
     }
 
+    /// Takes fields over from another field manager (`--force-conflicts`).
+    pub fn forces(&self) -> bool {
+        matches!(
+            self.kind,
+            ActionKind::SetNetwork { force: true, .. }
+                | ActionKind::SetGatewayNetwork { force: true, .. }
+                | ActionKind::EnsureGateway { force: true, .. }
+                | ActionKind::WriteRemoteSecret { force: true, .. }
+        )
+    }
+
     /// The peer cluster a remote-secret action is about; for a revocation,
     /// the primary holding the tokens.
     pub fn peer(&self) -> Option<&str> {

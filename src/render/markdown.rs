@@ -223,6 +223,9 @@ fn section(plan: &Plan, cluster: &str, out: &mut dyn Write) -> io::Result<()> {
         for action in in_phase {
             let head = format!("{} {}", action.effect().symbol(), action.object(&plan.namespace));
             let mut line = format!("- {}: {}", code(&head), text(&action.reason));
+            if action.forces() {
+                line += " **forces**: takes the field over from its other manager (`--force-conflicts`)";
+            }
             if action.is_destructive() {
                 line += " **destructive**: needs `apply --allow-detach`";
             }

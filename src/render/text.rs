@@ -181,6 +181,15 @@ fn action(action: &Action, namespace: &str, p: Paint, out: &mut dyn Write) -> io
         action.object(namespace),
         action.cluster
     );
+    if action.forces() {
+        line += &format!(
+            " {}",
+            p.paint(
+                Tone::Yellow,
+                "(takes the field over from its other manager: --force-conflicts)"
+            )
+        );
+    }
     if action.is_destructive() {
         line += &format!(" {}", p.paint(Tone::Red, "(destructive: needs apply --allow-detach)"));
     }
