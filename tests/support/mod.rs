@@ -9,4 +9,6 @@ pub mod controlplane;
 pub mod gobuild;
 pub mod install;
 pub mod istio;
+pub mod istiod;
 pub mod mesh;
+pub mod workload;
