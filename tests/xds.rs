@@ -2,19 +2,304 @@
 //! apply (issue 14). istiod runs for a primary of the test control plane
 //! (`tests/istiod/`, see `support::istiod`) and is asked, through EDS, as a
 //! sidecar of a given network and cluster, for the endpoints of a Service
-//! that has pods in every cluster (`support::workload`).
+//! that has pods in every cluster (`support::workload`). What each proxy
+//! must get follows from mesh.toml alone: the pod IPs of every cluster on its
+//! own network, and for every cluster on another network exactly that
+//! cluster's east-west gateway address and port, no pod IP of it
+//! (istio/istio `pilot/pkg/xds/endpoints/ep_filters.go`, split horizon EDS).
+//!
+//! The standard mesh has four clusters on two networks: `east1` (primary)
+//! and `east2` (remote) on `east`, `west1` and `west2` (primaries) on `west`.
+//! istiod runs in `east1`, asked by sidecars of `east1` and of the remote
+//! `east2` (whose control plane it is), and in `west1`, asked by a sidecar of
+//! `west1`. Every primary's istiod plugs in an intermediate CA from one root,
+//! as Istio's multi-cluster installs do, so the mesh has one root of trust.
+//!
+//! Not covered yet: `meshform check` and the remote's control-plane
+//! annotation (external-istiod mode writing `istio-ca-root-cert` into the
+//! remote) do not exist in meshform; the tests check only that, without it,
+//! istiod writes nothing into the remote.
 
 mod support;
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
-use support::controlplane::{Cluster, ControlPlane};
+use support::controlplane::{Cluster, Clusters, ControlPlane};
 use support::install::{Install, install_istio, set_gateway_address};
-use support::istiod::{ISTIOD_TIMEOUT, Istiod, IstiodConfig, Snapshot};
+use support::istiod::{ISTIOD_TIMEOUT, Istiod, IstiodConfig, NetworkGateway, RootCa, Snapshot};
 use support::mesh::{Entry, Mesh, NAMESPACE, eventually, install_pending_eastwest_gateway};
-use support::workload::{self, ECHO, deploy_echo};
+use support::workload::{self, ECHO, TARGET_PORT, deploy_echo};
 
 const GATEWAY: &str = "istio-eastwestgateway";
+/// istiod's gateway port: the Service's `tls` port, no port label
+/// (`pilot/pkg/serviceregistry/kube/controller/network.go`).
+const GATEWAY_PORT: u32 = 15443;
+
+/// The standard mesh: (cluster, network, remote).
+const CLUSTERS: [(&str, &str, bool); 4] = [
+    ("east1", "east", false),
+    ("east2", "east", true),
+    ("west1", "west", false),
+    ("west2", "west", false),
+];
+
+/// A mesh of the test plane, what mesh.toml says of it now, and each
+/// cluster's pod IPs and gateway address.
+struct MeshUnderTest {
+    clusters: Clusters,
+    mesh: Mesh,
+    root: RootCa,
+    /// Cluster → network, for the clusters in mesh.toml.
+    members: RefCell<BTreeMap<String, String>>,
+}
+
+impl MeshUnderTest {
+    /// The standard mesh's clusters with their Istio install, east-west
+    /// gateway (with an address) and `echo` workload, written into mesh.toml
+    /// but not applied.
+    async fn prepare() -> MeshUnderTest {
+        let names: Vec<&str> = CLUSTERS.iter().map(|(name, _, _)| *name).collect();
+        let clusters = ControlPlane::shared().clusters(&names).await;
+        let root = RootCa::generate();
+        for (name, network, _) in CLUSTERS {
+            let cluster = clusters.by_name(name);
+            install_pending_eastwest_gateway(cluster).await;
+            set_gateway_address(cluster, GATEWAY, &gateway_address(name)).await;
+            install_istio(
+                cluster,
+                &Install {
+                    roots: root.cert(),
+                    ..Install::correct(name, network)
+                },
+            )
+            .await;
+            deploy_echo(cluster, &pod_ips(name)).await;
+        }
+        let members = CLUSTERS
+            .iter()
+            .map(|(name, network, _)| (name.to_string(), network.to_string()))
+            .collect();
+        let under_test = MeshUnderTest {
+            mesh: Mesh::new(&[]),
+            clusters,
+            root,
+            members: RefCell::new(members),
+        };
+        under_test.write();
+        under_test
+    }
+
+    fn cluster(&self, name: &str) -> &Cluster {
+        self.clusters.by_name(name)
+    }
+
+    /// Rewrites mesh.toml from `members`.
+    fn write(&self) {
+        let entries: Vec<Entry> = CLUSTERS
+            .iter()
+            .filter_map(|(name, _, remote)| {
+                let network = self.members.borrow().get(*name).cloned()?;
+                let entry = Entry::of(self.cluster(name)).network(&network);
+                Some(if *remote { entry.remote() } else { entry })
+            })
+            .collect();
+        self.mesh.write(&entries);
+    }
+
+    fn network_of(&self, name: &str) -> String {
+        self.members.borrow()[name].clone()
+    }
+
+    /// istiod in `primary`, asked by a sidecar of each of `proxies` (cluster
+    /// names; each asks on its cluster's network in mesh.toml).
+    fn istiod(&self, primary: &str, proxies: &[&str]) -> Istiod {
+        let mut config = IstiodConfig::new(primary).root(&self.root).service(ECHO);
+        for proxy in proxies {
+            config = config.proxy(proxy, &self.network_of(proxy), proxy);
+        }
+        Istiod::start(self.cluster(primary), &config)
+    }
+
+    /// The two istiods of the standard mesh: east1's, asked by east1 and the
+    /// remote east2; west1's, asked by west1.
+    fn istiods(&self) -> (Istiod, Istiod) {
+        (
+            self.istiod("east1", &["east1", "east2"]),
+            self.istiod("west1", &["west1"]),
+        )
+    }
+
+    /// What the topology rules give a sidecar on `network`, by cluster: the
+    /// pod IPs of a cluster on the same network, else that cluster's gateway.
+    fn expected(&self, network: &str) -> BTreeMap<String, Vec<String>> {
+        self.members
+            .borrow()
+            .iter()
+            .map(|(name, on)| {
+                let addresses = if on == network {
+                    pod_ips(name).iter().map(|ip| format!("{ip}:{TARGET_PORT}")).collect()
+                } else {
+                    vec![format!("{}:{GATEWAY_PORT}", gateway_address(name))]
+                };
+                (name.clone(), addresses)
+            })
+            .collect()
+    }
+
+    /// The gateways mesh.toml implies: every member's, on its network.
+    fn expected_gateways(&self) -> Vec<NetworkGateway> {
+        let mut gateways: Vec<NetworkGateway> = self
+            .members
+            .borrow()
+            .iter()
+            .map(|(name, network)| NetworkGateway {
+                network: network.clone(),
+                cluster: name.clone(),
+                addr: gateway_address(name),
+                port: GATEWAY_PORT,
+            })
+            .collect();
+        gateways.sort();
+        gateways
+    }
+
+    /// Waits until every proxy asking `istiod` gets what the rules give it,
+    /// and istiod's debug views agree with mesh.toml.
+    async fn wait_for_rules(&self, istiod: &Istiod, when: &str) -> Snapshot {
+        self.wait_for(istiod, when, true).await
+    }
+
+    async fn wait_for(&self, istiod: &Istiod, when: &str, exact_gateways: bool) -> Snapshot {
+        let members: BTreeMap<String, String> = self
+            .members
+            .borrow()
+            .keys()
+            .map(|name| (name.clone(), "synced".to_string()))
+            .collect();
+        let gateways = self.expected_gateways();
+        istiod
+            .wait_for(
+                &format!("{when}: every proxy's endpoints by the topology rules, and debug views as mesh.toml"),
+                |s| {
+                    let known = s.gateways();
+                    s.ready
+                        && s.clusters() == members
+                        && if exact_gateways {
+                            known == gateways
+                        } else {
+                            gateways.iter().all(|g| known.contains(g))
+                        }
+                        && !s.proxies.is_empty()
+                        && s.proxies
+                            .iter()
+                            .all(|p| p.connected && p.by_cluster(ECHO) == self.expected(&p.network))
+                },
+            )
+            .await
+    }
+
+    async fn apply(&self, args: &[&str]) {
+        self.mesh.apply(args).await;
+        self.mesh.assert_converged().await;
+    }
+
+    /// No token reached any output: meshform's, istiod's answers or its log.
+    async fn assert_no_token_leaked(&self, istiods: &[&Istiod]) {
+        for istiod in istiods {
+            self.mesh.record(&istiod.output());
+        }
+        let clusters: Vec<&Cluster> = self.clusters.iter().collect();
+        self.mesh.assert_no_token_leaked(&clusters).await;
+    }
+}
+
+/// Each cluster's pod IPs: `10.<n>.0.1` and `10.<n>.0.2`.
+fn pod_ips(name: &str) -> Vec<String> {
+    let n = index(name) + 11;
+    vec![format!("10.{n}.0.1"), format!("10.{n}.0.2")]
+}
+
+/// Each cluster's east-west gateway load balancer address.
+fn gateway_address(name: &str) -> String {
+    format!("192.0.2.{}", index(name) + 11)
+}
+
+fn index(name: &str) -> usize {
+    CLUSTERS
+        .iter()
+        .position(|(n, _, _)| *n == name)
+        .unwrap_or_else(|| panic!("{name} is not in the standard mesh"))
+}
+
+#[tokio::test]
+async fn proxies_get_pod_ips_on_their_network_and_only_gateways_across() {
+    let under_test = MeshUnderTest::prepare().await;
+    let (east, west) = under_test.istiods();
+    // Before apply each istiod knows its own cluster only.
+    let alone = east
+        .wait_for("east1's own pods", |s| {
+            s.ready && s.proxy("east1").by_cluster(ECHO).keys().eq(["east1"])
+        })
+        .await;
+    assert_eq!(alone.clusters().keys().collect::<Vec<_>>(), ["east1"]);
+
+    under_test.apply(&[]).await;
+    let from_east = under_test.wait_for_rules(&east, "after apply").await;
+    let from_west = under_test.wait_for_rules(&west, "after apply").await;
+
+    // Spelled out once, for the reader: a sidecar on east gets east's pods and
+    // west's gateways; one on west the reverse; the remote's sidecar is served
+    // by east1's istiod like east1's own.
+    let by_cluster = from_east.proxy("east1").by_cluster(ECHO);
+    assert_eq!(by_cluster["east1"], ["10.11.0.1:8080", "10.11.0.2:8080"]);
+    assert_eq!(by_cluster["east2"], ["10.12.0.1:8080", "10.12.0.2:8080"]);
+    assert_eq!(by_cluster["west1"], ["192.0.2.13:15443"]);
+    assert_eq!(by_cluster["west2"], ["192.0.2.14:15443"]);
+    assert_eq!(from_east.proxy("east2").by_cluster(ECHO), by_cluster);
+    let by_cluster = from_west.proxy("west1").by_cluster(ECHO);
+    assert_eq!(by_cluster["east1"], ["192.0.2.11:15443"]);
+    assert_eq!(by_cluster["east2"], ["192.0.2.12:15443"]);
+    assert_eq!(by_cluster["west2"], ["10.14.0.1:8080", "10.14.0.2:8080"]);
+    // Cross-network endpoints are sent only with mTLS (the gateway routes by SNI).
+    for s in [&from_east, &from_west] {
+        for proxy in &s.proxies {
+            assert!(
+                proxy.endpoints(ECHO).iter().all(|e| e.tls_mode == "istio"),
+                "{proxy:#?}"
+            );
+        }
+    }
+
+    // istiod's own debug views: every cluster synced through the secret
+    // meshform wrote, every gateway on its network.
+    let clusterz = from_east.clusterz.clone().unwrap_or_default();
+    for c in clusterz.iter().filter(|c| c.id != "east1") {
+        assert_eq!(c.secret_name, format!("{NAMESPACE}/istio-remote-secret-{}", c.id));
+    }
+    assert_eq!(from_west.gateways(), under_test.expected_gateways());
+
+    // What istiod wrote into the cluster it serves, and nothing into others.
+    assert_writes_only_its_own(&from_east, false);
+    assert_writes_only_its_own(&from_west, false);
+    assert_eq!(
+        root_cert_of(under_test.cluster("east1"), workload::NAMESPACE)
+            .await
+            .as_deref(),
+        Some(under_test.root.cert().as_str()),
+        "istiod publishes the plugged-in root into its cluster's namespaces"
+    );
+    // Without the remote's control-plane annotation (and EXTERNAL_ISTIOD),
+    // east1's istiod leaves the remote's namespaces alone.
+    assert_eq!(
+        root_cert_of(under_test.cluster("east2"), workload::NAMESPACE).await,
+        None
+    );
+
+    under_test.assert_no_token_leaked(&[&east, &west]).await;
+}
 
 #[tokio::test]
 async fn istiod_with_its_own_ca_writes_only_to_the_cluster_it_serves() {
