@@ -172,6 +172,12 @@ impl MeshUnderTest {
         self.wait_for(istiod, when, true).await
     }
 
+    /// [`MeshUnderTest::wait_for_rules`], with `/debug/networkz` holding at
+    /// least mesh.toml's gateways rather than exactly them.
+    async fn wait_for_endpoint_rules(&self, istiod: &Istiod, when: &str) -> Snapshot {
+        self.wait_for(istiod, when, false).await
+    }
+
     async fn wait_for(&self, istiod: &Istiod, when: &str, exact_gateways: bool) -> Snapshot {
         let members: BTreeMap<String, String> = self
             .members
@@ -232,6 +238,17 @@ fn index(name: &str) -> usize {
         .iter()
         .position(|(n, _, _)| *n == name)
         .unwrap_or_else(|| panic!("{name} is not in the standard mesh"))
+}
+
+/// Endpoints of `service` for `proxy` that are pod IPs of `cluster`.
+fn pod_ips_of(s: &Snapshot, proxy: &str, cluster: &str) -> Vec<String> {
+    let ips = pod_ips(cluster);
+    s.proxy(proxy)
+        .endpoints(ECHO)
+        .iter()
+        .filter(|e| ips.contains(&e.address))
+        .map(|e| format!("{}:{}", e.address, e.port))
+        .collect()
 }
 
 #[tokio::test]
@@ -298,6 +315,112 @@ async fn proxies_get_pod_ips_on_their_network_and_only_gateways_across() {
         None
     );
 
+    under_test.assert_no_token_leaked(&[&east, &west]).await;
+}
+
+#[tokio::test]
+async fn a_network_move_switches_the_moved_clusters_endpoints_both_ways() {
+    let under_test = MeshUnderTest::prepare().await;
+    let (east, west) = under_test.istiods();
+    under_test.apply(&[]).await;
+    let before = under_test.wait_for_rules(&east, "before the move").await;
+    assert_eq!(before.proxy("east1").by_cluster(ECHO)["west2"], ["192.0.2.14:15443"]);
+
+    // west2 joins east: Istio reinstalled with the new network first (the
+    // injection_network blocker asks for that), then mesh.toml and apply,
+    // which detaches, relabels (namespace and gateway) and re-attaches it.
+    let move_to = async |network: &str| {
+        install_istio(
+            under_test.cluster("west2"),
+            &Install {
+                roots: under_test.root.cert(),
+                ..Install::correct("west2", network)
+            },
+        )
+        .await;
+        under_test.members.borrow_mut().insert("west2".into(), network.into());
+        under_test.write();
+        under_test.apply(&["--allow-detach"]).await;
+    };
+    move_to("east").await;
+    let from_east = under_test.wait_for_rules(&east, "after west2 moved to east").await;
+    let from_west = under_test.wait_for_rules(&west, "after west2 moved to east").await;
+    // From the gateway to its pod IPs for east; the reverse for west.
+    assert_eq!(
+        from_east.proxy("east1").by_cluster(ECHO)["west2"],
+        ["10.14.0.1:8080", "10.14.0.2:8080"]
+    );
+    assert_eq!(from_west.proxy("west1").by_cluster(ECHO)["west2"], ["192.0.2.14:15443"]);
+    assert_eq!(pod_ips_of(&from_west, "west1", "west2"), Vec::<String>::new());
+
+    move_to("west").await;
+    let from_east = under_test.wait_for_rules(&east, "after west2 moved back").await;
+    let from_west = under_test.wait_for_rules(&west, "after west2 moved back").await;
+    assert_eq!(from_east.proxy("east1").by_cluster(ECHO)["west2"], ["192.0.2.14:15443"]);
+    assert_eq!(pod_ips_of(&from_east, "east1", "west2"), Vec::<String>::new());
+    assert_eq!(
+        from_west.proxy("west1").by_cluster(ECHO)["west2"],
+        ["10.14.0.1:8080", "10.14.0.2:8080"]
+    );
+    under_test.assert_no_token_leaked(&[&east, &west]).await;
+}
+
+#[tokio::test]
+async fn endpoints_stay_through_a_token_rotation_and_go_with_a_detach() {
+    let under_test = MeshUnderTest::prepare().await;
+    let (east, west) = under_test.istiods();
+    under_test.apply(&[]).await;
+    let converged = under_test.wait_for_rules(&east, "after apply").await;
+    under_test.wait_for_rules(&west, "after apply").await;
+
+    // New tokens in every remote secret: istiod builds a client from each new
+    // kubeconfig and swaps the cluster's registry in once it has synced
+    // (pilot/pkg/serviceregistry/kube/controller/multicluster.go, which logs
+    // the swap). No answer in between may lose an endpoint.
+    let mark = east.mark();
+    under_test.apply(&["--rotate-tokens"]).await;
+    for peer in ["east2", "west1", "west2"] {
+        east.wait_for_log(
+            &format!("{peer}'s registry rebuilt from its new token"),
+            &format!("cluster {peer} synced, replacing registry"),
+        )
+        .await;
+    }
+    let after = under_test.wait_for_rules(&east, "after the rotation").await;
+    assert_eq!(
+        after.proxy("east1").by_cluster(ECHO),
+        converged.proxy("east1").by_cluster(ECHO)
+    );
+    for s in east.since(mark) {
+        let got = s.proxy("east1").by_cluster(ECHO);
+        assert_eq!(
+            got,
+            converged.proxy("east1").by_cluster(ECHO),
+            "an answer during the rotation lost endpoints"
+        );
+    }
+
+    // west2 leaves the mesh: its endpoints and its cluster are gone from
+    // istiod's answers. Its gateway is not always: istiod drops a deleted
+    // registry without reloading the gateways (the aggregate controller's
+    // deleteRegistry notifies no gateway handler), so /debug/networkz may
+    // list west2's gateway until another gateway changes. No endpoint uses
+    // it: west1 has its own.
+    under_test.members.borrow_mut().remove("west2");
+    under_test.write();
+    under_test.apply(&["--allow-detach"]).await;
+    let from_east = under_test.wait_for_endpoint_rules(&east, "after west2's detach").await;
+    let from_west = under_test.wait_for_endpoint_rules(&west, "after west2's detach").await;
+    for (s, proxy) in [(&from_east, "east1"), (&from_east, "east2"), (&from_west, "west1")] {
+        let endpoints = s.proxy(proxy).endpoints(ECHO);
+        assert!(
+            endpoints.iter().all(|e| e.cluster != "west2"
+                && e.address != gateway_address("west2")
+                && !pod_ips("west2").contains(&e.address)),
+            "{proxy} still gets west2: {endpoints:#?}"
+        );
+    }
+    assert!(!from_east.clusters().contains_key("west2"));
     under_test.assert_no_token_leaked(&[&east, &west]).await;
 }
 
