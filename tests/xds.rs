@@ -23,10 +23,11 @@
 mod support;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
 use support::controlplane::{Cluster, Clusters, ControlPlane};
 use support::install::{Install, install_istio, set_gateway_address};
 use support::istiod::{ISTIOD_TIMEOUT, Istiod, IstiodConfig, NetworkGateway, RootCa, Snapshot};
@@ -37,6 +38,7 @@ const GATEWAY: &str = "istio-eastwestgateway";
 /// istiod's gateway port: the Service's `tls` port, no port label
 /// (`pilot/pkg/serviceregistry/kube/controller/network.go`).
 const GATEWAY_PORT: u32 = 15443;
+const NETWORK_LABEL: &str = "topology.istio.io/network";
 
 /// The standard mesh: (cluster, network, remote).
 const CLUSTERS: [(&str, &str, bool); 4] = [
@@ -422,6 +424,180 @@ async fn endpoints_stay_through_a_token_rotation_and_go_with_a_detach() {
     }
     assert!(!from_east.clusters().contains_key("west2"));
     under_test.assert_no_token_leaked(&[&east, &west]).await;
+}
+
+/// Sets or removes (`None`) the network label of `cluster`'s gateway Service,
+/// as a reinstall of the gateway chart without it would.
+async fn label_gateway(cluster: &Cluster, network: Option<&str>) {
+    let patch = json!({ "metadata": { "labels": { NETWORK_LABEL: network } } });
+    Api::<Service>::namespaced(cluster.client(), NAMESPACE)
+        .patch(GATEWAY, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("relabelling the gateway of {}: {e}", cluster.name()));
+}
+
+#[tokio::test]
+async fn a_gateway_without_the_network_label_sends_pod_ips_across_until_meshform_labels_it() {
+    let under_test = MeshUnderTest::prepare().await;
+    let east = under_test.istiod("east1", &["east1"]);
+    under_test.apply(&[]).await;
+    under_test.wait_for_rules(&east, "after apply").await;
+
+    // One of west's gateways loses its label: istiod sends west1's endpoints
+    // through the network's other gateway (ep_filters.go, selectNetworkGateways:
+    // the cluster's own gateway, else the network's), still no pod IP. The
+    // answer then has one endpoint for west, west2's gateway, carrying the
+    // weight of both clusters' pods.
+    let weight_of = |s: &Snapshot, address: &str| -> u32 {
+        s.proxy("east1")
+            .endpoints(ECHO)
+            .iter()
+            .filter(|e| e.address == address)
+            .map(|e| e.weight)
+            .sum()
+    };
+    let before = weight_of(&east.latest().expect("an answer"), "192.0.2.14");
+    label_gateway(under_test.cluster("west1"), None).await;
+    let one_left = east
+        .wait_for("west1's endpoints through west2's gateway", |s| {
+            let west: Vec<String> = s
+                .proxy("east1")
+                .endpoints(ECHO)
+                .iter()
+                .filter(|e| e.cluster.starts_with("west"))
+                .map(|e| format!("{}:{}", e.address, e.port))
+                .collect();
+            s.gateways().iter().all(|g| g.cluster != "west1") && west == ["192.0.2.14:15443"]
+        })
+        .await;
+    assert_eq!(pod_ips_of(&one_left, "east1", "west1"), Vec::<String>::new());
+    assert!(
+        weight_of(&one_left, "192.0.2.14") > before,
+        "west2's gateway does not carry west1's pods: {:#?}",
+        one_left.proxy("east1")
+    );
+
+    // Both do: istiod knows no gateway for west and sends the east sidecar
+    // west's raw pod IPs, which it cannot reach. Nothing reports an error.
+    label_gateway(under_test.cluster("west2"), None).await;
+    let silent = east
+        .wait_for("west's raw pod IPs sent to east (the silent failure)", |s| {
+            pod_ips_of(s, "east1", "west1").len() == 2 && pod_ips_of(s, "east1", "west2").len() == 2
+        })
+        .await;
+    assert!(
+        silent.gateways().iter().all(|g| g.network != "west"),
+        "{:#?}",
+        silent.gateways()
+    );
+    assert!(silent.ready);
+
+    // meshform's plan sees it and plans the label on both Services.
+    let plan = under_test.mesh.run("plan", &["--detailed-exitcode"]).await.expect(2);
+    for cluster in ["west1", "west2"] {
+        assert!(
+            plan.stdout
+                .contains(&format!("+ Service istio-system/istio-eastwestgateway in {cluster}")),
+            "{plan}"
+        );
+    }
+    under_test.apply(&[]).await;
+    under_test
+        .wait_for_rules(&east, "after meshform relabelled the gateways")
+        .await;
+    under_test.assert_no_token_leaked(&[&east]).await;
+}
+
+/// The blockers of a fresh plan, as (cluster, code).
+async fn blockers(mesh: &Mesh) -> BTreeSet<(String, String)> {
+    let plan = mesh.run("plan", &["--format", "json"]).await.json();
+    plan["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["kind"] == "blocker")
+        .map(|f| {
+            (
+                f["cluster"].as_str().unwrap_or("-").to_string(),
+                f["code"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_gateway_without_an_address_sends_pod_ips_across_and_blocks_the_plan() {
+    let under_test = MeshUnderTest::prepare().await;
+    let east = under_test.istiod("east1", &["east1"]);
+    under_test.apply(&[]).await;
+    let converged = under_test.wait_for_rules(&east, "after apply").await;
+    let west_missing = BTreeSet::from([
+        (
+            "west1".to_string(),
+            "meshform::plan::gateway_address_missing".to_string(),
+        ),
+        (
+            "west2".to_string(),
+            "meshform::plan::gateway_address_missing".to_string(),
+        ),
+    ]);
+
+    // West's load balancers lose their addresses (the cloud controller clears
+    // the status). meshform's plan blocks at once, naming each Service.
+    // istiod does not notice: it extracts a Service's gateways only while the
+    // Service has an address (pilot/pkg/serviceregistry/kube/controller/controller.go,
+    // addOrUpdateService), so it keeps sending the address that is gone.
+    for cluster in ["west1", "west2"] {
+        let cleared = json!({ "status": { "loadBalancer": { "ingress": null } } });
+        Api::<Service>::namespaced(under_test.cluster(cluster).client(), NAMESPACE)
+            .patch_status(GATEWAY, &PatchParams::default(), &Patch::Merge(&cleared))
+            .await
+            .unwrap_or_else(|e| panic!("clearing the address of {cluster}'s gateway: {e}"));
+    }
+    assert_eq!(blockers(&under_test.mesh).await, west_missing);
+    let stale = east.latest().expect("an answer");
+    assert_eq!(
+        stale.gateways(),
+        converged.gateways(),
+        "istiod dropped the address-less gateways"
+    );
+
+    // The gateways are reinstalled (gen-eastwest-gateway.sh labels them with
+    // their network) and their new load balancers are pending: istiod knows
+    // no gateway for west and sends the east sidecar west's raw pod IPs,
+    // which it cannot reach. Nothing reports an error; the plan still blocks.
+    for cluster in ["west1", "west2"] {
+        let cluster = under_test.cluster(cluster);
+        Api::<Service>::namespaced(cluster.client(), NAMESPACE)
+            .delete(GATEWAY, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting the gateway of {}: {e}", cluster.name()));
+        install_pending_eastwest_gateway(cluster).await;
+        label_gateway(cluster, Some("west")).await;
+    }
+    let silent = east
+        .wait_for("west's raw pod IPs sent to east (the silent failure)", |s| {
+            pod_ips_of(s, "east1", "west1").len() == 2 && pod_ips_of(s, "east1", "west2").len() == 2
+        })
+        .await;
+    assert!(
+        silent.gateways().iter().all(|g| g.network != "west"),
+        "{:#?}",
+        silent.gateways()
+    );
+    assert!(silent.ready, "istiod reports itself ready throughout");
+    assert_eq!(blockers(&under_test.mesh).await, west_missing);
+    let refused = under_test.mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(refused.stderr.contains("blocking problem"), "{refused}");
+
+    // The fix: the load balancers get addresses; the plan is clean and istiod
+    // sends the gateways again.
+    for cluster in ["west1", "west2"] {
+        set_gateway_address(under_test.cluster(cluster), GATEWAY, &gateway_address(cluster)).await;
+    }
+    under_test.mesh.assert_converged().await;
+    under_test.wait_for_rules(&east, "after the addresses came back").await;
+    under_test.assert_no_token_leaked(&[&east]).await;
 }
 
 #[tokio::test]
