@@ -4,7 +4,7 @@
 //!
 //! This module builds that program once per source change (cached under
 //! `target/tmp/istiod/` by [`gobuild`], like the control plane), starts it
-//! for a primary, and waits for what istiod answers to meet a condition. It
+//! for a primary ([`Reporter`]), and waits for what istiod answers to meet a condition. It
 //! only reads istiod's answers: EDS as each proxy last received it, and
 //! istiod's own `/debug/networkz` and `/debug/clusterz`. It never decides for
 //! istiod which endpoint a proxy should get; the tests do, from mesh.toml.
@@ -18,20 +18,18 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use super::controlplane::Cluster;
 use super::gobuild;
 use super::mesh::{MESH, NAMESPACE};
+use super::reporter::Reporter;
 
 /// The Go program's sources.
 const GO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/istiod");
@@ -235,30 +233,13 @@ impl IstiodConfig {
 
 /// A running istiod for one primary, and the sidecars asking it.
 pub struct Istiod {
-    updates: watch::Receiver<Option<Snapshot>>,
-    /// Every snapshot so far, in order, for conditions over a stretch of
-    /// time, with the line it was read from.
-    history: Arc<Mutex<Vec<(String, Snapshot)>>>,
-    log: PathBuf,
-    /// Holding stdin open keeps the program alive; closing it stops it.
-    process: Mutex<Option<(Child, ChildStdin)>>,
+    reports: Reporter<Snapshot>,
 }
 
 impl Istiod {
     /// Starts istiod against `primary` (its kubeconfig context).
     pub fn start(primary: &Cluster, config: &IstiodConfig) -> Istiod {
-        let binary = binary();
-        let log_dir = gobuild::out_dir("istiod").join("logs");
-        fs::create_dir_all(&log_dir).expect("creating the istiod log directory");
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let log = log_dir.join(format!(
-            "istiod-{}-{}-{}.log",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed),
-            config.cluster_id
-        ));
-        let stderr = File::create(&log).expect("creating the istiod log");
-        let mut cmd = Command::new(binary);
+        let mut cmd = Command::new(binary());
         cmd.arg("-kubeconfig")
             .arg(primary.kubeconfig())
             .args(["-context", primary.name()])
@@ -273,142 +254,52 @@ impl Istiod {
         for service in &config.services {
             cmd.args(["-service", service]);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, updates) = watch::channel(None);
-        let history = Arc::new(Mutex::new(Vec::new()));
-        let kept = history.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Snapshot>(&line) {
-                    Ok(snapshot) => {
-                        kept.lock().expect("history").push((line, snapshot.clone()));
-                        if tx.send(Some(snapshot)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => eprintln!("istiod: unreadable line ({e}): {line}"),
-                }
-            }
-        });
         Istiod {
-            updates,
-            history,
-            log,
-            process: Mutex::new(Some((child, stdin))),
+            reports: Reporter::spawn(cmd, "istiod", &config.cluster_id),
         }
     }
 
     /// The latest snapshot, if any arrived.
     pub fn latest(&self) -> Option<Snapshot> {
-        self.updates.borrow().clone()
+        self.reports.latest()
     }
 
     /// How many snapshots arrived so far: a mark for [`Istiod::since`].
     pub fn mark(&self) -> usize {
-        self.history.lock().expect("history").len()
+        self.reports.mark()
     }
 
     /// Every snapshot that arrived after `mark`.
     pub fn since(&self, mark: usize) -> Vec<Snapshot> {
-        self.history.lock().expect("history")[mark..]
-            .iter()
-            .map(|(_, s)| s.clone())
-            .collect()
+        self.reports.since(mark)
     }
 
     /// Everything istiod and its proxies printed and logged so far, for the
     /// leak check ([`super::mesh::Mesh::record`]).
     pub fn output(&self) -> String {
-        let history = self.history.lock().expect("history");
-        let mut text: String = history.iter().map(|(line, _)| format!("{line}\n")).collect();
-        text.push_str(&self.log_text());
-        text
+        self.reports.output()
     }
 
     /// istiod's log (the program's stderr).
     pub fn log(&self) -> &Path {
-        &self.log
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.reports.log()
     }
 
     /// Waits until istiod's answers meet `condition`, for at most
     /// [`ISTIOD_TIMEOUT`]; panics with the last snapshot and istiod's log otherwise.
     pub async fn wait_for(&self, what: &str, condition: impl Fn(&Snapshot) -> bool) -> Snapshot {
-        let deadline = Instant::now() + ISTIOD_TIMEOUT;
-        let mut updates = self.updates.clone();
-        loop {
-            if let Some(snapshot) = updates.borrow_and_update().as_ref()
-                && condition(snapshot)
-            {
-                return snapshot.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let exited = self.exit_status();
-            if left.is_zero() || exited.is_some() {
-                let mut last = self.latest();
-                if let Some(s) = last.as_mut() {
-                    s.root_cert = format!("({} bytes)", s.root_cert.len());
-                }
-                panic!(
-                    "istiod did not answer {what} within {ISTIOD_TIMEOUT:?}{}; last answer:\n{last:#?}\nlog {}:\n{}",
-                    exited.map(|s| format!(" (istiod exited: {s})")).unwrap_or_default(),
-                    self.log.display(),
-                    log_tail(&self.log),
-                );
-            }
-            // Wake at least once a second to notice an exited program.
-            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), updates.changed()).await;
-        }
+        let shown = |s: &Snapshot| {
+            let mut s = s.clone();
+            s.root_cert = format!("({} bytes)", s.root_cert.len());
+            format!("{s:#?}")
+        };
+        self.reports.wait_for(what, ISTIOD_TIMEOUT, condition, shown).await
     }
 
     /// Waits until istiod's log holds `text` (for events istiod reports in
     /// no answer, such as swapping in a rebuilt cluster).
     pub async fn wait_for_log(&self, what: &str, text: &str) {
-        let deadline = Instant::now() + ISTIOD_TIMEOUT;
-        while !self.log_text().contains(text) {
-            assert!(
-                Instant::now() < deadline && self.exit_status().is_none(),
-                "istiod did not log {what} ({text:?}) within {ISTIOD_TIMEOUT:?}; log {}:\n{}",
-                self.log.display(),
-                log_tail(&self.log),
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn exit_status(&self) -> Option<std::process::ExitStatus> {
-        let mut process = self.process.lock().ok()?;
-        let (child, _) = process.as_mut()?;
-        child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Istiod {
-    fn drop(&mut self) {
-        let Some((mut child, stdin)) = self.process.lock().map(|mut p| p.take()).unwrap_or(None) else {
-            return;
-        };
-        drop(stdin);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        self.reports.wait_for_log(what, text, ISTIOD_TIMEOUT).await;
     }
 }
 
@@ -419,10 +310,4 @@ fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     // A cold build compiles most of istio.io/istio's pilot: minutes.
     BINARY.get_or_init(|| gobuild::build_cached("istiod", Path::new(GO_DIR), &["-trimpath", "-ldflags", "-s -w"]))
-}
-
-fn log_tail(log: &Path) -> String {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
 }

@@ -11,4 +11,5 @@ pub mod install;
 pub mod istio;
 pub mod istiod;
 pub mod mesh;
+pub mod reporter;
 pub mod workload;
