@@ -149,6 +149,15 @@ pub fn reader_role(namespace: &str, mesh: &str, spec_hash: &str) -> ClusterRole 
                     "replicationcontrollers",
                     "namespaces",
                     "secrets",
+                    // istiod watches each remote's mesh config (ConfigMap `istio`
+                    // in the mesh namespace) and syncs the remote's registry only
+                    // once that watch has listed (istio/istio
+                    // pilot/pkg/serviceregistry/kube/controller/multicluster.go);
+                    // without it a peer stays `timeout` in /debug/clusterz and a
+                    // rebuilt client, after a token rotation, is never swapped in.
+                    // Istio's own reader role grants it
+                    // (manifests/charts/istio-control/istio-discovery/templates/reader-clusterrole.yaml).
+                    "configmaps",
                 ],
                 read,
             ),

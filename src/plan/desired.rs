@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::topology::{TokenMode, Topology};
 
 /// Bump when the reader ClusterRole's rules change, so existing ones update.
-const READER_RULES_VERSION: &str = "reader-v1";
+const READER_RULES_VERSION: &str = "reader-v2";
 /// Bump when the Gateway's shape changes.
 const GATEWAY_VERSION: &str = "gateway-v1";
 const REMOTE_SECRET_VERSION: &str = "remote-secret-v1";

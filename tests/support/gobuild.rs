@@ -1,5 +1,6 @@
-//! Builds the Go test programs (`tests/controlplane/`, `tests/istiocheck/`)
-//! once per source change and shares the binary between test processes.
+//! Builds the Go test programs (`tests/controlplane/`, `tests/istiocheck/`,
+//! `tests/istiod/`) once per source change and shares the binary between
+//! test processes.
 //!
 //! The binary's file name carries a hash of the sources, so a changed program
 //! is rebuilt and an unchanged one never is; a file lock lets the first of

@@ -3,7 +3,7 @@
 //!
 //! This module builds that program once per source change (cached under
 //! `target/tmp/istiocheck/` like the control plane, by the same source hash and
-//! under a file lock), starts it for a primary, and waits for what Istio
+//! under a file lock), starts it for a primary ([`Reporter`]), and waits for what Istio
 //! reports to meet a condition. It only reads what Istio reports: it does not
 //! decide for Istio what a remote secret means. The program stops when its
 //! stdin closes, which happens when the [`IstioCheck`] drops or this process
@@ -14,19 +14,16 @@
 //! istio.wait_for("both peers synced", |s| s.synced_ids() == ["b", "c"]).await;
 //! ```
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use super::controlplane::Cluster;
 use super::gobuild;
+use super::reporter::Reporter;
 
 /// The Go program's sources.
 const GO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/istiocheck");
@@ -107,73 +104,35 @@ impl Remote {
 
 /// A running istiocheck for one primary.
 pub struct IstioCheck {
-    updates: watch::Receiver<Option<Snapshot>>,
-    log: PathBuf,
-    /// Holding stdin open keeps the program alive; closing it stops it.
-    process: Mutex<Option<(Child, ChildStdin)>>,
+    reports: Reporter<Snapshot>,
 }
 
 impl IstioCheck {
     /// Starts Istio's secret controller against `primary` (its kubeconfig
     /// context), as istiod with `CLUSTER_ID=cluster_id` in `namespace`.
     pub fn start(primary: &Cluster, cluster_id: &str, namespace: &str) -> IstioCheck {
-        let binary = binary();
-        let log_dir = gobuild::out_dir("istiocheck").join("logs");
-        fs::create_dir_all(&log_dir).expect("creating the istiocheck log directory");
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let log = log_dir.join(format!(
-            "istiocheck-{}-{}-{cluster_id}.log",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let stderr = File::create(&log).expect("creating the istiocheck log");
-        let mut child = Command::new(binary)
-            .arg("-kubeconfig")
-            .arg(primary.kubeconfig())
-            .args([
-                "-context",
-                primary.name(),
-                "-cluster-id",
-                cluster_id,
-                "-namespace",
-                namespace,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, updates) = watch::channel(None);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Snapshot>(&line) {
-                    Ok(snapshot) => {
-                        if tx.send(Some(snapshot)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => eprintln!("istiocheck: unreadable line ({e}): {line}"),
-                }
-            }
-        });
+        let mut cmd = Command::new(binary());
+        cmd.arg("-kubeconfig").arg(primary.kubeconfig()).args([
+            "-context",
+            primary.name(),
+            "-cluster-id",
+            cluster_id,
+            "-namespace",
+            namespace,
+        ]);
         IstioCheck {
-            updates,
-            log,
-            process: Mutex::new(Some((child, stdin))),
+            reports: Reporter::spawn(cmd, "istiocheck", cluster_id),
         }
     }
 
     /// The latest snapshot, if any arrived.
     pub fn latest(&self) -> Option<Snapshot> {
-        self.updates.borrow().clone()
+        self.reports.latest()
     }
 
     /// The program's stderr: Istio's own log.
     pub fn log(&self) -> &Path {
-        &self.log
+        self.reports.log()
     }
 
     /// Waits until Istio's report meets `condition`, for at most
@@ -188,52 +147,9 @@ impl IstioCheck {
         timeout: Duration,
         condition: impl Fn(&Snapshot) -> bool,
     ) -> Snapshot {
-        let deadline = Instant::now() + timeout;
-        let mut updates = self.updates.clone();
-        loop {
-            if let Some(snapshot) = updates.borrow_and_update().as_ref()
-                && condition(snapshot)
-            {
-                return snapshot.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let exited = self.exit_status();
-            if left.is_zero() || exited.is_some() {
-                panic!(
-                    "Istio did not report {what} within {timeout:?}{}; last report:\n{:#?}\nlog {}:\n{}",
-                    exited.map(|s| format!(" (istiocheck exited: {s})")).unwrap_or_default(),
-                    self.latest(),
-                    self.log.display(),
-                    log_tail(&self.log),
-                );
-            }
-            // Wake at least once a second to notice an exited program.
-            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), updates.changed()).await;
-        }
-    }
-
-    fn exit_status(&self) -> Option<std::process::ExitStatus> {
-        let mut process = self.process.lock().ok()?;
-        let (child, _) = process.as_mut()?;
-        child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for IstioCheck {
-    fn drop(&mut self) {
-        let Some((mut child, stdin)) = self.process.lock().map(|mut p| p.take()).unwrap_or(None) else {
-            return;
-        };
-        drop(stdin);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        self.reports
+            .wait_for(what, timeout, condition, |s| format!("{s:#?}"))
+            .await
     }
 }
 
@@ -243,10 +159,4 @@ fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     // A cold build compiles a large part of istio.io/istio and client-go: minutes.
     BINARY.get_or_init(|| gobuild::build_cached("istiocheck", Path::new(GO_DIR), &["-trimpath", "-ldflags", "-s -w"]))
-}
-
-fn log_tail(log: &Path) -> String {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }

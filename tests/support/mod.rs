@@ -9,4 +9,7 @@ pub mod controlplane;
 pub mod gobuild;
 pub mod install;
 pub mod istio;
+pub mod istiod;
 pub mod mesh;
+pub mod reporter;
+pub mod workload;
