@@ -15,10 +15,10 @@
 //! `west1`. Every primary's istiod plugs in an intermediate CA from one root,
 //! as Istio's multi-cluster installs do, so the mesh has one root of trust.
 //!
-//! Not covered yet: `meshform check` and the remote's control-plane
-//! annotation (external-istiod mode writing `istio-ca-root-cert` into the
-//! remote) do not exist in meshform; the tests check only that, without it,
-//! istiod writes nothing into the remote.
+//! Not covered yet: `meshform check`, and external-istiod mode (istiod with
+//! `EXTERNAL_ISTIOD`, writing `istio-ca-root-cert` into a remote whose
+//! namespace names it, as meshform now writes): istiod here runs without it,
+//! and the tests check only that it then writes nothing into the remote.
 
 mod support;
 
@@ -310,8 +310,8 @@ async fn proxies_get_pod_ips_on_their_network_and_only_gateways_across() {
         Some(under_test.root.cert().as_str()),
         "istiod publishes the plugged-in root into its cluster's namespaces"
     );
-    // Without the remote's control-plane annotation (and EXTERNAL_ISTIOD),
-    // east1's istiod leaves the remote's namespaces alone.
+    // Without EXTERNAL_ISTIOD, east1's istiod leaves the remote's namespaces
+    // alone, though meshform names it on the remote's namespace.
     assert_eq!(
         root_cert_of(under_test.cluster("east2"), workload::NAMESPACE).await,
         None
