@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::objects;
-use crate::observe::model::{ClusterFacts, ClusterState, EastWestFacts, Observed, TokenFacts, UnknownReason};
+use crate::observe::model::{ClusterFacts, ClusterState, Observed, TokenFacts, UnknownReason};
 use crate::plan::{Action, ActionKind, FindingKind, Plan, WriteMode};
 use crate::topology::{Cluster, Role, TokenMode, Topology};
 
@@ -403,7 +403,7 @@ fn reachable_checks(topology: &Topology, cluster: &Cluster, facts: &ClusterFacts
                 "Service {ns}/{} on network {:?}, {}",
                 network.gateway_service,
                 cluster.network,
-                gateway_address(east_west).unwrap_or_else(|| "no address".to_string())
+                east_west.istiod_address().unwrap_or_else(|| "no address".to_string())
             ),
             None => format!("Service {ns}/{}", network.gateway_service),
         };
@@ -479,12 +479,6 @@ fn reachable_checks(topology: &Topology, cluster: &Cluster, facts: &ClusterFacts
     checks
 }
 
-/// Where istiod sends other networks: the first address and istiod's port.
-fn gateway_address(east_west: &EastWestFacts) -> Option<String> {
-    let port = east_west.istiod_port();
-    east_west.addresses.first().map(|a| format!("{a}:{port}"))
-}
-
 fn tokens_summary(topology: &Topology, facts: &ClusterFacts) -> String {
     let managed = facts.remote_secrets.values().filter(|s| s.object.managed);
     let earliest = managed
@@ -524,7 +518,7 @@ fn networks(topology: &Topology, observed: &Observed) -> Vec<NetworkChecks> {
                         let usable = east_west.network.as_deref() == Some(network.as_str())
                             && (east_west.ports.contains(&east_west.istiod_port())
                                 || east_west.ports.contains(&objects::HBONE_GATEWAY_PORT));
-                        usable.then(|| gateway_address(east_west).map(|a| format!("{a} ({})", c.name)))?
+                        usable.then(|| east_west.istiod_address().map(|a| format!("{a} ({})", c.name)))?
                     })
                     .collect();
                 let unread = members.iter().any(|c| observed.facts(&c.name).is_none());

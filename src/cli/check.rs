@@ -31,10 +31,7 @@ pub enum Format {
 
 pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
     let (topology, _warnings) = validate::load(&args.topology.file, cx)?;
-    let observed = match &args.observed {
-        Some(path) => plan::read_snapshot(path)?,
-        None => plan::observe(&topology, &args.topology.file, &args.clusters)?,
-    };
+    let observed = plan::snapshot_or_observe(args.observed.as_deref(), &topology, &args.topology.file, &args.clusters)?;
     // Every cluster gets its lines: one that cannot be read fails its own
     // check instead of stopping the plan.
     let options = Options {

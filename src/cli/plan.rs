@@ -111,14 +111,7 @@ pub struct SnapshotArgs {
 
 pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
     let (topology, _warnings) = validate::load(&args.topology.file, cx)?;
-    let observed = match &args.observed {
-        Some(path) => {
-            let observed = read_snapshot(path)?;
-            tracing::info!(path = %path.display(), observed_at = %observed.observed_at, "read snapshot");
-            observed
-        }
-        None => observe(&topology, &args.topology.file, &args.clusters)?,
-    };
+    let observed = snapshot_or_observe(args.observed.as_deref(), &topology, &args.topology.file, &args.clusters)?;
     let plan = plan::plan(&topology, &observed, &args.plan.options())?;
     tracing::info!(actions = plan.actions.len(), findings = plan.findings.len(), "planned");
     if let Some(path) = &args.out {
@@ -167,6 +160,23 @@ pub fn snapshot(args: &SnapshotArgs, cx: &mut Context<'_>) -> Result<Exit, CliEr
         files::write_atomic(&args.out, &bytes)?;
     }
     Ok(Exit::Success)
+}
+
+/// The saved snapshot at `path` when one is given (fully offline), else the clusters, read now.
+pub fn snapshot_or_observe(
+    path: Option<&Path>,
+    topology: &Topology,
+    file: &Path,
+    clusters: &ClusterArgs,
+) -> Result<Observed, CliError> {
+    match path {
+        Some(path) => {
+            let observed = read_snapshot(path)?;
+            tracing::info!(path = %path.display(), observed_at = %observed.observed_at, "read snapshot");
+            Ok(observed)
+        }
+        None => observe(topology, file, clusters),
+    }
 }
 
 /// Reads every cluster of the topology.

@@ -139,6 +139,12 @@ impl EastWestFacts {
             .and_then(|p| p.parse::<u16>().ok())
             .unwrap_or(crate::objects::DEFAULT_GATEWAY_PORT)
     }
+
+    /// Where istiod sends other networks: the first address, at istiod's port.
+    pub fn istiod_address(&self) -> Option<String> {
+        let port = self.istiod_port();
+        self.addresses.first().map(|a| format!("{a}:{port}"))
+    }
 }
 
 /// One Istio control plane install (istiod and its injector) in the mesh namespace.

@@ -101,9 +101,7 @@ impl MeshGraph {
         let address = |cluster: &str| {
             let facts = observed?.facts(cluster)?;
             facts.gateway_service.as_ref()?;
-            let east_west = facts.east_west.as_ref()?;
-            let address = east_west.addresses.first()?;
-            Some(format!("{address}:{}", east_west.istiod_port()))
+            facts.east_west.as_ref()?.istiod_address()
         };
         let groups = observed.map(|o| o.trust_groups(topology.clusters.iter().map(|c| c.name.as_str())));
         let trust = |cluster: &str| {
