@@ -89,6 +89,113 @@ pub fn reader_cluster_role(namespace: &str) -> String {
     format!("meshform-istio-reader-{namespace}")
 }
 
+/// What the reader account may do in its cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReaderScope {
+    /// Read the cluster (and review its workloads' tokens): a primary's
+    /// istiod reads its peers.
+    #[default]
+    Read,
+    /// Also what the istiod of a remote's control plane writes there through
+    /// the same account, as Istio's remote profile grants it: the
+    /// `istio-ca-root-cert` ConfigMaps and its leader-election ConfigMap, and
+    /// the CA bundle of the injection and validation webhooks
+    /// (istio/istio `manifests/charts/istio-control/istio-discovery/templates/reader-clusterrole.yaml`,
+    /// `istiodRemote.enabled`; `pilot/pkg/serviceregistry/kube/controller/multicluster.go`).
+    /// Without it the primary's istiod is refused and the remote's injected
+    /// pods never start.
+    ControlPlane,
+}
+
+impl ReaderScope {
+    pub fn is_read(&self) -> bool {
+        *self == ReaderScope::Read
+    }
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> k8s_openapi::api::rbac::v1::PolicyRule {
+    let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
+    k8s_openapi::api::rbac::v1::PolicyRule {
+        api_groups: strings(groups),
+        resources: strings(resources),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The reader ClusterRole's rules: what istiod in a primary needs to read a
+/// peer cluster (its services, endpoints, pods and nodes, Istio's
+/// configuration, token and access reviews for the peer's workloads), as
+/// Istio's own reader role grants it; for a remote, also what its control
+/// plane writes ([`ReaderScope::ControlPlane`]). The one source of the rules,
+/// for apply to write and the planner to compare.
+pub fn reader_rules(scope: ReaderScope) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
+    let read = &["get", "list", "watch"];
+    let mut rules = vec![
+        rule(
+            &[
+                "config.istio.io",
+                "security.istio.io",
+                "networking.istio.io",
+                "authentication.istio.io",
+                "rbac.istio.io",
+                "telemetry.istio.io",
+                "extensions.istio.io",
+            ],
+            &["*"],
+            read,
+        ),
+        rule(
+            &[""],
+            &[
+                "endpoints",
+                "pods",
+                "services",
+                "nodes",
+                "replicationcontrollers",
+                "namespaces",
+                "secrets",
+                // istiod watches each remote's mesh config (ConfigMap `istio`
+                // in the mesh namespace) and syncs the remote's registry only
+                // once that watch has listed (istio/istio
+                // pilot/pkg/serviceregistry/kube/controller/multicluster.go);
+                // without it a peer stays `timeout` in /debug/clusterz and a
+                // rebuilt client, after a token rotation, is never swapped in.
+                "configmaps",
+            ],
+            read,
+        ),
+        rule(
+            &["networking.x-k8s.io", "gateway.networking.k8s.io"],
+            &["gateways"],
+            read,
+        ),
+        rule(&["apiextensions.k8s.io"], &["customresourcedefinitions"], read),
+        rule(&["discovery.k8s.io"], &["endpointslices"], read),
+        rule(&["multicluster.x-k8s.io"], &["serviceexports", "serviceimports"], read),
+        rule(&["apps"], &["replicasets"], read),
+        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
+    ];
+    if scope == ReaderScope::ControlPlane {
+        rules.extend([
+            rule(&[""], &["configmaps"], &["create", "get", "list", "watch", "update"]),
+            rule(
+                &["admissionregistration.k8s.io"],
+                &["mutatingwebhookconfigurations"],
+                &["get", "list", "watch", "update", "patch"],
+            ),
+            rule(
+                &["admissionregistration.k8s.io"],
+                &["validatingwebhookconfigurations"],
+                &["get", "list", "watch", "update"],
+            ),
+        ]);
+    }
+    rules
+}
+
 /// The Lease that serialises applies of one mesh.
 pub fn lock_lease(mesh: &str) -> String {
     format!("meshform-{mesh}")
@@ -187,4 +294,46 @@ fn owners(
     owners.sort();
     owners.dedup();
     owners
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(rules: &[k8s_openapi::api::rbac::v1::PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
+        rules.iter().any(|r| {
+            r.api_groups.iter().flatten().any(|g| g == group)
+                && r.resources.iter().flatten().any(|x| x == resource || x == "*")
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    }
+
+    #[test]
+    fn only_a_remotes_reader_writes_what_its_control_plane_needs() {
+        let read = reader_rules(ReaderScope::Read);
+        let control = reader_rules(ReaderScope::ControlPlane);
+        assert!(
+            control.starts_with(&read),
+            "the control plane's rules extend the reader's"
+        );
+        for (group, resource, verb) in [
+            ("", "configmaps", "create"),
+            ("", "configmaps", "update"),
+            ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"),
+            (
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                "update",
+            ),
+        ] {
+            assert!(grants(&control, group, resource, verb), "{group}/{resource} {verb}");
+            assert!(
+                !grants(&read, group, resource, verb),
+                "read-only reader grants {group}/{resource} {verb}"
+            );
+        }
+        // Reading is what both do; no scope writes Secrets.
+        assert!(grants(&read, "", "configmaps", "watch"));
+        assert!(!grants(&control, "", "secrets", "create"));
+    }
 }

@@ -11,6 +11,7 @@
 mod plan_fixtures;
 
 use jiff::SignedDuration;
+use meshform::objects::ReaderScope;
 use meshform::observe::model::{BindingFacts, ObjectFacts, Observed, TokenFacts};
 use meshform::plan::{ActionKind, Change, Options, PlanError, WriteMode};
 use plan_fixtures::*;
@@ -286,13 +287,24 @@ fn primary_turned_remote_loses_its_managed_secrets() {
             "detach b delete_remote_secret a",
             "detach b delete_remote_secret c",
             "detach c revoke_reader_tokens/detach b",
+            "network b ensure_reader",
         ])
     );
+    let (reader, detach) = plan.actions.split_last().unwrap();
+    assert!(detach.iter().all(|a| a.reason.contains("b is now a remote cluster")));
+    // Its control plane, in a and c, now writes there through the reader account.
     assert!(
-        plan.actions
-            .iter()
-            .all(|a| a.reason.contains("b is now a remote cluster"))
+        matches!(
+            reader.kind,
+            ActionKind::EnsureReader {
+                scope: ReaderScope::ControlPlane,
+                update: true,
+                ..
+            }
+        ),
+        "{reader:?}"
     );
+    assert!(reader.reason.contains("istio-ca-root-cert"), "{}", reader.reason);
     assert_eq!(
         plan.changes,
         vec![Change::BecameRemote {
@@ -595,8 +607,12 @@ fn primary_turned_remote_keeps_its_secret_for_an_unknown_cluster() {
         ..Options::default()
     };
     let plan = plan_with(&after, &observed, &options);
-    // Only a's own namespace, now naming its control plane b.
-    assert_eq!(actions(&plan), ["network a set_network a->a"]);
+    // Only a's own namespace, now naming its control plane b, and its
+    // reader's rights for that control plane.
+    assert_eq!(
+        actions(&plan),
+        ["network a set_network a->a", "network a ensure_reader"]
+    );
     assert!(plan.changes.is_empty(), "{:?}", plan.changes);
     assert_eq!(plan.deferred.len(), 1);
 }
@@ -2442,4 +2458,45 @@ fn roots_of_trust_that_share_no_certificate_block_but_a_rotation_does_not() {
     let message = &plan.findings[0].message;
     assert!(message.contains("a, b (root sha256:aaaaaaaaaaaaaaaa)"), "{message}");
     assert!(message.contains("c (root sha256:cccccccccccccccc)"), "{message}");
+}
+
+/// A remote's reader account also carries what its control plane writes
+/// there (Istio's remote profile); a primary's stays read-only.
+#[test]
+fn a_remotes_reader_account_lets_its_control_plane_write_there() {
+    let topology = mesh_topology(&["name = \"a\"", "name = \"b\"\nrole = \"remote\"", "name = \"c\""]);
+    let plan = plan_ok(&topology, &fresh(&topology));
+    let scopes: Vec<(&str, ReaderScope)> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::EnsureReader { scope, .. } => Some((a.cluster.as_str(), *scope)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            ("a", ReaderScope::Read),
+            ("b", ReaderScope::ControlPlane),
+            ("c", ReaderScope::Read)
+        ]
+    );
+    // Converged, and stays so; a primary turned back leaves the extra rights.
+    let observed = converge(&topology, &fresh(&topology));
+    assert!(plan_ok(&topology, &observed).actions.is_empty());
+    let back = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""]);
+    let plan = plan_ok(&back, &observed);
+    assert!(
+        plan.actions.iter().any(|a| a.cluster == "b"
+            && matches!(
+                a.kind,
+                ActionKind::EnsureReader {
+                    scope: ReaderScope::Read,
+                    update: true,
+                    ..
+                }
+            )),
+        "{plan:#?}"
+    );
 }

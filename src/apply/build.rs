@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
 use kube::api::{DynamicObject, ObjectMeta};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use crate::objects::{self, CLUSTER_ANNOTATION, MULTICLUSTER_LABEL, PEER_IDENTITY_ANNOTATION, SPEC_HASH_ANNOTATION};
+use crate::objects::{
+    self, CLUSTER_ANNOTATION, MULTICLUSTER_LABEL, PEER_IDENTITY_ANNOTATION, ReaderScope, SPEC_HASH_ANNOTATION,
+};
 
 fn meta(name: &str, namespace: Option<&str>, mesh: &str, spec_hash: Option<&str>) -> ObjectMeta {
     ObjectMeta {
@@ -107,72 +109,12 @@ pub fn token_binding(namespace: &str, mesh: &str, holder: &str, holder_identity:
     }
 }
 
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
-    PolicyRule {
-        api_groups: strings(groups),
-        resources: strings(resources),
-        verbs: verbs.iter().map(|s| s.to_string()).collect(),
-        ..PolicyRule::default()
-    }
-}
-
-/// What istiod in a primary needs to read a peer cluster: its services,
-/// endpoints, pods and nodes, Istio's configuration, and token and access
-/// reviews for the peer's workloads. Read-only apart from the reviews.
+/// The reader ClusterRole: its rules are `objects::reader_rules(scope)`.
 /// Changing the rules means bumping the reader version in plan::desired.
-pub fn reader_role(namespace: &str, mesh: &str, spec_hash: &str) -> ClusterRole {
-    let read = &["get", "list", "watch"];
+pub fn reader_role(namespace: &str, mesh: &str, spec_hash: &str, scope: ReaderScope) -> ClusterRole {
     ClusterRole {
         metadata: meta(&objects::reader_cluster_role(namespace), None, mesh, Some(spec_hash)),
-        rules: Some(vec![
-            rule(
-                &[
-                    "config.istio.io",
-                    "security.istio.io",
-                    "networking.istio.io",
-                    "authentication.istio.io",
-                    "rbac.istio.io",
-                    "telemetry.istio.io",
-                    "extensions.istio.io",
-                ],
-                &["*"],
-                read,
-            ),
-            rule(
-                &[""],
-                &[
-                    "endpoints",
-                    "pods",
-                    "services",
-                    "nodes",
-                    "replicationcontrollers",
-                    "namespaces",
-                    "secrets",
-                    // istiod watches each remote's mesh config (ConfigMap `istio`
-                    // in the mesh namespace) and syncs the remote's registry only
-                    // once that watch has listed (istio/istio
-                    // pilot/pkg/serviceregistry/kube/controller/multicluster.go);
-                    // without it a peer stays `timeout` in /debug/clusterz and a
-                    // rebuilt client, after a token rotation, is never swapped in.
-                    // Istio's own reader role grants it
-                    // (manifests/charts/istio-control/istio-discovery/templates/reader-clusterrole.yaml).
-                    "configmaps",
-                ],
-                read,
-            ),
-            rule(
-                &["networking.x-k8s.io", "gateway.networking.k8s.io"],
-                &["gateways"],
-                read,
-            ),
-            rule(&["apiextensions.k8s.io"], &["customresourcedefinitions"], read),
-            rule(&["discovery.k8s.io"], &["endpointslices"], read),
-            rule(&["multicluster.x-k8s.io"], &["serviceexports", "serviceimports"], read),
-            rule(&["apps"], &["replicasets"], read),
-            rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-            rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
-        ]),
+        rules: Some(objects::reader_rules(scope)),
         ..ClusterRole::default()
     }
 }

@@ -448,13 +448,13 @@ impl Run<'_> {
                 let namespace = build::network_label(ns, network, control_plane.as_deref());
                 self.ssa(cluster, &api, ns, &namespace, *force).await
             }
-            ActionKind::EnsureReader { spec_hash, .. } => {
+            ActionKind::EnsureReader { spec_hash, scope, .. } => {
                 let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
                 let roles: Api<ClusterRole> = Api::all(client.clone());
                 let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
                 let role = objects::reader_cluster_role(ns);
                 let account = build::reader_account(ns, self.mesh());
-                let role_object = build::reader_role(ns, self.mesh(), spec_hash);
+                let role_object = build::reader_role(ns, self.mesh(), spec_hash, *scope);
                 let binding = build::reader_binding(ns, self.mesh(), spec_hash);
                 // Three independent objects, written at once (a binding may
                 // name a role that does not exist yet). Istio's charts may

@@ -4,6 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::objects::ReaderScope;
 use crate::topology::{TokenMode, Topology};
 
 /// Bump when the reader ClusterRole's rules change, so existing ones update.
@@ -24,8 +25,12 @@ fn digest(parts: &[&str]) -> String {
 }
 
 /// The reader's role and binding, and in `secret` mode its token Secret.
-pub fn reader_hash(namespace: &str, mode: TokenMode) -> String {
-    digest(&[READER_RULES_VERSION, namespace, mode.as_str()])
+/// A primary's reader keeps the hash it had before scopes existed.
+pub fn reader_hash(namespace: &str, mode: TokenMode, scope: ReaderScope) -> String {
+    match scope {
+        ReaderScope::Read => digest(&[READER_RULES_VERSION, namespace, mode.as_str()]),
+        ReaderScope::ControlPlane => digest(&[READER_RULES_VERSION, namespace, mode.as_str(), "control-plane"]),
+    }
 }
 
 pub fn gateway_hash(port: u16) -> String {

@@ -35,7 +35,7 @@ use thiserror::Error;
 pub use model::*;
 
 use self::index::Index;
-use crate::objects::{self, remote_secret_name};
+use crate::objects::{self, ReaderScope, remote_secret_name};
 use crate::observe::model::{
     BindingFacts, ClusterFacts, ClusterState, EastWestFacts, Observed, RemoteSecretFacts, TokenFacts,
 };
@@ -551,7 +551,12 @@ impl<'a> Planner<'a> {
 
             // The reader account primaries use to read this cluster.
             if self.index.has_primary_peer(cluster) {
-                let hash = desired::reader_hash(self.ns(), self.desired.mesh.tokens.mode);
+                // A remote's control plane writes there through the same account.
+                let scope = match cluster.role {
+                    Role::Primary => ReaderScope::Read,
+                    Role::Remote => ReaderScope::ControlPlane,
+                };
+                let hash = desired::reader_hash(self.ns(), self.desired.mesh.tokens.mode, scope);
                 let reader = &facts.reader;
                 let foreign = [&reader.cluster_role, &reader.cluster_role_binding]
                     .into_iter()
@@ -580,6 +585,15 @@ impl<'a> Planner<'a> {
                         "primaries read this cluster through a read-only reader account".to_string()
                     } else if reader.service_account.is_none() {
                         format!("the reader account {} is missing", objects::READER_SERVICE_ACCOUNT)
+                    } else if reader.cluster_role.as_ref().and_then(|r| r.spec_hash.as_deref())
+                        == Some(&desired::reader_hash(
+                            self.ns(),
+                            self.desired.mesh.tokens.mode,
+                            ReaderScope::Read,
+                        ))
+                        && scope == ReaderScope::ControlPlane
+                    {
+                        "a remote's control plane writes istio-ca-root-cert and the webhooks' CA bundle there through the reader account".to_string()
                     } else {
                         "the reader account's role is not what meshform writes".to_string()
                     };
@@ -588,6 +602,7 @@ impl<'a> Planner<'a> {
                         &cluster.name,
                         ActionKind::EnsureReader {
                             spec_hash: hash,
+                            scope,
                             update: reader.cluster_role.is_some(),
                         },
                         reason,

@@ -103,10 +103,13 @@ pub enum ActionKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
     },
-    /// Service account, read-only ClusterRole and binding that primaries use
-    /// to read this cluster.
+    /// Service account, ClusterRole and binding that primaries use to read
+    /// this cluster.
     EnsureReader {
         spec_hash: String,
+        /// Read-only, or (on a remote) also what its control plane writes.
+        #[serde(default, skip_serializing_if = "crate::objects::ReaderScope::is_read")]
+        scope: crate::objects::ReaderScope,
         /// The role exists already and is brought up to date.
         #[serde(default)]
         update: bool,
