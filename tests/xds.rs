@@ -15,17 +15,16 @@
 //! `west1`. Every primary's istiod plugs in an intermediate CA from one root,
 //! as Istio's multi-cluster installs do, so the mesh has one root of trust.
 //!
-//! Not covered yet: `meshform check`, and external-istiod mode (istiod with
-//! `EXTERNAL_ISTIOD`, writing `istio-ca-root-cert` into a remote whose
-//! namespace names it, as meshform now writes): istiod here runs without it,
-//! and the tests check only that it then writes nothing into the remote.
+//! istiod runs without `EXTERNAL_ISTIOD` (and then writes nothing into the
+//! remote), except in the external-istiod test, where it manages the remote
+//! that meshform names it the control plane of.
 
 mod support;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::controlplane::{Cluster, Clusters, ControlPlane};
@@ -424,6 +423,70 @@ async fn endpoints_stay_through_a_token_rotation_and_go_with_a_detach() {
     }
     assert!(!from_east.clusters().contains_key("west2"));
     under_test.assert_no_token_leaked(&[&east, &west]).await;
+}
+
+/// Istio's external-istiod mode: a primary's istiod manages a remote (its
+/// namespaces' roots, its webhooks) only when the remote's mesh namespace
+/// names it (`checkShouldLead` in
+/// pilot/pkg/serviceregistry/kube/controller/multicluster.go, read when the
+/// cluster is added), and writes there through the remote secret's account:
+/// meshform's reader, whose role on a remote grants those writes.
+#[tokio::test]
+async fn external_istiod_manages_a_remote_only_when_meshform_names_it_its_control_plane() {
+    let under_test = MeshUnderTest::prepare().await;
+    under_test.apply(&[]).await;
+    let remote = under_test.cluster("east2");
+    let external = || {
+        let mut config = IstiodConfig::new("east1").root(&under_test.root).service(ECHO).external();
+        for proxy in ["east1", "east2"] {
+            config = config.proxy(proxy, "east", proxy);
+        }
+        Istiod::start(under_test.cluster("east1"), &config)
+    };
+
+    // The annotation taken off by hand: istiod syncs the remote but leaves
+    // its namespaces alone, and injected pods there would never start.
+    set_control_plane(remote, None).await;
+    let east = external();
+    east.wait_for_log(
+        "that it does not manage east2",
+        "should join leader-election for cluster east2: false",
+    )
+    .await;
+    under_test.wait_for_endpoint_rules(&east, "without the annotation").await;
+    assert_eq!(root_cert_of(remote, workload::NAMESPACE).await, None);
+    under_test.mesh.record(&east.output());
+    drop(east);
+
+    // A drift check finds it; apply writes it back; istiod, on its next
+    // start, manages the remote and publishes the mesh's root there.
+    under_test.mesh.run("plan", &["--detailed-exitcode"]).await.expect(2);
+    under_test.apply(&[]).await;
+    let east = external();
+    east.wait_for_log(
+        "that it manages east2",
+        "should join leader-election for cluster east2: true",
+    )
+    .await;
+    let root = under_test.root.cert();
+    eventually(
+        "the mesh's root in east2's istio-ca-root-cert",
+        ISTIOD_TIMEOUT,
+        async || (root_cert_of(remote, workload::NAMESPACE).await.as_deref() == Some(root.as_str())).then_some(()),
+    )
+    .await;
+    under_test.wait_for_endpoint_rules(&east, "with the annotation").await;
+    under_test.assert_no_token_leaked(&[&east]).await;
+}
+
+/// Sets or removes (`None`) the control-plane annotation of `cluster`'s mesh
+/// namespace, as `kubectl annotate` would.
+async fn set_control_plane(cluster: &Cluster, primary: Option<&str>) {
+    let patch = json!({ "metadata": { "annotations": { "topology.istio.io/controlPlaneClusters": primary } } });
+    Api::<Namespace>::all(cluster.client())
+        .patch(NAMESPACE, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("annotating the namespace of {}: {e}", cluster.name()));
 }
 
 /// Sets or removes (`None`) the network label of `cluster`'s gateway Service,

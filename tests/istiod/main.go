@@ -96,6 +96,9 @@ type options struct {
 	rootCA      string
 	proxies     proxyFlags
 	services    serviceFlags
+	// externalIstiod: EXTERNAL_ISTIOD, istiod also manages the remotes whose
+	// mesh namespace names it (topology.istio.io/controlPlaneClusters).
+	externalIstiod bool
 }
 
 func main() {
@@ -111,6 +114,8 @@ func main() {
 	makeRootDir := flag.String("make-root", "", "only write a new root CA into this directory, and exit")
 	flag.Var(&o.proxies, "proxy", "ask as this sidecar: NAME=NETWORK,CLUSTER (repeatable)")
 	flag.Var(&o.services, "service", "ask for the endpoints of HOST:PORT (repeatable)")
+	flag.BoolVar(&o.externalIstiod, "external-istiod", false, "run with EXTERNAL_ISTIOD: also manage the remotes "+
+		"whose mesh namespace names this cluster id in topology.istio.io/controlPlaneClusters")
 	flag.Parse()
 	if *makeRootDir != "" {
 		if err := makeRoot(*makeRootDir); err != nil {
@@ -121,7 +126,7 @@ func main() {
 	}
 	if o.kubeconfig == "" || o.clusterID == "" || o.meshID == "" {
 		fmt.Fprintln(os.Stderr, "usage: istiod -kubeconfig PATH [-context NAME] -cluster-id ID -mesh-id MESH "+
-			"[-namespace NS] [-root-ca DIR] [-proxy NAME=NETWORK,CLUSTER]... [-service HOST:PORT]...")
+			"[-namespace NS] [-root-ca DIR] [-external-istiod] [-proxy NAME=NETWORK,CLUSTER]... [-service HOST:PORT]...")
 		os.Exit(2)
 	}
 	if os.Getenv(childMarker) == "" {
@@ -157,6 +162,9 @@ func reexecWithEnvironment(o options) error {
 		"REVISION=default",
 		// Never the in-cluster configuration: only the kubeconfig given.
 		"KUBERNETES_SERVICE_HOST=",
+		// pilot/pkg/features/pilot.go; read by checkShouldLead in
+		// pilot/pkg/serviceregistry/kube/controller/multicluster.go.
+		"EXTERNAL_ISTIOD="+strconv.FormatBool(o.externalIstiod),
 	)
 	return syscall.Exec(self, os.Args, env)
 }

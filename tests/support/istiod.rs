@@ -198,6 +198,7 @@ pub struct IstiodConfig {
     root_ca: Option<PathBuf>,
     proxies: Vec<(String, String, String)>,
     services: Vec<String>,
+    external: bool,
 }
 
 impl IstiodConfig {
@@ -208,7 +209,15 @@ impl IstiodConfig {
             root_ca: None,
             proxies: Vec::new(),
             services: Vec::new(),
+            external: false,
         }
+    }
+
+    /// `EXTERNAL_ISTIOD`: istiod also manages the remotes whose mesh
+    /// namespace names it as their control plane.
+    pub fn external(mut self) -> IstiodConfig {
+        self.external = true;
+        self
     }
 
     /// Plug in an intermediate CA signed by `root`; without, istiod's own self-signed CA.
@@ -253,6 +262,9 @@ impl Istiod {
         }
         for service in &config.services {
             cmd.args(["-service", service]);
+        }
+        if config.external {
+            cmd.arg("-external-istiod");
         }
         Istiod {
             reports: Reporter::spawn(cmd, "istiod", &config.cluster_id),
