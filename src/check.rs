@@ -275,6 +275,9 @@ fn action_check(action: &Action, observed: &Observed) -> (CheckId, Status) {
         ActionKind::EnsureGateway { .. } | ActionKind::SetGatewayNetwork { .. } => (CheckId::Gateway, Status::Fail),
         // Left over from a network layout that is gone: harmless until removed.
         ActionKind::DeleteGateway { .. } => (CheckId::Gateway, Status::Warn),
+        // A remote on another network cannot reach its istiod without it.
+        ActionKind::EnsureIstiodExposure { .. } => (CheckId::Gateway, Status::Fail),
+        ActionKind::DeleteIstiodExposure { .. } => (CheckId::Gateway, Status::Warn),
         ActionKind::DeleteRemoteSecret { .. } => (CheckId::RemoteSecrets, Status::Fail),
         ActionKind::WriteRemoteSecret {
             mode: WriteMode::Rotate,

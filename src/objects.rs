@@ -26,6 +26,13 @@ pub const READER_SERVICE_ACCOUNT: &str = "istio-reader-service-account";
 pub const READER_TOKEN_SECRET: &str = "istio-reader-service-account-token";
 /// The cross-network Gateway, named as in Istio's `expose-services.yaml`.
 pub const CROSS_NETWORK_GATEWAY: &str = "cross-network-gateway";
+/// What exposes a primary's istiod on its east-west gateway to remotes on
+/// other networks, named as in Istio's `samples/multicluster/expose-istiod.yaml`.
+pub const ISTIOD_GATEWAY: &str = "istiod-gateway";
+pub const ISTIOD_VIRTUAL_SERVICE: &str = "istiod-vs";
+/// istiod's xDS (mTLS) port and its injection webhook port on the gateway.
+pub const ISTIOD_XDS_PORT: u16 = 15012;
+pub const ISTIOD_WEBHOOK_PORT: u16 = 15017;
 /// istiod's east-west gateway pods carry this selector label.
 pub const EASTWEST_SELECTOR: (&str, &str) = ("istio", "eastwestgateway");
 
@@ -212,6 +219,17 @@ pub fn gateway_resource() -> kube::core::ApiResource {
     }
 }
 
+/// The Istio VirtualService resource, served as `networking.istio.io/v1`.
+pub fn virtual_service_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource {
+        group: "networking.istio.io".to_string(),
+        version: "v1".to_string(),
+        api_version: "networking.istio.io/v1".to_string(),
+        kind: "VirtualService".to_string(),
+        plural: "virtualservices".to_string(),
+    }
+}
+
 /// Labels on every object meshform owns in `mesh`.
 pub fn managed_labels(mesh: &str) -> std::collections::BTreeMap<String, String> {
     [(MANAGED_BY_LABEL, MANAGED_BY), (MESH_LABEL, mesh)]
@@ -238,6 +256,46 @@ pub fn gateway_spec(port: u16) -> serde_json::Value {
             "tls": { "mode": "AUTO_PASSTHROUGH" },
             "hosts": ["*.local"],
         }],
+    })
+}
+
+/// The spec of the `istiod-gateway` Gateway: TLS passthrough of istiod's
+/// xDS and webhook ports on the east-west gateway
+/// (istio/istio `samples/multicluster/expose-istiod.yaml`).
+pub fn istiod_gateway_spec() -> serde_json::Value {
+    let server = |name: &str, port: u16| {
+        serde_json::json!({
+            "port": { "name": name, "number": port, "protocol": "TLS" },
+            "tls": { "mode": "PASSTHROUGH" },
+            "hosts": ["*"],
+        })
+    };
+    serde_json::json!({
+        "selector": { EASTWEST_SELECTOR.0: EASTWEST_SELECTOR.1 },
+        "servers": [server("tls-istiod", ISTIOD_XDS_PORT), server("tls-istiodwebhook", ISTIOD_WEBHOOK_PORT)],
+    })
+}
+
+/// The spec of the `istiod-vs` VirtualService: routes the two ports of the
+/// `istiod-gateway` to the istiod Service of `revision` (`istiod`, or
+/// `istiod-<rev>` as `expose-istiod-rev.yaml.tmpl` does), xDS to 15012 and
+/// the webhook to 443.
+pub fn istiod_virtual_service_spec(namespace: &str, revision: Option<&str>) -> serde_json::Value {
+    let service = match revision {
+        None | Some("default") => ISTIOD.to_string(),
+        Some(rev) => format!("{ISTIOD}-{rev}"),
+    };
+    let host = format!("{service}.{namespace}.svc.cluster.local");
+    let route = |port: u16, to: u16| {
+        serde_json::json!({
+            "match": [{ "port": port, "sniHosts": ["*"] }],
+            "route": [{ "destination": { "host": host, "port": { "number": to } } }],
+        })
+    };
+    serde_json::json!({
+        "hosts": ["*"],
+        "gateways": [ISTIOD_GATEWAY],
+        "tls": [route(ISTIOD_XDS_PORT, ISTIOD_XDS_PORT), route(ISTIOD_WEBHOOK_PORT, 443)],
     })
 }
 

@@ -510,6 +510,13 @@ fn observer_rbac_grants_exactly_the_reads_of_observe() {
             "gateways",
             meshform::objects::CROSS_NETWORK_GATEWAY,
         ),
+        get(ns, "networking.istio.io", "gateways", meshform::objects::ISTIOD_GATEWAY),
+        get(
+            ns,
+            "networking.istio.io",
+            "virtualservices",
+            meshform::objects::ISTIOD_VIRTUAL_SERVICE,
+        ),
         get(ns, "", "services", meshform::topology::DEFAULT_GATEWAY_SERVICE),
         (ns, "apps".into(), "deployments".into(), "list".into(), String::new()),
         (ns, String::new(), "configmaps".into(), "list".into(), String::new()),

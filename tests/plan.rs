@@ -12,7 +12,7 @@ mod plan_fixtures;
 
 use jiff::SignedDuration;
 use meshform::objects::ReaderScope;
-use meshform::observe::model::{BindingFacts, ObjectFacts, Observed, TokenFacts};
+use meshform::observe::model::{BindingFacts, InstallFacts, ObjectFacts, Observed, TokenFacts};
 use meshform::plan::{ActionKind, Change, Options, PlanError, WriteMode};
 use plan_fixtures::*;
 
@@ -2091,6 +2091,16 @@ mod properties {
                         action
                     );
                 }
+                ActionKind::EnsureIstiodExposure { .. } | ActionKind::DeleteIstiodExposure { .. } => {
+                    prop_assert!(
+                        [&facts.istiod_gateway, &facts.istiod_virtual_service]
+                            .into_iter()
+                            .flatten()
+                            .all(|o| o.managed),
+                        "touches an unmanaged istiod exposure: {:?}",
+                        action
+                    );
+                }
                 ActionKind::SetNetwork { .. } | ActionKind::RestartWorkloads { .. } => {}
             }
         }
@@ -2499,4 +2509,117 @@ fn a_remotes_reader_account_lets_its_control_plane_write_there() {
             )),
         "{plan:#?}"
     );
+}
+
+/// A remote on another network than its control plane reaches istiod only
+/// through that primary's east-west gateway: meshform exposes istiod there
+/// (Istio's `expose-istiod.yaml`) while a remote needs it, and removes its
+/// own objects after.
+#[test]
+fn a_remote_on_another_network_gets_istiod_exposed_on_its_control_planes_gateway() {
+    let across = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"",
+        "name = \"b\"\nnetwork = \"n2\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
+        "name = \"c\"\nnetwork = \"n2\"",
+    ]);
+    let plan = plan_ok(&across, &fresh(&across));
+    let exposures: Vec<_> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::EnsureIstiodExposure { .. }))
+        .collect();
+    assert_eq!(exposures.len(), 1, "{:#?}", plan.actions);
+    assert_eq!(exposures[0].cluster, "a");
+    assert_eq!(exposures[0].phase, meshform::plan::Phase::Network);
+    assert!(exposures[0].reason.contains("remote b"), "{}", exposures[0].reason);
+    assert_eq!(
+        exposures[0].object("istio-system"),
+        "Gateway and VirtualService istio-system/istiod-gateway, istiod-vs"
+    );
+
+    // Converged, it stays; edited by hand, it is written back.
+    let mut observed = converge(&across, &fresh(&across));
+    assert!(plan_ok(&across, &observed).actions.is_empty());
+    facts_mut(&mut observed, "a")
+        .istiod_virtual_service
+        .as_mut()
+        .unwrap()
+        .content_sha256 = Some("edited".to_string());
+    let plan = plan_ok(&across, &observed);
+    assert_eq!(actions(&plan), ["network a ensure_istiod_exposure"]);
+    assert!(
+        plan.actions[0].reason.contains("changed in the cluster"),
+        "{}",
+        plan.actions[0].reason
+    );
+
+    // The remote joins its control plane's network: the exposure goes.
+    let observed = converge(&across, &fresh(&across));
+    let flat = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"",
+        "name = \"b\"\nnetwork = \"n1\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
+        "name = \"c\"\nnetwork = \"n2\"",
+    ]);
+    let plan = plan_ok(&flat, &observed);
+    let removals: Vec<_> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::DeleteIstiodExposure { .. }))
+        .map(|a| a.cluster.as_str())
+        .collect();
+    assert_eq!(removals, ["a"]);
+    // A remote on its control plane's network needs none.
+    assert!(
+        !plan_ok(&flat, &fresh(&flat))
+            .actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::EnsureIstiodExposure { .. }))
+    );
+}
+
+/// Objects of those names meshform does not own are used as they are, and
+/// never removed; a revision's istiod gets the route to `istiod-<rev>`.
+#[test]
+fn istiod_exposure_leaves_foreign_objects_alone_and_follows_the_revision() {
+    let across = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"",
+        "name = \"b\"\nnetwork = \"n2\"\nrole = \"remote\"",
+    ]);
+    let mut observed = fresh(&across);
+    facts_mut(&mut observed, "a").istiod_gateway = Some(unmanaged("by-hand"));
+    let plan = plan_ok(&across, &observed);
+    assert!(
+        !actions(&plan).iter().any(|a| a.contains("istiod_exposure")),
+        "{:?}",
+        actions(&plan)
+    );
+    assert!(
+        findings(&plan).contains(&"warning a istiod_exposure_unmanaged".to_string()),
+        "{:?}",
+        findings(&plan)
+    );
+    // Not needed any more: still not meshform's to delete.
+    let alone = mesh_topology(&["name = \"a\"\nnetwork = \"n1\""]);
+    let mut observed = converge(&alone, &fresh(&alone));
+    facts_mut(&mut observed, "a").istiod_gateway = Some(unmanaged("by-hand"));
+    assert!(plan_ok(&alone, &observed).actions.is_empty());
+
+    let mut observed = fresh(&across);
+    let install = facts_mut(&mut observed, "a")
+        .installs
+        .remove("default")
+        .expect("a default install");
+    facts_mut(&mut observed, "a").installs.insert(
+        "1-24".to_string(),
+        InstallFacts {
+            istiod: Some("istiod-1-24".to_string()),
+            ..install
+        },
+    );
+    let plan = plan_ok(&across, &observed);
+    let revision = plan.actions.iter().find_map(|a| match &a.kind {
+        ActionKind::EnsureIstiodExposure { revision, .. } => Some(revision.clone()),
+        _ => None,
+    });
+    assert_eq!(revision, Some(Some("1-24".to_string())));
 }

@@ -423,3 +423,109 @@ async fn a_remote_names_its_control_plane_and_loses_the_name_when_it_runs_its_ow
     mesh.assert_converged().await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
+
+/// The `istiod-gateway` Gateway or `istiod-vs` VirtualService of `cluster`,
+/// as JSON; none when absent.
+async fn istiod_exposure(cluster: &Cluster, gateway: bool) -> Option<Value> {
+    let resource = if gateway {
+        meshform::objects::gateway_resource()
+    } else {
+        meshform::objects::virtual_service_resource()
+    };
+    let name = if gateway { "istiod-gateway" } else { "istiod-vs" };
+    Api::<kube::api::DynamicObject>::namespaced_with(cluster.client(), NAMESPACE, &resource)
+        .get_opt(name)
+        .await
+        .expect("reading the istiod exposure")
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+/// A remote on another network reaches its control plane's istiod only
+/// through that primary's east-west gateway: meshform writes Istio's
+/// `expose-istiod.yaml` there while the remote needs it, and removes it
+/// once the remote joins its control plane's network.
+#[tokio::test]
+async fn a_remote_across_networks_gets_istiod_exposed_on_its_control_planes_gateway() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    for cluster in [east, west] {
+        install_eastwest_gateway(cluster).await;
+    }
+    install_istio(east, &Install::correct("east", "n1")).await;
+    // Its sidecars reach istiod at east's east-west gateway (192.0.2.10).
+    install_istio(west, &Install::remote("west", "n2", Some("192.0.2.10"))).await;
+    let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2").remote()]);
+    let (lines, _) = findings(&mesh, 0).await;
+    assert_eq!(lines, Vec::<String>::new());
+    let plan = mesh.run("plan", &[]).await.expect(0);
+    assert!(
+        plan.stdout
+            .contains("+ Gateway and VirtualService istio-system/istiod-gateway, istiod-vs in east"),
+        "{plan}"
+    );
+    mesh.apply(&[]).await;
+    mesh.assert_converged().await;
+
+    let gateway = istiod_exposure(east, true).await.expect("istiod-gateway in east");
+    let ports: Vec<&Value> = gateway["spec"]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["port"]["number"])
+        .collect();
+    assert_eq!(ports, [&Value::from(15012), &Value::from(15017)]);
+    assert_eq!(
+        gateway["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "meshform"
+    );
+    let route = istiod_exposure(east, false).await.expect("istiod-vs in east");
+    assert_eq!(
+        route["spec"]["tls"][0]["route"][0]["destination"]["host"],
+        "istiod.istio-system.svc.cluster.local"
+    );
+    assert_eq!(istiod_exposure(west, true).await, None, "a remote exposes no istiod");
+    mesh.run("check", &[]).await.expect(0);
+
+    // Edited by hand (`kubectl patch`): a drift check sees it, and that the
+    // field is kubectl's now; apply takes it back with --force-conflicts.
+    let patch = serde_json::json!({ "spec": { "tls": [] } });
+    Api::<kube::api::DynamicObject>::namespaced_with(
+        east.client(),
+        NAMESPACE,
+        &meshform::objects::virtual_service_resource(),
+    )
+    .patch(
+        "istiod-vs",
+        &PatchParams {
+            field_manager: Some("kubectl-patch".into()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&patch),
+    )
+    .await
+    .expect("editing istiod-vs");
+    let (lines, all) = findings(&mesh, 1).await;
+    assert_eq!(lines, ["blocker east field_conflict"]);
+    assert!(
+        all[0]["message"].as_str().unwrap().contains("kubectl-patch"),
+        "{:#}",
+        all[0]
+    );
+    let drift = mesh
+        .run("plan", &["--detailed-exitcode", "--force-conflicts"])
+        .await
+        .expect(2);
+    assert!(drift.stdout.contains("changed in the cluster"), "{drift}");
+    mesh.apply(&["--force-conflicts"]).await;
+    mesh.assert_converged().await;
+    assert!(istiod_exposure(east, false).await.unwrap()["spec"]["tls"][0].is_object());
+
+    // The remote joins east's network: it reaches istiod directly, the exposure goes.
+    install_istio(west, &Install::remote("west", "n1", Some("192.0.2.10"))).await;
+    mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n1").remote()]);
+    mesh.apply(&["--allow-detach"]).await;
+    mesh.assert_converged().await;
+    assert_eq!(istiod_exposure(east, true).await, None);
+    assert_eq!(istiod_exposure(east, false).await, None);
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}

@@ -437,7 +437,10 @@ async fn external_istiod_manages_a_remote_only_when_meshform_names_it_its_contro
     under_test.apply(&[]).await;
     let remote = under_test.cluster("east2");
     let external = || {
-        let mut config = IstiodConfig::new("east1").root(&under_test.root).service(ECHO).external();
+        let mut config = IstiodConfig::new("east1")
+            .root(&under_test.root)
+            .service(ECHO)
+            .external();
         for proxy in ["east1", "east2"] {
             config = config.proxy(proxy, "east", proxy);
         }
@@ -453,7 +456,9 @@ async fn external_istiod_manages_a_remote_only_when_meshform_names_it_its_contro
         "should join leader-election for cluster east2: false",
     )
     .await;
-    under_test.wait_for_endpoint_rules(&east, "without the annotation").await;
+    under_test
+        .wait_for_endpoint_rules(&east, "without the annotation")
+        .await;
     assert_eq!(root_cert_of(remote, workload::NAMESPACE).await, None);
     under_test.mesh.record(&east.output());
     drop(east);

@@ -147,6 +147,25 @@ pub fn cross_network_gateway(namespace: &str, mesh: &str, port: u16, spec_hash: 
     gateway
 }
 
+/// The `istiod-gateway` and `istiod-vs` of Istio's `expose-istiod.yaml`:
+/// istiod's ports on the east-west gateway, routed to its Service.
+pub fn istiod_exposure(
+    namespace: &str,
+    mesh: &str,
+    revision: Option<&str>,
+    spec_hash: &str,
+) -> (DynamicObject, DynamicObject) {
+    let mut gateway = DynamicObject::new(objects::ISTIOD_GATEWAY, &objects::gateway_resource())
+        .within(namespace)
+        .data(json!({ "spec": objects::istiod_gateway_spec() }));
+    gateway.metadata = meta(objects::ISTIOD_GATEWAY, Some(namespace), mesh, Some(spec_hash));
+    let mut route = DynamicObject::new(objects::ISTIOD_VIRTUAL_SERVICE, &objects::virtual_service_resource())
+        .within(namespace)
+        .data(json!({ "spec": objects::istiod_virtual_service_spec(namespace, revision) }));
+    route.metadata = meta(objects::ISTIOD_VIRTUAL_SERVICE, Some(namespace), mesh, Some(spec_hash));
+    (gateway, route)
+}
+
 /// A kubeconfig for `peer` carrying a reader token: what istiod in a primary
 /// uses to read the peer. JSON is valid YAML, which is what Istio parses.
 pub fn peer_kubeconfig(peer: &str, server: &str, ca_pem: Option<&[u8]>, token: &SecretString) -> SecretString {
@@ -238,6 +257,37 @@ mod tests {
         assert_eq!(facts.server.as_deref(), Some("https://b.example.com:6443"));
         assert_eq!(facts.ca_sha256, Some(crate::plan::desired::sha256_hex(b"PEM")));
         assert_eq!(facts.token, TokenFacts::Unbounded);
+    }
+
+    #[test]
+    fn istiod_exposure_matches_istios_expose_istiod() {
+        let (gw, vs) = istiod_exposure("istio-system", "m", None, "h");
+        let servers = &gw.data["spec"]["servers"];
+        assert_eq!(servers[0]["port"]["number"], 15012);
+        assert_eq!(servers[1]["port"]["number"], 15017);
+        assert!(
+            servers
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["tls"]["mode"] == "PASSTHROUGH")
+        );
+        assert_eq!(vs.data["spec"]["gateways"], json!(["istiod-gateway"]));
+        let routes = &vs.data["spec"]["tls"];
+        assert_eq!(
+            routes[0]["route"][0]["destination"]["host"],
+            "istiod.istio-system.svc.cluster.local"
+        );
+        assert_eq!(routes[0]["route"][0]["destination"]["port"]["number"], 15012);
+        assert_eq!(routes[1]["match"][0]["port"], 15017);
+        assert_eq!(routes[1]["route"][0]["destination"]["port"]["number"], 443);
+        assert_eq!(vs.types.as_ref().unwrap().kind, "VirtualService");
+        // A revision's istiod, as expose-istiod-rev.yaml.tmpl routes it.
+        let (_, vs) = istiod_exposure("istio-system", "m", Some("1-24"), "h");
+        assert_eq!(
+            vs.data["spec"]["tls"][1]["route"][0]["destination"]["host"],
+            "istiod-1-24.istio-system.svc.cluster.local"
+        );
     }
 
     #[test]

@@ -484,6 +484,44 @@ impl Run<'_> {
                 self.ssa(cluster, &api, objects::CROSS_NETWORK_GATEWAY, &gateway, *force)
                     .await
             }
+            ActionKind::EnsureIstiodExposure {
+                revision,
+                spec_hash,
+                force,
+                ..
+            } => {
+                let gateways: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), ns, &objects::gateway_resource());
+                let routes: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::virtual_service_resource());
+                let (gateway, route) = build::istiod_exposure(ns, self.mesh(), revision.as_deref(), spec_hash);
+                let (gateway, route) = tokio::try_join!(
+                    self.ssa(cluster, &gateways, objects::ISTIOD_GATEWAY, &gateway, *force),
+                    self.ssa(cluster, &routes, objects::ISTIOD_VIRTUAL_SERVICE, &route, *force),
+                )?;
+                Ok(join_diffs(vec![gateway, route]))
+            }
+            ActionKind::DeleteIstiodExposure {
+                gateway,
+                virtual_service,
+            } => {
+                let gateways: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), ns, &objects::gateway_resource());
+                let routes: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::virtual_service_resource());
+                let mut diffs = Vec::new();
+                if let Some(precondition) = virtual_service {
+                    diffs.push(
+                        self.delete(cluster, &routes, objects::ISTIOD_VIRTUAL_SERVICE, precondition)
+                            .await?,
+                    );
+                }
+                if let Some(precondition) = gateway {
+                    diffs.push(
+                        self.delete(cluster, &gateways, objects::ISTIOD_GATEWAY, precondition)
+                            .await?,
+                    );
+                }
+                Ok(join_diffs(diffs))
+            }
             ActionKind::DeleteGateway { precondition } => {
                 let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::gateway_resource());
                 self.delete(cluster, &api, objects::CROSS_NETWORK_GATEWAY, precondition)

@@ -33,7 +33,7 @@ use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
-pub const REQUESTS_PER_CLUSTER: usize = 13;
+pub const REQUESTS_PER_CLUSTER: usize = 15;
 
 /// Connects to every cluster of the topology. Clusters whose kubeconfig
 /// cannot be used come back as errors, in topology order.
@@ -180,6 +180,8 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let gateways: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &objects::gateway_resource());
+    let virtual_services: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &objects::virtual_service_resource());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let roles: Api<ClusterRole> = Api::all(client.clone());
@@ -216,6 +218,8 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         istiod,
         install_cms,
         root_cert,
+        istiod_gateway,
+        istiod_virtual_service,
     ) = tokio::try_join!(
         namespaces.get_opt(ns),
         accounts.get_opt(objects::READER_SERVICE_ACCOUNT),
@@ -229,6 +233,8 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         deployments.list(&istiods),
         configmaps.list(&install_configmaps),
         configmaps.get_opt(objects::ROOT_CERT_CONFIGMAP),
+        gateways.get_opt(objects::ISTIOD_GATEWAY),
+        virtual_services.get_opt(objects::ISTIOD_VIRTUAL_SERVICE),
     )?;
     let token_secret = secret_metadata
         .items
@@ -284,11 +290,9 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
             token_secret: token_secret.map(|s| object_facts(&s.metadata, mesh)),
         },
         remote_secrets,
-        gateway: gateway.map(|g| ObjectFacts {
-            content_sha256: Some(objects::content_sha256(&g.data["spec"])),
-            content_owners: objects::spec_owners(&g.metadata),
-            ..object_facts(&g.metadata, mesh)
-        }),
+        gateway: gateway.map(|g| spec_facts(&g, mesh)),
+        istiod_gateway: istiod_gateway.map(|g| spec_facts(&g, mesh)),
+        istiod_virtual_service: istiod_virtual_service.map(|v| spec_facts(&v, mesh)),
         east_west: service.as_ref().map(istio::east_west),
         gateway_service: service.map(|s| object_facts(&s.metadata, mesh)),
         unlabelled_secrets,
@@ -310,6 +314,15 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
             })
             .collect(),
     })
+}
+
+/// An object judged by its spec: who wrote it, what it holds, who owns it.
+fn spec_facts(object: &DynamicObject, mesh: &str) -> ObjectFacts {
+    ObjectFacts {
+        content_sha256: Some(objects::content_sha256(&object.data["spec"])),
+        content_owners: objects::spec_owners(&object.metadata),
+        ..object_facts(&object.metadata, mesh)
+    }
 }
 
 fn is_labelled_remote_secret(secret: &PartialObjectMeta<Secret>) -> bool {

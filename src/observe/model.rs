@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Version of the snapshot format; bumped on any breaking change.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
 /// Every cluster of a topology, as observed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -82,6 +82,12 @@ pub struct ClusterFacts {
     pub remote_secrets: BTreeMap<String, RemoteSecretFacts>,
     /// The `cross-network-gateway` Gateway; none when absent.
     pub gateway: Option<ObjectFacts>,
+    /// The `istiod-gateway` Gateway and `istiod-vs` VirtualService that
+    /// expose istiod to remotes on other networks; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istiod_gateway: Option<ObjectFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istiod_virtual_service: Option<ObjectFacts>,
     /// Whether the network's east-west gateway Service exists.
     pub gateway_service: Option<ObjectFacts>,
     /// What istiod reads of that Service to route other networks to this

@@ -43,6 +43,8 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 reader: ReaderFacts::default(),
                 remote_secrets: BTreeMap::new(),
                 gateway: None,
+                istiod_gateway: None,
+                istiod_virtual_service: None,
                 gateway_service: Some(object("svc")),
                 unlabelled_secrets: Default::default(),
                 east_west: Some(EastWestFacts {

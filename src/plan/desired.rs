@@ -12,6 +12,7 @@ const READER_RULES_VERSION: &str = "reader-v2";
 /// Bump when the Gateway's shape changes.
 const GATEWAY_VERSION: &str = "gateway-v1";
 const REMOTE_SECRET_VERSION: &str = "remote-secret-v1";
+const ISTIOD_EXPOSURE_VERSION: &str = "istiod-exposure-v1";
 
 fn digest(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
@@ -35,6 +36,11 @@ pub fn reader_hash(namespace: &str, mode: TokenMode, scope: ReaderScope) -> Stri
 
 pub fn gateway_hash(port: u16) -> String {
     digest(&[GATEWAY_VERSION, &port.to_string()])
+}
+
+/// The `istiod-gateway` and `istiod-vs` for the istiod of `revision`.
+pub fn istiod_exposure_hash(revision: Option<&str>) -> String {
+    digest(&[ISTIOD_EXPOSURE_VERSION, revision.unwrap_or("")])
 }
 
 /// Hash of a remote secret's non-secret content: who it is for, where it

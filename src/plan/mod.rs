@@ -21,6 +21,7 @@
 //!   successor has been in place for the grace period.
 
 pub mod desired;
+mod exposure;
 mod index;
 mod model;
 pub mod simulate;
@@ -186,6 +187,7 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
         let mut planner = Planner::new(desired, observed, options, identities, &index);
         planner.detach();
         planner.network();
+        planner.istiod_exposure();
         planner.attach();
         planner.restarts();
         planner.revocations();
@@ -1496,6 +1498,8 @@ impl<'a> Planner<'a> {
             ActionKind::SetNetwork { .. } => 1,
             ActionKind::EnsureReader { .. } => 2,
             ActionKind::EnsureGateway { .. } | ActionKind::DeleteGateway { .. } => 3,
+            // After the gateway whose port it routes.
+            ActionKind::EnsureIstiodExposure { .. } | ActionKind::DeleteIstiodExposure { .. } => 3,
             ActionKind::WriteRemoteSecret { .. } => 4,
             ActionKind::RestartWorkloads { .. } => 5,
             // Beside the Gateway it serves.
@@ -1671,6 +1675,10 @@ pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
                 format!("Gateway/{ns}/{}", objects::CROSS_NETWORK_GATEWAY),
                 facts.gateway.as_ref(),
             ),
+            (
+                format!("Gateway/{ns}/{}", objects::ISTIOD_GATEWAY),
+                facts.istiod_gateway.as_ref(),
+            ),
             (format!("Namespace/{ns}"), facts.namespace.as_ref().map(|n| &n.object)),
             (
                 format!("Secret/{ns}/{}", objects::READER_TOKEN_SECRET),
@@ -1694,6 +1702,10 @@ pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
             (
                 format!("ServiceAccount/{ns}/{}", objects::READER_SERVICE_ACCOUNT),
                 facts.reader.service_account.as_ref(),
+            ),
+            (
+                format!("VirtualService/{ns}/{}", objects::ISTIOD_VIRTUAL_SERVICE),
+                facts.istiod_virtual_service.as_ref(),
             ),
         ];
         for (kind, object) in after_secrets {

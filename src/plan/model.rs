@@ -142,6 +142,24 @@ pub enum ActionKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
     },
+    /// The `istiod-gateway` Gateway and `istiod-vs` VirtualService that
+    /// expose this primary's istiod on its east-west gateway, for the remotes
+    /// on other networks whose control plane it is.
+    EnsureIstiodExposure {
+        /// The istiod revision routed to; none for the default `istiod`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<String>,
+        spec_hash: String,
+        update: bool,
+        /// As for `SetNetwork`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
+    /// Remove them once no remote needs them; each only as observed.
+    DeleteIstiodExposure {
+        gateway: Option<Precondition>,
+        virtual_service: Option<Precondition>,
+    },
     /// Restart injected workloads so their sidecars pick up a new network.
     RestartWorkloads {
         /// Only with `apply --restart-workloads`; otherwise shown as a step to run.
@@ -211,7 +229,10 @@ impl Action {
         match &self.kind {
             ActionKind::DeleteRemoteSecret { .. }
             | ActionKind::DeleteGateway { .. }
+            | ActionKind::DeleteIstiodExposure { .. }
             | ActionKind::RevokeReaderTokens { .. } => Effect::Delete,
+            ActionKind::EnsureIstiodExposure { update: true, .. } => Effect::Update,
+            ActionKind::EnsureIstiodExposure { update: false, .. } => Effect::Create,
             ActionKind::SetNetwork { previous: None, .. } => Effect::Create,
             ActionKind::SetNetwork { .. } | ActionKind::EnsureReader { update: true, .. } => Effect::Update,
             ActionKind::EnsureReader { update: false, .. } => Effect::Create,
@@ -248,6 +269,7 @@ impl Action {
             ActionKind::SetNetwork { force: true, .. }
                 | ActionKind::SetGatewayNetwork { force: true, .. }
                 | ActionKind::EnsureGateway { force: true, .. }
+                | ActionKind::EnsureIstiodExposure { force: true, .. }
                 | ActionKind::WriteRemoteSecret { force: true, .. }
         )
     }
@@ -283,6 +305,11 @@ impl Action {
             ActionKind::EnsureGateway { .. } | ActionKind::DeleteGateway { .. } => {
                 format!("Gateway {namespace}/{}", crate::objects::CROSS_NETWORK_GATEWAY)
             }
+            ActionKind::EnsureIstiodExposure { .. } | ActionKind::DeleteIstiodExposure { .. } => format!(
+                "Gateway and VirtualService {namespace}/{}, {}",
+                crate::objects::ISTIOD_GATEWAY,
+                crate::objects::ISTIOD_VIRTUAL_SERVICE
+            ),
             ActionKind::RestartWorkloads { .. } => "injected workloads".to_string(),
             ActionKind::SetGatewayNetwork { service, .. } => format!("Service {namespace}/{service}"),
         }

@@ -87,6 +87,24 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 });
             }
             ActionKind::DeleteGateway { .. } => facts.gateway = None,
+            ActionKind::EnsureIstiodExposure {
+                revision, spec_hash, ..
+            } => {
+                facts.istiod_gateway = Some(ObjectFacts {
+                    content_sha256: Some(crate::objects::content_sha256(&crate::objects::istiod_gateway_spec())),
+                    ..object("istiod-gateway", Some(spec_hash.clone()))
+                });
+                facts.istiod_virtual_service = Some(ObjectFacts {
+                    content_sha256: Some(crate::objects::content_sha256(
+                        &crate::objects::istiod_virtual_service_spec(&plan.namespace, revision.as_deref()),
+                    )),
+                    ..object("istiod-vs", Some(spec_hash.clone()))
+                });
+            }
+            ActionKind::DeleteIstiodExposure { .. } => {
+                facts.istiod_gateway = None;
+                facts.istiod_virtual_service = None;
+            }
             ActionKind::WriteRemoteSecret {
                 peer,
                 name,
