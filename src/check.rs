@@ -247,7 +247,9 @@ fn finding_check(code: &str) -> CheckId {
         | "gateway_unmanaged"
         | "gateway_port_missing"
         | "gateway_port_mismatch"
-        | "gateway_address_missing" => CheckId::Gateway,
+        | "gateway_address_missing"
+        | "istiod_exposure_unmanaged"
+        | "mesh_networks_gateways" => CheckId::Gateway,
         "istio_not_installed" | "istiod_cluster_id" | "injection_network" | "mesh_id" => CheckId::Istio,
         "remote_pilot_address" | "control_plane_on_primary" => CheckId::ControlPlane,
         "remote_secret_duplicate" | "remote_secret_unmanaged" => CheckId::RemoteSecrets,

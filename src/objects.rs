@@ -60,6 +60,8 @@ pub const REVISION_LABEL: &str = "istio.io/rev";
 /// istiod's Deployment and injector ConfigMap, `-<rev>` appended for a revision.
 pub const ISTIOD: &str = "istiod";
 pub const INJECTOR_CONFIGMAP: &str = "istio-sidecar-injector";
+/// The install's mesh config ConfigMap (`mesh`, `meshNetworks`), `-<rev>` appended.
+pub const MESH_CONFIGMAP: &str = "istio";
 /// The cluster id istiod runs with (istiod's Deployment env), and Istio's
 /// default when `global.multiCluster.clusterName` is unset.
 pub const CLUSTER_ID_ENV: &str = "CLUSTER_ID";

@@ -529,3 +529,44 @@ async fn a_remote_across_networks_gets_istiod_exposed_on_its_control_planes_gate
     assert_eq!(istiod_exposure(east, false).await, None);
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
+
+/// A mesh that declares gateways in `meshNetworks` instead of Service
+/// labels: meshform says plainly that it judges gateways by the labelled
+/// Services only, in the plan and in `check`, and names the fix.
+#[tokio::test]
+async fn gateways_declared_in_mesh_networks_are_named_as_not_judged() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    for (cluster, network) in [(east, "n1"), (west, "n2")] {
+        install_eastwest_gateway(cluster).await;
+        install_istio(cluster, &Install::correct(cluster.name(), network)).await;
+    }
+    let networks = "  n2:\n    endpoints:\n    - fromRegistry: west\n    gateways:\n    - address: 192.0.2.77\n      port: 15443\n";
+    install_istio(
+        east,
+        &Install {
+            mesh_networks: Some(networks.to_string()),
+            ..Install::correct("east", "n1")
+        },
+    )
+    .await;
+    let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
+    let (lines, all) = findings(&mesh, 0).await;
+    assert_eq!(lines, ["warning east mesh_networks_gateways"]);
+    let message = all[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ConfigMap istio-system/istio of east declares gateways for n2"),
+        "{message}"
+    );
+    assert!(
+        all[0]["help"]
+            .as_str()
+            .unwrap()
+            .contains("drop values.global.meshNetworks")
+    );
+    mesh.apply(&[]).await;
+    mesh.assert_converged().await;
+    // A warning in `check`, under east's gateway: the rest passes.
+    let check = mesh.run("check", &[]).await.expect(0);
+    assert!(check.stdout.contains("meshNetworks"), "{check}");
+}

@@ -127,7 +127,38 @@ pub fn installs(deployments: &[Deployment], configmaps: &[ConfigMap]) -> BTreeMa
         // (`manifests/charts/istio-control/istio-discovery/templates/remote-istiod-service.yaml`).
         install.remote_pilot_address = text(&global["remotePilotAddress"]);
     }
+    // The mesh config ConfigMap `istio[-<rev>]` of an install found above:
+    // its `meshNetworks` (istiod's --meshNetworks file, from
+    // `values.global.meshNetworks`; manifests/charts/istio-control/istio-discovery/templates/configmap.yaml).
+    for configmap in configmaps {
+        let injector = revision(&configmap.metadata, objects::INJECTOR_CONFIGMAP).is_some();
+        let Some(rev) = revision(&configmap.metadata, objects::MESH_CONFIGMAP).filter(|_| !injector) else {
+            continue;
+        };
+        if let (Some(install), Some(networks)) = (
+            out.get_mut(&rev),
+            configmap.data.as_ref().and_then(|d| d.get("meshNetworks")),
+        ) {
+            install.mesh_network_gateways = mesh_network_gateways(networks);
+        }
+    }
     out
+}
+
+/// The networks of a `meshNetworks` document that declare gateways, sorted.
+/// istiod takes those gateways beside the labelled Services
+/// (pilot/pkg/model/network.go, `NetworkManager.reloadGateways`).
+fn mesh_network_gateways(yaml: &str) -> Vec<String> {
+    let doc: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap_or_default();
+    let mut names: Vec<String> = doc["networks"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n["gateways"].as_array().is_some_and(|g| !g.is_empty()))
+        .map(|(name, _)| name.clone())
+        .collect();
+    names.sort();
+    names
 }
 
 /// SHA-256 fingerprints of the certificates in `istio-ca-root-cert`, sorted
@@ -151,6 +182,14 @@ pub fn root_fingerprints(configmap: &ConfigMap) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mesh_networks_with_gateways_are_found() {
+        let yaml = "networks:\n  n2:\n    endpoints:\n    - fromRegistry: b\n    gateways:\n    - address: 192.0.2.7\n      port: 15443\n  n1:\n    endpoints:\n    - fromRegistry: a\n    gateways: []\n";
+        assert_eq!(mesh_network_gateways(yaml), ["n2"]);
+        assert!(mesh_network_gateways("networks: {}").is_empty());
+        assert!(mesh_network_gateways("not: [valid").is_empty());
+    }
     use k8s_openapi::api::core::v1::{
         LoadBalancerIngress, LoadBalancerStatus, ServicePort, ServiceSpec, ServiceStatus,
     };

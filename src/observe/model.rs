@@ -172,6 +172,11 @@ pub struct InstallFacts {
     /// istiod (its `istiod` Service points there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_pilot_address: Option<String>,
+    /// Networks whose gateways the install's `meshNetworks` declares (the
+    /// `istio[-<rev>]` ConfigMap), sorted; meshform judges gateways by the
+    /// labelled Services alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mesh_network_gateways: Vec<String>,
 }
 
 /// A binding Secret: it stands for the primary holding the tokens bound to it.

@@ -72,6 +72,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                             .control_plane
                             .as_ref()
                             .map(|primary| format!("{primary}.gateways.example.com")),
+                        mesh_network_gateways: Vec::new(),
                     },
                 )]),
                 root_certs: Some(vec![crate::plan::desired::sha256_hex(b"shared root")]),

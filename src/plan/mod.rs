@@ -1115,6 +1115,24 @@ impl<'a> Planner<'a> {
                 continue;
             }
             for (revision, install) in &facts.installs {
+                if !install.mesh_network_gateways.is_empty() {
+                    let configmap = match revision.as_str() {
+                        "default" => objects::MESH_CONFIGMAP.to_string(),
+                        rev => format!("{}-{rev}", objects::MESH_CONFIGMAP),
+                    };
+                    self.finding(
+                        FindingKind::Warning,
+                        "mesh_networks_gateways",
+                        &cluster.name,
+                        format!(
+                            "meshNetworks in ConfigMap {}/{configmap} of {} declares gateways for {}: istiod uses them beside the labelled gateway Services, but meshform does not read them, so its gateway checks for those networks may not be what istiod does",
+                            self.ns(),
+                            cluster.name,
+                            install.mesh_network_gateways.join(", ")
+                        ),
+                        "declare each network's gateway as Istio's multi-cluster guides do, by the topology.istio.io/network label on its east-west gateway Service (meshform writes it), and drop values.global.meshNetworks".to_string(),
+                    );
+                }
                 let set = |key: &str, value: &str| {
                     let rev = if revision == "default" {
                         String::new()

@@ -44,6 +44,10 @@ pub struct Install {
     /// at `values.global.remotePilotAddress` (when set).
     pub remote: bool,
     pub remote_pilot_address: Option<String>,
+    /// `values.global.meshNetworks` (YAML, the map of networks): written into
+    /// the `istio` ConfigMap's `meshNetworks` as `networks:`. The ConfigMap
+    /// is written only then (istiod also watches a remote's).
+    pub mesh_networks: Option<String>,
 }
 
 impl Install {
@@ -57,6 +61,7 @@ impl Install {
             roots: MESH_ROOT.to_string(),
             remote: false,
             remote_pilot_address: None,
+            mesh_networks: None,
         }
     }
 
@@ -190,6 +195,21 @@ pub async fn install_istio(cluster: &Cluster, install: &Install) {
         data: Some(BTreeMap::from([("root-cert.pem".to_string(), install.roots.clone())])),
         ..ConfigMap::default()
     };
+    // The chart's mesh config ConfigMap, labelled like the injector's
+    // (manifests/charts/istio-control/istio-discovery/templates/configmap.yaml).
+    let mesh_config = install.mesh_networks.as_ref().map(|networks| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("istio{}", install.suffix())),
+            namespace: Some(NAMESPACE.into()),
+            labels: Some(install.labels(None)),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([
+            ("mesh".to_string(), "trustDomain: cluster.local\n".to_string()),
+            ("meshNetworks".to_string(), format!("networks:\n{networks}")),
+        ])),
+        ..ConfigMap::default()
+    });
     ensure_namespace(cluster).await;
     let what = |e: kube::Error| -> ! { panic!("installing Istio objects in {}: {e}", cluster.name()) };
     if !install.remote {
@@ -199,7 +219,10 @@ pub async fn install_istio(cluster: &Cluster, install: &Install) {
             .unwrap_or_else(|e| what(e));
     }
     let configmaps = Api::<ConfigMap>::namespaced(cluster.client(), NAMESPACE);
-    for configmap in [&injector, &roots] {
+    for configmap in [Some(&injector), Some(&roots), mesh_config.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         configmaps
             .patch(
                 configmap.metadata.name.as_deref().unwrap(),
