@@ -15,6 +15,7 @@
 //! `west1`. Every primary's istiod plugs in an intermediate CA from one root,
 //! as Istio's multi-cluster installs do, so the mesh has one root of trust.
 //!
+//! Where istiod fails silently, `meshform check` is shown to fail beforehand.
 //! istiod runs without `EXTERNAL_ISTIOD` (and then writes nothing into the
 //! remote), except in the external-istiod test, where it manages the remote
 //! that meshform names it the control plane of.
@@ -560,7 +561,15 @@ async fn a_gateway_without_the_network_label_sends_pod_ips_across_until_meshform
     );
     assert!(silent.ready);
 
-    // meshform's plan sees it and plans the label on both Services.
+    // meshform's check fails on it, and its plan labels both Services.
+    assert_eq!(
+        failing_checks(&under_test.mesh).await,
+        BTreeSet::from([
+            ("network west".to_string(), "network_gateway".to_string()),
+            ("west1".to_string(), "gateway".to_string()),
+            ("west2".to_string(), "gateway".to_string()),
+        ])
+    );
     let plan = under_test.mesh.run("plan", &["--detailed-exitcode"]).await.expect(2);
     for cluster in ["west1", "west2"] {
         assert!(
@@ -574,6 +583,35 @@ async fn a_gateway_without_the_network_label_sends_pod_ips_across_until_meshform
         .wait_for_rules(&east, "after meshform relabelled the gateways")
         .await;
     under_test.assert_no_token_leaked(&[&east]).await;
+}
+
+/// The failing checks of `meshform check` (which exits 1), as (cluster, check
+/// id); a network's or the mesh's as ("network <name>", id) and ("mesh", id).
+async fn failing_checks(mesh: &Mesh) -> BTreeSet<(String, String)> {
+    let check = mesh.run("check", &["--format", "json"]).await.expect(1).json();
+    assert_eq!(check["passed"], false);
+    let failing = |checks: &serde_json::Value, owner: String| -> Vec<(String, String)> {
+        checks
+            .as_array()
+            .expect("checks")
+            .iter()
+            .filter(|c| c["status"] == "fail")
+            .map(|c| (owner.clone(), c["id"].as_str().unwrap_or_default().to_string()))
+            .collect()
+    };
+    let mut out = BTreeSet::new();
+    for cluster in check["clusters"].as_array().expect("clusters") {
+        out.extend(failing(
+            &cluster["checks"],
+            cluster["cluster"].as_str().unwrap().to_string(),
+        ));
+    }
+    for network in check["networks"].as_array().expect("networks") {
+        let name = format!("network {}", network["network"].as_str().unwrap());
+        out.extend(failing(&network["checks"], name));
+    }
+    out.extend(failing(&check["mesh_checks"], "mesh".to_string()));
+    out
 }
 
 /// The blockers of a fresh plan, as (cluster, code).
@@ -655,6 +693,22 @@ async fn a_gateway_without_an_address_sends_pod_ips_across_and_blocks_the_plan()
     );
     assert!(silent.ready, "istiod reports itself ready throughout");
     assert_eq!(blockers(&under_test.mesh).await, west_missing);
+    // `check` fails each of west's gateways, and network west's.
+    let failing = failing_checks(&under_test.mesh).await;
+    for cluster in ["west1", "west2"] {
+        assert!(
+            failing.contains(&(cluster.to_string(), "gateway".to_string())),
+            "{failing:?}"
+        );
+    }
+    assert!(
+        failing.contains(&("network west".to_string(), "network_gateway".to_string())),
+        "{failing:?}"
+    );
+    assert!(
+        !failing.iter().any(|(owner, _)| owner.starts_with("east")),
+        "{failing:?}"
+    );
     let refused = under_test.mesh.run("apply", &["--auto-approve"]).await.expect(1);
     assert!(refused.stderr.contains("blocking problem"), "{refused}");
 

@@ -584,7 +584,13 @@ impl<'a> Planner<'a> {
                     );
                 } else if !current {
                     let reason = if reader.cluster_role.is_none() {
-                        "primaries read this cluster through a read-only reader account".to_string()
+                        match scope {
+                            ReaderScope::Read => "primaries read this cluster through a read-only reader account",
+                            ReaderScope::ControlPlane => {
+                                "primaries read this cluster, and its control plane publishes its roots there, through a reader account"
+                            }
+                        }
+                        .to_string()
                     } else if reader.service_account.is_none() {
                         format!("the reader account {} is missing", objects::READER_SERVICE_ACCOUNT)
                     } else if reader.cluster_role.as_ref().and_then(|r| r.spec_hash.as_deref())
