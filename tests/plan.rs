@@ -1380,12 +1380,22 @@ fn a_remote_is_labelled_with_its_network_and_annotated_with_its_control_plane() 
         facts_mut(&mut observed, "r").namespace.as_mut().unwrap().control_planes = Some(ids.into());
         assert_eq!(actions(&plan_ok(&topology, &observed)), Vec::<String>::new(), "{ids}");
     }
-    // Taken off by hand (or never there): written again, and said why.
+    // Taken off by hand (or never there): written again, and said why; a's
+    // istiod reads it only when it adds r, so a's secret for r gets a new
+    // token (b is no control plane of r: its secret stays).
     facts_mut(&mut observed, "r").namespace.as_mut().unwrap().control_planes = None;
     let plan = plan_ok(&topology, &observed);
-    assert_eq!(actions(&plan), ["network r set_network n1->n1"]);
+    assert_eq!(
+        actions(&plan),
+        ["network r set_network n1->n1", "update a write_remote_secret/rotate r"]
+    );
     assert!(
         reasons(&plan)[0].contains("name a's istiod as the remote's control plane"),
+        "{:?}",
+        reasons(&plan)
+    );
+    assert!(
+        reasons(&plan)[1].contains("reads r's control-plane annotation only when it adds the cluster"),
         "{:?}",
         reasons(&plan)
     );

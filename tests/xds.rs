@@ -430,28 +430,26 @@ async fn endpoints_stay_through_a_token_rotation_and_go_with_a_detach() {
 /// namespaces' roots, its webhooks) only when the remote's mesh namespace
 /// names it (`checkShouldLead` in
 /// pilot/pkg/serviceregistry/kube/controller/multicluster.go, read when the
-/// cluster is added), and writes there through the remote secret's account:
-/// meshform's reader, whose role on a remote grants those writes.
+/// cluster is added, hence the new token when the name is written), and
+/// writes there through the remote secret's account: meshform's reader,
+/// whose role on a remote grants those writes.
 #[tokio::test]
 async fn external_istiod_manages_a_remote_only_when_meshform_names_it_its_control_plane() {
     let under_test = MeshUnderTest::prepare().await;
     under_test.apply(&[]).await;
     let remote = under_test.cluster("east2");
-    let external = || {
-        let mut config = IstiodConfig::new("east1")
-            .root(&under_test.root)
-            .service(ECHO)
-            .external();
-        for proxy in ["east1", "east2"] {
-            config = config.proxy(proxy, "east", proxy);
-        }
-        Istiod::start(under_test.cluster("east1"), &config)
-    };
+    let mut config = IstiodConfig::new("east1")
+        .root(&under_test.root)
+        .service(ECHO)
+        .external();
+    for proxy in ["east1", "east2"] {
+        config = config.proxy(proxy, "east", proxy);
+    }
 
     // The annotation taken off by hand: istiod syncs the remote but leaves
     // its namespaces alone, and injected pods there would never start.
     set_control_plane(remote, None).await;
-    let east = external();
+    let east = Istiod::start(under_test.cluster("east1"), &config);
     east.wait_for_log(
         "that it does not manage east2",
         "should join leader-election for cluster east2: false",
@@ -461,14 +459,18 @@ async fn external_istiod_manages_a_remote_only_when_meshform_names_it_its_contro
         .wait_for_endpoint_rules(&east, "without the annotation")
         .await;
     assert_eq!(root_cert_of(remote, workload::NAMESPACE).await, None);
-    under_test.mesh.record(&east.output());
-    drop(east);
 
-    // A drift check finds it; apply writes it back; istiod, on its next
-    // start, manages the remote and publishes the mesh's root there.
-    under_test.mesh.run("plan", &["--detailed-exitcode"]).await.expect(2);
+    // A drift check finds it. istiod reads the annotation only when it adds
+    // the cluster: with the annotation, apply gives east1's secret for east2
+    // a new token, istiod adds east2 again, manages it and publishes the
+    // mesh's root there, without a restart.
+    let plan = under_test.mesh.run("plan", &["--detailed-exitcode"]).await.expect(2);
+    assert!(
+        plan.stdout
+            .contains("reads east2's control-plane annotation only when it adds the cluster"),
+        "{plan}"
+    );
     under_test.apply(&[]).await;
-    let east = external();
     east.wait_for_log(
         "that it manages east2",
         "should join leader-election for cluster east2: true",

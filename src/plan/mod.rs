@@ -920,8 +920,24 @@ impl<'a> Planner<'a> {
                             .token_binding_uid
                             .as_ref()
                             .filter(|uid| !self.bindings.contains(uid.as_str()));
+                        // istiod reads a remote's control-plane annotation only
+                        // when it adds the cluster (`checkShouldLead`, istio/istio
+                        // pilot/pkg/serviceregistry/kube/controller/multicluster.go):
+                        // naming this primary there now takes a new kubeconfig,
+                        // which makes istiod add the cluster again.
+                        let newly_named = peer.role == Role::Remote
+                            && peer.control_plane.as_deref() == Some(primary.name.as_str())
+                            && !peer_facts
+                                .namespace
+                                .as_ref()
+                                .and_then(|n| n.control_planes.as_deref())
+                                .is_some_and(|ids| ids.split(',').any(|id| id == primary.name || id == "*"));
                         let rotate = match &secret.token {
                             _ if self.options.rotate_tokens => Some("--rotate-tokens".to_string()),
+                            _ if newly_named => Some(format!(
+                                "istiod in {} reads {}'s control-plane annotation only when it adds the cluster, and a new token makes it add {} again",
+                                primary.name, peer.name, peer.name
+                            )),
                             _ if unbound.is_some() => Some(format!(
                                 "its token is revoked: the binding Secret in {} it was bound to was deleted",
                                 peer.name
