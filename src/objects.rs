@@ -2,6 +2,8 @@
 //! multi-cluster conventions in one place, shared by observe (what to read),
 //! plan (what to compare) and apply (what to write).
 
+use k8s_openapi::api::rbac::v1::{PolicyRule, Subject};
+
 /// Istio reads a cluster's network from this label on the mesh namespace.
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";
 /// istiod watches Secrets with this label (value "true") for remote clusters.
@@ -310,6 +312,63 @@ pub fn content_sha256(value: &serde_json::Value) -> String {
     Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Who the reader ClusterRoleBinding grants the reader role to: the reader
+/// account, and nobody else.
+pub fn reader_subjects(namespace: &str) -> Vec<Subject> {
+    vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: READER_SERVICE_ACCOUNT.into(),
+        namespace: Some(namespace.into()),
+        ..Subject::default()
+    }]
+}
+
+/// SHA-256 of a ClusterRole's rules as RBAC reads them, a union of grants:
+/// neither the order of the rules nor of the items in a rule counts, and an
+/// empty list is no list. Computed alike on the live role and on
+/// [`reader_rules`], so only a change of what is granted shows.
+pub fn rules_sha256(rules: &[PolicyRule]) -> String {
+    fn set(items: Option<&Vec<String>>) -> Vec<&String> {
+        let mut items: Vec<&String> = items.into_iter().flatten().collect();
+        items.sort();
+        items.dedup();
+        items
+    }
+    let mut normalised: Vec<serde_json::Value> = rules
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "apiGroups": set(r.api_groups.as_ref()),
+                "resources": set(r.resources.as_ref()),
+                "resourceNames": set(r.resource_names.as_ref()),
+                "nonResourceURLs": set(r.non_resource_urls.as_ref()),
+                "verbs": set(Some(&r.verbs)),
+            })
+        })
+        .collect();
+    normalised.sort_by_key(|r| r.to_string());
+    normalised.dedup();
+    content_sha256(&serde_json::Value::Array(normalised))
+}
+
+/// SHA-256 of a ClusterRoleBinding's subjects, in any order. Its `roleRef`
+/// is left out: the API server refuses to change it, so a binding of
+/// meshform's name always refers to meshform's role.
+pub fn subjects_sha256(subjects: &[Subject]) -> String {
+    let mut normalised: Vec<serde_json::Value> = subjects
+        .iter()
+        .map(|s| {
+            // None and "" are one apiGroup: the API server leaves a
+            // ServiceAccount's empty (it fills one in for User and Group).
+            let group = s.api_group.as_deref().unwrap_or_default();
+            serde_json::json!([s.kind, group, s.namespace.as_deref().unwrap_or_default(), s.name])
+        })
+        .collect();
+    normalised.sort_by_key(|s| s.to_string());
+    normalised.dedup();
+    content_sha256(&serde_json::Value::Array(normalised))
+}
+
 /// The field managers other than meshform that own label `label` of an
 /// object (`metadata.managedFields`): server-side apply refuses to take the
 /// field from them without force.
@@ -332,6 +391,16 @@ pub fn remote_secret_owners(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v
                 .any(|l| labels.get(format!("f:{l}")).is_some())
             || f.get("f:data").is_some()
     })
+}
+
+/// The field managers other than meshform that own the rules of a ClusterRole.
+pub fn rules_owners(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+    owners(meta, |f| f.get("f:rules").is_some())
+}
+
+/// The field managers other than meshform that own the subjects of a ClusterRoleBinding.
+pub fn subjects_owners(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+    owners(meta, |f| f.get("f:subjects").is_some())
 }
 
 /// The field managers other than meshform that own any field of `spec`.
@@ -395,5 +464,55 @@ mod tests {
         // Reading is what both do; no scope writes Secrets.
         assert!(grants(&read, "", "configmaps", "watch"));
         assert!(!grants(&control, "", "secrets", "create"));
+    }
+
+    fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        PolicyRule {
+            api_groups: Some(strings(groups)),
+            resources: Some(strings(resources)),
+            verbs: strings(verbs),
+            ..PolicyRule::default()
+        }
+    }
+
+    #[test]
+    fn rules_hash_by_what_they_grant() {
+        let rules = vec![
+            rule(&[""], &["pods", "services"], &["get", "list"]),
+            rule(&["apps"], &["replicasets"], &["get"]),
+        ];
+        let reordered = vec![
+            rule(&["apps"], &["replicasets"], &["get"]),
+            PolicyRule {
+                resource_names: Some(Vec::new()),
+                ..rule(&[""], &["services", "pods"], &["list", "get", "get"])
+            },
+        ];
+        assert_eq!(rules_sha256(&rules), rules_sha256(&reordered));
+
+        let mut verb_removed = rules.clone();
+        verb_removed[0].verbs.pop();
+        assert_ne!(rules_sha256(&rules), rules_sha256(&verb_removed));
+        let mut rule_added = rules.clone();
+        rule_added.push(rule(&[""], &["secrets"], &["create"]));
+        assert_ne!(rules_sha256(&rules), rules_sha256(&rule_added));
+        let mut named = rules.clone();
+        named[1].resource_names = Some(vec!["one".into()]);
+        assert_ne!(rules_sha256(&rules), rules_sha256(&named));
+    }
+
+    #[test]
+    fn subjects_hash_in_any_order_with_the_servers_defaults() {
+        let account = |name: &str, group: Option<&str>| Subject {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            namespace: Some("istio-system".into()),
+            api_group: group.map(str::to_string),
+        };
+        let written = [account("a", None), account("b", None)];
+        let read = [account("b", Some("")), account("a", Some(""))];
+        assert_eq!(subjects_sha256(&written), subjects_sha256(&read));
+        assert_ne!(subjects_sha256(&written), subjects_sha256(&written[..1]));
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef};
 use kube::api::{DynamicObject, ObjectMeta};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -128,12 +128,7 @@ pub fn reader_binding(namespace: &str, mesh: &str, spec_hash: &str) -> ClusterRo
             kind: "ClusterRole".into(),
             name,
         },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: objects::READER_SERVICE_ACCOUNT.into(),
-            namespace: Some(namespace.into()),
-            ..Subject::default()
-        }]),
+        subjects: Some(objects::reader_subjects(namespace)),
     }
 }
 
@@ -288,6 +283,28 @@ mod tests {
             vs.data["spec"]["tls"][1]["route"][0]["destination"]["host"],
             "istiod-1-24.istio-system.svc.cluster.local"
         );
+    }
+
+    #[test]
+    fn reader_role_and_binding_read_back_as_written() {
+        // Through JSON, as the API server hands them back: the planner must
+        // find what apply writes equal to what it expects.
+        for scope in [ReaderScope::Read, ReaderScope::ControlPlane] {
+            let role: ClusterRole =
+                serde_json::from_value(serde_json::to_value(reader_role("istio-system", "m", "h", scope)).unwrap())
+                    .unwrap();
+            assert_eq!(
+                objects::rules_sha256(role.rules.as_deref().unwrap()),
+                objects::rules_sha256(&objects::reader_rules(scope))
+            );
+        }
+        let binding: ClusterRoleBinding =
+            serde_json::from_value(serde_json::to_value(reader_binding("istio-system", "m", "h")).unwrap()).unwrap();
+        assert_eq!(
+            objects::subjects_sha256(binding.subjects.as_deref().unwrap()),
+            objects::subjects_sha256(&objects::reader_subjects("istio-system"))
+        );
+        assert_eq!(binding.role_ref.name, objects::reader_cluster_role("istio-system"));
     }
 
     #[test]
