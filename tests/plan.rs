@@ -874,6 +874,200 @@ fn unmanaged_reader_role_is_a_conflict_unless_adopted() {
     assert!(plan.findings.is_empty());
 }
 
+// Issue 19: the reader role and binding are judged by what they hold.
+fn reader_role_of<'a>(observed: &'a mut Observed, cluster: &str) -> &'a mut ObjectFacts {
+    facts_mut(observed, cluster)
+        .reader
+        .cluster_role
+        .as_mut()
+        .expect("a reader role")
+}
+
+#[test]
+fn reader_rules_edited_by_hand_are_written_back_saying_what_changed() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    // As observe reads it after meshform's write: the same rules, in another order.
+    let mut rules = meshform::objects::reader_rules(ReaderScope::Read);
+    rules.reverse();
+    let core = rules
+        .iter_mut()
+        .find(|r| r.resources.as_ref().is_some_and(|r| r.iter().any(|r| r == "pods")))
+        .unwrap();
+    core.verbs.reverse();
+    reader_role_of(&mut observed, "b").content_sha256 = Some(meshform::objects::rules_sha256(&rules));
+    assert_eq!(actions(&plan_ok(&t, &observed)), Vec::<String>::new());
+
+    // A verb taken away (kubectl edit): the spec-hash annotation still says meshform's.
+    let core = rules
+        .iter_mut()
+        .find(|r| r.resources.as_ref().is_some_and(|r| r.iter().any(|r| r == "pods")))
+        .unwrap();
+    core.verbs.retain(|v| v != "watch");
+    reader_role_of(&mut observed, "b").content_sha256 = Some(meshform::objects::rules_sha256(&rules));
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(actions(&plan), lines(&["network b ensure_reader"]));
+    assert_eq!(
+        reasons(&plan),
+        [
+            "the rules of ClusterRole meshform-istio-reader-istio-system changed in the cluster; meshform writes back what primaries need to read this cluster"
+        ]
+    );
+    assert!(
+        matches!(
+            plan.actions[0].kind,
+            ActionKind::EnsureReader {
+                update: true,
+                force: false,
+                ..
+            }
+        ),
+        "{:?}",
+        plan.actions[0]
+    );
+    assert_eq!(findings(&plan), Vec::<String>::new());
+
+    // A subject added to the binding as well.
+    let mut subjects = meshform::objects::reader_subjects("istio-system");
+    subjects.push(k8s_openapi::api::rbac::v1::Subject {
+        kind: "User".into(),
+        name: "someone".into(),
+        ..Default::default()
+    });
+    facts_mut(&mut observed, "b")
+        .reader
+        .cluster_role_binding
+        .as_mut()
+        .unwrap()
+        .content_sha256 = Some(meshform::objects::subjects_sha256(&subjects));
+    assert_eq!(
+        reasons(&plan_ok(&t, &observed)),
+        [
+            "the rules of ClusterRole meshform-istio-reader-istio-system and the subjects of ClusterRoleBinding meshform-istio-reader-istio-system changed in the cluster; meshform writes back what primaries need to read this cluster"
+        ]
+    );
+}
+
+#[test]
+fn a_remotes_reader_rules_are_judged_against_its_own() {
+    // A remote's reader carries more rules than a primary's: its own set
+    // is no drift, a primary's set on it is.
+    let topology = topology(PRIMARY_REMOTE);
+    let mut observed = converge(&topology, &fresh(&topology));
+    let remote = meshform::objects::rules_sha256(&meshform::objects::reader_rules(ReaderScope::ControlPlane));
+    reader_role_of(&mut observed, "r").content_sha256 = Some(remote);
+    assert_eq!(actions(&plan_ok(&topology, &observed)), Vec::<String>::new());
+    let primary = meshform::objects::rules_sha256(&meshform::objects::reader_rules(ReaderScope::Read));
+    reader_role_of(&mut observed, "r").content_sha256 = Some(primary);
+    let plan = plan_ok(&topology, &observed);
+    assert_eq!(actions(&plan), lines(&["network r ensure_reader"]));
+    assert!(
+        plan.actions[0].reason.contains("changed in the cluster"),
+        "{:?}",
+        plan.actions[0]
+    );
+}
+
+#[test]
+fn reader_rules_another_manager_owns_block_unless_forced() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    let role = reader_role_of(&mut observed, "b");
+    role.content_sha256 = Some("edited".into());
+    role.content_owners = vec!["kubectl-edit".into()];
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(findings(&plan), ["blocker b field_conflict"]);
+    assert_eq!(
+        plan.findings[0].message,
+        "the rules list of ClusterRole meshform-istio-reader-istio-system in b is owned by kubectl-edit, not meshform: server-side apply would refuse to write it back"
+    );
+    assert!(plan.findings[0].help.as_deref().unwrap().contains("--force-conflicts"));
+    let forced = plan_with(
+        &t,
+        &observed,
+        &Options {
+            force_conflicts: true,
+            ..Options::default()
+        },
+    );
+    assert_eq!(findings(&forced), Vec::<String>::new());
+    assert!(forced.actions[0].forces(), "{:?}", forced.actions[0]);
+
+    // Owning rules that are meshform's own (kubectl apply of the same) is no conflict.
+    reader_role_of(&mut observed, "b").content_sha256 = Some(meshform::objects::rules_sha256(
+        &meshform::objects::reader_rules(ReaderScope::Read),
+    ));
+    assert_eq!(findings(&plan_ok(&t, &observed)), Vec::<String>::new());
+}
+
+#[test]
+fn a_reader_role_written_by_an_older_meshform_is_no_hand_edit() {
+    // New rules change the spec-hash as well as the content: an update, not drift made by hand.
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    let role = reader_role_of(&mut observed, "b");
+    role.spec_hash = Some("older".into());
+    role.content_sha256 = Some("older rules".into());
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(actions(&plan), lines(&["network b ensure_reader"]));
+    assert_eq!(
+        reasons(&plan),
+        ["the reader account's role is not what meshform writes"]
+    );
+}
+
+#[test]
+fn a_reader_role_or_binding_deleted_by_hand_is_recreated_saying_so() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let converged = converge(&t, &fresh(&t));
+    let mut deleted = converged.clone();
+    facts_mut(&mut deleted, "b").reader.cluster_role = None;
+    let plan = plan_ok(&t, &deleted);
+    assert_eq!(actions(&plan), lines(&["network b ensure_reader"]));
+    assert_eq!(
+        reasons(&plan),
+        [
+            "the ClusterRole meshform-istio-reader-istio-system is missing; without it primaries cannot read this cluster"
+        ]
+    );
+    assert!(matches!(
+        plan.actions[0].kind,
+        ActionKind::EnsureReader { update: false, .. }
+    ));
+    let mut deleted = converged;
+    facts_mut(&mut deleted, "b").reader.cluster_role_binding = None;
+    assert_eq!(
+        reasons(&plan_ok(&t, &deleted)),
+        [
+            "the ClusterRoleBinding meshform-istio-reader-istio-system is missing; without it primaries cannot read this cluster"
+        ]
+    );
+}
+
+#[test]
+fn adopting_a_reader_role_made_by_hand_takes_its_fields_over() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n\"", "name = \"b\"\nnetwork = \"n\""]);
+    let mut observed = fresh(&t);
+    facts_mut(&mut observed, "b").reader.cluster_role = Some(ObjectFacts {
+        content_sha256: Some("other rules".into()),
+        content_owners: vec!["kubectl-create".into()],
+        ..unmanaged("role-by-hand")
+    });
+    let options = Options {
+        adopt: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&t, &observed, &options);
+    // --adopt is the consent: no field_conflict, and the write forces.
+    assert_eq!(findings(&plan), Vec::<String>::new());
+    let reader = plan
+        .actions
+        .iter()
+        .find(|a| a.cluster == "b" && matches!(a.kind, ActionKind::EnsureReader { .. }))
+        .expect("b's reader adopted");
+    assert!(reader.forces(), "{reader:?}");
+}
+
 // ---------------------------------------------------------------------------
 // Updates and token rotation
 

@@ -448,7 +448,12 @@ impl Run<'_> {
                 let namespace = build::network_label(ns, network, control_plane.as_deref());
                 self.ssa(cluster, &api, ns, &namespace, *force).await
             }
-            ActionKind::EnsureReader { spec_hash, scope, .. } => {
+            ActionKind::EnsureReader {
+                spec_hash,
+                scope,
+                force,
+                ..
+            } => {
                 let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
                 let roles: Api<ClusterRole> = Api::all(client.clone());
                 let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
@@ -461,8 +466,8 @@ impl Run<'_> {
                 // have made the account already: use it, never touch it.
                 let (account, role, binding) = tokio::try_join!(
                     self.create(cluster, &accounts, &account),
-                    self.ssa(cluster, &roles, &role, &role_object, false),
-                    self.ssa(cluster, &bindings, &role, &binding, false),
+                    self.ssa(cluster, &roles, &role, &role_object, *force),
+                    self.ssa(cluster, &bindings, &role, &binding, *force),
                 )?;
                 let mut diffs = vec![account.flatten(), role, binding];
                 if self.target.topology.mesh.tokens.mode == TokenMode::Secret {

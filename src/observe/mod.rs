@@ -285,8 +285,18 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
         }),
         reader: ReaderFacts {
             service_account: account.map(|a| object_facts(&a.metadata, mesh)),
-            cluster_role: role.map(|r| object_facts(&r.metadata, mesh)),
-            cluster_role_binding: binding.map(|b| object_facts(&b.metadata, mesh)),
+            // What they grant, hashed as the planner hashes what meshform
+            // writes: a rule edited by hand shows, though the annotation does not.
+            cluster_role: role.map(|r| ObjectFacts {
+                content_sha256: Some(objects::rules_sha256(r.rules.as_deref().unwrap_or_default())),
+                content_owners: objects::rules_owners(&r.metadata),
+                ..object_facts(&r.metadata, mesh)
+            }),
+            cluster_role_binding: binding.map(|b| ObjectFacts {
+                content_sha256: Some(objects::subjects_sha256(b.subjects.as_deref().unwrap_or_default())),
+                content_owners: objects::subjects_owners(&b.metadata),
+                ..object_facts(&b.metadata, mesh)
+            }),
             token_secret: token_secret.map(|s| object_facts(&s.metadata, mesh)),
         },
         remote_secrets,

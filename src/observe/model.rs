@@ -202,7 +202,9 @@ pub struct ObjectFacts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
     /// SHA-256 of the content meshform writes, as the cluster holds it now
-    /// (the Gateway's spec): edits by hand show here, not in the annotation.
+    /// (the Gateway's spec, the reader ClusterRole's rules, its binding's
+    /// subjects): edits by hand show here, not in the annotation. None when
+    /// not read (snapshots taken before meshform read it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_sha256: Option<String>,
     /// Field managers other than meshform that own part of that content

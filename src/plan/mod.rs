@@ -38,7 +38,7 @@ pub use model::*;
 use self::index::Index;
 use crate::objects::{self, ReaderScope, remote_secret_name};
 use crate::observe::model::{
-    BindingFacts, ClusterFacts, ClusterState, EastWestFacts, Observed, RemoteSecretFacts, TokenFacts,
+    BindingFacts, ClusterFacts, ClusterState, EastWestFacts, ObjectFacts, Observed, RemoteSecretFacts, TokenFacts,
 };
 use crate::topology::{Cluster, REMOTE_SECRET_PREFIX, Role, TokenMode, Topology};
 
@@ -553,69 +553,7 @@ impl<'a> Planner<'a> {
 
             // The reader account primaries use to read this cluster.
             if self.index.has_primary_peer(cluster) {
-                // A remote's control plane writes there through the same account.
-                let scope = match cluster.role {
-                    Role::Primary => ReaderScope::Read,
-                    Role::Remote => ReaderScope::ControlPlane,
-                };
-                let hash = desired::reader_hash(self.ns(), self.desired.mesh.tokens.mode, scope);
-                let reader = &facts.reader;
-                let foreign = [&reader.cluster_role, &reader.cluster_role_binding]
-                    .into_iter()
-                    .flatten()
-                    .any(|o| !o.managed);
-                let needs_token_secret = self.desired.mesh.tokens.mode == TokenMode::Secret;
-                let current = reader.service_account.is_some()
-                    && (!needs_token_secret || reader.token_secret.is_some())
-                    && [&reader.cluster_role, &reader.cluster_role_binding]
-                        .into_iter()
-                        .all(|o| {
-                            o.as_ref()
-                                .is_some_and(|o| o.managed && o.spec_hash.as_deref() == Some(&hash))
-                        });
-                if foreign && !self.options.adopt {
-                    let role = objects::reader_cluster_role(self.ns());
-                    self.finding(
-                        FindingKind::Conflict,
-                        "reader_unmanaged",
-                        &cluster.name,
-                        format!("ClusterRole or ClusterRoleBinding {role} exists and is not managed by meshform"),
-                        "pass --adopt to let meshform take it over, or delete it".to_string(),
-                    );
-                } else if !current {
-                    let reason = if reader.cluster_role.is_none() {
-                        match scope {
-                            ReaderScope::Read => "primaries read this cluster through a read-only reader account",
-                            ReaderScope::ControlPlane => {
-                                "primaries read this cluster, and its control plane publishes its roots there, through a reader account"
-                            }
-                        }
-                        .to_string()
-                    } else if reader.service_account.is_none() {
-                        format!("the reader account {} is missing", objects::READER_SERVICE_ACCOUNT)
-                    } else if reader.cluster_role.as_ref().and_then(|r| r.spec_hash.as_deref())
-                        == Some(&desired::reader_hash(
-                            self.ns(),
-                            self.desired.mesh.tokens.mode,
-                            ReaderScope::Read,
-                        ))
-                        && scope == ReaderScope::ControlPlane
-                    {
-                        "a remote's control plane writes istio-ca-root-cert and the webhooks' CA bundle there through the reader account".to_string()
-                    } else {
-                        "the reader account's role is not what meshform writes".to_string()
-                    };
-                    self.push(
-                        Phase::Network,
-                        &cluster.name,
-                        ActionKind::EnsureReader {
-                            spec_hash: hash,
-                            scope,
-                            update: reader.cluster_role.is_some(),
-                        },
-                        reason,
-                    );
-                }
+                self.reader(cluster, facts);
             }
 
             // The cross-network gateway: needed while any peer is on another network.
@@ -1027,6 +965,150 @@ impl<'a> Planner<'a> {
     /// without the network label, a listed port and an address, istiod knows
     /// no gateway for the network and sends other networks raw pod IPs
     /// (`pilot/pkg/xds/endpoints/ep_filters.go`), with no error anywhere.
+    /// The reader account, ClusterRole and binding primaries read `cluster`
+    /// through: judged by what the role grants and whom the binding names,
+    /// not only by the spec-hash annotation meshform wrote.
+    fn reader(&mut self, cluster: &Cluster, facts: &ClusterFacts) {
+        // A remote's control plane writes there through the same account.
+        let scope = match cluster.role {
+            Role::Primary => ReaderScope::Read,
+            Role::Remote => ReaderScope::ControlPlane,
+        };
+        let hash = desired::reader_hash(self.ns(), self.desired.mesh.tokens.mode, scope);
+        let reader = &facts.reader;
+        let name = objects::reader_cluster_role(self.ns());
+        let foreign = [&reader.cluster_role, &reader.cluster_role_binding]
+            .into_iter()
+            .flatten()
+            .any(|o| !o.managed);
+        // Hashed from what apply writes (the same functions, never a copy of
+        // the rules), here per cluster, so rules that differ between clusters
+        // are judged against each cluster's own.
+        let role = reader
+            .cluster_role
+            .as_ref()
+            .map(|o| (o, objects::rules_sha256(&objects::reader_rules(scope))));
+        let binding = reader
+            .cluster_role_binding
+            .as_ref()
+            .map(|o| (o, objects::subjects_sha256(&objects::reader_subjects(self.ns()))));
+        // Content read (not in older snapshots) that is not meshform's.
+        let differs = |o: &ObjectFacts, want: &str| o.content_sha256.as_deref().is_some_and(|c| c != want);
+        // Changed in the cluster: the annotation says meshform wrote the
+        // current version, the content says otherwise. (A new meshform with
+        // other rules changes the hash too; that is not an edit.)
+        let edited =
+            |o: &ObjectFacts, want: &str| o.managed && o.spec_hash.as_deref() == Some(&hash) && differs(o, want);
+        let rules_edited = role.as_ref().is_some_and(|(o, want)| edited(o, want));
+        let subjects_edited = binding.as_ref().is_some_and(|(o, want)| edited(o, want));
+        let needs_token_secret = self.desired.mesh.tokens.mode == TokenMode::Secret;
+        let current = reader.service_account.is_some()
+            && (!needs_token_secret || reader.token_secret.is_some())
+            && [&reader.cluster_role, &reader.cluster_role_binding]
+                .into_iter()
+                .all(|o| {
+                    o.as_ref()
+                        .is_some_and(|o| o.managed && o.spec_hash.as_deref() == Some(&hash))
+                })
+            && !rules_edited
+            && !subjects_edited;
+        if foreign && !self.options.adopt {
+            self.finding(
+                FindingKind::Conflict,
+                "reader_unmanaged",
+                &cluster.name,
+                format!("ClusterRole or ClusterRoleBinding {name} exists and is not managed by meshform"),
+                "pass --adopt to let meshform take it over, or delete it".to_string(),
+            );
+            return;
+        }
+        if current {
+            return;
+        }
+        let edits: Vec<String> = [
+            rules_edited.then(|| format!("the rules of ClusterRole {name}")),
+            subjects_edited.then(|| format!("the subjects of ClusterRoleBinding {name}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // Something of the reader exists: it was made before, and a missing
+        // part was deleted since.
+        let made_before =
+            reader.cluster_role_binding.is_some() || reader.service_account.as_ref().is_some_and(|a| a.managed);
+        let reason = if reader.cluster_role.is_none() && !made_before {
+            match scope {
+                ReaderScope::Read => "primaries read this cluster through a read-only reader account",
+                ReaderScope::ControlPlane => {
+                    "primaries read this cluster, and its control plane publishes its roots there, through a reader account"
+                }
+            }
+            .to_string()
+        } else if reader.service_account.is_none() {
+            format!("the reader account {} is missing", objects::READER_SERVICE_ACCOUNT)
+        } else if reader.cluster_role.is_none() {
+            format!("the ClusterRole {name} is missing; without it primaries cannot read this cluster")
+        } else if reader.cluster_role_binding.is_none() {
+            format!("the ClusterRoleBinding {name} is missing; without it primaries cannot read this cluster")
+        } else if !edits.is_empty() {
+            format!(
+                "{} changed in the cluster; meshform writes back what primaries need to read this cluster",
+                edits.join(" and ")
+            )
+        } else if reader.cluster_role.as_ref().and_then(|r| r.spec_hash.as_deref())
+            == Some(&desired::reader_hash(
+                self.ns(),
+                self.desired.mesh.tokens.mode,
+                ReaderScope::Read,
+            ))
+            && scope == ReaderScope::ControlPlane
+        {
+            "a remote's control plane writes istio-ca-root-cert and the webhooks' CA bundle there through the reader account"
+                .to_string()
+        } else if needs_token_secret && reader.token_secret.is_none() {
+            format!("the reader token Secret {} is missing", objects::READER_TOKEN_SECRET)
+        } else {
+            "the reader account's role is not what meshform writes".to_string()
+        };
+        // Adopting is consent to take the objects over, their fields with
+        // them, as for a remote secret.
+        let force = if foreign {
+            true
+        } else {
+            let mut force = false;
+            if let Some((o, want)) = &role
+                && differs(o, want)
+            {
+                force |= self.conflict(
+                    cluster,
+                    &format!("the rules list of ClusterRole {name}"),
+                    &o.content_owners,
+                );
+            }
+            if let Some((o, want)) = &binding
+                && differs(o, want)
+            {
+                force |= self.conflict(
+                    cluster,
+                    &format!("the subjects list of ClusterRoleBinding {name}"),
+                    &o.content_owners,
+                );
+            }
+            force
+        };
+        self.push(
+            Phase::Network,
+            &cluster.name,
+            ActionKind::EnsureReader {
+                spec_hash: hash,
+                scope,
+                update: reader.cluster_role.is_some(),
+                force,
+            },
+            reason,
+        );
+    }
+
     fn east_west(&mut self, cluster: &Cluster, east_west: &EastWestFacts) {
         let network = &self.desired.networks[&cluster.network];
         let service = format!("{}/{}", self.ns(), network.gateway_service);

@@ -113,6 +113,10 @@ pub enum ActionKind {
         /// The role exists already and is brought up to date.
         #[serde(default)]
         update: bool,
+        /// As for `SetNetwork`: the role's rules and the binding's subjects
+        /// (an adoption always takes them over).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     /// The `cross-network-gateway` Gateway exposing this cluster's services
     /// to other networks through the east-west gateway.
@@ -268,6 +272,7 @@ impl Action {
             self.kind,
             ActionKind::SetNetwork { force: true, .. }
                 | ActionKind::SetGatewayNetwork { force: true, .. }
+                | ActionKind::EnsureReader { force: true, .. }
                 | ActionKind::EnsureGateway { force: true, .. }
                 | ActionKind::EnsureIstiodExposure { force: true, .. }
                 | ActionKind::WriteRemoteSecret { force: true, .. }

@@ -72,6 +72,10 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 }
             }
             ActionKind::EnsureReader { spec_hash, .. } => {
+                // Content left unread (None), as in an older snapshot: the
+                // rules meshform writes may depend on the cluster's place in
+                // the topology, which this function is not given. The
+                // planner then judges the role by its spec-hash alone.
                 facts.reader = ReaderFacts {
                     service_account: facts.reader.service_account.clone().or(Some(object("sa", None))),
                     cluster_role: Some(object("role", Some(spec_hash.clone()))),
