@@ -1068,6 +1068,43 @@ fn adopting_a_reader_role_made_by_hand_takes_its_fields_over() {
     assert!(reader.forces(), "{reader:?}");
 }
 
+#[test]
+fn a_gateway_port_changed_in_mesh_toml_is_no_hand_edit() {
+    let before = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let observed = converge(&before, &fresh(&before));
+    let after = topology(&format!(
+        "{}\n[network.a]\ngateway_port = 16443\n",
+        mesh(&["name = \"a\"", "name = \"b\""])
+    ));
+    let plan = plan_ok(&after, &observed);
+    let gateway = plan
+        .actions
+        .iter()
+        .find(|a| a.cluster == "a" && matches!(a.kind, ActionKind::EnsureGateway { .. }))
+        .expect("a's gateway updated");
+    assert_eq!(gateway.reason, "the gateway is not what meshform writes");
+}
+
+#[test]
+fn a_gateway_made_by_hand_with_another_spec_is_left_alone_saying_so() {
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    facts_mut(&mut observed, "a").gateway = Some(ObjectFacts {
+        content_sha256: Some("port 443".into()),
+        ..unmanaged("gw-by-hand")
+    });
+    let plan = plan_ok(&t, &observed);
+    assert!(
+        !actions(&plan).iter().any(|a| a.contains("a ensure_gateway")),
+        "{plan:?}"
+    );
+    assert_eq!(findings(&plan), lines(&["conflict a gateway_unmanaged"]));
+    assert_eq!(
+        plan.findings[0].message,
+        "Gateway istio-system/cross-network-gateway exists and is not managed by meshform, and its spec is not what meshform writes (port 15443, TLS AUTO_PASSTHROUGH, hosts *.local); it is used as it is"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Updates and token rotation
 

@@ -590,20 +590,40 @@ impl<'a> Planner<'a> {
                     let hash = desired::gateway_hash(network.gateway_port);
                     let content = objects::content_sha256(&objects::gateway_spec(network.gateway_port));
                     // Edited in the cluster: the annotation still says what
-                    // meshform wrote, the spec does not.
-                    let edited = gateway
-                        .as_ref()
-                        .is_some_and(|g| g.managed && g.content_sha256.as_deref().is_some_and(|c| c != content));
+                    // meshform wrote, the spec does not. (Another port in
+                    // mesh.toml changes the hash as well: that is no edit.)
+                    let edited = gateway.as_ref().is_some_and(|g| {
+                        g.managed
+                            && g.spec_hash.as_deref() == Some(&hash)
+                            && g.content_sha256.as_deref().is_some_and(|c| c != content)
+                    });
                     let update = match gateway {
                         None => Some(false),
                         Some(g) if g.managed && (g.spec_hash.as_deref() != Some(&hash) || edited) => Some(true),
                         Some(g) if !g.managed => {
+                            // Made by hand (or re-made after meshform's was
+                            // deleted): left alone. One that is not what
+                            // meshform would write may stop cross-network
+                            // traffic: a conflict (check fails on it), else a warning.
+                            let differs = g.content_sha256.as_deref().is_some_and(|c| c != content);
+                            let other = if differs {
+                                format!(
+                                    ", and its spec is not what meshform writes (port {}, TLS AUTO_PASSTHROUGH, hosts *.local)",
+                                    network.gateway_port
+                                )
+                            } else {
+                                String::new()
+                            };
                             self.finding(
-                                FindingKind::Warning,
+                                if differs {
+                                    FindingKind::Conflict
+                                } else {
+                                    FindingKind::Warning
+                                },
                                 "gateway_unmanaged",
                                 &cluster.name,
                                 format!(
-                                    "Gateway {}/{} exists and is not managed by meshform; it is used as it is",
+                                    "Gateway {}/{} exists and is not managed by meshform{other}; it is used as it is",
                                     self.ns(),
                                     objects::CROSS_NETWORK_GATEWAY
                                 ),
