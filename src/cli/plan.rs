@@ -132,7 +132,11 @@ pub fn render_plan(plan: &Plan, topology: &Topology, format: Format, cx: &mut Co
     Ok(())
 }
 
-/// Blocking problems fail the run: the topology cannot be reached as it stands.
+/// Blocking problems fail the run: the topology cannot be reached as it
+/// stands, and a drift check must not read a blocked plan (a `field_conflict`
+/// among them) as drift apply would correct. Conflicts and warnings leave the
+/// status alone: apply has nothing to do about them until `--adopt` or a fix
+/// by hand, and they are in the plan printed.
 fn exit_status(plan: &Plan, detailed: bool) -> Exit {
     if plan.blockers().next().is_some() {
         Exit::Error
@@ -244,4 +248,62 @@ pub(super) fn read_snapshot(path: &Path) -> Result<Observed, CliError> {
         )));
     }
     serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::model::ObjectFacts;
+    use crate::observe::synthetic;
+    use crate::plan::simulate::simulate;
+
+    const MESH: &str = "[mesh]\nname = \"m\"\n[[cluster]]\nname = \"a\"\nnetwork = \"n\"\n[[cluster]]\nname = \"b\"\nnetwork = \"n\"\n";
+
+    fn converged() -> (Topology, Observed) {
+        let (topology, _) = crate::topology::check("mesh.toml", MESH.as_bytes())
+            .into_result()
+            .expect("a valid topology");
+        let fresh = synthetic::fresh(&topology, "2025-06-01T12:00:00Z".parse().unwrap());
+        let first = plan::plan(&topology, &fresh, &Options::default()).unwrap();
+        let observed = simulate(&fresh, &first, jiff::SignedDuration::from_hours(24));
+        (topology, observed)
+    }
+
+    fn status(topology: &Topology, observed: &Observed, detailed: bool) -> Exit {
+        exit_status(&plan::plan(topology, observed, &Options::default()).unwrap(), detailed)
+    }
+
+    #[test]
+    fn a_blocked_plan_exits_1_drift_2_and_conflicts_alone_0() {
+        let (topology, converged) = converged();
+        assert_eq!(status(&topology, &converged, true), Exit::Success);
+
+        // Drift: b's label changed by hand; apply would correct it.
+        let mut drifted = converged.clone();
+        let ns = drifted.facts_mut("b").unwrap().namespace.as_mut().unwrap();
+        ns.network = Some("by-hand".into());
+        assert_eq!(status(&topology, &drifted, true), Exit::Changes);
+        assert_eq!(status(&topology, &drifted, false), Exit::Success);
+
+        // The same drift, but the label is owned by another manager: blocked, whatever else is planned.
+        let mut blocked = drifted.clone();
+        let ns = blocked.facts_mut("b").unwrap().namespace.as_mut().unwrap();
+        ns.network_owners = vec!["kubectl-label".into()];
+        assert_eq!(status(&topology, &blocked, true), Exit::Error);
+        assert_eq!(status(&topology, &blocked, false), Exit::Error);
+
+        // A reader role made by hand: a conflict, nothing for apply to do.
+        let mut conflict = converged;
+        conflict.facts_mut("b").unwrap().reader.cluster_role = Some(ObjectFacts {
+            uid: "by-hand".into(),
+            resource_version: "1".into(),
+            managed: false,
+            spec_hash: None,
+            content_sha256: None,
+            content_owners: Vec::new(),
+        });
+        let conflicted = plan::plan(&topology, &conflict, &Options::default()).unwrap();
+        assert!(conflicted.findings.iter().any(|f| f.code.ends_with("reader_unmanaged")));
+        assert_eq!(exit_status(&conflicted, true), Exit::Success);
+    }
 }
