@@ -4,7 +4,8 @@
 //! port patched, the reader ClusterRole's rules and its binding's subjects
 //! edited — each show in the plan with what changed; a field another manager
 //! now owns is a blocker predicted from `managedFields` (apply writes nothing,
-//! detaches nothing; `plan --detailed-exitcode` exits 1) and
+//! detaches nothing, exit 1; a drift check, `plan --detailed-exitcode`,
+//! reports it as drift, 2) and
 //! `--force-conflicts` corrects them. Objects of meshform's deleted by hand
 //! are drift apply re-creates (exit 2); objects re-made by hand in their
 //! place are conflicts left alone until adopted or deleted.
@@ -172,9 +173,10 @@ async fn hand_edits_are_found_in_full_and_corrected_with_force_conflicts() {
         .await
         .expect("patching c's gateway");
 
-    // The plan shows all three, with what changed, and blocks on the label:
-    // for a drift check too, a blocked plan is an error (1), not drift (2).
-    mesh.run("plan", &["--detailed-exitcode"]).await.expect(1);
+    // The plan shows all three, with what changed, and blocks on the label;
+    // a drift check reports drift (2), the plan naming --force-conflicts.
+    let check = mesh.run("plan", &["--detailed-exitcode"]).await.expect(2);
+    assert!(check.stdout.contains("--force-conflicts"), "{check}");
     let plan = mesh.run("plan", &["--format", "json"]).await.expect(1).json();
     // The label makes b a cluster leaving network "hand-made": detached from
     // a and c first. That is what must not run ahead of the conflict.
@@ -291,7 +293,7 @@ async fn reader_rules_and_subjects_edited_by_hand_are_found_and_taken_back_with_
     let plan = mesh
         .run("plan", &["--format", "json", "--detailed-exitcode"])
         .await
-        .expect(1)
+        .expect(2)
         .json();
     assert_eq!(
         actions(&plan),
@@ -357,7 +359,7 @@ async fn reader_rules_and_subjects_edited_by_hand_are_found_and_taken_back_with_
     let plan = mesh
         .run("plan", &["--format", "json", "--detailed-exitcode"])
         .await
-        .expect(1)
+        .expect(2)
         .json();
     assert_eq!(
         actions(&plan),

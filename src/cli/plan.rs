@@ -133,12 +133,18 @@ pub fn render_plan(plan: &Plan, topology: &Topology, format: Format, cx: &mut Co
 }
 
 /// Blocking problems fail the run: the topology cannot be reached as it
-/// stands, and a drift check must not read a blocked plan (a `field_conflict`
-/// among them) as drift apply would correct. Conflicts and warnings leave the
-/// status alone: apply has nothing to do about them until `--adopt` or a fix
-/// by hand, and they are in the plan printed.
+/// stands. One kind is drift all the same: a field meshform owns that a hand
+/// edit took over (`field_conflict`), which the plan corrects with
+/// `--force-conflicts`; a drift check (`--detailed-exitcode`) reports a plan
+/// blocked only by those as drift (2), so the issue it files carries the
+/// plan and the fix. Conflicts and warnings leave the status alone: apply has
+/// nothing to do about them until `--adopt` or a fix by hand, and they are in
+/// the plan printed.
 fn exit_status(plan: &Plan, detailed: bool) -> Exit {
-    if plan.blockers().next().is_some() {
+    let mut blockers = plan.blockers().peekable();
+    let blocked = blockers.peek().is_some();
+    let only_taken_fields = blockers.all(|b| b.code == "meshform::plan::field_conflict");
+    if blocked && !(detailed && only_taken_fields) {
         Exit::Error
     } else if detailed && !plan.is_empty() {
         Exit::Changes
@@ -285,12 +291,26 @@ mod tests {
         assert_eq!(status(&topology, &drifted, true), Exit::Changes);
         assert_eq!(status(&topology, &drifted, false), Exit::Success);
 
-        // The same drift, but the label is owned by another manager: blocked, whatever else is planned.
-        let mut blocked = drifted.clone();
-        let ns = blocked.facts_mut("b").unwrap().namespace.as_mut().unwrap();
+        // The same drift, but the label is owned by another manager: apply is
+        // blocked (1), a drift check still reports drift (2).
+        let mut taken = drifted.clone();
+        let ns = taken.facts_mut("b").unwrap().namespace.as_mut().unwrap();
         ns.network_owners = vec!["kubectl-label".into()];
-        assert_eq!(status(&topology, &blocked, true), Exit::Error);
-        assert_eq!(status(&topology, &blocked, false), Exit::Error);
+        assert_eq!(status(&topology, &taken, true), Exit::Changes);
+        assert_eq!(status(&topology, &taken, false), Exit::Error);
+
+        // Any other blocker beside it is an error for a drift check too.
+        let mut blocked = taken.clone();
+        blocked.facts_mut("a").unwrap().installs.values_mut().for_each(|i| {
+            i.mesh_id = Some("another-mesh".into());
+        });
+        let plan = plan::plan(&topology, &blocked, &Options::default()).unwrap();
+        assert!(
+            plan.blockers().any(|b| b.code.ends_with("mesh_id")),
+            "{:?}",
+            plan.findings
+        );
+        assert_eq!(exit_status(&plan, true), Exit::Error);
 
         // A reader role made by hand: a conflict, nothing for apply to do.
         let mut conflict = converged;

@@ -70,8 +70,11 @@ impl<'a> Planner<'a> {
                         .content_sha256
                         .as_deref()
                         .is_some_and(|c| c != objects::content_sha256(spec));
-                    edited |= changed;
-                    current &= !changed && o.spec_hash.as_deref() == Some(hash.as_str());
+                    let ours_now = o.spec_hash.as_deref() == Some(hash.as_str());
+                    // A hand edit only when meshform's last write was this very
+                    // content; another revision in mesh and cluster is an update.
+                    edited |= changed && ours_now;
+                    current &= !changed && ours_now;
                 }
             }
         }
