@@ -1635,21 +1635,9 @@ impl<'a> Planner<'a> {
     /// Orders the plan; `fingerprints` is asked for last, so that work
     /// done beside the walk is awaited as late as it can be.
     fn finish(mut self, unknown: Vec<(String, String)>, fingerprints: impl FnOnce() -> Fingerprints) -> Plan {
-        let rank = |a: &Action| match a.kind {
-            ActionKind::DeleteRemoteSecret { .. } => 0,
-            ActionKind::SetNetwork { .. } => 1,
-            ActionKind::EnsureReader { .. } => 2,
-            ActionKind::EnsureGateway { .. } | ActionKind::DeleteGateway { .. } => 3,
-            // After the gateway whose port it routes.
-            ActionKind::EnsureIstiodExposure { .. } | ActionKind::DeleteIstiodExposure { .. } => 3,
-            ActionKind::WriteRemoteSecret { .. } => 4,
-            ActionKind::RestartWorkloads { .. } => 5,
-            // Beside the Gateway it serves.
-            ActionKind::SetGatewayNetwork { .. } => 3,
-            ActionKind::RevokeReaderTokens { .. } => 6,
-        };
-        self.actions
-            .sort_by(|a, b| (a.phase, &a.cluster, rank(a), a.peer()).cmp(&(b.phase, &b.cluster, rank(b), b.peer())));
+        self.actions.sort_by(|a, b| {
+            (a.phase, &a.cluster, a.kind.rank(), a.peer()).cmp(&(b.phase, &b.cluster, b.kind.rank(), b.peer()))
+        });
         let mut changes: Vec<Change> = self.changes.into_iter().collect();
         if !self.options.targets.is_empty() {
             let mut targets: BTreeSet<String> = self.options.targets.iter().cloned().collect();

@@ -1,4 +1,16 @@
 //! The plan: plain, serialisable data that apply executes and renderers show.
+//!
+//! The action vocabulary lives here: [`ActionKind`] with its order in a
+//! phase ([`ActionKind::rank`]), its [`Effect`] and symbol, the object it
+//! names, whether it is destructive or forces, and the peer it concerns. A
+//! new action is added here first; the compiler then points at the rest: the
+//! planner phase that plans it (`plan/`), its effect on an observation
+//! (`plan/simulate.rs`), its execution (`apply/`), its line in `check`
+//! (`check.rs`), and the tests' labels and ownership property
+//! (`tests/support/plan_fixtures.rs`, `tests/plan.rs`). Two things it
+//! cannot point at: the fingerprints of any new object observe reads
+//! (`plan::fingerprints`) and the published schema (`UPDATE_SCHEMAS=1 cargo
+//! test --test schemas`, which `tests/schemas.rs` enforces).
 
 use std::collections::BTreeMap;
 
@@ -205,6 +217,27 @@ pub enum WriteMode {
     Rotate,
     /// Take over an unmanaged secret of the same name (`--adopt`).
     Adopt,
+}
+
+impl ActionKind {
+    /// Order within a phase and cluster: a namespace before what lives in
+    /// it, a Gateway's objects together, remote secrets after the reader
+    /// accounts they carry tokens of, revocations last.
+    pub fn rank(&self) -> u8 {
+        match self {
+            ActionKind::DeleteRemoteSecret { .. } => 0,
+            ActionKind::SetNetwork { .. } => 1,
+            ActionKind::EnsureReader { .. } => 2,
+            ActionKind::EnsureGateway { .. }
+            | ActionKind::DeleteGateway { .. }
+            | ActionKind::SetGatewayNetwork { .. }
+            | ActionKind::EnsureIstiodExposure { .. }
+            | ActionKind::DeleteIstiodExposure { .. } => 3,
+            ActionKind::WriteRemoteSecret { .. } => 4,
+            ActionKind::RestartWorkloads { .. } => 5,
+            ActionKind::RevokeReaderTokens { .. } => 6,
+        }
+    }
 }
 
 /// What kind of change an action makes, for its symbol.
