@@ -1,0 +1,350 @@
+//! Phases 3 and 4, attach and updates: every primary's remote secret for
+//! every peer, written, refreshed (address, CA, drift, a token due) or
+//! adopted; and the workload restart a relabel needs.
+
+use super::*;
+
+impl<'a> Planner<'a> {
+    pub(super) fn attach(&mut self) {
+        let primaries: Vec<_> = self.reachable().filter(|(c, _)| c.role == Role::Primary).collect();
+        // What a remote secret for a peer holds does not depend on the
+        // primary holding it: work it out once per peer, not per pair.
+        let renamed: BTreeSet<&str> = self
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Rename { to, .. } => Some(to.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut peers: Vec<Peer> = self
+            .reachable()
+            .map(|(cluster, facts)| {
+                let server = self.peer_server(cluster, facts);
+                let moving = self.network_change(cluster).is_some();
+                Peer {
+                    cluster,
+                    facts,
+                    secret: remote_secret_name(&cluster.name),
+                    spec_hash: desired::remote_secret_hash(
+                        &cluster.name,
+                        &server,
+                        facts.ca_sha256.as_deref(),
+                        &facts.identity,
+                        self.desired.mesh.tokens.mode,
+                    ),
+                    server,
+                    moving,
+                    joins: !moving && !self.index.attached(&cluster.name) && !renamed.contains(cluster.name.as_str()),
+                }
+            })
+            .collect();
+        // A primary's secrets are looked up by walking them beside the peers,
+        // both in secret-name order: two string comparisons a pair instead of
+        // a tree search, which showed at a million pairs.
+        peers.sort_by(|a, b| a.secret.cmp(&b.secret));
+        // Peers that join the mesh: one change each, however many primaries attach them.
+        let mut joining: BTreeMap<&str, &str> = BTreeMap::new();
+        let now = self.observed.observed_at;
+        for (primary, facts) in primaries {
+            let mut held = facts.remote_secrets.iter().peekable();
+            let unmanaged = self.index.unmanaged_in(&primary.name);
+            for peer_entry in &peers {
+                let Peer {
+                    cluster: peer,
+                    facts: peer_facts,
+                    secret: name,
+                    server,
+                    spec_hash: hash,
+                    ..
+                } = peer_entry;
+                if peer.name == primary.name {
+                    continue;
+                }
+                while held.next_if(|(held, _)| *held < name).is_some() {}
+                let existing = held.peek().filter(|(held, _)| *held == name).map(|(_, s)| *s);
+                let ours = existing
+                    .filter(|s| s.object.managed && !self.removed.contains(&(primary.name.as_str(), name.as_str())));
+                let write = |mode, precondition: Option<&RemoteSecretFacts>, force| ActionKind::WriteRemoteSecret {
+                    peer: peer.name.clone(),
+                    name: name.clone(),
+                    server: server.clone(),
+                    mode,
+                    spec_hash: hash.clone(),
+                    precondition: precondition.map(|s| Precondition {
+                        uid: s.object.uid.clone(),
+                        resource_version: s.object.resource_version.clone(),
+                    }),
+                    force,
+                };
+                // A field of meshform's own secret that another manager took
+                // (`kubectl annotate`) makes the write a conflict.
+                let what = format!("Secret {}/{name}", self.ns());
+
+                // Istio ignores a second secret for a cluster id it already
+                // has: an unmanaged one of another name blocks ours, and
+                // nothing is written or adopted next to it.
+                let other = index::naming(unmanaged, &peer.name)
+                    .iter()
+                    .find(|n| **n != name.as_str())
+                    .copied();
+                if let Some(other) = other {
+                    self.finding(
+                        FindingKind::Conflict,
+                        "remote_secret_duplicate",
+                        &primary.name,
+                        format!(
+                            "Secret {}/{other} in {} already registers cluster {}, and Istio ignores a second secret for the same cluster id",
+                            self.ns(),
+                            primary.name,
+                            peer.name
+                        ),
+                        format!("delete {other} (made by istioctl or by hand) and plan again"),
+                    );
+                    continue;
+                }
+                // istioctl's secret of our name: left alone unless adopted.
+                if let Some(same_name) = existing.filter(|s| !s.object.managed) {
+                    // Istio takes the cluster id from the data key: adopting a
+                    // secret of this name that registers another cluster would
+                    // silently detach that cluster from this primary.
+                    let registers_peer = same_name.cluster_ids == [peer.name.as_str()];
+                    if self.options.adopt && !registers_peer {
+                        self.finding(
+                            FindingKind::Conflict,
+                            "remote_secret_unmanaged",
+                            &primary.name,
+                            format!(
+                                "Secret {}/{name} in {} is not managed by meshform and registers cluster id {:?}, not {}; it is left as it is",
+                                self.ns(),
+                                primary.name,
+                                same_name.cluster_ids.join(", "),
+                                peer.name
+                            ),
+                            "delete it (made by istioctl or by hand) and plan again".to_string(),
+                        );
+                    } else if self.options.adopt {
+                        let reason = format!("adopt the existing remote secret for {}", peer.name);
+                        self.push(
+                            Phase::Attach,
+                            &primary.name,
+                            write(WriteMode::Adopt, Some(same_name), false),
+                            reason,
+                        );
+                    } else {
+                        self.finding(
+                            FindingKind::Conflict,
+                            "remote_secret_unmanaged",
+                            &primary.name,
+                            format!(
+                                "Secret {}/{name} in {} is not managed by meshform; it is left as it is",
+                                self.ns(),
+                                primary.name
+                            ),
+                            "pass --adopt to let meshform take it over, or delete it".to_string(),
+                        );
+                    }
+                    continue;
+                }
+                match ours {
+                    None => {
+                        let reason = if peer_entry.moving {
+                            format!("re-attach {} on network {:?}", peer.name, peer.network)
+                        } else {
+                            format!("attach {} to {}", peer.name, primary.name)
+                        };
+                        if peer_entry.joins {
+                            joining.insert(&peer.name, &peer.network);
+                        }
+                        self.push(
+                            Phase::Attach,
+                            &primary.name,
+                            write(WriteMode::Create, None, false),
+                            reason,
+                        );
+                    }
+                    Some(secret) if secret.object.spec_hash.as_deref() != Some(hash.as_str()) => {
+                        let reason = if secret.server.as_deref() != Some(server.as_str()) {
+                            format!(
+                                "API address of {} changes from {} to {server}",
+                                peer.name,
+                                secret.server.as_deref().unwrap_or("none")
+                            )
+                        } else if secret.ca_sha256 != peer_facts.ca_sha256 {
+                            format!("the CA of {} has changed", peer.name)
+                        } else {
+                            format!("the remote secret for {} is not what meshform writes", peer.name)
+                        };
+                        let force = self.conflict(primary, &what, &secret.object.content_owners);
+                        self.push(
+                            Phase::Update,
+                            &primary.name,
+                            write(WriteMode::Update, Some(secret), force),
+                            reason,
+                        );
+                    }
+                    Some(secret) if drift(secret, &peer.name, server).is_some() => {
+                        let reason = drift(secret, &peer.name, server).unwrap_or_default();
+                        let force = self.conflict(primary, &what, &secret.object.content_owners);
+                        self.push(
+                            Phase::Update,
+                            &primary.name,
+                            write(WriteMode::Update, Some(secret), force),
+                            format!(
+                                "the remote secret for {} was changed in the cluster: {reason}",
+                                peer.name
+                            ),
+                        );
+                    }
+                    Some(secret) => {
+                        // Deleting the reader account revokes its tokens, and a
+                        // re-created account has another UID: no expiry shows that.
+                        let account = peer_facts.reader.service_account.as_ref();
+                        let revoked = secret
+                            .token_account_uid
+                            .as_ref()
+                            .filter(|uid| account.is_none_or(|a| a.uid != **uid));
+                        // Likewise a token whose binding Secret is gone (deleted by hand).
+                        let unbound = secret
+                            .token_binding_uid
+                            .as_ref()
+                            .filter(|uid| !self.bindings.contains(uid.as_str()));
+                        // istiod reads a remote's control-plane annotation only
+                        // when it adds the cluster (`checkShouldLead`, istio/istio
+                        // pilot/pkg/serviceregistry/kube/controller/multicluster.go):
+                        // naming this primary there now takes a new kubeconfig,
+                        // which makes istiod add the cluster again.
+                        let newly_named = peer.role == Role::Remote
+                            && peer.control_plane.as_deref() == Some(primary.name.as_str())
+                            && !peer_facts
+                                .namespace
+                                .as_ref()
+                                .and_then(|n| n.control_planes.as_deref())
+                                .is_some_and(|ids| ids.split(',').any(|id| id == primary.name || id == "*"));
+                        let rotate = match &secret.token {
+                            _ if self.options.rotate_tokens => Some("--rotate-tokens".to_string()),
+                            _ if newly_named => Some(format!(
+                                "istiod in {} reads {}'s control-plane annotation only when it adds the cluster, and a new token makes it add {} again",
+                                primary.name, peer.name, peer.name
+                            )),
+                            _ if unbound.is_some() => Some(format!(
+                                "its token is revoked: the binding Secret in {} it was bound to was deleted",
+                                peer.name
+                            )),
+                            _ if revoked.is_some() => Some(format!(
+                                "its token is revoked: the reader account {} it was issued to {}",
+                                objects::READER_SERVICE_ACCOUNT,
+                                if account.is_none() {
+                                    "was deleted"
+                                } else {
+                                    "was deleted and re-created"
+                                }
+                            )),
+                            // Legacy token Secrets never expire; there is nothing to rotate.
+                            _ if self.desired.mesh.tokens.mode == TokenMode::Secret => None,
+                            TokenFacts::Bound { issued_at, expires_at } => {
+                                let percent = i64::from(self.desired.mesh.tokens.rotate_at_percent);
+                                let life = expires_at.as_second() - issued_at.as_second();
+                                let due = issued_at.as_second() + life * percent / 100;
+                                (now.as_second() >= due).then(|| {
+                                    format!("the token expires at {expires_at}, and {percent}% of its life has passed")
+                                })
+                            }
+                            TokenFacts::Unbounded => None,
+                            TokenFacts::Unknown => Some("the secret holds no readable token".to_string()),
+                        };
+                        if let Some(why) = rotate {
+                            let reason = format!("new token for {}: {why}", peer.name);
+                            let force = self.conflict(primary, &what, &secret.object.content_owners);
+                            self.push(
+                                Phase::Update,
+                                &primary.name,
+                                write(WriteMode::Rotate, Some(secret), force),
+                                reason,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for (cluster, network) in joining {
+            self.changes.insert(Change::Attach {
+                cluster: cluster.to_string(),
+                network: network.to_string(),
+            });
+        }
+    }
+
+    /// Sidecars keep the network they started with: after a relabel,
+    /// workloads must restart for cross-network traffic to reach them.
+    pub(super) fn restarts(&mut self) {
+        let relabelled: Vec<_> = self
+            .clusters
+            .clone()
+            .into_iter()
+            .filter_map(|c| {
+                self.network_change(c)
+                    .or_else(|| self.relabel_from(c))
+                    .map(|from| (c, from))
+            })
+            .collect();
+        for (cluster, from) in relabelled {
+            let context = shell_quote(&cluster.context);
+            let command = format!(
+                "for ns in $(kubectl --context {context} get namespaces -l istio-injection=enabled -o name) \
+                 $(kubectl --context {context} get namespaces -l istio.io/rev -o name); do \
+                 kubectl --context {context} -n \"${{ns#namespace/}}\" rollout restart deployment,statefulset,daemonset; done"
+            );
+            let old = if from.is_empty() {
+                "the default network".to_string()
+            } else {
+                format!("network {from:?}")
+            };
+            let reason =
+                format!("running sidecars keep {old} until restarted; cross-network traffic to them fails until then");
+            let kind = ActionKind::RestartWorkloads {
+                enabled: self.options.restart_workloads,
+                command,
+            };
+            self.push(Phase::Update, &cluster.name, kind, reason);
+        }
+    }
+}
+
+/// What of meshform's own remote secret differs from what it wrote, though
+/// its spec-hash annotation says otherwise: the cluster id Istio reads
+/// (the data key and the annotation) or the address in its kubeconfig.
+/// Read from the facts observe keeps, never from the token.
+pub(super) fn drift(secret: &RemoteSecretFacts, peer: &str, server: &str) -> Option<String> {
+    if !secret.object.managed {
+        return None;
+    }
+    if secret.annotated_cluster.as_deref() != Some(peer) {
+        return Some(format!(
+            "annotation {} is {}, meshform writes {peer:?}",
+            objects::CLUSTER_ANNOTATION,
+            secret
+                .annotated_cluster
+                .as_deref()
+                .map_or("missing".to_string(), |a| format!("{a:?}"))
+        ));
+    }
+    if secret.cluster_ids != [peer] {
+        return Some(format!(
+            "its data keys are {:?}, meshform writes one, {peer:?}",
+            secret.cluster_ids
+        ));
+    }
+    match secret.server.as_deref() {
+        Some(s) if s != server => Some(format!("its kubeconfig points at {s}, meshform writes {server}")),
+        _ => None,
+    }
+}
+
+pub(super) fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:@".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}

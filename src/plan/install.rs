@@ -1,0 +1,279 @@
+//! What the Istio install decides must fit the topology for traffic to
+//! flow: istiod's cluster id, the injection network, the mesh id, a
+//! remote's pilot address, one root of trust, and peers' API addresses.
+
+use super::*;
+
+impl<'a> Planner<'a> {
+    /// Each Istio install's identity must be the topology's: istiod ignores
+    /// a remote secret whose data key equals its own cluster id, proxies
+    /// whose cluster id is not the key fail xDS and CA authentication, and
+    /// sidecars take their network from the injector's `global.network`
+    /// (istio/istio `pkg/kube/multicluster/secretcontroller.go`,
+    /// `pkg/kube/inject/inject.go`).
+    pub(super) fn installs(&mut self) {
+        let reachable: Vec<_> = self.reachable().collect();
+        let mesh = self.desired.mesh.name.clone();
+        for (cluster, facts) in reachable {
+            if facts.installs.is_empty() {
+                self.finding(
+                    FindingKind::Warning,
+                    "istio_not_installed",
+                    &cluster.name,
+                    format!(
+                        "no Istio install (istiod Deployment or istio-sidecar-injector ConfigMap) was found in {} of {}",
+                        self.ns(),
+                        cluster.name
+                    ),
+                    format!(
+                        "install Istio in {} with values.global.multiCluster.clusterName={}, values.global.network={} and values.global.meshID={mesh}",
+                        cluster.name, cluster.name, cluster.network
+                    ),
+                );
+                continue;
+            }
+            for (revision, install) in &facts.installs {
+                if !install.mesh_network_gateways.is_empty() {
+                    let configmap = match revision.as_str() {
+                        "default" => objects::MESH_CONFIGMAP.to_string(),
+                        rev => format!("{}-{rev}", objects::MESH_CONFIGMAP),
+                    };
+                    self.finding(
+                        FindingKind::Warning,
+                        "mesh_networks_gateways",
+                        &cluster.name,
+                        format!(
+                            "meshNetworks in ConfigMap {}/{configmap} of {} declares gateways for {}: istiod uses them beside the labelled gateway Services, but meshform does not read them, so its gateway checks for those networks may not be what istiod does",
+                            self.ns(),
+                            cluster.name,
+                            install.mesh_network_gateways.join(", ")
+                        ),
+                        "declare each network's gateway as Istio's multi-cluster guides do, by the topology.istio.io/network label on its east-west gateway Service (meshform writes it), and drop values.global.meshNetworks".to_string(),
+                    );
+                }
+                let set = |key: &str, value: &str| {
+                    let rev = if revision == "default" {
+                        String::new()
+                    } else {
+                        format!(" --set revision={revision}")
+                    };
+                    format!(
+                        "reinstall Istio in {} with `istioctl install{rev} --set {key}={value}` (the Helm value {key})",
+                        cluster.name
+                    )
+                };
+                let install_name = install
+                    .istiod
+                    .clone()
+                    .or_else(|| install.injector.clone())
+                    .unwrap_or_else(|| revision.clone());
+                let ids = [
+                    install.istiod.as_ref().map(|d| {
+                        (
+                            format!("istiod Deployment {d} runs with CLUSTER_ID"),
+                            &install.cluster_id,
+                        )
+                    }),
+                    install.injector.as_ref().map(|c| {
+                        (
+                            format!("injector ConfigMap {c} gives sidecars cluster id"),
+                            &install.injected_cluster_id,
+                        )
+                    }),
+                ];
+                for (what, id) in ids.into_iter().flatten() {
+                    let id = id.as_deref().unwrap_or(objects::DEFAULT_CLUSTER_ID);
+                    if id != cluster.name {
+                        self.finding(
+                            FindingKind::Blocker,
+                            "istiod_cluster_id",
+                            &cluster.name,
+                            format!(
+                                "the {what} {id:?} in {}, not its mesh name: peers' remote secrets for {} do not match it",
+                                cluster.name, cluster.name
+                            ),
+                            set("values.global.multiCluster.clusterName", &cluster.name),
+                        );
+                        break;
+                    }
+                }
+                // A remote install (no istiod of its own) finds istiod at its pilot address.
+                if let (Some(injector), Some(primary), None) =
+                    (&install.injector, &cluster.control_plane, &install.istiod)
+                {
+                    self.remote_pilot(
+                        cluster,
+                        primary,
+                        injector,
+                        install.remote_pilot_address.as_deref(),
+                        &set,
+                    );
+                }
+                if let Some(injector) = &install.injector {
+                    if install.injected_network.as_deref() != Some(cluster.network.as_str()) {
+                        self.finding(
+                            FindingKind::Blocker,
+                            "injection_network",
+                            &cluster.name,
+                            format!(
+                                "injector ConfigMap {injector} in {} puts sidecars on network {}, the topology says {:?}",
+                                cluster.name,
+                                install
+                                    .injected_network
+                                    .as_deref()
+                                    .map_or("none (unset)".to_string(), |n| format!("{n:?}")),
+                                cluster.network
+                            ),
+                            set("values.global.network", &cluster.network),
+                        );
+                    }
+                    if install.mesh_id.as_deref() != Some(mesh.as_str()) {
+                        self.finding(
+                            FindingKind::Blocker,
+                            "mesh_id",
+                            &cluster.name,
+                            format!(
+                                "Istio install {install_name} in {} has mesh id {}, [mesh].name is {mesh:?}",
+                                cluster.name,
+                                install
+                                    .mesh_id
+                                    .as_deref()
+                                    .map_or("none (unset)".to_string(), |n| format!("{n:?}")),
+                            ),
+                            set("values.global.meshID", &mesh),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A remote's sidecars find istiod at the install's `remotePilotAddress`;
+    /// on another network than its control plane only that primary's east-west
+    /// gateway reaches istiod (Istio's multi-network primary-remote guide).
+    pub(super) fn remote_pilot(
+        &mut self,
+        cluster: &Cluster,
+        primary: &str,
+        injector: &str,
+        address: Option<&str>,
+        set: &dyn Fn(&str, &str) -> String,
+    ) {
+        let gateway = self
+            .desired
+            .cluster(primary)
+            .filter(|p| p.network != cluster.network)
+            .and_then(|_| self.facts(primary))
+            .and_then(|f| f.east_west.as_ref())
+            .filter(|e| !e.addresses.is_empty());
+        let problem = match (address, gateway) {
+            (None, _) => format!(
+                "injector ConfigMap {injector} in remote {} has no global.remotePilotAddress: its sidecars cannot find {primary}'s istiod",
+                cluster.name
+            ),
+            (Some(address), Some(gateway)) if !gateway.addresses.iter().any(|a| a == address) => format!(
+                "remote {} reaches istiod at {address}, but on another network than {primary} only {primary}'s east-west gateway ({}) gets there",
+                cluster.name,
+                gateway.addresses.join(", ")
+            ),
+            _ => return,
+        };
+        let value = gateway
+            .and_then(|g| g.addresses.first().cloned())
+            .unwrap_or_else(|| format!("<the address of {primary}'s istiod or east-west gateway>"));
+        self.finding(
+            FindingKind::Blocker,
+            "remote_pilot_address",
+            &cluster.name,
+            problem,
+            set("values.global.remotePilotAddress", &value),
+        );
+    }
+
+    /// Cross-cluster mTLS needs one root of trust. Clusters whose roots share
+    /// a certificate trust each other (so a rotation, with old and new root
+    /// side by side, is fine); more than one such group cannot talk.
+    pub(super) fn trust(&mut self) {
+        let names: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        let groups = self.observed.trust_groups(names);
+        if groups.len() < 2 {
+            return;
+        }
+        let described: Vec<String> = groups
+            .iter()
+            .map(|(names, roots)| {
+                let prints: Vec<String> = roots
+                    .iter()
+                    .map(|r| format!("sha256:{}", &r[..r.len().min(16)]))
+                    .collect();
+                format!(
+                    "{} (root {})",
+                    names.iter().copied().collect::<Vec<_>>().join(", "),
+                    prints.join(", ")
+                )
+            })
+            .collect();
+        self.findings.push(Finding {
+            kind: FindingKind::Blocker,
+            code: "meshform::plan::root_of_trust".to_string(),
+            cluster: None,
+            message: format!(
+                "the clusters have {} roots of trust that share no certificate: {}; traffic between them fails with CERTIFICATE_VERIFY_FAILED",
+                groups.len(),
+                described.join("; ")
+            ),
+            help: Some(format!(
+                "plug in intermediate CA certificates signed by one root (Secret cacerts in {} of every cluster, as in Istio's plug-in CA guide), then restart istiod",
+                self.ns()
+            )),
+        });
+    }
+
+    /// istiod in a primary dials a peer's API server at the address in the
+    /// remote secret: one on loopback or a private-only name cannot work.
+    pub(super) fn addresses(&mut self) {
+        let reachable: Vec<_> = self.reachable().collect();
+        for (cluster, facts) in reachable {
+            if !self.index.has_primary_peer(cluster) {
+                continue;
+            }
+            let server = self.peer_server(cluster, facts);
+            if let Some(why) = unreachable_from_peers(&server) {
+                self.finding(
+                    FindingKind::Warning,
+                    "peer_address",
+                    &cluster.name,
+                    format!("primaries will reach {} at {server}, {why}", cluster.name),
+                    format!(
+                        "set `api_server` of cluster {:?} to an address its peers can reach",
+                        cluster.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Why peers could not reach `server`, if they could not.
+pub(super) fn unreachable_from_peers(server: &str) -> Option<&'static str> {
+    let url = url::Url::parse(server).ok()?;
+    match url.host()? {
+        url::Host::Ipv4(ip) if ip.is_loopback() => Some("a loopback address"),
+        url::Host::Ipv6(ip) if ip.is_loopback() => Some("a loopback address"),
+        url::Host::Domain(host) => {
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            if host == "localhost" || host.ends_with(".localhost") {
+                Some("a loopback address")
+            } else if [".local", ".internal", ".svc", ".cluster.local", ".localdomain"]
+                .iter()
+                .any(|suffix| host.ends_with(suffix))
+                || !host.contains('.')
+            {
+                Some("a name that only resolves inside its own network")
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,433 @@
+//! Phase 2, network: each cluster's network label (and a remote's control
+//! plane), the reader account primaries read it with, and, with peers on
+//! other networks, the cross-network Gateway and the east-west gateway
+//! Service as istiod judges it.
+
+use super::*;
+
+impl<'a> Planner<'a> {
+    pub(super) fn network(&mut self) {
+        let reachable: Vec<_> = self.reachable().collect();
+        for (cluster, facts) in reachable {
+            // The network label on the mesh namespace, and on a remote the
+            // control-plane annotation beside it.
+            let current = facts.namespace.as_ref().and_then(|n| n.network.clone());
+            let control_plane = cluster.control_plane.clone();
+            let namespace = facts.namespace.as_ref();
+            let unnamed = control_plane
+                .as_deref()
+                .filter(|p| !namespace.is_some_and(|n| n.controlled_by(p)));
+            // Left from when the cluster was a remote: meshform's own value
+            // goes with the next apply of the namespace; another's is reported.
+            let stale = cluster.role == Role::Primary && namespace.is_some_and(|n| n.control_planes.is_some());
+            let own_stale = stale && namespace.is_some_and(|n| n.control_planes_by_meshform);
+            if current.as_deref() != Some(cluster.network.as_str()) || unnamed.is_some() || own_stale {
+                let reason = match (&current, facts.namespace.is_some(), unnamed) {
+                    (None, false, _) => "create the mesh namespace with its network label".to_string(),
+                    (Some(old), _, Some(primary)) if *old == cluster.network => format!(
+                        "name {primary}'s istiod as the remote's control plane ({}), so that it serves the remote's namespaces",
+                        objects::CONTROL_PLANE_ANNOTATION
+                    ),
+                    (Some(old), _, None) if *old == cluster.network => format!(
+                        "a primary runs its own istiod: take off the {} meshform wrote while it was a remote",
+                        objects::CONTROL_PLANE_ANNOTATION
+                    ),
+                    (None, true, _) => format!("label the mesh namespace with network {:?}", cluster.network),
+                    (Some(old), _, _) if self.network_change(cluster).is_some() => {
+                        format!(
+                            "network changes from {old:?} to {:?}, between detach and re-attach",
+                            cluster.network
+                        )
+                    }
+                    (Some(old), _, _) => format!("network label is {old:?}, the topology says {:?}", cluster.network),
+                };
+                let owners = namespace.map(|n| n.network_owners.as_slice()).unwrap_or_default();
+                let changes_label = current.as_deref() != Some(cluster.network.as_str());
+                let ns = self.ns().to_string();
+                let what = format!("label {} of Namespace {ns}", objects::NETWORK_LABEL);
+                let force = changes_label && self.conflict(cluster, &what, owners);
+                let kind = ActionKind::SetNetwork {
+                    network: cluster.network.clone(),
+                    previous: current,
+                    control_plane,
+                    force,
+                };
+                self.push(Phase::Network, &cluster.name, kind, reason);
+            }
+            if stale
+                && !own_stale
+                && let Some(ids) = namespace.and_then(|n| n.control_planes.as_deref())
+            {
+                self.finding(
+                    FindingKind::Warning,
+                    "control_plane_on_primary",
+                    &cluster.name,
+                    format!(
+                        "primary {}'s mesh namespace has {}={ids}: those istiods also manage its namespaces, beside its own",
+                        cluster.name,
+                        objects::CONTROL_PLANE_ANNOTATION
+                    ),
+                    format!(
+                        "kubectl annotate namespace {} {}- (in {})",
+                        self.ns(),
+                        objects::CONTROL_PLANE_ANNOTATION,
+                        cluster.name
+                    ),
+                );
+            }
+
+            // The reader account primaries use to read this cluster.
+            if self.index.has_primary_peer(cluster) {
+                self.reader(cluster, facts);
+            }
+
+            // The cross-network gateway: needed while any peer is on another network.
+            let other_network = self
+                .clusters
+                .iter()
+                .filter(|d| d.name != cluster.name && d.network != cluster.network)
+                .map(|d| d.name.as_str())
+                .next();
+            let network = &self.desired.networks[&cluster.network];
+            match (other_network, &facts.gateway) {
+                (Some(peer), gateway) => {
+                    if facts.gateway_service.is_none() {
+                        self.finding(
+                            FindingKind::Blocker,
+                            "gateway_service_missing",
+                            &cluster.name,
+                            format!(
+                                "{} has peers on other networks (such as {peer}), but the east-west gateway Service {}/{} of network {:?} is missing",
+                                cluster.name,
+                                self.ns(),
+                                network.gateway_service,
+                                cluster.network
+                            ),
+                            format!(
+                                "install Istio's east-west gateway for network {:?} in {} (istioctl install with samples/multicluster/gen-eastwest-gateway.sh), or set gateway_service in [network.{}]",
+                                cluster.network, cluster.name, cluster.network
+                            ),
+                        );
+                    }
+                    if let (Some(_), Some(east_west)) = (&facts.gateway_service, &facts.east_west) {
+                        self.east_west(cluster, east_west);
+                    }
+                    let hash = desired::gateway_hash(network.gateway_port);
+                    let content = objects::content_sha256(&objects::gateway_spec(network.gateway_port));
+                    // Edited in the cluster: the annotation still says what
+                    // meshform wrote, the spec does not. (Another port in
+                    // mesh.toml changes the hash as well: that is no edit.)
+                    let edited = gateway.as_ref().is_some_and(|g| {
+                        g.managed
+                            && g.spec_hash.as_deref() == Some(&hash)
+                            && g.content_sha256.as_deref().is_some_and(|c| c != content)
+                    });
+                    let update = match gateway {
+                        None => Some(false),
+                        Some(g) if g.managed && (g.spec_hash.as_deref() != Some(&hash) || edited) => Some(true),
+                        Some(g) if !g.managed => {
+                            // Made by hand (or re-made after meshform's was
+                            // deleted): left alone. One that is not what
+                            // meshform would write may stop cross-network
+                            // traffic: a conflict (check fails on it), else a warning.
+                            let differs = g.content_sha256.as_deref().is_some_and(|c| c != content);
+                            let other = if differs {
+                                format!(
+                                    ", and its spec is not what meshform writes (port {}, TLS AUTO_PASSTHROUGH, hosts *.local)",
+                                    network.gateway_port
+                                )
+                            } else {
+                                String::new()
+                            };
+                            self.finding(
+                                if differs {
+                                    FindingKind::Conflict
+                                } else {
+                                    FindingKind::Warning
+                                },
+                                "gateway_unmanaged",
+                                &cluster.name,
+                                format!(
+                                    "Gateway {}/{} exists and is not managed by meshform{other}; it is used as it is",
+                                    self.ns(),
+                                    objects::CROSS_NETWORK_GATEWAY
+                                ),
+                                "delete it to let meshform manage the gateway".to_string(),
+                            );
+                            None
+                        }
+                        Some(_) => None,
+                    };
+                    if let Some(update) = update {
+                        let reason = if edited {
+                            format!(
+                                "its spec was changed in the cluster; meshform writes it back (port {}, TLS AUTO_PASSTHROUGH, hosts *.local)",
+                                network.gateway_port
+                            )
+                        } else if update {
+                            "the gateway is not what meshform writes".to_string()
+                        } else {
+                            format!(
+                                "peers on other networks (such as {peer}) reach this cluster only through its east-west gateway"
+                            )
+                        };
+                        let owners = gateway.as_ref().map(|g| g.content_owners.clone()).unwrap_or_default();
+                        let what = format!("the spec of Gateway {}/{}", self.ns(), objects::CROSS_NETWORK_GATEWAY);
+                        let force = update && self.conflict(cluster, &what, &owners);
+                        let kind = ActionKind::EnsureGateway {
+                            network: cluster.network.clone(),
+                            port: network.gateway_port,
+                            spec_hash: hash,
+                            update,
+                            force,
+                        };
+                        self.push(Phase::Network, &cluster.name, kind, reason);
+                    }
+                }
+                (None, Some(gateway)) if gateway.managed => {
+                    let kind = ActionKind::DeleteGateway {
+                        precondition: Precondition {
+                            uid: gateway.uid.clone(),
+                            resource_version: gateway.resource_version.clone(),
+                        },
+                    };
+                    let reason = "no peer on another network is left; the cluster is reached directly".to_string();
+                    self.push(Phase::Network, &cluster.name, kind, reason);
+                }
+                (None, _) => {}
+            }
+        }
+    }
+
+    /// The east-west gateway Service of a cluster with peers on other
+    /// networks, judged as istiod judges it
+    /// (istio/istio `pilot/pkg/serviceregistry/kube/controller/network.go`):
+    /// without the network label, a listed port and an address, istiod knows
+    /// no gateway for the network and sends other networks raw pod IPs
+    /// (`pilot/pkg/xds/endpoints/ep_filters.go`), with no error anywhere.
+    /// The reader account, ClusterRole and binding primaries read `cluster`
+    /// through: judged by what the role grants and whom the binding names,
+    /// not only by the spec-hash annotation meshform wrote.
+    pub(super) fn reader(&mut self, cluster: &Cluster, facts: &ClusterFacts) {
+        // A remote's control plane writes there through the same account.
+        let scope = match cluster.role {
+            Role::Primary => ReaderScope::Read,
+            Role::Remote => ReaderScope::ControlPlane,
+        };
+        let hash = desired::reader_hash(self.ns(), self.desired.mesh.tokens.mode, scope);
+        let reader = &facts.reader;
+        let name = objects::reader_cluster_role(self.ns());
+        let foreign = [&reader.cluster_role, &reader.cluster_role_binding]
+            .into_iter()
+            .flatten()
+            .any(|o| !o.managed);
+        // Hashed from what apply writes (the same functions, never a copy of
+        // the rules), here per cluster, so rules that differ between clusters
+        // are judged against each cluster's own.
+        let role = reader
+            .cluster_role
+            .as_ref()
+            .map(|o| (o, objects::rules_sha256(&objects::reader_rules(scope))));
+        let binding = reader
+            .cluster_role_binding
+            .as_ref()
+            .map(|o| (o, objects::subjects_sha256(&objects::reader_subjects(self.ns()))));
+        // Content read (not in older snapshots) that is not meshform's.
+        let differs = |o: &ObjectFacts, want: &str| o.content_sha256.as_deref().is_some_and(|c| c != want);
+        // Changed in the cluster: the annotation says meshform wrote the
+        // current version, the content says otherwise. (A new meshform with
+        // other rules changes the hash too; that is not an edit.)
+        let edited =
+            |o: &ObjectFacts, want: &str| o.managed && o.spec_hash.as_deref() == Some(&hash) && differs(o, want);
+        let rules_edited = role.as_ref().is_some_and(|(o, want)| edited(o, want));
+        let subjects_edited = binding.as_ref().is_some_and(|(o, want)| edited(o, want));
+        let needs_token_secret = self.desired.mesh.tokens.mode == TokenMode::Secret;
+        let current = reader.service_account.is_some()
+            && (!needs_token_secret || reader.token_secret.is_some())
+            && [&reader.cluster_role, &reader.cluster_role_binding]
+                .into_iter()
+                .all(|o| {
+                    o.as_ref()
+                        .is_some_and(|o| o.managed && o.spec_hash.as_deref() == Some(&hash))
+                })
+            && !rules_edited
+            && !subjects_edited;
+        if foreign && !self.options.adopt {
+            self.finding(
+                FindingKind::Conflict,
+                "reader_unmanaged",
+                &cluster.name,
+                format!("ClusterRole or ClusterRoleBinding {name} exists and is not managed by meshform"),
+                "pass --adopt to let meshform take it over, or delete it".to_string(),
+            );
+            return;
+        }
+        if current {
+            return;
+        }
+        let edits: Vec<String> = [
+            rules_edited.then(|| format!("the rules of ClusterRole {name}")),
+            subjects_edited.then(|| format!("the subjects of ClusterRoleBinding {name}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // Something of the reader exists: it was made before, and a missing
+        // part was deleted since.
+        let made_before =
+            reader.cluster_role_binding.is_some() || reader.service_account.as_ref().is_some_and(|a| a.managed);
+        let reason = if reader.cluster_role.is_none() && !made_before {
+            match scope {
+                ReaderScope::Read => "primaries read this cluster through a read-only reader account",
+                ReaderScope::ControlPlane => {
+                    "primaries read this cluster, and its control plane publishes its roots there, through a reader account"
+                }
+            }
+            .to_string()
+        } else if reader.service_account.is_none() {
+            format!("the reader account {} is missing", objects::READER_SERVICE_ACCOUNT)
+        } else if reader.cluster_role.is_none() {
+            format!("the ClusterRole {name} is missing; without it primaries cannot read this cluster")
+        } else if reader.cluster_role_binding.is_none() {
+            format!("the ClusterRoleBinding {name} is missing; without it primaries cannot read this cluster")
+        } else if !edits.is_empty() {
+            format!(
+                "{} changed in the cluster; meshform writes back what primaries need to read this cluster",
+                edits.join(" and ")
+            )
+        } else if reader.cluster_role.as_ref().and_then(|r| r.spec_hash.as_deref())
+            == Some(&desired::reader_hash(
+                self.ns(),
+                self.desired.mesh.tokens.mode,
+                ReaderScope::Read,
+            ))
+            && scope == ReaderScope::ControlPlane
+        {
+            "a remote's control plane writes istio-ca-root-cert and the webhooks' CA bundle there through the reader account"
+                .to_string()
+        } else if needs_token_secret && reader.token_secret.is_none() {
+            format!("the reader token Secret {} is missing", objects::READER_TOKEN_SECRET)
+        } else {
+            "the reader account's role is not what meshform writes".to_string()
+        };
+        // Adopting is consent to take the objects over, their fields with
+        // them, as for a remote secret.
+        let force = if foreign {
+            true
+        } else {
+            let mut force = false;
+            if let Some((o, want)) = &role
+                && differs(o, want)
+            {
+                force |= self.conflict(
+                    cluster,
+                    &format!("the rules list of ClusterRole {name}"),
+                    &o.content_owners,
+                );
+            }
+            if let Some((o, want)) = &binding
+                && differs(o, want)
+            {
+                force |= self.conflict(
+                    cluster,
+                    &format!("the subjects list of ClusterRoleBinding {name}"),
+                    &o.content_owners,
+                );
+            }
+            force
+        };
+        self.push(
+            Phase::Network,
+            &cluster.name,
+            ActionKind::EnsureReader {
+                spec_hash: hash,
+                scope,
+                update: reader.cluster_role.is_some(),
+                force,
+            },
+            reason,
+        );
+    }
+
+    pub(super) fn east_west(&mut self, cluster: &Cluster, east_west: &EastWestFacts) {
+        let network = &self.desired.networks[&cluster.network];
+        let service = format!("{}/{}", self.ns(), network.gateway_service);
+        if east_west.network.as_deref() != Some(cluster.network.as_str()) {
+            let reason = match &east_west.network {
+                None => format!(
+                    "istiod takes the Service as the gateway of network {:?} only with this label",
+                    cluster.network
+                ),
+                Some(old) => format!(
+                    "the gateway's network label is {old:?}, the topology says {:?}",
+                    cluster.network
+                ),
+            };
+            let what = format!("label {} of Service {service}", objects::NETWORK_LABEL);
+            let force = self.conflict(cluster, &what, &east_west.network_owners);
+            let kind = ActionKind::SetGatewayNetwork {
+                service: network.gateway_service.clone(),
+                network: cluster.network.clone(),
+                previous: east_west.network.clone(),
+                force,
+            };
+            self.push(Phase::Network, &cluster.name, kind, reason);
+        }
+        let port = east_west.istiod_port();
+        if !east_west.ports.contains(&port) && !east_west.ports.contains(&objects::HBONE_GATEWAY_PORT) {
+            self.finding(
+                FindingKind::Blocker,
+                "gateway_port_missing",
+                &cluster.name,
+                format!(
+                    "the east-west gateway Service {service} in {} does not list port {port} (nor {}), so istiod does not use it as the gateway of network {:?}",
+                    cluster.name,
+                    objects::HBONE_GATEWAY_PORT,
+                    cluster.network
+                ),
+                format!(
+                    "add port {port} to Service {service} in {} (gen-eastwest-gateway.sh adds it as `tls`), or label the Service {}=<its mTLS port>",
+                    cluster.name,
+                    objects::GATEWAY_PORT_LABEL
+                ),
+            );
+        } else if port != network.gateway_port && east_west.ports.contains(&port) {
+            self.finding(
+                FindingKind::Blocker,
+                "gateway_port_mismatch",
+                &cluster.name,
+                format!(
+                    "istiod sends other networks to port {port} of Service {service} in {}, but the Gateway meshform writes listens on gateway_port {}",
+                    cluster.name, network.gateway_port
+                ),
+                format!(
+                    "set gateway_port = {port} in [network.{}], or label Service {service} {}={}",
+                    cluster.network,
+                    objects::GATEWAY_PORT_LABEL,
+                    network.gateway_port
+                ),
+            );
+        }
+        if east_west.addresses.is_empty() && !east_west.node_selector {
+            let why = match east_west.service_type.as_deref() {
+                Some("LoadBalancer") => "its load balancer has no address yet (pending)".to_string(),
+                other => format!("it is of type {} and has no externalIPs", other.unwrap_or("ClusterIP")),
+            };
+            self.finding(
+                FindingKind::Blocker,
+                "gateway_address_missing",
+                &cluster.name,
+                format!(
+                    "the east-west gateway Service {service} in {} has no address peers can reach: {why}",
+                    cluster.name
+                ),
+                format!(
+                    "wait for the load balancer of {service} in {} to be given an address (kubectl get service -n {} {} shows it), or set spec.externalIPs",
+                    cluster.name,
+                    self.ns(),
+                    network.gateway_service
+                ),
+            );
+        }
+    }
+}
