@@ -75,7 +75,7 @@ fn not_ready(observed: &mut Observed) {
         }
     });
     edit("eu-west", &|f| {
-        f.root_certs = Some(vec![meshform::plan::desired::sha256_hex(b"eu-west's own root")]);
+        f.root_certs = Some(vec![meshform::objects::sha256_hex(b"eu-west's own root")]);
     });
     edit("eu-central", &|f| {
         f.installs.clear();

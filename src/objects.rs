@@ -1,6 +1,7 @@
-//! The names, labels and annotations of what meshform writes: Istio's
-//! multi-cluster conventions in one place, shared by observe (what to read),
-//! plan (what to compare) and apply (what to write).
+//! The names, labels and annotations of what meshform writes, and the
+//! content hashes of what it reads: Istio's multi-cluster conventions in one
+//! place, shared by observe (what to read), plan (what to compare) and apply
+//! (what to write). Constants and pure functions only: no client, no I/O.
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Subject};
 
@@ -306,10 +307,15 @@ pub fn istiod_virtual_service_spec(namespace: &str, revision: Option<&str>) -> s
 /// SHA-256 (hex) of a JSON value with its object keys sorted: equal content,
 /// equal hash, however the API server ordered it.
 pub fn content_sha256(value: &serde_json::Value) -> String {
-    use sha2::{Digest, Sha256};
     // serde_json's maps are sorted (no `preserve_order`), so this is canonical.
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(&serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// SHA-256 (hex) of arbitrary bytes, e.g. a CA bundle: observe records it,
+/// plan compares it, neither sees the bytes of the other.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Who the reader ClusterRoleBinding grants the reader role to: the reader

@@ -172,7 +172,7 @@ pub fn root_fingerprints(configmap: &ConfigMap) -> Vec<String> {
         .unwrap_or_default();
     let mut prints: Vec<String> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .filter_map(Result::ok)
-        .map(|der| crate::plan::desired::sha256_hex(der.as_ref()))
+        .map(|der| crate::objects::sha256_hex(der.as_ref()))
         .collect();
     prints.sort();
     prints.dedup();
@@ -288,10 +288,7 @@ mod tests {
             )])),
             ..ConfigMap::default()
         };
-        let mut expected = vec![
-            crate::plan::desired::sha256_hex(b"one"),
-            crate::plan::desired::sha256_hex(b"two"),
-        ];
+        let mut expected = vec![crate::objects::sha256_hex(b"one"), crate::objects::sha256_hex(b"two")];
         expected.sort();
         assert_eq!(root_fingerprints(&configmap), expected);
     }

@@ -267,7 +267,7 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     Ok(ClusterFacts {
         identity: kube_system.metadata.uid.unwrap_or_default(),
         server: connection.server.clone(),
-        ca_sha256: connection.ca_pem.as_deref().map(crate::plan::desired::sha256_hex),
+        ca_sha256: connection.ca_pem.as_deref().map(crate::objects::sha256_hex),
         namespace: mesh_ns.map(|n| NamespaceFacts {
             object: object_facts(&n.metadata, mesh),
             network: n

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 
 use super::model::{ObjectFacts, RemoteSecretFacts, TokenFacts};
 use crate::objects;
-use crate::plan::desired::sha256_hex;
+use crate::objects::sha256_hex;
 
 pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
     let annotations = secret.metadata.annotations.as_ref();

@@ -32,7 +32,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
             let facts = ClusterFacts {
                 identity: format!("kube-system-{}", c.name),
                 server: format!("https://{}.clusters.example.com:6443", c.name),
-                ca_sha256: Some(crate::plan::desired::sha256_hex(c.name.as_bytes())),
+                ca_sha256: Some(crate::objects::sha256_hex(c.name.as_bytes())),
                 namespace: Some(NamespaceFacts {
                     object: object("ns"),
                     network: None,
@@ -75,7 +75,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                         mesh_network_gateways: Vec::new(),
                     },
                 )]),
-                root_certs: Some(vec![crate::plan::desired::sha256_hex(b"shared root")]),
+                root_certs: Some(vec![crate::objects::sha256_hex(b"shared root")]),
                 reader_bindings: BTreeMap::new(),
             };
             let observation = ClusterObservation {

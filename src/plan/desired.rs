@@ -68,11 +68,5 @@ pub fn remote_secret_hash(
 pub fn topology_hash(topology: &Topology) -> String {
     let mut canonical = topology.clone();
     canonical.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    let json = serde_json::to_vec(&canonical).unwrap_or_default();
-    Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 (hex) of arbitrary bytes, e.g. a CA bundle.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::objects::sha256_hex(&serde_json::to_vec(&canonical).unwrap_or_default())
 }

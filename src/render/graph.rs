@@ -560,7 +560,7 @@ mod tests {
         );
         assert_eq!(node("us-east").gateway.unwrap().address, None);
         assert_eq!(node("apac").trust.as_deref(), Some("root abababab"));
-        let shared = crate::plan::desired::sha256_hex(b"shared root");
+        let shared = crate::objects::sha256_hex(b"shared root");
         assert_eq!(node("eu-west").trust, Some(format!("root {}", &shared[..8])));
         let mermaid = graph.mermaid();
         assert!(
