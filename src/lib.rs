@@ -2,9 +2,13 @@
 //! topology file (`mesh.toml`).
 //!
 //! The modules follow the pipeline: [`topology`] (file model and validation)
-//! → `observe` (reads clusters) → `plan` (pure diff into actions) → `apply`
-//! (writes) → [`render`] (text, markdown, JSON). [`cli`] wires them together.
+//! → [`access`] (clients from kubeconfigs) → [`observe`] (reads clusters) →
+//! [`plan`] (pure diff into actions) → [`apply`] (writes) → [`render`] (text,
+//! markdown, JSON). A module imports only those before it; [`objects`] (the
+//! names and hashes of what meshform writes) serves them all, and [`cli`]
+//! wires them together.
 
+pub mod access;
 pub mod apply;
 pub mod check;
 pub mod cli;

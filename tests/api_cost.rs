@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
+use meshform::access::{Connections, Sources};
 use meshform::apply::{self, Event, Progress, Settings, Target};
-use meshform::observe::connect::{ConnectError, Connection, Sources};
 use meshform::observe::{self, REQUESTS_PER_CLUSTER};
 use meshform::plan::{self, Options};
 use meshform::topology::Topology;
@@ -64,8 +64,6 @@ impl tower::Service<Request<Body>> for Counting {
     }
 }
 
-type Connections = Vec<(String, Result<Connection, ConnectError>)>;
-
 /// Connects to every cluster of mesh.toml the way the CLI does, then puts a
 /// counting layer in front of each client.
 async fn connect_counted(mesh: &Mesh) -> (Topology, Connections, BTreeMap<String, Requests>) {
@@ -78,19 +76,19 @@ async fn connect_counted(mesh: &Mesh) -> (Topology, Connections, BTreeMap<String
         kubeconfig: None,
         timeout: Duration::from_secs(30),
     };
-    let mut connections = observe::connect_all(&topology, &sources).await;
+    let mut connections = Connections::open(&topology, &sources).await;
+    if let Some((name, e)) = connections.failures().next() {
+        panic!("connecting to {name}: {e}");
+    }
     let mut counters = BTreeMap::new();
-    for (name, connection) in &mut connections {
-        let connection = connection
-            .as_mut()
-            .unwrap_or_else(|e| panic!("connecting to {name}: {e}"));
+    for connection in connections.ready_mut() {
         let seen = Requests::default();
         let counting = Counting {
             inner: connection.client.clone(),
             seen: seen.clone(),
         };
         connection.client = kube::Client::new(counting, connection.client.default_namespace());
-        counters.insert(name.clone(), seen);
+        counters.insert(connection.cluster.clone(), seen);
     }
     (topology, connections, counters)
 }
@@ -120,15 +118,11 @@ async fn apply_counted(topology: &Topology, connections: &Connections) -> usize 
     if plan.is_empty() {
         return 0;
     }
-    let by_name: HashMap<String, &Connection> = connections
-        .iter()
-        .filter_map(|(name, c)| c.as_ref().ok().map(|c| (name.clone(), c)))
-        .collect();
     let target = Target {
         plan: &plan,
         topology,
         observed: &observed,
-        connections: &by_name,
+        connections,
         lock: None,
     };
     let settings = Settings {

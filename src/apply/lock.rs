@@ -1,5 +1,7 @@
 //! One apply per mesh at a time: a `coordination.k8s.io` Lease, held and
 //! renewed while apply runs, that expires on its own if its holder dies.
+//! It is given a client ([`crate::access`]); which primary holds it is the
+//! caller's choice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,7 +83,7 @@ pub async fn acquire(
         cluster: cluster.to_string(),
         namespace: namespace.to_string(),
         name: name.clone(),
-        reason: crate::observe::error_chain(&e),
+        reason: crate::access::error_chain(&e),
     };
     let deadline = tokio::time::Instant::now() + settings.wait;
     let seconds = i32::try_from(settings.duration.as_secs().max(1)).unwrap_or(i32::MAX);

@@ -8,6 +8,11 @@
 //! Tokens come from the TokenRequest API, each bound to a binding Secret
 //! made for it in the peer, and exist only in memory and in the remote
 //! secret they are written to.
+//!
+//! Apply does what the plan says and nothing else: what to write, in which
+//! order and with which preconditions all come from the plan. Its clients
+//! come from [`crate::access`]; what it did is reported as [`Event`]s and a
+//! [`Report`], which apply never prints.
 
 pub mod build;
 pub mod lock;
@@ -29,10 +34,9 @@ use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
+use crate::access::{Connection, Connections, error_chain, is_timeout};
 use crate::objects::{self, FIELD_MANAGER};
-use crate::observe::connect::Connection;
 use crate::observe::model::Observed;
-use crate::observe::{error_chain, is_timeout};
 use crate::plan::{Action, ActionKind, Fingerprints, Phase, Plan, Precondition, WriteMode};
 use crate::topology::{TokenMode, Topology};
 
@@ -171,7 +175,7 @@ pub struct Target<'a> {
     pub topology: &'a Topology,
     /// The observation the plan was checked against (after taking the lock).
     pub observed: &'a Observed,
-    pub connections: &'a HashMap<String, &'a Connection>,
+    pub connections: &'a Connections,
     /// The apply lock held for the run (none in a dry run).
     pub lock: Option<&'a lock::Lock>,
 }
@@ -329,7 +333,6 @@ impl Run<'_> {
         self.target
             .connections
             .get(cluster)
-            .copied()
             .ok_or_else(|| format!("no connection to cluster {cluster}"))
     }
 

@@ -1,15 +1,14 @@
 //! `meshform apply`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::plan::{PlanArgs, read_plan, render_plan};
 use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, parse_duration, validate};
+use crate::access::{Connections, Sources};
 use crate::apply::{self, Event, Progress, Refusal, Settings, Target, lock};
-use crate::observe::connect::{Connection, Sources};
 use crate::plan::{self, Plan};
 use crate::topology::{Role, Topology};
 
@@ -77,11 +76,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
     };
     let runtime = super::runtime()?;
     runtime.block_on(async {
-        let connected = crate::observe::connect_all(&topology, &sources).await;
-        let connections: HashMap<String, &Connection> = connected
-            .iter()
-            .filter_map(|(name, c)| c.as_ref().ok().map(|c| (name.clone(), c)))
-            .collect();
+        let connections = Connections::open(&topology, &sources).await;
         // The lock comes first, as in Terraform: the clusters are read, planned,
         // confirmed and written with no other apply in between. A dry run
         // writes nothing and takes no lock.
@@ -90,7 +85,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         } else {
             Some(take_lock(&topology, &connections, args).await?)
         };
-        let result = plan_and_execute(args, cx, &topology, &connected, &connections, held.as_ref()).await;
+        let result = plan_and_execute(args, cx, &topology, &connections, held.as_ref()).await;
         if let Some(lock) = held {
             lock.release().await;
         }
@@ -99,29 +94,24 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
 }
 
 /// The lock lives in the first primary, by name, that can hold it.
-async fn take_lock(
-    topology: &Topology,
-    connections: &HashMap<String, &Connection>,
-    args: &Args,
-) -> Result<lock::Lock, CliError> {
+async fn take_lock(topology: &Topology, connections: &Connections, args: &Args) -> Result<lock::Lock, CliError> {
     let settings = lock::LockSettings {
         holder: holder(),
         duration: args.lock_duration,
         wait: args.lock_timeout,
     };
-    let mut primaries: Vec<&str> = topology
+    let mut primaries: Vec<_> = topology
         .clusters
         .iter()
-        .filter(|c| c.role == Role::Primary && connections.contains_key(&c.name))
-        .map(|c| c.name.as_str())
+        .filter(|c| c.role == Role::Primary)
+        .filter_map(|c| connections.get(&c.name))
         .collect();
-    primaries.sort_unstable();
+    primaries.sort_unstable_by(|a, b| a.cluster.cmp(&b.cluster));
     let mut last = None;
-    for cluster in primaries {
-        let client = connections[cluster].client.clone();
+    for primary in primaries {
         match lock::acquire(
-            client,
-            cluster,
+            primary.client.clone(),
+            &primary.cluster,
             &topology.mesh.namespace,
             &topology.mesh.name,
             &settings,
@@ -142,11 +132,10 @@ async fn plan_and_execute(
     args: &Args,
     cx: &mut Context<'_>,
     topology: &Topology,
-    connected: &[(String, Result<Connection, crate::observe::connect::ConnectError>)],
-    connections: &HashMap<String, &Connection>,
+    connections: &Connections,
     held: Option<&lock::Lock>,
 ) -> Result<Exit, CliError> {
-    let observed = crate::observe::observe(topology, connected).await;
+    let observed = crate::observe::observe(topology, connections).await;
     let plan = match &args.saved {
         Some(path) => {
             let saved = read_plan(path)?;

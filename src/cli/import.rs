@@ -8,8 +8,8 @@ use std::time::Duration;
 use kube::config::Kubeconfig;
 
 use super::{CliError, Context, Exit, files, parse_duration};
+use crate::access::Sources;
 use crate::import::{self, Settings};
-use crate::observe::connect::Sources;
 use crate::topology::names::Rule;
 use crate::topology::{self, Cluster, Mesh, Network, Role, Topology};
 

@@ -1,5 +1,5 @@
 //! Command-line definitions and dispatch: turns arguments into calls of the
-//! pipeline (topology → observe → plan → apply → render) and their outcome into
+//! pipeline (topology → access → observe → plan → apply → render) and their outcome into
 //! an exit status. Reading and writing files happens here, not below.
 
 mod apply;

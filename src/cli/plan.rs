@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, files, validate};
-use crate::observe::connect::Sources;
+use crate::access::{Connections, Sources};
 use crate::observe::model::{Observed, SNAPSHOT_FORMAT_VERSION};
 use crate::plan::{self, Options, Plan};
 use crate::render;
@@ -200,7 +200,7 @@ pub fn observe(topology: &Topology, file: &Path, clusters: &ClusterArgs) -> Resu
 }
 
 pub async fn observe_with(topology: &Topology, sources: &Sources) -> Observed {
-    let connections = crate::observe::connect_all(topology, sources).await;
+    let connections = Connections::open(topology, sources).await;
     crate::observe::observe(topology, &connections).await
 }
 

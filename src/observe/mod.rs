@@ -1,4 +1,6 @@
-//! Reading the clusters of a topology, all at once.
+//! Reading the clusters of a topology, all at once, through the clients
+//! [`crate::access`] opened. Observe only reads and records: it writes
+//! nothing and judges nothing (what is wrong is plan's to say).
 //!
 //! Each cluster costs the same small, fixed number of API requests however
 //! large the mesh is: GETs of named objects, one LIST of remote secrets by
@@ -10,7 +12,6 @@
 //! `Unknown` with the reason; it never fails the whole observation. What comes back is
 //! [`model::Observed`], which holds no secret data.
 
-pub mod connect;
 pub mod istio;
 pub mod model;
 pub(crate) mod secrets;
@@ -24,37 +25,25 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, PartialObjectMeta};
 use kube::core::ObjectMeta;
 
-use self::connect::{ConnectError, Connection, KubeconfigCache, Sources};
 use self::model::{
     BindingFacts, ClusterFacts, ClusterObservation, ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts,
     SNAPSHOT_FORMAT_VERSION, UnknownReason,
 };
+use crate::access::{Connection, Connections, error_chain, is_timeout};
 use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
 pub const REQUESTS_PER_CLUSTER: usize = 15;
 
-/// Connects to every cluster of the topology. Clusters whose kubeconfig
-/// cannot be used come back as errors, in topology order.
-pub async fn connect_all(topology: &Topology, sources: &Sources) -> Vec<(String, Result<Connection, ConnectError>)> {
-    // Kubeconfig files are parsed once; exec plugins run per cluster, in parallel below.
-    let mut cache = KubeconfigCache::default();
-    let mut out = Vec::with_capacity(topology.clusters.len());
-    for cluster in &topology.clusters {
-        out.push((
-            cluster.name.clone(),
-            connect::connect(cluster, sources, &mut cache).await,
-        ));
-    }
-    out
-}
-
 /// Reads every cluster in parallel.
-pub async fn observe(topology: &Topology, connections: &[(String, Result<Connection, ConnectError>)]) -> Observed {
+pub async fn observe(topology: &Topology, connections: &Connections) -> Observed {
     let started = std::time::Instant::now();
-    let reads = connections.iter().map(|(name, connection)| async move {
-        let cluster = topology.cluster(name).expect("connections are made from the topology");
+    let reads = topology.clusters.iter().map(|cluster| async move {
+        let name = &cluster.name;
+        let connection = connections
+            .cluster(name)
+            .expect("connections are opened for every cluster of the topology");
         let read_started = std::time::Instant::now();
         let state = match connection {
             Ok(connection) => match read_cluster(topology, connection).await {
@@ -116,42 +105,6 @@ fn unknown(error: &kube::Error) -> ClusterState {
         other => error_chain(other),
     };
     ClusterState::Unknown { reason, detail }
-}
-
-pub(crate) fn is_timeout(error: &kube::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(error);
-    while let Some(e) = source {
-        // A connect timeout (TLS handshake included) surfaces as an io::Error
-        // of kind TimedOut that reads "deadline has elapsed".
-        let io_timeout = e
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        let text = e.to_string().to_ascii_lowercase();
-        if io_timeout
-            || e.is::<tokio::time::error::Elapsed>()
-            || text.contains("timed out")
-            || text.contains("timeout")
-            || text.contains("deadline has elapsed")
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// kube's errors hide the useful part (connection refused, TLS) in sources.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
 }
 
 fn object_facts(meta: &ObjectMeta, mesh: &str) -> ObjectFacts {

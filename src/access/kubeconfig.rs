@@ -1,60 +1,31 @@
-//! From a topology's clusters to kube clients: kubeconfig files, contexts,
-//! addresses and CA bundles. Shared by observe and apply.
+//! One cluster's kubeconfig, read into a client: the file (shared by
+//! clusters that name the same one), the context, its address and CA bundle.
 //!
-//! Credentials stay inside the `kube::Config` and never reach an error
-//! message or a `Debug` output of this module.
+//! Errors name files and contexts; a kubeconfig's content (tokens, keys, and
+//! with a hostile path any file's lines) never reaches one.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use base64::Engine;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use thiserror::Error;
 
+use super::{Connection, Sources, transport};
 use crate::topology::Cluster;
-
-/// Where to find kubeconfig files for clusters that do not name one.
-#[derive(Debug, Clone, Default)]
-pub struct Sources {
-    /// Directory of mesh.toml: relative `kubeconfig` paths start here.
-    pub base_dir: PathBuf,
-    /// `--kubeconfig`: overrides $KUBECONFIG and ~/.kube/config.
-    pub kubeconfig: Option<PathBuf>,
-    /// Per-request timeout (connect and read).
-    pub timeout: Duration,
-}
-
-/// A ready client for one cluster, with the facts peers need about it.
-pub struct Connection {
-    pub cluster: String,
-    pub context: String,
-    /// API server address from the kubeconfig.
-    pub server: String,
-    /// The CA bundle (PEM) that verifies `server`, when the kubeconfig has one.
-    pub ca_pem: Option<Vec<u8>>,
-    pub client: kube::Client,
-}
-
-impl fmt::Debug for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection")
-            .field("cluster", &self.cluster)
-            .field("context", &self.context)
-            .field("server", &self.server)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Why a cluster's kubeconfig could not be used. Messages name files and
 /// contexts, never their content.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ConnectError {
+    /// The file is missing, unreadable or not a kubeconfig.
     #[error("cannot read kubeconfig {path}: {reason}")]
     ReadKubeconfig { path: String, reason: String },
+    /// The cluster's `context` is not in the file.
     #[error("kubeconfig {path} has no context {context:?}")]
     NoContext { path: String, context: String },
+    /// No client can be built from the context (its cluster, user or TLS
+    /// settings), or it needs a proxy.
     #[error("context {context:?} in {path} cannot be used: {reason}")]
     BadContext {
         path: String,
@@ -65,7 +36,7 @@ pub enum ConnectError {
 
 /// Parsed kubeconfig files, read once each however many clusters use them.
 #[derive(Default)]
-pub struct KubeconfigCache {
+pub(super) struct KubeconfigCache {
     files: HashMap<PathBuf, Result<Kubeconfig, String>>,
 }
 
@@ -122,7 +93,7 @@ fn reason_without_content(error: &KubeconfigError) -> String {
 }
 
 /// The kubeconfig file a cluster uses, if not the default chain.
-pub fn kubeconfig_path(cluster: &Cluster, sources: &Sources) -> Option<PathBuf> {
+fn kubeconfig_path(cluster: &Cluster, sources: &Sources) -> Option<PathBuf> {
     match &cluster.kubeconfig {
         Some(path) => {
             let path = match path.strip_prefix("~/") {
@@ -139,8 +110,8 @@ pub fn kubeconfig_path(cluster: &Cluster, sources: &Sources) -> Option<PathBuf> 
     }
 }
 
-/// Builds a client for `cluster`.
-pub async fn connect(
+/// Builds a client for `cluster`; no request is sent yet.
+pub(super) async fn connect(
     cluster: &Cluster,
     sources: &Sources,
     cache: &mut KubeconfigCache,
@@ -188,7 +159,7 @@ pub async fn connect(
     config.connect_timeout = Some(sources.timeout);
     config.read_timeout = Some(sources.timeout);
     let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
-    let client = client(config).map_err(bad)?;
+    let client = transport::client(config).map_err(bad)?;
     Ok(Connection {
         cluster: cluster.name.clone(),
         context,
@@ -198,67 +169,10 @@ pub async fn connect(
     })
 }
 
-/// A kube client as `kube::Client::try_from` builds one (kubeconfig TLS,
-/// auth, headers, retries of 429/503/504), but as client-go connects: with
-/// Nagle's algorithm off (with it on, the first request on every new
-/// connection waited for the server's delayed ACK of the TLS handshake,
-/// 40 ms a connection on Linux) and over HTTP/2 where offered.
-fn client(config: kube::Config) -> Result<kube::Client, String> {
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use hyper_util::rt::TokioExecutor;
-    use kube::client::ConfigExt;
-    use tower::ServiceBuilder;
-
-    // kube only reaches a proxy with its socks5/http-proxy features, which
-    // meshform does not build in; say so rather than connect around it.
-    if let Some(proxy) = &config.proxy_url {
-        // Named by scheme, host and port only: a proxy URL may carry a password.
-        let host = proxy.authority().map_or("", |a| a.host());
-        let port = proxy.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-        let scheme = proxy.scheme_str().unwrap_or("http");
-        return Err(format!(
-            "proxy-url {scheme}://{host}{port} is not supported: meshform connects to API servers directly"
-        ));
-    }
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    // HTTP/2 where the server offers it (kube-apiserver does), as client-go
-    // uses it: one TLS handshake per cluster, every request multiplexed on it.
-    let tls = config.rustls_client_config().map_err(|e| e.to_string())?;
-    let mut https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    if let Some(name) = &config.tls_server_name {
-        let name = rustls_pki_types::ServerName::try_from(name.clone())
-            .map_err(|e| format!("tls-server-name {name:?} is not a valid name: {e}"))?;
-        https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
-    }
-    let https = https.enable_all_versions().wrap_connector(http);
-    // Connecting (TCP and TLS) has its deadline here. Reading has one per
-    // request below, not kube's per-socket read timeout: an HTTP/2 connection
-    // always waits to read, so that timeout closed idle pooled connections
-    // under the requests about to use them.
-    let mut connector = hyper_timeout::TimeoutConnector::new(https);
-    connector.set_connect_timeout(config.connect_timeout);
-    let http_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
-    let deadline = config.read_timeout.map(tower::timeout::TimeoutLayer::new);
-    let retry = config
-        .default_retry
-        .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
-    let service = ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(retry)
-        .option_layer(config.auth_layer().map_err(|e| e.to_string())?)
-        .layer(config.extra_headers_layer().map_err(|e| e.to_string())?)
-        .option_layer(deadline)
-        .map_err(tower::BoxError::from)
-        .service(http_client);
-    Ok(kube::Client::new(service, config.default_namespace))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const KUBECONFIG: &str = "apiVersion: v1

@@ -1,0 +1,108 @@
+//! Cluster access: from a topology's clusters to ready kube clients, and what
+//! a failed request means. observe (reads), apply (writes) and the apply lock
+//! all reach clusters through it, so it belongs to none of them.
+//!
+//! It owns kubeconfig files, contexts, addresses, CA bundles, the client's
+//! transport and the classification of kube errors. It sends no request of
+//! its own (clients connect on first use) and knows nothing of the objects
+//! meshform reads or writes. Credentials stay inside the `kube::Config` and
+//! never reach an error message or a `Debug` output of this module.
+
+mod error;
+mod kubeconfig;
+mod transport;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use self::error::{error_chain, is_timeout};
+pub use self::kubeconfig::ConnectError;
+use crate::topology::Topology;
+
+/// Where to find kubeconfig files for clusters that do not name one.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Directory of mesh.toml: relative `kubeconfig` paths start here.
+    pub base_dir: PathBuf,
+    /// `--kubeconfig`: overrides $KUBECONFIG and ~/.kube/config.
+    pub kubeconfig: Option<PathBuf>,
+    /// Per-request timeout (connect and read).
+    pub timeout: Duration,
+}
+
+/// A ready client for one cluster, with the facts peers need about it.
+pub struct Connection {
+    pub cluster: String,
+    pub context: String,
+    /// API server address from the kubeconfig.
+    pub server: String,
+    /// The CA bundle (PEM) that verifies `server`, when the kubeconfig has one.
+    pub ca_pem: Option<Vec<u8>>,
+    pub client: kube::Client,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("cluster", &self.cluster)
+            .field("context", &self.context)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every cluster of a topology: a ready client for each one whose kubeconfig
+/// could be used, and why not for the others. A failure here is no error of
+/// the run: observe reports such a cluster as unknown, apply skips it.
+#[derive(Debug, Default)]
+pub struct Connections {
+    ready: BTreeMap<String, Connection>,
+    failed: BTreeMap<String, ConnectError>,
+}
+
+impl Connections {
+    /// Builds a client for every cluster of `topology`, in its order.
+    pub async fn open(topology: &Topology, sources: &Sources) -> Connections {
+        // Kubeconfig files are parsed once; an exec plugin runs once per
+        // cluster, as kube builds the client's auth layer.
+        let mut cache = kubeconfig::KubeconfigCache::default();
+        let mut connections = Connections::default();
+        for cluster in &topology.clusters {
+            match kubeconfig::connect(cluster, sources, &mut cache).await {
+                Ok(connection) => {
+                    connections.ready.insert(cluster.name.clone(), connection);
+                }
+                Err(error) => {
+                    connections.failed.insert(cluster.name.clone(), error);
+                }
+            }
+        }
+        connections
+    }
+
+    /// The ready client of `cluster`.
+    pub fn get(&self, cluster: &str) -> Option<&Connection> {
+        self.ready.get(cluster)
+    }
+
+    /// `cluster`'s client, or why it has none; `None` for a cluster these
+    /// connections were not opened for.
+    pub fn cluster(&self, cluster: &str) -> Option<Result<&Connection, &ConnectError>> {
+        match self.ready.get(cluster) {
+            Some(connection) => Some(Ok(connection)),
+            None => self.failed.get(cluster).map(Err),
+        }
+    }
+
+    /// The clusters without a client, by name, and why.
+    pub fn failures(&self) -> impl Iterator<Item = (&str, &ConnectError)> {
+        self.failed.iter().map(|(name, error)| (name.as_str(), error))
+    }
+
+    /// The ready clients, by cluster name; tests wrap them in layers of their own.
+    pub fn ready_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
+        self.ready.values_mut()
+    }
+}
