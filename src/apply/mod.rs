@@ -15,6 +15,7 @@
 //! [`Report`], which apply never prints.
 
 pub mod build;
+pub mod diff;
 pub mod lock;
 
 use std::collections::{BTreeSet, HashMap};
@@ -369,7 +370,7 @@ impl Run<'_> {
             .map_err(|e| describe(cluster, &e))?;
         Ok(self
             .wants_diff()
-            .then(|| crate::render::diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
+            .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
     }
 
     /// Creates `object` unless something of its name exists: one request
@@ -384,9 +385,11 @@ impl Run<'_> {
             field_manager: Some(FIELD_MANAGER.to_string()),
         };
         match api.create(&params, object).await {
-            Ok(after) => Ok(Some(self.wants_diff().then(|| {
-                crate::render::diff::unified(None, serde_json::to_value(&after).ok().as_ref())
-            }))),
+            Ok(after) => {
+                Ok(Some(self.wants_diff().then(|| {
+                    diff::unified(None, serde_json::to_value(&after).ok().as_ref())
+                })))
+            }
             Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => Ok(None),
             Err(e) => Err(describe(cluster, &e)),
         }
@@ -420,9 +423,7 @@ impl Run<'_> {
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(e) => return Err(describe(cluster, &e)),
         }
-        Ok(self
-            .wants_diff()
-            .then(|| crate::render::diff::unified(before.as_ref(), None)))
+        Ok(self.wants_diff().then(|| diff::unified(before.as_ref(), None)))
     }
 
     fn wants_diff(&self) -> bool {

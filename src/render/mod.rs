@@ -5,7 +5,6 @@
 
 pub mod check;
 pub mod diagnostics;
-pub mod diff;
 pub mod graph;
 pub mod json;
 pub mod markdown;

@@ -1,4 +1,8 @@
-//! Unified diffs of Kubernetes objects, with secret data redacted.
+//! Unified diffs of the objects apply writes, with secret data redacted.
+//!
+//! Made here rather than in render, where the other views live: the objects
+//! hold tokens, and making the diff beside the write keeps them inside
+//! apply. Events carry only this redacted text.
 //!
 //! Only the fields a person would compare are shown: server-managed
 //! metadata (managedFields, resourceVersion, uid, timestamps) is dropped.
