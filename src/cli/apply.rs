@@ -1,15 +1,17 @@
-//! `meshform apply`.
+//! `meshform apply`: wiring only. It connects, takes the lock, plans (or
+//! reads a saved plan), asks, executes and hands apply's events and report
+//! to [`render::apply`]; of the run it words only the question before it.
 
-use std::cell::RefCell;
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::plan::{PlanArgs, read_plan, render_plan};
 use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, parse_duration, validate};
 use crate::access::{Connections, Sources};
-use crate::apply::{self, Event, Progress, Refusal, Settings, Target, lock};
+use crate::apply::{self, Refusal, Settings, Target, lock};
 use crate::plan::{self, Plan};
+use crate::render;
 use crate::topology::{Role, Topology};
 
 #[derive(Debug, clap::Args)]
@@ -163,7 +165,13 @@ async fn plan_and_execute(
         diff: args.diff,
         concurrency: args.concurrency,
     };
-    let progress = Printer::new(args.format, &plan.namespace, &mut *cx.out, cx.quiet);
+    let format = match args.format {
+        Format::Text => render::apply::Format::Text,
+        Format::Json => render::apply::Format::Json,
+    };
+    // A bar per phase only where a person watches, and not under -q.
+    let terminal = !cx.quiet && io::stdout().is_terminal() && io::stderr().is_terminal();
+    let progress = render::apply::Printer::new(format, &plan.namespace, &mut *cx.out, terminal);
     let target = Target {
         plan: &plan,
         topology,
@@ -173,65 +181,8 @@ async fn plan_and_execute(
     };
     let report = apply::execute(&target, &settings, &progress).await;
     progress.finish();
-    summary(&plan, &report, args, cx)?;
+    render::apply::summary(format, &plan, &report, args.dry_run, cx.out)?;
     Ok(if report.succeeded() { Exit::Success } else { Exit::Error })
-}
-
-fn summary(plan: &Plan, report: &apply::Report, args: &Args, cx: &mut Context<'_>) -> Result<(), CliError> {
-    if args.format == Format::Json {
-        let line = serde_json::json!({
-            "event": "summary",
-            "dry_run": args.dry_run,
-            "done": report.done,
-            "failed": report.failed.iter().map(|(i, e)| serde_json::json!({"index": i, "error": e})).collect::<Vec<_>>(),
-            "skipped": report.skipped,
-            "lock_lost": report.lock_lost,
-        });
-        writeln!(cx.out, "{line}")?;
-        return Ok(());
-    }
-    let verb = if args.dry_run {
-        "Dry run complete"
-    } else {
-        "Apply complete"
-    };
-    let verb = if report.succeeded() {
-        verb
-    } else if args.dry_run {
-        "Dry run failed"
-    } else {
-        "Apply failed"
-    };
-    writeln!(
-        cx.out,
-        "\n{verb}: {} done, {} failed, {} skipped (of {} actions).",
-        report.done.len(),
-        report.failed.len(),
-        report.skipped.len(),
-        plan.actions.len()
-    )?;
-    for (index, error) in &report.failed {
-        let action = &plan.actions[*index];
-        writeln!(
-            cx.out,
-            "  failed: {} in {}: {error}",
-            action.object(&plan.namespace),
-            action.cluster
-        )?;
-    }
-    if report.lock_lost {
-        writeln!(
-            cx.out,
-            "  the apply lock could not be renewed: another apply may hold it now"
-        )?;
-    }
-    if !report.succeeded() {
-        writeln!(
-            cx.out,
-            "Nothing after the failed phase was started. Run apply again once the cause is fixed; it picks up where this run stopped."
-        )?;
-    }
-    Ok(())
 }
 
 /// Asks on the terminal; refuses when there is none to ask on.
@@ -272,108 +223,4 @@ fn holder() -> String {
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     )
-}
-
-/// Prints progress as it happens: plain lines for people, JSON lines for machines.
-struct Printer<'a> {
-    format: Format,
-    namespace: &'a str,
-    out: RefCell<&'a mut dyn Write>,
-    /// A bar per phase, on a terminal only; pipes and CI logs get plain lines.
-    bar: RefCell<Option<indicatif::ProgressBar>>,
-}
-
-impl<'a> Printer<'a> {
-    fn new(format: Format, namespace: &'a str, out: &'a mut dyn Write, quiet: bool) -> Self {
-        let bar = (format == Format::Text && !quiet && io::stdout().is_terminal() && io::stderr().is_terminal())
-            .then(indicatif::ProgressBar::hidden);
-        Printer {
-            format,
-            namespace,
-            out: RefCell::new(out),
-            bar: RefCell::new(bar),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = self.bar.borrow().as_ref() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl Progress for Printer<'_> {
-    fn event(&self, event: Event<'_>) {
-        let mut out = self.out.borrow_mut();
-        if self.format == Format::Json {
-            let _ = serde_json::to_writer(&mut **out, &event);
-            let _ = writeln!(out);
-            return;
-        }
-        let ns = self.namespace;
-        let line = match &event {
-            Event::Phase { phase, actions } => {
-                if let Some(bar) = self.bar.borrow_mut().as_mut() {
-                    bar.finish_and_clear();
-                    *bar = indicatif::ProgressBar::new(*actions as u64)
-                        .with_style(
-                            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
-                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                        )
-                        .with_message(phase.title());
-                    bar.enable_steady_tick(Duration::from_millis(120));
-                }
-                format!("\n{} ({actions} action(s))", phase.title())
-            }
-            Event::Started { .. } => return,
-            Event::Done {
-                action, dry_run, diff, ..
-            } => {
-                let mut line = format!(
-                    "  done {} {} in {}{}",
-                    action.effect().symbol(),
-                    action.object(ns),
-                    action.cluster,
-                    if *dry_run { " (dry run)" } else { "" }
-                );
-                if let Some(diff) = diff.as_ref().filter(|d| !d.is_empty()) {
-                    line.push('\n');
-                    line.push_str(diff.trim_end());
-                }
-                line
-            }
-            Event::Failed { action, error, .. } => {
-                format!(
-                    "  FAILED {} {} in {}: {error}",
-                    action.effect().symbol(),
-                    action.object(ns),
-                    action.cluster
-                )
-            }
-            Event::Skipped { action, why, .. } => {
-                format!(
-                    "  skipped {} {} in {}: {why}",
-                    action.effect().symbol(),
-                    action.object(ns),
-                    action.cluster
-                )
-            }
-        };
-        let finished = !matches!(event, Event::Phase { .. });
-        match self.bar.borrow().as_ref() {
-            Some(bar) => {
-                bar.suspend(|| {
-                    let _ = writeln!(out, "{line}");
-                    let _ = out.flush();
-                });
-                if finished {
-                    bar.inc(1);
-                }
-            }
-            None => {
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
-        }
-    }
 }

@@ -1,8 +1,11 @@
-//! Views. Renderers take data (problems, a plan, a topology) and write text
-//! to any writer; they never decide anything and never do I/O of their own.
+//! Views. Renderers take data (problems, a plan, a topology, apply's events)
+//! and write text to any writer; they never decide anything and never do I/O
+//! of their own (apply's progress bar, drawn when the CLI says there is a
+//! terminal, is the one exception).
 //! What a plan means (counts, groupings) comes from methods on
 //! [`Plan`]; this module only words it.
 
+pub mod apply;
 pub mod check;
 pub mod diagnostics;
 pub mod graph;

@@ -1,0 +1,414 @@
+//! What `meshform apply` prints while and after it runs: the executor's
+//! [`Event`]s as they happen, then the [`Report`], as plain lines for people
+//! or one JSON object per line for machines.
+//!
+//! It words what apply reports and decides nothing: which action ran, failed
+//! or was skipped, and why, all come from apply. The only thing it draws
+//! beyond its writer is the terminal's progress bar (indicatif, on stderr),
+//! and only when the CLI says there is a terminal to draw it on.
+
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use crate::apply::{Event, Progress, Report};
+use crate::plan::Plan;
+
+/// The views of apply's output (`apply --format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Lines for a terminal or a CI log.
+    Text,
+    /// One JSON object per event, then one for the summary.
+    Json,
+}
+
+/// Prints progress as it happens: plain lines for people, JSON lines for machines.
+pub struct Printer<'a> {
+    format: Format,
+    namespace: &'a str,
+    out: RefCell<&'a mut dyn Write>,
+    /// A bar per phase, on a terminal only; pipes and CI logs get plain lines.
+    bar: RefCell<Option<indicatif::ProgressBar>>,
+}
+
+impl<'a> Printer<'a> {
+    /// `terminal`: stdout and stderr are a terminal and nothing asked for
+    /// quiet, so text output gets a bar per phase as well as its lines.
+    pub fn new(format: Format, namespace: &'a str, out: &'a mut dyn Write, terminal: bool) -> Self {
+        let bar = (format == Format::Text && terminal).then(indicatif::ProgressBar::hidden);
+        Printer {
+            format,
+            namespace,
+            out: RefCell::new(out),
+            bar: RefCell::new(bar),
+        }
+    }
+
+    /// Clears the last bar; call once the run is over, before the summary.
+    pub fn finish(&self) {
+        if let Some(bar) = self.bar.borrow().as_ref() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn start_bar(&self, title: &'static str, actions: usize) {
+        if let Some(bar) = self.bar.borrow_mut().as_mut() {
+            bar.finish_and_clear();
+            *bar = indicatif::ProgressBar::new(actions as u64)
+                .with_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                )
+                .with_message(title);
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+    }
+}
+
+impl Progress for Printer<'_> {
+    // Progress cannot fail the run: a line that cannot be written is lost.
+    fn event(&self, event: Event<'_>) {
+        let mut out = self.out.borrow_mut();
+        if self.format == Format::Json {
+            let _ = serde_json::to_writer(&mut **out, &event);
+            let _ = writeln!(out);
+            return;
+        }
+        if let Event::Phase { phase, actions } = &event {
+            self.start_bar(phase.title(), *actions);
+        }
+        let Some(line) = line(&event, self.namespace) else {
+            return;
+        };
+        let finished = !matches!(event, Event::Phase { .. });
+        match self.bar.borrow().as_ref() {
+            Some(bar) => {
+                bar.suspend(|| {
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                });
+                if finished {
+                    bar.inc(1);
+                }
+            }
+            None => {
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
+/// An event as text; `None` for one that shows nothing (an action starting).
+fn line(event: &Event<'_>, ns: &str) -> Option<String> {
+    Some(match event {
+        Event::Phase { phase, actions } => format!("\n{} ({actions} action(s))", phase.title()),
+        Event::Started { .. } => return None,
+        Event::Done {
+            action, dry_run, diff, ..
+        } => {
+            let mut line = format!(
+                "  done {} {} in {}{}",
+                action.effect().symbol(),
+                action.object(ns),
+                action.cluster,
+                if *dry_run { " (dry run)" } else { "" }
+            );
+            if let Some(diff) = diff.as_ref().filter(|d| !d.is_empty()) {
+                line.push('\n');
+                line.push_str(diff.trim_end());
+            }
+            line
+        }
+        Event::Failed { action, error, .. } => format!(
+            "  FAILED {} {} in {}: {error}",
+            action.effect().symbol(),
+            action.object(ns),
+            action.cluster
+        ),
+        Event::Skipped { action, why, .. } => format!(
+            "  skipped {} {} in {}: {why}",
+            action.effect().symbol(),
+            action.object(ns),
+            action.cluster
+        ),
+    })
+}
+
+/// Writes how the run ended, after its last event.
+pub fn summary(format: Format, plan: &Plan, report: &Report, dry_run: bool, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Text => summary_text(plan, report, dry_run, out),
+        Format::Json => summary_json(report, dry_run, out),
+    }
+}
+
+fn summary_json(report: &Report, dry_run: bool, out: &mut dyn Write) -> io::Result<()> {
+    let line = serde_json::json!({
+        "event": "summary",
+        "dry_run": dry_run,
+        "done": report.done,
+        "failed": report.failed.iter().map(|(i, e)| serde_json::json!({"index": i, "error": e})).collect::<Vec<_>>(),
+        "skipped": report.skipped,
+        "lock_lost": report.lock_lost,
+    });
+    writeln!(out, "{line}")
+}
+
+fn summary_text(plan: &Plan, report: &Report, dry_run: bool, out: &mut dyn Write) -> io::Result<()> {
+    let verb = match (report.succeeded(), dry_run) {
+        (true, true) => "Dry run complete",
+        (true, false) => "Apply complete",
+        (false, true) => "Dry run failed",
+        (false, false) => "Apply failed",
+    };
+    writeln!(
+        out,
+        "\n{verb}: {} done, {} failed, {} skipped (of {} actions).",
+        report.done.len(),
+        report.failed.len(),
+        report.skipped.len(),
+        plan.actions.len()
+    )?;
+    for (index, error) in &report.failed {
+        let action = &plan.actions[*index];
+        writeln!(
+            out,
+            "  failed: {} in {}: {error}",
+            action.object(&plan.namespace),
+            action.cluster
+        )?;
+    }
+    if report.lock_lost {
+        writeln!(
+            out,
+            "  the apply lock could not be renewed: another apply may hold it now"
+        )?;
+    }
+    if !report.succeeded() {
+        writeln!(
+            out,
+            "Nothing after the failed phase was started. Run apply again once the cause is fixed; it picks up where this run stopped."
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, ActionKind, Phase};
+    use crate::render::scenarios;
+
+    /// How a replayed run goes.
+    #[derive(Default)]
+    struct Run {
+        dry_run: bool,
+        /// Actions that fail, by index, with the error apply would report.
+        failing: Vec<(usize, &'static str)>,
+        /// The lock is found lost before this phase starts.
+        lock_lost_before: Option<Phase>,
+        /// The diff each action that is done reports.
+        diff: Option<fn(&Action) -> Option<String>>,
+    }
+
+    /// The events `apply::execute` sends for `plan`, in its order, and its
+    /// report: phase by phase, nothing started after a failed phase or a lost
+    /// lock, restarts the plan does not enable skipped. Concurrent actions
+    /// end in plan order here; the lines are the same in any order.
+    fn replay<'p>(plan: &'p Plan, run: &Run) -> (Vec<Event<'p>>, Report) {
+        let mut events = Vec::new();
+        let mut report = Report::default();
+        for phase in Phase::ALL {
+            let actions: Vec<(usize, &Action)> = plan
+                .actions
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.phase == phase)
+                .collect();
+            if actions.is_empty() {
+                continue;
+            }
+            if report.succeeded() && run.lock_lost_before == Some(phase) {
+                report.lock_lost = true;
+            }
+            if !report.succeeded() {
+                let why = if report.lock_lost {
+                    "the apply lock was lost (another apply may hold it)"
+                } else {
+                    "an earlier phase failed"
+                };
+                for (index, action) in actions {
+                    events.push(Event::Skipped {
+                        index,
+                        action,
+                        why: why.into(),
+                    });
+                    report.skipped.push(index);
+                }
+                continue;
+            }
+            events.push(Event::Phase {
+                phase,
+                actions: actions.len(),
+            });
+            let (actions, shown): (Vec<_>, Vec<_>) = actions.into_iter().partition(|(_, a)| a.writes());
+            for (index, action) in shown {
+                events.push(Event::Skipped {
+                    index,
+                    action,
+                    why: "not run: plan or apply with --restart-workloads to restart the injected workloads".into(),
+                });
+                report.skipped.push(index);
+            }
+            for (index, action) in actions {
+                events.push(Event::Started { index, action });
+                match run.failing.iter().find(|(i, _)| *i == index) {
+                    Some((_, error)) => {
+                        events.push(Event::Failed {
+                            index,
+                            action,
+                            error: error.to_string(),
+                        });
+                        report.failed.push((index, error.to_string()));
+                    }
+                    None => {
+                        events.push(Event::Done {
+                            index,
+                            action,
+                            dry_run: run.dry_run,
+                            diff: run.diff.and_then(|diff| diff(action)),
+                        });
+                        report.done.push(index);
+                    }
+                }
+            }
+        }
+        report.skipped.sort_unstable();
+        (events, report)
+    }
+
+    /// Everything apply prints for the run, without a terminal.
+    fn print(format: Format, plan: &Plan, run: &Run) -> String {
+        let (events, report) = replay(plan, run);
+        let mut out = Vec::new();
+        let printer = Printer::new(format, &plan.namespace, &mut out, false);
+        for event in events {
+            printer.event(event);
+        }
+        printer.finish();
+        drop(printer);
+        summary(format, plan, &report, run.dry_run, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn first_in(plan: &Plan, phase: Phase) -> usize {
+        plan.actions.iter().position(|a| a.phase == phase).unwrap()
+    }
+
+    fn snapshot(name: &str, text: String) {
+        scenarios::settings().bind(|| insta::assert_snapshot!(name, text));
+    }
+
+    #[test]
+    fn text_of_a_run_that_completes() {
+        let (plan, _) = scenarios::fresh();
+        snapshot("apply_text__fresh", print(Format::Text, &plan, &Run::default()));
+    }
+
+    /// The diffs apply makes of a network label and of a new remote secret,
+    /// of the objects its builders make.
+    fn diff_of(action: &Action) -> Option<String> {
+        use crate::apply::build;
+        fn value(object: &impl serde::Serialize) -> serde_json::Value {
+            serde_json::to_value(object).unwrap()
+        }
+        let ns = "istio-system";
+        let (before, after) = match &action.kind {
+            ActionKind::SetNetwork { network, previous, .. } => (
+                previous.as_deref().map(|p| value(&build::network_label(ns, p, None))),
+                value(&build::network_label(ns, network, None)),
+            ),
+            ActionKind::WriteRemoteSecret {
+                name,
+                peer,
+                server,
+                spec_hash,
+                ..
+            } => {
+                let token = secrecy::SecretString::from("a-token");
+                let kubeconfig = build::peer_kubeconfig(peer, server, None, &token);
+                let secret = build::RemoteSecret {
+                    namespace: ns,
+                    mesh: "mesh1",
+                    name,
+                    peer,
+                    peer_identity: "uid-of-the-peer",
+                    spec_hash,
+                    resource_version: None,
+                }
+                .build(&kubeconfig);
+                (None, value(&secret))
+            }
+            _ => return None,
+        };
+        Some(crate::apply::diff::unified(before.as_ref(), Some(&after)))
+    }
+
+    #[test]
+    fn text_of_a_dry_run_shows_each_diff_under_its_action() {
+        let (plan, _) = scenarios::network_change();
+        let run = Run {
+            dry_run: true,
+            diff: Some(diff_of),
+            ..Run::default()
+        };
+        let text = print(Format::Text, &plan, &run);
+        // The token stays redacted however the renderer words the diff.
+        assert!(text.contains("\"us-east\": \"(sensitive value)\""), "{text}");
+        snapshot("apply_text__dry_run", text);
+    }
+
+    // A failed action ends its phase; the next phases are skipped and the
+    // summary says what to do.
+    #[test]
+    fn text_of_a_failed_run_names_the_failure_and_what_was_skipped() {
+        let (plan, _) = scenarios::fresh();
+        let run = Run {
+            failing: vec![(
+                first_in(&plan, Phase::Network),
+                "timed out: the API server of apac did not answer within --timeout (ServiceError: timed out)",
+            )],
+            ..Run::default()
+        };
+        snapshot("apply_text__failed", print(Format::Text, &plan, &run));
+    }
+
+    #[test]
+    fn text_of_a_run_that_lost_its_lock() {
+        let (plan, _) = scenarios::fresh();
+        let run = Run {
+            lock_lost_before: Some(Phase::Attach),
+            ..Run::default()
+        };
+        snapshot("apply_text__lock_lost", print(Format::Text, &plan, &run));
+    }
+
+    #[test]
+    fn json_is_one_object_per_event_then_the_summary() {
+        let (plan, _) = scenarios::detach();
+        let run = Run {
+            failing: vec![(
+                0,
+                "timed out: the API server of eu-central did not answer within --timeout (ServiceError: timed out)",
+            )],
+            ..Run::default()
+        };
+        let text = print(Format::Json, &plan, &run);
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        }
+        snapshot("apply_json__failed", text);
+    }
+}
