@@ -110,7 +110,7 @@ pub fn token_binding(namespace: &str, mesh: &str, holder: &str, holder_identity:
 }
 
 /// The reader ClusterRole: its rules are `objects::reader_rules(scope)`.
-/// Changing the rules means bumping the reader version in plan::desired.
+/// Changing the rules means bumping the reader version in plan::hashes.
 pub fn reader_role(namespace: &str, mesh: &str, spec_hash: &str, scope: ReaderScope) -> ClusterRole {
     ClusterRole {
         metadata: meta(&objects::reader_cluster_role(namespace), None, mesh, Some(spec_hash)),

@@ -26,7 +26,7 @@ impl<'a> Planner<'a> {
                     cluster,
                     facts,
                     secret: remote_secret_name(&cluster.name),
-                    spec_hash: desired::remote_secret_hash(
+                    spec_hash: hashes::remote_secret_hash(
                         &cluster.name,
                         &server,
                         facts.ca_sha256.as_deref(),

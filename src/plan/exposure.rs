@@ -6,7 +6,7 @@
 //! remote needs them and removes its own after; objects of those names it
 //! does not own are used as they are.
 
-use super::{Planner, desired};
+use super::{Planner, hashes};
 use crate::objects::{self, ISTIOD_GATEWAY, ISTIOD_VIRTUAL_SERVICE};
 use crate::observe::model::{ClusterFacts, ObjectFacts};
 use crate::plan::{ActionKind, FindingKind, Phase, Precondition};
@@ -45,7 +45,7 @@ impl<'a> Planner<'a> {
                 &route_spec,
             ),
         ];
-        let hash = desired::istiod_exposure_hash(revision.as_deref());
+        let hash = hashes::istiod_exposure_hash(revision.as_deref());
         let mut present = true;
         let mut current = true;
         let mut edited = false;

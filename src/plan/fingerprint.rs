@@ -84,7 +84,7 @@ pub fn fingerprints(desired: &Topology, observed: &Observed) -> Fingerprints {
         }
     }
     Fingerprints {
-        topology_sha256: desired::topology_hash(desired),
+        topology_sha256: hashes::topology_hash(desired),
         observed: out.into_iter().collect(),
     }
 }

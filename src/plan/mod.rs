@@ -25,17 +25,17 @@
 //! for remotes on other networks), `attach.rs` (attach and updates, workload
 //! restarts), `revocation.rs`, `install.rs` (the Istio install's settings,
 //! trust, addresses). Beside them: `model.rs` (the plan and its action
-//! vocabulary), `index.rs` (lookups over the observation), `desired.rs`
+//! vocabulary), `index.rs` (lookups over the observation), `hashes.rs`
 //! (content hashes), `fingerprint.rs` (what a plan was made from),
 //! `simulate.rs` (a plan's expected effect). This module holds the walk, the
 //! planner's shared helpers and its findings' wording rules; it reads no
 //! cluster and imports nothing of observe's I/O, apply or render.
 
 mod attach;
-pub mod desired;
 mod detach;
 mod exposure;
 mod fingerprint;
+pub mod hashes;
 mod index;
 mod install;
 mod model;

@@ -112,7 +112,7 @@ impl<'a> Planner<'a> {
                     if let (Some(_), Some(east_west)) = (&facts.gateway_service, &facts.east_west) {
                         self.east_west(cluster, east_west);
                     }
-                    let hash = desired::gateway_hash(network.gateway_port);
+                    let hash = hashes::gateway_hash(network.gateway_port);
                     let content = objects::content_sha256(&objects::gateway_spec(network.gateway_port));
                     // Edited in the cluster: the annotation still says what
                     // meshform wrote, the spec does not. (Another port in
@@ -214,7 +214,7 @@ impl<'a> Planner<'a> {
             Role::Primary => ReaderScope::Read,
             Role::Remote => ReaderScope::ControlPlane,
         };
-        let hash = desired::reader_hash(self.ns(), self.desired.mesh.tokens.mode, scope);
+        let hash = hashes::reader_hash(self.ns(), self.desired.mesh.tokens.mode, scope);
         let reader = &facts.reader;
         let name = objects::reader_cluster_role(self.ns());
         let foreign = [&reader.cluster_role, &reader.cluster_role_binding]
@@ -296,7 +296,7 @@ impl<'a> Planner<'a> {
                 edits.join(" and ")
             )
         } else if reader.cluster_role.as_ref().and_then(|r| r.spec_hash.as_deref())
-            == Some(&desired::reader_hash(
+            == Some(&hashes::reader_hash(
                 self.ns(),
                 self.desired.mesh.tokens.mode,
                 ReaderScope::Read,
