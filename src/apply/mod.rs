@@ -13,10 +13,21 @@
 //! order and with which preconditions all come from the plan. Its clients
 //! come from [`crate::access`]; what it did is reported as [`Event`]s and a
 //! [`Report`], which apply never prints.
+//!
+//! Files: this one runs the phases and dispatches each action; `calls.rs` is
+//! the thin kube layer (server-side apply, create, read-live, delete, errors
+//! in the report's words), `build.rs` the objects as plain data, `tokens.rs`
+//! the reader tokens, `restart.rs` the workload restart, `diff.rs` the
+//! redacted diffs, `lock.rs` the apply lock.
 
 pub mod build;
+mod calls;
 pub mod diff;
 pub mod lock;
+mod restart;
+mod tokens;
+
+use self::calls::{describe, join_diffs};
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -304,23 +315,6 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
     report
 }
 
-/// What an API call left behind, for the diff.
-type Before = Option<Value>;
-
-fn to_value<T: Serialize>(object: &Option<T>) -> Before {
-    object.as_ref().and_then(|o| serde_json::to_value(o).ok())
-}
-
-fn preconditions(p: &Precondition) -> DeleteParams {
-    DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: Some(p.uid.clone()),
-            resource_version: Some(p.resource_version.clone()),
-        }),
-        ..DeleteParams::default()
-    }
-}
-
 impl Run<'_> {
     fn ns(&self) -> &str {
         &self.target.topology.mesh.namespace
@@ -335,99 +329,6 @@ impl Run<'_> {
             .connections
             .get(cluster)
             .ok_or_else(|| format!("no connection to cluster {cluster}"))
-    }
-
-    fn apply_params(&self, force: bool) -> PatchParams {
-        let mut params = PatchParams::apply(FIELD_MANAGER);
-        params.force = force;
-        params.dry_run = self.settings.dry_run;
-        params
-    }
-
-    fn delete_params(&self, precondition: &Precondition) -> DeleteParams {
-        DeleteParams {
-            dry_run: self.settings.dry_run,
-            ..preconditions(precondition)
-        }
-    }
-
-    /// Server-side apply of one object, returning the diff when asked for.
-    async fn ssa<K>(
-        &self,
-        cluster: &str,
-        api: &Api<K>,
-        name: &str,
-        object: &K,
-        force: bool,
-    ) -> Result<Option<String>, String>
-    where
-        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-    {
-        let before = self.live(cluster, api, name).await?;
-        let after = api
-            .patch(name, &self.apply_params(force), &Patch::Apply(object))
-            .await
-            .map_err(|e| describe(cluster, &e))?;
-        Ok(self
-            .wants_diff()
-            .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
-    }
-
-    /// Creates `object` unless something of its name exists: one request
-    /// where a read and then a write would take two. `None` when it exists
-    /// (and was left as it is), else the diff when asked for.
-    async fn create<K>(&self, cluster: &str, api: &Api<K>, object: &K) -> Result<Option<Option<String>>, String>
-    where
-        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-    {
-        let params = PostParams {
-            dry_run: self.settings.dry_run,
-            field_manager: Some(FIELD_MANAGER.to_string()),
-        };
-        match api.create(&params, object).await {
-            Ok(after) => {
-                Ok(Some(self.wants_diff().then(|| {
-                    diff::unified(None, serde_json::to_value(&after).ok().as_ref())
-                })))
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => Ok(None),
-            Err(e) => Err(describe(cluster, &e)),
-        }
-    }
-
-    /// The object as it is now, for the diff; nothing is read without one.
-    async fn live<K>(&self, cluster: &str, api: &Api<K>, name: &str) -> Result<Before, String>
-    where
-        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-    {
-        if !self.wants_diff() {
-            return Ok(None);
-        }
-        Ok(to_value(&api.get_opt(name).await.map_err(|e| describe(cluster, &e))?))
-    }
-
-    async fn delete<K>(
-        &self,
-        cluster: &str,
-        api: &Api<K>,
-        name: &str,
-        precondition: &Precondition,
-    ) -> Result<Option<String>, String>
-    where
-        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-    {
-        let before = self.live(cluster, api, name).await?;
-        match api.delete(name, &self.delete_params(precondition)).await {
-            Ok(_) => {}
-            // Already gone is what a delete wants.
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(describe(cluster, &e)),
-        }
-        Ok(self.wants_diff().then(|| diff::unified(before.as_ref(), None)))
-    }
-
-    fn wants_diff(&self) -> bool {
-        self.settings.diff || self.settings.dry_run
     }
 
     async fn action(&self, action: &Action) -> Result<Option<String>, String> {
@@ -611,264 +512,5 @@ impl Run<'_> {
                     .await
             }
         }
-    }
-
-    /// A reader token of `peer` for `holder`. A requested token is bound to
-    /// a binding Secret made for it in the peer, which stands for the holder:
-    /// deleting it revokes the token (pkg/serviceaccount/claims.go in
-    /// Kubernetes checks that the bound Secret exists with the same UID).
-    /// A legacy token is shared by every primary: read once per run.
-    async fn token(&self, holder: &str, peer: &str) -> Result<SecretString, String> {
-        if self.settings.dry_run {
-            // Nothing persists in a dry run, so no credential is minted for it.
-            return Ok(SecretString::from("dry-run"));
-        }
-        let connection = self.connection(peer)?;
-        if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
-            let cell = self
-                .tokens
-                .get(peer)
-                .ok_or_else(|| format!("no token slot for {peer}"))?;
-            return cell.get_or_init(|| legacy_token(connection, self.ns())).await.clone();
-        }
-        let identity = self
-            .target
-            .observed
-            .facts(holder)
-            .map(|f| f.identity.as_str())
-            .unwrap_or_default();
-        let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), self.ns());
-        let binding = secrets
-            .create(
-                &PostParams {
-                    dry_run: false,
-                    field_manager: Some(FIELD_MANAGER.to_string()),
-                },
-                &build::token_binding(self.ns(), self.mesh(), holder, identity),
-            )
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot create the token's binding Secret in {peer}: {}",
-                    describe(peer, &e)
-                )
-            })?;
-        let accounts: Api<ServiceAccount> = Api::namespaced(connection.client.clone(), self.ns());
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                expiration_seconds: Some(self.target.topology.mesh.tokens.lifetime_seconds as i64),
-                bound_object_ref: Some(BoundObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Secret".into()),
-                    name: binding.metadata.name,
-                    uid: binding.metadata.uid,
-                }),
-                ..TokenRequestSpec::default()
-            },
-            ..TokenRequest::default()
-        };
-        let response = accounts
-            .create_token_request(objects::READER_SERVICE_ACCOUNT, &PostParams::default(), &request)
-            .await
-            .map_err(|e| format!("cannot get a reader token from {peer}: {}", describe(peer, &e)))?;
-        response
-            .status
-            .map(|s| SecretString::from(s.token))
-            .ok_or_else(|| format!("{peer} answered the token request without a token"))
-    }
-
-    /// `kubectl rollout restart` for every injected workload: a new
-    /// pod-template annotation makes the controllers replace the pods.
-    async fn restart(&self, cluster: &str, client: kube::Client) -> Result<Option<String>, String> {
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let mut injected = BTreeSet::new();
-        for selector in ["istio-injection=enabled", "istio.io/rev"] {
-            let list = namespaces
-                .list(&ListParams::default().labels(selector))
-                .await
-                .map_err(|e| describe(cluster, &e))?;
-            for ns in list.items {
-                if let Some(name) = ns.metadata.name {
-                    injected.insert(name);
-                }
-            }
-        }
-        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
-            "kubectl.kubernetes.io/restartedAt": self.restart_stamp
-        }}}}});
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            dry_run: self.settings.dry_run,
-            ..PatchParams::default()
-        };
-        let mut restarted = Vec::new();
-        for ns in &injected {
-            restarted.extend(restart_all::<Deployment>(cluster, &client, ns, &patch, &params).await?);
-            restarted.extend(restart_all::<StatefulSet>(cluster, &client, ns, &patch, &params).await?);
-            restarted.extend(restart_all::<DaemonSet>(cluster, &client, ns, &patch, &params).await?);
-        }
-        Ok(Some(if restarted.is_empty() {
-            "no injected workloads to restart".to_string()
-        } else {
-            format!("restarted {}", restarted.join(", "))
-        }))
-    }
-}
-
-async fn restart_all<K>(
-    cluster: &str,
-    client: &kube::Client,
-    ns: &str,
-    patch: &Value,
-    params: &PatchParams,
-) -> Result<Vec<String>, String>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let mut names = Vec::new();
-    for object in api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| describe(cluster, &e))?
-        .items
-    {
-        let name = object.meta().name.clone().unwrap_or_default();
-        api.patch(&name, params, &Patch::Merge(patch))
-            .await
-            .map_err(|e| describe(cluster, &e))?;
-        names.push(format!("{}/{ns}/{name}", K::kind(&())));
-    }
-    Ok(names)
-}
-
-/// The token the token controller put into the reader's legacy Secret; it
-/// may take a moment after the Secret is created.
-async fn legacy_token(connection: &Connection, ns: &str) -> Result<SecretString, String> {
-    let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), ns);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let secret = secrets
-            .get_opt(objects::READER_TOKEN_SECRET)
-            .await
-            .map_err(|e| describe(&connection.cluster, &e))?;
-        let token = secret
-            .as_ref()
-            .and_then(|s| s.data.as_ref())
-            .and_then(|d| d.get("token"));
-        if let Some(token) = token.and_then(|t| String::from_utf8(t.0.clone()).ok()) {
-            return Ok(SecretString::from(token));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "Secret {ns}/{} in {} has no token after 30s: is the token controller running?",
-                objects::READER_TOKEN_SECRET,
-                connection.cluster
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// A failed API call in the report's words. kube's text of an API error
-/// ends in a debug dump of the whole Status; two cases get words of their own:
-/// a server-side apply conflict names the fields and the field manager that
-/// owns them, with what to do (meshform never forces a field another manager
-/// applied), and a timeout says which cluster did not answer, and which flag
-/// sets how long meshform waits.
-fn describe(cluster: &str, error: &kube::Error) -> String {
-    if let kube::Error::Api(status) = error {
-        let conflicts: Vec<String> = status
-            .details
-            .iter()
-            .flat_map(|d| &d.causes)
-            .filter(|c| c.reason == "FieldManagerConflict")
-            .map(|c| format!("{} ({})", c.field, c.message))
-            .collect();
-        if status.code == 409 && !conflicts.is_empty() {
-            return format!(
-                "another field manager owns what meshform would write: {}; meshform does not take fields over \
-                 from other managers: have that manager stop setting the field (or remove it there), then apply again",
-                conflicts.join(", ")
-            );
-        }
-    }
-    if is_timeout(error) {
-        return format!(
-            "timed out: the API server of {cluster} did not answer within --timeout ({})",
-            error_chain(error)
-        );
-    }
-    error_chain(error)
-}
-
-fn join_diffs(diffs: Vec<Option<String>>) -> Option<String> {
-    let parts: Vec<String> = diffs.into_iter().flatten().filter(|d| !d.is_empty()).collect();
-    (!parts.is_empty()).then(|| parts.join("\n"))
-}
-
-#[cfg(test)]
-mod tests {
-    use kube::core::Status;
-    use kube::core::response::{StatusCause, StatusDetails};
-
-    use super::*;
-
-    // Regression: a 409 from server-side apply read "ApiError: Apply failed with 1 conflict: ... (Status { ... })",
-    // a debug dump, with no word on what to do.
-    #[test]
-    fn a_field_manager_conflict_names_the_field_the_manager_and_the_fix() {
-        let status = Status {
-            code: 409,
-            reason: "Conflict".into(),
-            message: "Apply failed with 1 conflict: conflict with \"helm\": .metadata.labels.topology.istio.io/network"
-                .into(),
-            details: Some(StatusDetails {
-                name: String::new(),
-                group: String::new(),
-                kind: String::new(),
-                uid: String::new(),
-                causes: vec![StatusCause {
-                    reason: "FieldManagerConflict".into(),
-                    message: "conflict with \"helm\"".into(),
-                    field: ".metadata.labels.topology.istio.io/network".into(),
-                }],
-                retry_after_seconds: 0,
-            }),
-            ..Status::default()
-        };
-        let text = describe("west", &kube::Error::Api(Box::new(status)));
-        assert_eq!(
-            text,
-            "another field manager owns what meshform would write: .metadata.labels.topology.istio.io/network \
-             (conflict with \"helm\"); meshform does not take fields over from other managers: have that manager \
-             stop setting the field (or remove it there), then apply again"
-        );
-        assert!(!text.contains("Status {"), "{text}");
-    }
-
-    // Regression: a request slower than --timeout failed with "ServiceError: client error (SendRequest):
-    // connection error: timed out", which did not say which setting had run out.
-    #[test]
-    fn a_timeout_says_so_and_names_the_flag() {
-        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
-        let text = describe("north", &kube::Error::Service(Box::new(timed_out)));
-        assert_eq!(
-            text,
-            "timed out: the API server of north did not answer within --timeout (ServiceError: timed out)"
-        );
-    }
-
-    #[test]
-    fn other_errors_keep_their_chain() {
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
-        assert_eq!(
-            describe("north", &kube::Error::Service(Box::new(refused))),
-            "ServiceError: connection refused"
-        );
     }
 }

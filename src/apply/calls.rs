@@ -1,0 +1,222 @@
+//! The thin kube layer apply writes through: server-side apply, create,
+//! read-live and delete with preconditions, each honouring `--dry-run` and
+//! returning the redacted diff when asked, and API errors in the report's
+//! words. Nothing here decides what to write.
+
+use super::*;
+
+impl Run<'_> {
+    pub(super) fn apply_params(&self, force: bool) -> PatchParams {
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = force;
+        params.dry_run = self.settings.dry_run;
+        params
+    }
+
+    pub(super) fn delete_params(&self, precondition: &Precondition) -> DeleteParams {
+        DeleteParams {
+            dry_run: self.settings.dry_run,
+            ..preconditions(precondition)
+        }
+    }
+
+    /// Server-side apply of one object, returning the diff when asked for.
+    pub(super) async fn ssa<K>(
+        &self,
+        cluster: &str,
+        api: &Api<K>,
+        name: &str,
+        object: &K,
+        force: bool,
+    ) -> Result<Option<String>, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let before = self.live(cluster, api, name).await?;
+        let after = api
+            .patch(name, &self.apply_params(force), &Patch::Apply(object))
+            .await
+            .map_err(|e| describe(cluster, &e))?;
+        Ok(self
+            .wants_diff()
+            .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
+    }
+
+    /// Creates `object` unless something of its name exists: one request
+    /// where a read and then a write would take two. `None` when it exists
+    /// (and was left as it is), else the diff when asked for.
+    pub(super) async fn create<K>(
+        &self,
+        cluster: &str,
+        api: &Api<K>,
+        object: &K,
+    ) -> Result<Option<Option<String>>, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let params = PostParams {
+            dry_run: self.settings.dry_run,
+            field_manager: Some(FIELD_MANAGER.to_string()),
+        };
+        match api.create(&params, object).await {
+            Ok(after) => {
+                Ok(Some(self.wants_diff().then(|| {
+                    diff::unified(None, serde_json::to_value(&after).ok().as_ref())
+                })))
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => Ok(None),
+            Err(e) => Err(describe(cluster, &e)),
+        }
+    }
+
+    /// The object as it is now, for the diff; nothing is read without one.
+    pub(super) async fn live<K>(&self, cluster: &str, api: &Api<K>, name: &str) -> Result<Before, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        if !self.wants_diff() {
+            return Ok(None);
+        }
+        Ok(to_value(&api.get_opt(name).await.map_err(|e| describe(cluster, &e))?))
+    }
+
+    pub(super) async fn delete<K>(
+        &self,
+        cluster: &str,
+        api: &Api<K>,
+        name: &str,
+        precondition: &Precondition,
+    ) -> Result<Option<String>, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let before = self.live(cluster, api, name).await?;
+        match api.delete(name, &self.delete_params(precondition)).await {
+            Ok(_) => {}
+            // Already gone is what a delete wants.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(describe(cluster, &e)),
+        }
+        Ok(self.wants_diff().then(|| diff::unified(before.as_ref(), None)))
+    }
+
+    pub(super) fn wants_diff(&self) -> bool {
+        self.settings.diff || self.settings.dry_run
+    }
+}
+
+/// What an API call left behind, for the diff.
+type Before = Option<Value>;
+
+pub(super) fn to_value<T: Serialize>(object: &Option<T>) -> Before {
+    object.as_ref().and_then(|o| serde_json::to_value(o).ok())
+}
+
+pub(super) fn preconditions(p: &Precondition) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(p.uid.clone()),
+            resource_version: Some(p.resource_version.clone()),
+        }),
+        ..DeleteParams::default()
+    }
+}
+
+/// A failed API call in the report's words. kube's text of an API error
+/// ends in a debug dump of the whole Status; two cases get words of their own:
+/// a server-side apply conflict names the fields and the field manager that
+/// owns them, with what to do (meshform never forces a field another manager
+/// applied), and a timeout says which cluster did not answer, and which flag
+/// sets how long meshform waits.
+pub(super) fn describe(cluster: &str, error: &kube::Error) -> String {
+    if let kube::Error::Api(status) = error {
+        let conflicts: Vec<String> = status
+            .details
+            .iter()
+            .flat_map(|d| &d.causes)
+            .filter(|c| c.reason == "FieldManagerConflict")
+            .map(|c| format!("{} ({})", c.field, c.message))
+            .collect();
+        if status.code == 409 && !conflicts.is_empty() {
+            return format!(
+                "another field manager owns what meshform would write: {}; meshform does not take fields over \
+                 from other managers: have that manager stop setting the field (or remove it there), then apply again",
+                conflicts.join(", ")
+            );
+        }
+    }
+    if is_timeout(error) {
+        return format!(
+            "timed out: the API server of {cluster} did not answer within --timeout ({})",
+            error_chain(error)
+        );
+    }
+    error_chain(error)
+}
+
+pub(super) fn join_diffs(diffs: Vec<Option<String>>) -> Option<String> {
+    let parts: Vec<String> = diffs.into_iter().flatten().filter(|d| !d.is_empty()).collect();
+    (!parts.is_empty()).then(|| parts.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+    use kube::core::response::{StatusCause, StatusDetails};
+
+    use super::*;
+
+    // Regression: a 409 from server-side apply read "ApiError: Apply failed with 1 conflict: ... (Status { ... })",
+    // a debug dump, with no word on what to do.
+    #[test]
+    fn a_field_manager_conflict_names_the_field_the_manager_and_the_fix() {
+        let status = Status {
+            code: 409,
+            reason: "Conflict".into(),
+            message: "Apply failed with 1 conflict: conflict with \"helm\": .metadata.labels.topology.istio.io/network"
+                .into(),
+            details: Some(StatusDetails {
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+                uid: String::new(),
+                causes: vec![StatusCause {
+                    reason: "FieldManagerConflict".into(),
+                    message: "conflict with \"helm\"".into(),
+                    field: ".metadata.labels.topology.istio.io/network".into(),
+                }],
+                retry_after_seconds: 0,
+            }),
+            ..Status::default()
+        };
+        let text = describe("west", &kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            text,
+            "another field manager owns what meshform would write: .metadata.labels.topology.istio.io/network \
+             (conflict with \"helm\"); meshform does not take fields over from other managers: have that manager \
+             stop setting the field (or remove it there), then apply again"
+        );
+        assert!(!text.contains("Status {"), "{text}");
+    }
+
+    // Regression: a request slower than --timeout failed with "ServiceError: client error (SendRequest):
+    // connection error: timed out", which did not say which setting had run out.
+    #[test]
+    fn a_timeout_says_so_and_names_the_flag() {
+        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        let text = describe("north", &kube::Error::Service(Box::new(timed_out)));
+        assert_eq!(
+            text,
+            "timed out: the API server of north did not answer within --timeout (ServiceError: timed out)"
+        );
+    }
+
+    #[test]
+    fn other_errors_keep_their_chain() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(
+            describe("north", &kube::Error::Service(Box::new(refused))),
+            "ServiceError: connection refused"
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! The workload restart a network change needs: every Deployment,
+//! StatefulSet and DaemonSet of the injected namespaces gets a new pod
+//! template annotation, as `kubectl rollout restart` does.
+
+use super::*;
+
+impl Run<'_> {
+    /// `kubectl rollout restart` for every injected workload: a new
+    /// pod-template annotation makes the controllers replace the pods.
+    pub(super) async fn restart(&self, cluster: &str, client: kube::Client) -> Result<Option<String>, String> {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut injected = BTreeSet::new();
+        for selector in ["istio-injection=enabled", "istio.io/rev"] {
+            let list = namespaces
+                .list(&ListParams::default().labels(selector))
+                .await
+                .map_err(|e| describe(cluster, &e))?;
+            for ns in list.items {
+                if let Some(name) = ns.metadata.name {
+                    injected.insert(name);
+                }
+            }
+        }
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": self.restart_stamp
+        }}}}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            dry_run: self.settings.dry_run,
+            ..PatchParams::default()
+        };
+        let mut restarted = Vec::new();
+        for ns in &injected {
+            restarted.extend(restart_all::<Deployment>(cluster, &client, ns, &patch, &params).await?);
+            restarted.extend(restart_all::<StatefulSet>(cluster, &client, ns, &patch, &params).await?);
+            restarted.extend(restart_all::<DaemonSet>(cluster, &client, ns, &patch, &params).await?);
+        }
+        Ok(Some(if restarted.is_empty() {
+            "no injected workloads to restart".to_string()
+        } else {
+            format!("restarted {}", restarted.join(", "))
+        }))
+    }
+}
+
+pub(super) async fn restart_all<K>(
+    cluster: &str,
+    client: &kube::Client,
+    ns: &str,
+    patch: &Value,
+    params: &PatchParams,
+) -> Result<Vec<String>, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let mut names = Vec::new();
+    for object in api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| describe(cluster, &e))?
+        .items
+    {
+        let name = object.meta().name.clone().unwrap_or_default();
+        api.patch(&name, params, &Patch::Merge(patch))
+            .await
+            .map_err(|e| describe(cluster, &e))?;
+        names.push(format!("{}/{ns}/{name}", K::kind(&())));
+    }
+    Ok(names)
+}
