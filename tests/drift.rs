@@ -403,15 +403,22 @@ async fn reader_rules_and_subjects_edited_by_hand_are_found_and_taken_back_with_
     mesh.assert_no_token_leaked(&[a, b]).await;
 }
 
-#[tokio::test]
-async fn objects_deleted_by_hand_are_drift_that_apply_recreates() {
-    let clusters = ControlPlane::shared().clusters(&["a", "c"]).await;
-    let (a, c) = (clusters.by_name("a"), clusters.by_name("c"));
+/// `a` and `c` on networks of their own, each behind its gateway, applied
+/// and converged.
+async fn converged_across(a: &Cluster, c: &Cluster) -> Mesh {
     install_eastwest_gateway(a).await;
     install_eastwest_gateway(c).await;
     let mesh = Mesh::new(&[Entry::of(a).network("one"), Entry::of(c).network("two")]);
     mesh.apply(&[]).await;
     mesh.assert_converged().await;
+    mesh
+}
+
+#[tokio::test]
+async fn objects_deleted_by_hand_are_drift_that_apply_recreates() {
+    let clusters = ControlPlane::shared().clusters(&["a", "c"]).await;
+    let (a, c) = (clusters.by_name("a"), clusters.by_name("c"));
+    let mesh = converged_across(a, c).await;
 
     // kubectl delete secret istio-remote-secret-c (in a); kubectl delete
     // gateway cross-network-gateway and clusterrole meshform-istio-reader-istio-system (in c).
@@ -479,11 +486,7 @@ async fn objects_deleted_by_hand_are_drift_that_apply_recreates() {
 async fn objects_remade_by_hand_are_conflicts_left_alone_until_adopted_or_deleted() {
     let clusters = ControlPlane::shared().clusters(&["a", "c"]).await;
     let (a, c) = (clusters.by_name("a"), clusters.by_name("c"));
-    install_eastwest_gateway(a).await;
-    install_eastwest_gateway(c).await;
-    let mesh = Mesh::new(&[Entry::of(a).network("one"), Entry::of(c).network("two")]);
-    mesh.apply(&[]).await;
-    mesh.assert_converged().await;
+    let mesh = converged_across(a, c).await;
 
     // c's Gateway deleted and made again by hand under its name, without
     // meshform's labels and on port 443 (kubectl create -f).
