@@ -213,26 +213,25 @@ pub fn lock_lease(mesh: &str) -> String {
     format!("meshform-{mesh}")
 }
 
-/// The Istio Gateway resource, served as `networking.istio.io/v1`.
-pub fn gateway_resource() -> kube::core::ApiResource {
+/// An Istio networking resource, served as `networking.istio.io/v1`.
+fn istio_networking(kind: &str, plural: &str) -> kube::core::ApiResource {
     kube::core::ApiResource {
         group: "networking.istio.io".to_string(),
         version: "v1".to_string(),
         api_version: "networking.istio.io/v1".to_string(),
-        kind: "Gateway".to_string(),
-        plural: "gateways".to_string(),
+        kind: kind.to_string(),
+        plural: plural.to_string(),
     }
 }
 
-/// The Istio VirtualService resource, served as `networking.istio.io/v1`.
+/// The Istio Gateway resource.
+pub fn gateway_resource() -> kube::core::ApiResource {
+    istio_networking("Gateway", "gateways")
+}
+
+/// The Istio VirtualService resource.
 pub fn virtual_service_resource() -> kube::core::ApiResource {
-    kube::core::ApiResource {
-        group: "networking.istio.io".to_string(),
-        version: "v1".to_string(),
-        api_version: "networking.istio.io/v1".to_string(),
-        kind: "VirtualService".to_string(),
-        plural: "virtualservices".to_string(),
-    }
+    istio_networking("VirtualService", "virtualservices")
 }
 
 /// Labels on every object meshform owns in `mesh`.
