@@ -7,16 +7,38 @@
 //! check, so `check` and `plan` cannot disagree. What it adds is the passing
 //! side (what was found where all is well) and the grouping. It reads no
 //! cluster and renders nothing.
+//!
+//! One file per scope, each saying what passes there and which of the plan's
+//! findings and writes its checks claim:
+//!
+//! - `cluster.rs`: each cluster's lines (reachable, network label, reader
+//!   account, API address, east-west gateway, Istio install, control plane,
+//!   remote secrets, reader tokens), the check each cluster finding and each
+//!   pending write belongs to, and the fix for a cluster that could not be read;
+//! - `network.rs`: per network, the gateway istiod learns for it from every
+//!   cluster on it, judged from all of them together;
+//! - `mesh.rs`: what holds between all clusters (one root of trust), and the
+//!   check a finding about no one cluster belongs to.
+//!
+//! This file holds the model (the checklist and its lines), the entry point
+//! that builds each scope's lines and then files the plan's problems under
+//! them, and the unit tests, which check the whole checklist. The scope files
+//! build lines from the topology and the observation and name the check each
+//! plan problem belongs to; only [`check`] files those problems. Beside the
+//! plan's, a scope file reports only what the plan cannot see: a cluster that
+//! could not be read, a remote whose control plane mesh.toml does not name, a
+//! network without a gateway.
 
-use std::collections::BTreeSet;
+mod cluster;
+mod mesh;
+mod network;
 
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::objects;
-use crate::observe::model::{ClusterFacts, ClusterState, Observed, TokenFacts, UnknownReason};
-use crate::plan::{Action, ActionKind, FindingKind, Plan, WriteMode};
-use crate::topology::{Cluster, Role, TokenMode, Topology};
+use crate::observe::model::Observed;
+use crate::plan::{Action, ActionKind, FindingKind, Plan};
+use crate::topology::{Cluster, Role, Topology};
 
 /// The code of a problem that is a write apply would make.
 pub const APPLY: &str = "meshform::apply";
@@ -149,9 +171,12 @@ pub fn check(topology: &Topology, observed: &Observed, plan: &Plan) -> Checklist
         mesh: topology.mesh.name.clone(),
         namespace: topology.mesh.namespace.clone(),
         observed_at: observed.observed_at,
-        clusters: clusters.iter().map(|c| cluster_checks(topology, observed, c)).collect(),
-        networks: networks(topology, observed),
-        mesh_checks: vec![root_of_trust(topology, observed)],
+        clusters: clusters
+            .iter()
+            .map(|c| cluster::checks(topology, observed, c))
+            .collect(),
+        networks: network::checks(topology, observed),
+        mesh_checks: vec![mesh::root_of_trust(topology, observed)],
     };
     for finding in &plan.findings {
         let code = finding.code.strip_prefix("meshform::plan::").unwrap_or(&finding.code);
@@ -168,12 +193,12 @@ pub fn check(topology: &Topology, observed: &Observed, plan: &Plan) -> Checklist
             fix: finding.help.clone(),
         };
         match &finding.cluster {
-            Some(cluster) => checklist.add(cluster, finding_check(code), problem),
-            None => checklist.add_mesh(mesh_finding_check(code), problem),
+            Some(cluster) => checklist.add(cluster, cluster::finding_check(code), problem),
+            None => checklist.add_mesh(mesh::finding_check(code), problem),
         }
     }
     for action in plan.actions.iter().filter(|a| a.writes() || is_restart(a)) {
-        let (id, status) = action_check(action, observed);
+        let (id, status) = cluster::action_check(action, observed);
         let fix = if action.is_destructive() {
             "meshform apply --allow-detach"
         } else {
@@ -237,87 +262,7 @@ fn add_to(checks: &mut Vec<Check>, id: CheckId, problem: Problem) {
     check.problems.push(problem);
 }
 
-/// The check a cluster's plan finding belongs to, by its code.
-fn finding_check(code: &str) -> CheckId {
-    match code {
-        "network_change_partial" => CheckId::NetworkLabel,
-        "reader_unmanaged" => CheckId::ReaderAccount,
-        "peer_address" => CheckId::ApiServer,
-        "gateway_service_missing"
-        | "gateway_unmanaged"
-        | "gateway_port_missing"
-        | "gateway_port_mismatch"
-        | "gateway_address_missing"
-        | "istiod_exposure_unmanaged"
-        | "mesh_networks_gateways" => CheckId::Gateway,
-        "istio_not_installed" | "istiod_cluster_id" | "injection_network" | "mesh_id" => CheckId::Istio,
-        "remote_pilot_address" | "control_plane_on_primary" => CheckId::ControlPlane,
-        "remote_secret_duplicate" | "remote_secret_unmanaged" => CheckId::RemoteSecrets,
-        "detached_holder" | "detach_not_revoked" => CheckId::Tokens,
-        _ => CheckId::Other,
-    }
-}
-
-fn mesh_finding_check(code: &str) -> CheckId {
-    match code {
-        "root_of_trust" => CheckId::RootOfTrust,
-        _ => CheckId::Other,
-    }
-}
-
-/// The check a pending write belongs to, and how bad it is that it is pending.
-fn action_check(action: &Action, observed: &Observed) -> (CheckId, Status) {
-    match &action.kind {
-        // The label is right: only a remote's control plane is not named yet.
-        ActionKind::SetNetwork { network, previous, .. } if previous.as_ref() == Some(network) => {
-            (CheckId::ControlPlane, Status::Fail)
-        }
-        ActionKind::SetNetwork { .. } | ActionKind::RestartWorkloads { .. } => (CheckId::NetworkLabel, Status::Fail),
-        ActionKind::EnsureReader { .. } => (CheckId::ReaderAccount, Status::Fail),
-        ActionKind::EnsureGateway { .. } | ActionKind::SetGatewayNetwork { .. } => (CheckId::Gateway, Status::Fail),
-        // Left over from a network layout that is gone: harmless until removed.
-        ActionKind::DeleteGateway { .. } => (CheckId::Gateway, Status::Warn),
-        // A remote on another network cannot reach its istiod without it.
-        ActionKind::EnsureIstiodExposure { .. } => (CheckId::Gateway, Status::Fail),
-        ActionKind::DeleteIstiodExposure { .. } => (CheckId::Gateway, Status::Warn),
-        ActionKind::DeleteRemoteSecret { .. } => (CheckId::RemoteSecrets, Status::Fail),
-        ActionKind::WriteRemoteSecret {
-            mode: WriteMode::Rotate,
-            name,
-            ..
-        } => {
-            // A rotation that is only due leaves a working token until then;
-            // an expired or revoked one (its reader account deleted) reads nothing.
-            let secret = observed.facts(&action.cluster).and_then(|f| f.remote_secrets.get(name));
-            let peer = action.peer().and_then(|p| observed.facts(p));
-            let account = peer.and_then(|f| f.reader.service_account.as_ref());
-            let works = secret.is_some_and(|s| {
-                let live = match s.token {
-                    TokenFacts::Bound { expires_at, .. } => expires_at > observed.observed_at,
-                    TokenFacts::Unbounded => true,
-                    TokenFacts::Unknown => false,
-                };
-                let revoked = s
-                    .token_account_uid
-                    .as_ref()
-                    .is_some_and(|uid| account.is_none_or(|a| a.uid != *uid));
-                // A token whose binding Secret in the peer is gone is revoked too.
-                let unbound = s
-                    .token_binding_uid
-                    .as_ref()
-                    .is_some_and(|uid| peer.is_some_and(|f| !f.reader_bindings.values().any(|b| b.object.uid == *uid)));
-                live && !revoked && !unbound
-            });
-            (CheckId::Tokens, if works { Status::Warn } else { Status::Fail })
-        }
-        ActionKind::WriteRemoteSecret { .. } => (CheckId::RemoteSecrets, Status::Fail),
-        // A holder that left still has working tokens until this is applied; a
-        // replaced token, which nothing uses any more, is harmless until then.
-        ActionKind::RevokeReaderTokens { detach: true, .. } => (CheckId::Tokens, Status::Fail),
-        ActionKind::RevokeReaderTokens { detach: false, .. } => (CheckId::Tokens, Status::Warn),
-    }
-}
-
+/// A check that passes, with what was found.
 fn pass(id: CheckId, summary: String) -> Check {
     Check {
         id,
@@ -327,271 +272,18 @@ fn pass(id: CheckId, summary: String) -> Check {
     }
 }
 
-fn cluster_checks(topology: &Topology, observed: &Observed, cluster: &Cluster) -> ClusterChecks {
-    let observation = observed.clusters.get(&cluster.name);
-    let checks = match observation.map(|o| &o.state) {
-        Some(ClusterState::Reachable(facts)) => reachable_checks(topology, cluster, facts),
-        Some(ClusterState::Unknown { reason, detail }) => {
-            let context = observation.map_or(cluster.context.as_str(), |o| o.context.as_str());
-            vec![Check {
-                id: CheckId::Reachable,
-                status: Status::Fail,
-                summary: "nothing else was checked".to_string(),
-                problems: vec![Problem {
-                    status: Status::Fail,
-                    code: "meshform::plan::unreachable".to_string(),
-                    message: format!("{} could not be read: {detail}", cluster.name),
-                    fix: Some(unreachable_fix(*reason, context)),
-                }],
-            }]
-        }
-        None => vec![Check {
-            id: CheckId::Reachable,
-            status: Status::Skipped,
-            summary: "not in the observation".to_string(),
-            problems: Vec::new(),
-        }],
-    };
-    ClusterChecks {
-        cluster: cluster.name.clone(),
-        role: cluster.role,
-        network: cluster.network.clone(),
-        checks,
-    }
-}
-
-fn unreachable_fix(reason: UnknownReason, context: &str) -> String {
-    match reason {
-        UnknownReason::Unreachable => {
-            format!(
-                "check that the API server of context {context:?} can be reached from here (address, VPN, firewall)"
-            )
-        }
-        UnknownReason::Unauthorized => {
-            format!("refresh the credentials of context {context:?} (for a cloud cluster, its get-credentials command)")
-        }
-        UnknownReason::Forbidden => {
-            format!("grant the identity of context {context:?} the permissions in examples/rbac/")
-        }
-        UnknownReason::Timeout => "retry with a longer --timeout, or find why the API server is slow".to_string(),
-        UnknownReason::Kubeconfig => format!("fix context {context:?} in the kubeconfig"),
-        UnknownReason::DuplicateIdentity => {
-            "two [[cluster]] entries reach this cluster: keep one of them in mesh.toml".to_string()
-        }
-        UnknownReason::Other => "retry; run with -vv to see the requests".to_string(),
-    }
-}
-
-fn reachable_checks(topology: &Topology, cluster: &Cluster, facts: &ClusterFacts) -> Vec<Check> {
-    let ns = &topology.mesh.namespace;
-    let mut checks = vec![pass(
-        CheckId::Reachable,
-        format!("{} (kube-system {})", facts.server, facts.identity),
-    )];
-    checks.push(pass(
-        CheckId::NetworkLabel,
-        format!("namespace {ns} is on network {:?}", cluster.network),
-    ));
-    let read_by_primaries = topology.primaries().any(|p| p.name != cluster.name);
-    if read_by_primaries {
-        checks.push(pass(
-            CheckId::ReaderAccount,
-            format!("{ns}/{}", objects::READER_SERVICE_ACCOUNT),
-        ));
-        let server = cluster.api_server.as_deref().unwrap_or(&facts.server);
-        checks.push(pass(CheckId::ApiServer, format!("primaries reach it at {server}")));
-    }
-    if topology.clusters.iter().any(|c| c.network != cluster.network) {
-        let network = &topology.networks[&cluster.network];
-        let summary = match &facts.east_west {
-            Some(east_west) => format!(
-                "Service {ns}/{} on network {:?}, {}",
-                network.gateway_service,
-                cluster.network,
-                east_west.istiod_address().unwrap_or_else(|| "no address".to_string())
-            ),
-            None => format!("Service {ns}/{}", network.gateway_service),
-        };
-        checks.push(pass(CheckId::Gateway, summary));
-    }
-    let installs: Vec<String> = facts
-        .installs
-        .iter()
-        .map(|(revision, install)| {
-            let name = install
-                .istiod
-                .clone()
-                .or_else(|| install.injector.clone())
-                .unwrap_or_else(|| revision.clone());
-            format!(
-                "{name} (cluster id {}, network {})",
-                install
-                    .cluster_id
-                    .as_deref()
-                    .or(install.injected_cluster_id.as_deref())
-                    .unwrap_or(objects::DEFAULT_CLUSTER_ID),
-                install.injected_network.as_deref().unwrap_or("unset")
-            )
-        })
-        .collect();
-    checks.push(pass(CheckId::Istio, installs.join(", ")));
-    if cluster.role == Role::Remote {
-        let check = match &cluster.control_plane {
-            Some(primary) => {
-                let at = facts
-                    .installs
-                    .values()
-                    .find_map(|i| i.remote_pilot_address.as_deref())
-                    .map(|a| format!(", sidecars reach istiod at {a}"))
-                    .unwrap_or_default();
-                pass(CheckId::ControlPlane, format!("served by {primary}'s istiod{at}"))
-            }
-            None => Check {
-                id: CheckId::ControlPlane,
-                status: Status::Fail,
-                summary: String::new(),
-                problems: vec![Problem {
-                    status: Status::Fail,
-                    code: "meshform::topology::missing_key".to_string(),
-                    message: format!(
-                        "mesh.toml does not say which primary's istiod serves remote {}",
-                        cluster.name
-                    ),
-                    fix: Some(format!(
-                        "set `control_plane` on cluster {:?} in mesh.toml",
-                        cluster.name
-                    )),
-                }],
-            },
-        };
-        checks.push(check);
-    }
-    if cluster.role == Role::Primary {
-        let peers: BTreeSet<&str> = facts
-            .remote_secrets
-            .values()
-            .filter(|s| s.object.managed)
-            .flat_map(|s| s.cluster_ids.iter().map(String::as_str))
-            .collect();
-        let summary = if peers.is_empty() {
-            "none needed".to_string()
-        } else {
-            format!("for {}", peers.into_iter().collect::<Vec<_>>().join(", "))
-        };
-        checks.push(pass(CheckId::RemoteSecrets, summary));
-        checks.push(pass(CheckId::Tokens, tokens_summary(topology, facts)));
-    }
-    checks
-}
-
-fn tokens_summary(topology: &Topology, facts: &ClusterFacts) -> String {
-    let managed = facts.remote_secrets.values().filter(|s| s.object.managed);
-    let earliest = managed
-        .clone()
-        .filter_map(|s| match s.token {
-            TokenFacts::Bound { expires_at, .. } => Some(expires_at),
-            _ => None,
-        })
-        .min();
-    match earliest {
-        Some(at) => format!("the first expires at {at}"),
-        None if managed.count() == 0 => "none held".to_string(),
-        None if topology.mesh.tokens.mode == TokenMode::Secret => {
-            "legacy token Secrets, never expiring (tokens.mode = \"secret\")".to_string()
-        }
-        None => "never expiring".to_string(),
-    }
-}
-
-/// Per network: the gateway istiod learns for it from every cluster on it
-/// (a Service labelled with the network, listing istiod's port, with an
-/// address; istio/istio `pilot/pkg/serviceregistry/kube/controller/network.go`).
-fn networks(topology: &Topology, observed: &Observed) -> Vec<NetworkChecks> {
-    let several = topology.networks.len() > 1;
-    topology
-        .networks
-        .keys()
-        .map(|network| {
-            let mut members: Vec<&Cluster> = topology.clusters.iter().filter(|c| &c.network == network).collect();
-            members.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut checks = Vec::new();
-            if several && !members.is_empty() {
-                let gateways: Vec<String> = members
-                    .iter()
-                    .filter_map(|c| {
-                        let east_west = observed.facts(&c.name)?.east_west.as_ref()?;
-                        let usable = east_west.network.as_deref() == Some(network.as_str())
-                            && (east_west.ports.contains(&east_west.istiod_port())
-                                || east_west.ports.contains(&objects::HBONE_GATEWAY_PORT));
-                        usable.then(|| east_west.istiod_address().map(|a| format!("{a} ({})", c.name)))?
-                    })
-                    .collect();
-                let unread = members.iter().any(|c| observed.facts(&c.name).is_none());
-                checks.push(match (gateways.is_empty(), unread) {
-                    (false, _) => pass(CheckId::NetworkGateway, gateways.join(", ")),
-                    (true, true) => Check {
-                        id: CheckId::NetworkGateway,
-                        status: Status::Skipped,
-                        summary: "not every cluster of the network could be read".to_string(),
-                        problems: Vec::new(),
-                    },
-                    (true, false) => Check {
-                        id: CheckId::NetworkGateway,
-                        status: Status::Fail,
-                        summary: String::new(),
-                        problems: vec![Problem {
-                            status: Status::Fail,
-                            code: "meshform::check::network_gateway".to_string(),
-                            message: format!(
-                                "istiod knows no gateway for network {network:?}: other networks are sent its pods' IPs, which they cannot reach"
-                            ),
-                            fix: Some(format!(
-                                "give the east-west gateway Service of a cluster on {network:?} an address and the label {}={network} (see the clusters' east-west gateway checks)",
-                                objects::NETWORK_LABEL
-                            )),
-                        }],
-                    },
-                });
-            }
-            NetworkChecks {
-                network: network.clone(),
-                clusters: members.iter().map(|c| c.name.clone()).collect(),
-                checks,
-            }
-        })
-        .collect()
-}
-
-fn root_of_trust(topology: &Topology, observed: &Observed) -> Check {
-    let roots: BTreeSet<&str> = topology
-        .clusters
-        .iter()
-        .filter_map(|c| observed.facts(&c.name)?.root_certs.as_ref())
-        .flatten()
-        .map(String::as_str)
-        .collect();
-    let summary = if roots.is_empty() {
-        "no istio-ca-root-cert found".to_string()
-    } else {
-        let prints: Vec<String> = roots
-            .iter()
-            .map(|r| format!("sha256:{}", &r[..r.len().min(16)]))
-            .collect();
-        format!("shared: {}", prints.join(", "))
-    };
-    pass(CheckId::RootOfTrust, summary)
-}
-
 #[cfg(test)]
 mod tests {
     use jiff::SignedDuration;
 
     use super::*;
-    use crate::observe::model::ClusterState;
+    use crate::objects;
+    use crate::observe::model::{ClusterFacts, ClusterState, UnknownReason};
     use crate::observe::synthetic;
+    use crate::plan::WriteMode;
     use crate::plan::{Options, simulate::simulate};
 
-    const EXAMPLE: &str = include_str!("../mesh.toml.example");
+    const EXAMPLE: &str = include_str!("../../mesh.toml.example");
 
     fn now() -> Timestamp {
         "2026-03-01T12:00:00Z".parse().unwrap()
