@@ -6,6 +6,7 @@
 //! remote needs them and removes its own after; objects of those names it
 //! does not own are used as they are.
 
+use super::owned::Owned;
 use super::{Planner, hashes};
 use crate::objects::{self, ISTIOD_GATEWAY, ISTIOD_VIRTUAL_SERVICE};
 use crate::observe::model::{ClusterFacts, ObjectFacts};
@@ -36,7 +37,8 @@ impl<'a> Planner<'a> {
         let revision = istiod_revision(facts);
         let gateway_spec = objects::istiod_gateway_spec();
         let route_spec = objects::istiod_virtual_service_spec(self.ns(), revision.as_deref());
-        let objects = [
+        let hash = hashes::istiod_exposure_hash(revision.as_deref());
+        let judged = [
             (&facts.istiod_gateway, "Gateway", ISTIOD_GATEWAY, &gateway_spec),
             (
                 &facts.istiod_virtual_service,
@@ -44,43 +46,29 @@ impl<'a> Planner<'a> {
                 ISTIOD_VIRTUAL_SERVICE,
                 &route_spec,
             ),
-        ];
-        let hash = hashes::istiod_exposure_hash(revision.as_deref());
-        let mut present = true;
-        let mut current = true;
-        let mut edited = false;
-        for (object, kind, name, spec) in objects {
-            match object {
-                None => present = false,
-                Some(o) if !o.managed => {
-                    self.finding(
-                        FindingKind::Warning,
-                        "istiod_exposure_unmanaged",
-                        &primary.name,
-                        format!(
-                            "{kind} {}/{name} exists and is not managed by meshform; it is used as it is to expose istiod to {remote}",
-                            self.ns()
-                        ),
-                        format!("delete it to let meshform manage it (kubectl delete -n {} {kind} {name})", self.ns()),
-                    );
-                    return;
-                }
-                Some(o) => {
-                    let changed = o
-                        .content_sha256
-                        .as_deref()
-                        .is_some_and(|c| c != objects::content_sha256(spec));
-                    let ours_now = o.spec_hash.as_deref() == Some(hash.as_str());
-                    // A hand edit only when meshform's last write was this very
-                    // content; another revision in mesh and cluster is an update.
-                    edited |= changed && ours_now;
-                    current &= !changed && ours_now;
-                }
-            }
-        }
-        if present && current {
+        ]
+        .map(|(object, kind, name, spec)| {
+            let owned = Owned::judge(object.as_ref(), &hash, &objects::content_sha256(spec));
+            (owned, kind, name)
+        });
+        if let Some((_, kind, name)) = judged.iter().find(|(o, ..)| matches!(o, Owned::Unmanaged { .. })) {
+            self.finding(
+                FindingKind::Warning,
+                "istiod_exposure_unmanaged",
+                &primary.name,
+                format!(
+                    "{kind} {}/{name} exists and is not managed by meshform; it is used as it is to expose istiod to {remote}",
+                    self.ns()
+                ),
+                format!("delete it to let meshform manage it (kubectl delete -n {} {kind} {name})", self.ns()),
+            );
             return;
         }
+        if judged.iter().all(|(o, ..)| *o == Owned::Current) {
+            return;
+        }
+        let edited = judged.iter().any(|(o, ..)| *o == Owned::Edited);
+        let present = judged.iter().all(|(o, ..)| *o != Owned::Absent);
         let update = facts.istiod_gateway.is_some() || facts.istiod_virtual_service.is_some();
         let owners: Vec<String> = [&facts.istiod_gateway, &facts.istiod_virtual_service]
             .into_iter()

@@ -26,7 +26,9 @@
 //! restarts), `revocation.rs`, `install.rs` (the Istio install's settings,
 //! trust, addresses). Beside them: `model.rs` (the plan and its action
 //! vocabulary), `index.rs` (lookups over the observation), `hashes.rs`
-//! (content hashes), `fingerprint.rs` (what a plan was made from),
+//! (content hashes), `owned.rs` (an object meshform writes whole judged by
+//! its spec, as the cross-network Gateway and istiod's exposure are),
+//! `fingerprint.rs` (what a plan was made from),
 //! `simulate.rs` (a plan's expected effect). This module holds the walk, the
 //! planner's shared helpers and its findings' wording rules; it reads no
 //! cluster and imports nothing of observe's I/O, apply or render.
@@ -40,6 +42,7 @@ mod index;
 mod install;
 mod model;
 mod network;
+mod owned;
 mod revocation;
 pub mod simulate;
 

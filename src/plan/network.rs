@@ -3,6 +3,7 @@
 //! other networks, the cross-network Gateway and the east-west gateway
 //! Service as istiod judges it.
 
+use super::owned::Owned;
 use super::*;
 
 impl<'a> Planner<'a> {
@@ -114,23 +115,28 @@ impl<'a> Planner<'a> {
                     }
                     let hash = hashes::gateway_hash(network.gateway_port);
                     let content = objects::content_sha256(&objects::gateway_spec(network.gateway_port));
-                    // Edited in the cluster: the annotation still says what
-                    // meshform wrote, the spec does not. (Another port in
-                    // mesh.toml changes the hash as well: that is no edit.)
-                    let edited = gateway.as_ref().is_some_and(|g| {
-                        g.managed
-                            && g.spec_hash.as_deref() == Some(&hash)
-                            && g.content_sha256.as_deref().is_some_and(|c| c != content)
-                    });
-                    let update = match gateway {
-                        None => Some(false),
-                        Some(g) if g.managed && (g.spec_hash.as_deref() != Some(&hash) || edited) => Some(true),
-                        Some(g) if !g.managed => {
-                            // Made by hand (or re-made after meshform's was
-                            // deleted): left alone. One that is not what
-                            // meshform would write may stop cross-network
-                            // traffic: a conflict (check fails on it), else a warning.
-                            let differs = g.content_sha256.as_deref().is_some_and(|c| c != content);
+                    // Another port in mesh.toml changes the hash as well: an
+                    // update, no edit.
+                    let write = match Owned::judge(gateway.as_ref(), &hash, &content) {
+                        Owned::Absent => Some((
+                            false,
+                            format!(
+                                "peers on other networks (such as {peer}) reach this cluster only through its east-west gateway"
+                            ),
+                        )),
+                        Owned::Edited => Some((
+                            true,
+                            format!(
+                                "its spec was changed in the cluster; meshform writes it back (port {}, TLS AUTO_PASSTHROUGH, hosts *.local)",
+                                network.gateway_port
+                            ),
+                        )),
+                        Owned::Outdated => Some((true, "the gateway is not what meshform writes".to_string())),
+                        Owned::Current => None,
+                        Owned::Unmanaged { differs } => {
+                            // Left alone. One that is not what meshform would
+                            // write may stop cross-network traffic: a conflict
+                            // (check fails on it), else a warning.
                             let other = if differs {
                                 format!(
                                     ", and its spec is not what meshform writes (port {}, TLS AUTO_PASSTHROUGH, hosts *.local)",
@@ -156,21 +162,8 @@ impl<'a> Planner<'a> {
                             );
                             None
                         }
-                        Some(_) => None,
                     };
-                    if let Some(update) = update {
-                        let reason = if edited {
-                            format!(
-                                "its spec was changed in the cluster; meshform writes it back (port {}, TLS AUTO_PASSTHROUGH, hosts *.local)",
-                                network.gateway_port
-                            )
-                        } else if update {
-                            "the gateway is not what meshform writes".to_string()
-                        } else {
-                            format!(
-                                "peers on other networks (such as {peer}) reach this cluster only through its east-west gateway"
-                            )
-                        };
+                    if let Some((update, reason)) = write {
                         let owners = gateway.as_ref().map(|g| g.content_owners.clone()).unwrap_or_default();
                         let what = format!("the spec of Gateway {}/{}", self.ns(), objects::CROSS_NETWORK_GATEWAY);
                         let force = update && self.conflict(cluster, &what, &owners);
