@@ -217,10 +217,37 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
         tokens,
         restart_stamp: jiff::Timestamp::now().to_string(),
     };
+    let lock_lost = || target.lock.is_some_and(lock::Lock::lost);
+    sequence(target.plan, &run, &lock_lost, settings, progress).await
+}
+
+/// Runs one action on the clusters: what [`sequence`] calls for each action
+/// it starts. Its tests run the real sequencer over one that touches nothing.
+pub(crate) trait Runner {
+    /// The action's redacted diff when asked for one, or what went wrong.
+    async fn run(&self, action: &Action) -> Result<Option<String>, String>;
+}
+
+impl Runner for Run<'_> {
+    async fn run(&self, action: &Action) -> Result<Option<String>, String> {
+        self.action(action).await
+    }
+}
+
+/// The order and the gating of a run, apart from what an action does:
+/// phase by phase, actions of one phase concurrently up to the limit, no
+/// phase started after a failure or once `lock_lost` says the lease could
+/// not be renewed, restarts the plan does not enable skipped.
+pub(crate) async fn sequence(
+    plan: &Plan,
+    runner: &impl Runner,
+    lock_lost: &dyn Fn() -> bool,
+    settings: &Settings,
+    progress: &dyn Progress,
+) -> Report {
     let mut report = Report::default();
     for phase in Phase::ALL {
-        let actions: Vec<(usize, &Action)> = target
-            .plan
+        let actions: Vec<(usize, &Action)> = plan
             .actions
             .iter()
             .enumerate()
@@ -231,7 +258,7 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
         }
         // Once the lease could not be renewed another apply may hold it:
         // writing on would race it.
-        if report.succeeded() && target.lock.is_some_and(lock::Lock::lost) {
+        if report.succeeded() && lock_lost() {
             report.lock_lost = true;
         }
         if !report.succeeded() {
@@ -268,35 +295,32 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
         let phase_started = std::time::Instant::now();
         tracing::info!(?phase, actions = actions.len(), "phase started");
         let results: Vec<(usize, Result<Option<String>, String>)> = futures::stream::iter(actions)
-            .map(|(index, action)| {
-                let run = &run;
-                async move {
-                    progress.event(Event::Started { index, action });
-                    let started = std::time::Instant::now();
-                    let result = run.action(action).await;
-                    // The object's name and the outcome only: diffs and errors go to the report.
-                    tracing::debug!(
-                        cluster = %action.cluster,
-                        object = %action.object(&target.plan.namespace),
-                        ok = result.is_ok(),
-                        elapsed_ms = started.elapsed().as_millis(),
-                        "action"
-                    );
-                    match &result {
-                        Ok(diff) => progress.event(Event::Done {
-                            index,
-                            action,
-                            dry_run: settings.dry_run,
-                            diff: diff.clone(),
-                        }),
-                        Err(error) => progress.event(Event::Failed {
-                            index,
-                            action,
-                            error: error.clone(),
-                        }),
-                    }
-                    (index, result)
+            .map(|(index, action)| async move {
+                progress.event(Event::Started { index, action });
+                let started = std::time::Instant::now();
+                let result = runner.run(action).await;
+                // The object's name and the outcome only: diffs and errors go to the report.
+                tracing::debug!(
+                    cluster = %action.cluster,
+                    object = %action.object(&plan.namespace),
+                    ok = result.is_ok(),
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "action"
+                );
+                match &result {
+                    Ok(diff) => progress.event(Event::Done {
+                        index,
+                        action,
+                        dry_run: settings.dry_run,
+                        diff: diff.clone(),
+                    }),
+                    Err(error) => progress.event(Event::Failed {
+                        index,
+                        action,
+                        error: error.clone(),
+                    }),
                 }
+                (index, result)
             })
             .buffer_unordered(settings.concurrency.max(1))
             .collect()

@@ -201,7 +201,7 @@ mod tests {
     use crate::plan::{Action, ActionKind, Phase};
     use crate::render::scenarios;
 
-    /// How a replayed run goes.
+    /// How a run goes: apply's own sequencer over actions that touch nothing.
     #[derive(Default)]
     struct Run {
         dry_run: bool,
@@ -213,90 +213,44 @@ mod tests {
         diff: Option<fn(&Action) -> Option<String>>,
     }
 
-    /// The events `apply::execute` sends for `plan`, in its order, and its
-    /// report: phase by phase, nothing started after a failed phase or a lost
-    /// lock, restarts the plan does not enable skipped. Concurrent actions
-    /// end in plan order here; the lines are the same in any order.
-    fn replay<'p>(plan: &'p Plan, run: &Run) -> (Vec<Event<'p>>, Report) {
-        let mut events = Vec::new();
-        let mut report = Report::default();
-        for phase in Phase::ALL {
-            let actions: Vec<(usize, &Action)> = plan
-                .actions
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| a.phase == phase)
-                .collect();
-            if actions.is_empty() {
-                continue;
-            }
-            if report.succeeded() && run.lock_lost_before == Some(phase) {
-                report.lock_lost = true;
-            }
-            if !report.succeeded() {
-                let why = if report.lock_lost {
-                    "the apply lock was lost (another apply may hold it)"
-                } else {
-                    "an earlier phase failed"
-                };
-                for (index, action) in actions {
-                    events.push(Event::Skipped {
-                        index,
-                        action,
-                        why: why.into(),
-                    });
-                    report.skipped.push(index);
-                }
-                continue;
-            }
-            events.push(Event::Phase {
-                phase,
-                actions: actions.len(),
-            });
-            let (actions, shown): (Vec<_>, Vec<_>) = actions.into_iter().partition(|(_, a)| a.writes());
-            for (index, action) in shown {
-                events.push(Event::Skipped {
-                    index,
-                    action,
-                    why: "not run: plan or apply with --restart-workloads to restart the injected workloads".into(),
-                });
-                report.skipped.push(index);
-            }
-            for (index, action) in actions {
-                events.push(Event::Started { index, action });
-                match run.failing.iter().find(|(i, _)| *i == index) {
-                    Some((_, error)) => {
-                        events.push(Event::Failed {
-                            index,
-                            action,
-                            error: error.to_string(),
-                        });
-                        report.failed.push((index, error.to_string()));
-                    }
-                    None => {
-                        events.push(Event::Done {
-                            index,
-                            action,
-                            dry_run: run.dry_run,
-                            diff: run.diff.and_then(|diff| diff(action)),
-                        });
-                        report.done.push(index);
-                    }
-                }
+    /// Ends each action as `Run` says, and notes the phases it ran.
+    struct Fake<'r> {
+        plan: &'r Plan,
+        run: &'r Run,
+        ran: RefCell<Vec<Phase>>,
+    }
+
+    impl crate::apply::Runner for Fake<'_> {
+        async fn run(&self, action: &Action) -> Result<Option<String>, String> {
+            self.ran.borrow_mut().push(action.phase);
+            let index = self.plan.actions.iter().position(|a| std::ptr::eq(a, action)).unwrap();
+            match self.run.failing.iter().find(|(i, _)| *i == index) {
+                Some((_, error)) => Err(error.to_string()),
+                None => Ok(self.run.diff.and_then(|diff| diff(action))),
             }
         }
-        report.skipped.sort_unstable();
-        (events, report)
     }
 
     /// Everything apply prints for the run, without a terminal.
     fn print(format: Format, plan: &Plan, run: &Run) -> String {
-        let (events, report) = replay(plan, run);
+        let fake = Fake {
+            plan,
+            run,
+            ran: RefCell::default(),
+        };
+        // Lost once an action of a phase before `lock_lost_before` has run.
+        let lock_lost = || {
+            run.lock_lost_before
+                .is_some_and(|before| fake.ran.borrow().iter().any(|p| *p < before))
+        };
+        let settings = crate::apply::Settings {
+            dry_run: run.dry_run,
+            diff: run.diff.is_some(),
+            concurrency: 1,
+        };
         let mut out = Vec::new();
         let printer = Printer::new(format, &plan.namespace, &mut out, false);
-        for event in events {
-            printer.event(event);
-        }
+        let report = futures::executor::block_on(crate::apply::sequence(plan, &fake, &lock_lost, &settings, &printer));
         printer.finish();
         drop(printer);
         summary(format, plan, &report, run.dry_run, &mut out).unwrap();
