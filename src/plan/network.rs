@@ -192,12 +192,6 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The east-west gateway Service of a cluster with peers on other
-    /// networks, judged as istiod judges it
-    /// (istio/istio `pilot/pkg/serviceregistry/kube/controller/network.go`):
-    /// without the network label, a listed port and an address, istiod knows
-    /// no gateway for the network and sends other networks raw pod IPs
-    /// (`pilot/pkg/xds/endpoints/ep_filters.go`), with no error anywhere.
     /// The reader account, ClusterRole and binding primaries read `cluster`
     /// through: judged by what the role grants and whom the binding names,
     /// not only by the spec-hash annotation meshform wrote.
@@ -210,41 +204,21 @@ impl<'a> Planner<'a> {
         let hash = hashes::reader_hash(self.ns(), self.desired.mesh.tokens.mode, scope);
         let reader = &facts.reader;
         let name = objects::reader_cluster_role(self.ns());
-        let foreign = [&reader.cluster_role, &reader.cluster_role_binding]
-            .into_iter()
-            .flatten()
-            .any(|o| !o.managed);
         // Hashed from what apply writes (the same functions, never a copy of
         // the rules), here per cluster, so rules that differ between clusters
         // are judged against each cluster's own.
-        let role = reader
-            .cluster_role
-            .as_ref()
-            .map(|o| (o, objects::rules_sha256(&objects::reader_rules(scope))));
-        let binding = reader
-            .cluster_role_binding
-            .as_ref()
-            .map(|o| (o, objects::subjects_sha256(&objects::reader_subjects(self.ns()))));
-        // Content read (not in older snapshots) that is not meshform's.
-        let differs = |o: &ObjectFacts, want: &str| o.content_sha256.as_deref().is_some_and(|c| c != want);
-        // Changed in the cluster: the annotation says meshform wrote the
-        // current version, the content says otherwise. (A new meshform with
-        // other rules changes the hash too; that is not an edit.)
-        let edited =
-            |o: &ObjectFacts, want: &str| o.managed && o.spec_hash.as_deref() == Some(&hash) && differs(o, want);
-        let rules_edited = role.as_ref().is_some_and(|(o, want)| edited(o, want));
-        let subjects_edited = binding.as_ref().is_some_and(|(o, want)| edited(o, want));
+        let rules = objects::rules_sha256(&objects::reader_rules(scope));
+        let subjects = objects::subjects_sha256(&objects::reader_subjects(self.ns()));
+        let role = Owned::judge(reader.cluster_role.as_ref(), &hash, &rules);
+        let binding = Owned::judge(reader.cluster_role_binding.as_ref(), &hash, &subjects);
+        let foreign = matches!(role, Owned::Unmanaged { .. }) || matches!(binding, Owned::Unmanaged { .. });
+        let rules_edited = role == Owned::Edited;
+        let subjects_edited = binding == Owned::Edited;
         let needs_token_secret = self.desired.mesh.tokens.mode == TokenMode::Secret;
         let current = reader.service_account.is_some()
             && (!needs_token_secret || reader.token_secret.is_some())
-            && [&reader.cluster_role, &reader.cluster_role_binding]
-                .into_iter()
-                .all(|o| {
-                    o.as_ref()
-                        .is_some_and(|o| o.managed && o.spec_hash.as_deref() == Some(&hash))
-                })
-            && !rules_edited
-            && !subjects_edited;
+            && role == Owned::Current
+            && binding == Owned::Current;
         if foreign && !self.options.adopt {
             self.finding(
                 FindingKind::Conflict,
@@ -303,24 +277,27 @@ impl<'a> Planner<'a> {
         } else {
             "the reader account's role is not what meshform writes".to_string()
         };
+        // Content read (not in older snapshots) that is not meshform's, in
+        // any state: another manager's fields there are what a write would
+        // conflict with.
+        fn differs<'o>(o: &'o Option<ObjectFacts>, want: &str) -> Option<&'o ObjectFacts> {
+            o.as_ref()
+                .filter(|o| o.content_sha256.as_deref().is_some_and(|c| c != want))
+        }
         // Adopting is consent to take the objects over, their fields with
         // them, as for a remote secret.
         let force = if foreign {
             true
         } else {
             let mut force = false;
-            if let Some((o, want)) = &role
-                && differs(o, want)
-            {
+            if let Some(o) = differs(&reader.cluster_role, &rules) {
                 force |= self.conflict(
                     cluster,
                     &format!("the rules list of ClusterRole {name}"),
                     &o.content_owners,
                 );
             }
-            if let Some((o, want)) = &binding
-                && differs(o, want)
-            {
+            if let Some(o) = differs(&reader.cluster_role_binding, &subjects) {
                 force |= self.conflict(
                     cluster,
                     &format!("the subjects list of ClusterRoleBinding {name}"),
@@ -342,6 +319,12 @@ impl<'a> Planner<'a> {
         );
     }
 
+    /// The east-west gateway Service of a cluster with peers on other
+    /// networks, judged as istiod judges it
+    /// (istio/istio `pilot/pkg/serviceregistry/kube/controller/network.go`):
+    /// without the network label, a listed port and an address, istiod knows
+    /// no gateway for the network and sends other networks raw pod IPs
+    /// (`pilot/pkg/xds/endpoints/ep_filters.go`), with no error anywhere.
     pub(super) fn east_west(&mut self, cluster: &Cluster, east_west: &EastWestFacts) {
         let network = &self.desired.networks[&cluster.network];
         let service = format!("{}/{}", self.ns(), network.gateway_service);

@@ -1,8 +1,8 @@
 //! An object meshform writes whole, judged by its spec: the content hash
 //! observe read against the spec meshform would write now, and the
 //! spec-hash annotation against the hash of that spec. The cross-network
-//! Gateway (`network.rs`) and istiod's Gateway and VirtualService
-//! (`exposure.rs`) are judged so. This only names the state; what to do
+//! Gateway and the reader's ClusterRole and binding (`network.rs`), and
+//! istiod's Gateway and VirtualService (`exposure.rs`) are judged so. This only names the state; what to do
 //! about it (the finding's wording, the action, whether other field managers
 //! block the write) stays with the phase that owns the object.
 
