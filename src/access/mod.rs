@@ -96,6 +96,11 @@ impl Connections {
         }
     }
 
+    /// The ready clients, by cluster name.
+    pub fn ready(&self) -> impl Iterator<Item = &Connection> {
+        self.ready.values()
+    }
+
     /// The clusters without a client, by name, and why.
     pub fn failures(&self) -> impl Iterator<Item = (&str, &ConnectError)> {
         self.failed.iter().map(|(name, error)| (name.as_str(), error))

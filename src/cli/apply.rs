@@ -81,13 +81,19 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         let connections = Connections::open(&topology, &sources).await;
         // The lock comes first, as in Terraform: the clusters are read, planned,
         // confirmed and written with no other apply in between. A dry run
-        // writes nothing and takes no lock.
-        let held = if args.dry_run {
-            None
+        // writes nothing and takes no lock. Beside the lock, each cluster's
+        // connection is opened with the one read that may come before it
+        // (the cluster's identity, which never changes).
+        let (held, opened) = if args.dry_run {
+            (None, crate::observe::open(&connections).await)
         } else {
-            Some(take_lock(&topology, &connections, args).await?)
+            let (held, opened) = tokio::join!(
+                take_lock(&topology, &connections, args),
+                crate::observe::open(&connections)
+            );
+            (Some(held?), opened)
         };
-        let result = plan_and_execute(args, cx, &topology, &connections, held.as_ref()).await;
+        let result = plan_and_execute(args, cx, &topology, &connections, opened, held.as_ref()).await;
         if let Some(lock) = held {
             lock.release().await;
         }
@@ -135,9 +141,10 @@ async fn plan_and_execute(
     cx: &mut Context<'_>,
     topology: &Topology,
     connections: &Connections,
+    opened: crate::observe::Opened,
     held: Option<&lock::Lock>,
 ) -> Result<Exit, CliError> {
-    let observed = crate::observe::observe(topology, connections).await;
+    let observed = crate::observe::observe_opened(topology, connections, opened).await;
     let plan = match &args.saved {
         Some(path) => {
             let saved = read_plan(path)?;

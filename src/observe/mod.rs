@@ -38,40 +38,65 @@ pub const REQUESTS_PER_CLUSTER: usize = 15;
 
 /// Reads every cluster in parallel.
 pub async fn observe(topology: &Topology, connections: &Connections) -> Observed {
+    let opened = open(connections).await;
+    observe_opened(topology, connections, opened).await
+}
+
+/// Each cluster's first read: its kube-system Namespace, whose UID is the
+/// cluster's identity. It opens the cluster's connection, which the other
+/// reads then share. The UID never changes while the cluster exists, so
+/// this read may come before apply holds its lock, and runs beside it.
+pub struct Opened(BTreeMap<String, Result<Namespace, kube::Error>>);
+
+/// The first read of every cluster with a client, all at once.
+pub async fn open(connections: &Connections) -> Opened {
+    let reads = connections.ready().map(|connection| async move {
+        let namespaces: Api<Namespace> = Api::all(connection.client.clone());
+        (connection.cluster.clone(), namespaces.get("kube-system").await)
+    });
+    Opened(futures::future::join_all(reads).await.into_iter().collect())
+}
+
+/// [`observe`], with the first reads already made by [`open`].
+pub async fn observe_opened(topology: &Topology, connections: &Connections, opened: Opened) -> Observed {
     let started = std::time::Instant::now();
-    let reads = topology.clusters.iter().map(|cluster| async move {
-        let name = &cluster.name;
-        let connection = connections
-            .cluster(name)
-            .expect("connections are opened for every cluster of the topology");
-        let read_started = std::time::Instant::now();
-        let state = match connection {
-            Ok(connection) => match read_cluster(topology, connection).await {
-                Ok(facts) => ClusterState::Reachable(Box::new(facts)),
-                Err(error) => unknown(&error),
-            },
-            Err(error) => ClusterState::Unknown {
-                reason: UnknownReason::Kubeconfig,
-                detail: error.to_string(),
-            },
-        };
-        // Names, counts and kube's error text only: never a token or kubeconfig.
-        let elapsed_ms = read_started.elapsed().as_millis();
-        match &state {
-            ClusterState::Reachable(_) => {
-                tracing::debug!(cluster = %name, requests = REQUESTS_PER_CLUSTER, elapsed_ms, "read cluster")
+    let mut opened = opened.0;
+    let reads = topology.clusters.iter().map(|cluster| {
+        let first = opened.remove(&cluster.name);
+        async move {
+            let name = &cluster.name;
+            let connection = connections
+                .cluster(name)
+                .expect("connections are opened for every cluster of the topology");
+            let read_started = std::time::Instant::now();
+            let state = match connection {
+                Ok(connection) => match read_cluster(topology, connection, first).await {
+                    Ok(facts) => ClusterState::Reachable(Box::new(facts)),
+                    Err(error) => unknown(&error),
+                },
+                Err(error) => ClusterState::Unknown {
+                    reason: UnknownReason::Kubeconfig,
+                    detail: error.to_string(),
+                },
+            };
+            // Names, counts and kube's error text only: never a token or kubeconfig.
+            let elapsed_ms = read_started.elapsed().as_millis();
+            match &state {
+                ClusterState::Reachable(_) => {
+                    tracing::debug!(cluster = %name, requests = REQUESTS_PER_CLUSTER, elapsed_ms, "read cluster")
+                }
+                ClusterState::Unknown { reason, detail } => {
+                    tracing::info!(cluster = %name, ?reason, %detail, elapsed_ms, "cluster not read")
+                }
             }
-            ClusterState::Unknown { reason, detail } => {
-                tracing::info!(cluster = %name, ?reason, %detail, elapsed_ms, "cluster not read")
-            }
+            (
+                name.clone(),
+                ClusterObservation {
+                    context: cluster.context.clone(),
+                    state,
+                },
+            )
         }
-        (
-            name.clone(),
-            ClusterObservation {
-                context: cluster.context.clone(),
-                state,
-            },
-        )
     });
     let clusters: BTreeMap<_, _> = futures::future::join_all(reads).await.into_iter().collect();
     tracing::info!(
@@ -121,7 +146,11 @@ fn object_facts(meta: &ObjectMeta, mesh: &str) -> ObjectFacts {
     }
 }
 
-async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<ClusterFacts, kube::Error> {
+async fn read_cluster(
+    topology: &Topology,
+    connection: &Connection,
+    opened: Option<Result<Namespace, kube::Error>>,
+) -> Result<ClusterFacts, kube::Error> {
     let ns = topology.mesh.namespace.as_str();
     let mesh = topology.mesh.name.as_str();
     let client = connection.client.clone();
@@ -153,7 +182,10 @@ async fn read_cluster(topology: &Topology, connection: &Connection) -> Result<Cl
     // opens the connection (HTTP/2 where the server offers it), then the
     // others at once over it. Sent together, each would open a connection
     // of its own; an unreachable cluster also fails once, not thirteen times.
-    let kube_system = namespaces.get("kube-system").await?;
+    let kube_system = match opened {
+        Some(read) => read?,
+        None => namespaces.get("kube-system").await?,
+    };
     // Secret metadata of the whole namespace (PartialObjectMetadataList: no
     // data crosses the wire) gives the reader token Secret and every
     // unlabelled Secret of a remote secret's name in one request; apply then

@@ -6,10 +6,10 @@
 //! new action is added here first; the compiler then points at the rest: the
 //! planner phase that plans it (`plan/`), its effect on an observation
 //! (`plan/simulate.rs`), its execution (`apply/`), its line in `check`
-//! (`check.rs`), and the tests' labels and ownership property
+//! (`check/cluster.rs`), and the tests' labels and ownership property
 //! (`tests/support/plan_fixtures.rs`, `tests/plan.rs`). Two things it
 //! cannot point at: the fingerprints of any new object observe reads
-//! (`plan::fingerprints`) and the published schema (`UPDATE_SCHEMAS=1 cargo
+//! (`plan/fingerprint.rs`) and the published schema (`UPDATE_SCHEMAS=1 cargo
 //! test --test schemas`, which `tests/schemas.rs` enforces).
 
 use std::collections::BTreeMap;
