@@ -87,6 +87,10 @@ pub async fn acquire(
     };
     let deadline = tokio::time::Instant::now() + settings.wait;
     let seconds = i32::try_from(settings.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+    // Mostly no lease exists: try to create it before reading it, one
+    // request fewer. A refused create reads the lease as before, so a held
+    // lock is still reported as held, whatever the create said.
+    let mut unread = true;
     loop {
         let now = Timestamp::now();
         let spec = LeaseSpec {
@@ -96,7 +100,13 @@ pub async fn acquire(
             renew_time: Some(micro(now)),
             ..LeaseSpec::default()
         };
-        let attempt = match api.get_opt(&name).await.map_err(fail)? {
+        let blind = std::mem::take(&mut unread);
+        let current = if blind {
+            None
+        } else {
+            api.get_opt(&name).await.map_err(fail)?
+        };
+        let attempt = match current {
             None => {
                 let lease = Lease {
                     metadata: ObjectMeta {
@@ -140,6 +150,10 @@ pub async fn acquire(
         };
         match attempt {
             Ok(lease) => return Ok(start_renewing(api, name, lease, settings.duration)),
+            // The server answered (it exists, or this client may not create
+            // it): what the lease says decides. A cluster that did not
+            // answer is not asked twice.
+            Err(kube::Error::Api(_)) if blind => continue,
             // Someone else took it between our read and our write: look again.
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
             Err(e) => return Err(fail(e)),
