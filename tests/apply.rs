@@ -24,11 +24,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::controlplane::{Cluster, ControlPlane};
 use support::mesh::{Entry, MESH, Mesh, NAMESPACE, eventually, install_eastwest_gateway, remote_secrets};
+use support::state::{network_label, object_state};
 
 const READER: &str = "istio-reader-service-account";
 const READER_ROLE: &str = "meshform-istio-reader-istio-system";
 const GATEWAY: &str = "cross-network-gateway";
-const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=meshform";
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 fn gateways(cluster: &Cluster) -> Api<DynamicObject> {
@@ -52,91 +52,19 @@ where
     api.list(params).await.unwrap_or_else(|e| panic!("listing: {e}")).items
 }
 
-/// Everything meshform could write in these clusters (and the objects
-/// around it), as `cluster/Kind/name` → `uid@resourceVersion`. Any write that
-/// persists changes a resourceVersion or the set of keys.
-async fn state(clusters: &[&Cluster]) -> BTreeMap<String, String> {
-    fn put<K: kube::Resource>(out: &mut BTreeMap<String, String>, cluster: &Cluster, kind: &str, items: &[K]) {
-        for item in items {
-            let meta = item.meta();
-            let ns = meta.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
-            out.insert(
-                format!(
-                    "{}/{kind}/{ns}{}",
-                    cluster.name(),
-                    meta.name.as_deref().unwrap_or_default()
-                ),
-                format!(
-                    "{}@{}",
-                    meta.uid.as_deref().unwrap_or_default(),
-                    meta.resource_version.as_deref().unwrap_or_default()
-                ),
-            );
-        }
-    }
-    let all = ListParams::default();
-    let ours = ListParams::default().labels(MANAGED_SELECTOR);
-    let mut out = BTreeMap::new();
-    for &c in clusters {
-        let client = c.client();
-        put(
-            &mut out,
-            c,
-            "Namespace",
-            &list(&Api::<Namespace>::all(client.clone()), &all).await,
-        );
-        put(
-            &mut out,
-            c,
-            "Secret",
-            &list(&Api::<Secret>::all(client.clone()), &all).await,
-        );
-        // The service-account controller adds `default` to a new namespace
-        // whenever it gets to it; it is the cluster's, not a write of meshform.
-        let accounts: Vec<ServiceAccount> = list(&Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE), &all)
-            .await
-            .into_iter()
-            .filter(|a| a.metadata.name.as_deref() != Some("default"))
-            .collect();
-        put(&mut out, c, "ServiceAccount", &accounts);
-        put(
-            &mut out,
-            c,
-            "ClusterRole",
-            &list(&Api::<ClusterRole>::all(client.clone()), &ours).await,
-        );
-        put(
-            &mut out,
-            c,
-            "ClusterRoleBinding",
-            &list(&Api::<ClusterRoleBinding>::all(client.clone()), &ours).await,
-        );
-        put(&mut out, c, "Gateway", &list(&gateways(c), &all).await);
-        put(
-            &mut out,
-            c,
-            "Deployment",
-            &list(&Api::<Deployment>::all(client.clone()), &all).await,
-        );
-        put(
-            &mut out,
-            c,
-            "Lease",
-            &list(&Api::<Lease>::namespaced(client.clone(), NAMESPACE), &all).await,
-        );
-    }
-    out
-}
-
 /// After a successful apply: a fresh plan is empty and a second apply
 /// writes nothing (the server's resourceVersions prove it).
 async fn assert_converged(mesh: &Mesh, clusters: &[&Cluster]) {
     mesh.assert_converged().await;
-    let before = state(clusters).await;
+    let before = object_state(clusters).await;
     let again = mesh.apply(&["--format", "json"]).await;
     let writes: Vec<_> = again.events().into_iter().filter(|e| e["event"] == "done").collect();
     assert!(writes.is_empty(), "a second apply acted: {writes:#?}");
-    assert_eq!(before, state(clusters).await, "a second apply wrote to the clusters");
+    assert_eq!(
+        before,
+        object_state(clusters).await,
+        "a second apply wrote to the clusters"
+    );
 }
 
 #[track_caller]
@@ -156,14 +84,6 @@ fn assert_managed(what: &str, meta: &ObjectMeta) {
 
 fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
-}
-
-async fn network_label(cluster: &Cluster) -> Option<String> {
-    let ns = Api::<Namespace>::all(cluster.client())
-        .get(NAMESPACE)
-        .await
-        .expect("mesh namespace");
-    ns.metadata.labels?.get("topology.istio.io/network").cloned()
 }
 
 /// The claims of a JWT, unverified.
@@ -394,7 +314,7 @@ async fn a_missing_gateway_service_blocks_a_cross_network_mesh() {
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     install_eastwest_gateway(east).await;
     let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
-    let before = state(&[east, west]).await;
+    let before = object_state(&[east, west]).await;
     let plan = mesh.run("plan", &["--format", "json"]).await.expect(1).json();
     let blockers: Vec<&Value> = plan["findings"]
         .as_array()
@@ -407,7 +327,11 @@ async fn a_missing_gateway_service_blocks_a_cross_network_mesh() {
     assert_eq!(blockers[0]["code"], "meshform::plan::gateway_service_missing");
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
     assert!(refused.stderr.contains("blocking problem"), "{refused}");
-    assert_eq!(before, state(&[east, west]).await, "a blocked plan writes nothing");
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a blocked plan writes nothing"
+    );
 }
 
 #[tokio::test]
@@ -604,14 +528,18 @@ async fn a_network_change_detaches_relabels_and_reattaches_in_that_order() {
 
     // west moves to n2.
     mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
-    let before = state(&[east, west]).await;
+    let before = object_state(&[east, west]).await;
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
     assert!(
         refused.stderr.contains("detaches west"),
         "the refusal names the cluster:\n{refused}"
     );
     assert!(refused.stderr.contains("--allow-detach"), "{refused}");
-    assert_eq!(before, state(&[east, west]).await, "a refused apply writes nothing");
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a refused apply writes nothing"
+    );
 
     let (secrets_seen, secrets_task) = record(Api::<Secret>::namespaced(east.client(), NAMESPACE)).await;
     let (namespaces_seen, namespaces_task) = record(Api::<Namespace>::all(west.client())).await;
@@ -743,21 +671,21 @@ async fn a_detach_needs_allow_detach() {
 
     // north leaves the mesh.
     mesh.write(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
-    let before = state(&all).await;
+    let before = object_state(&all).await;
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
     assert!(
         refused.stderr.contains("detaches north"),
         "the refusal names the cluster:\n{refused}"
     );
-    assert_eq!(before, state(&all).await, "a refused apply writes nothing");
+    assert_eq!(before, object_state(&all).await, "a refused apply writes nothing");
 
-    let north_before = state(&[north]).await;
+    let north_before = object_state(&[north]).await;
     mesh.apply(&["--allow-detach"]).await;
     assert_eq!(names(&remote_secrets(east).await), ["istio-remote-secret-west"]);
     assert_eq!(names(&remote_secrets(west).await), ["istio-remote-secret-east"]);
     assert_eq!(
         north_before,
-        state(&[north]).await,
+        object_state(&[north]).await,
         "a cluster outside the topology is not touched"
     );
     assert_converged(&mesh, &[east, west]).await;
@@ -811,7 +739,7 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
     let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
 
     // Fresh: every kind of object would be created.
-    let before = state(&[east, west]).await;
+    let before = object_state(&[east, west]).await;
     let dry = mesh.run("apply", &["--dry-run", "--diff"]).await.expect(0);
     assert!(dry.stdout.contains("Dry run complete"), "{dry}");
     for kind in [
@@ -831,11 +759,15 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
         dry.stdout.contains("\"west\": \"(sensitive value)\""),
         "secret data is redacted:\n{dry}"
     );
-    assert_eq!(before, state(&[east, west]).await, "a dry run persisted something");
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a dry run persisted something"
+    );
 
     // Applied, then a dry run that would replace every token.
     mesh.apply(&[]).await;
-    let before = state(&[east, west]).await;
+    let before = object_state(&[east, west]).await;
     let dry = mesh
         .run("apply", &["--dry-run", "--diff", "--rotate-tokens"])
         .await
@@ -844,14 +776,18 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
         dry.stdout.contains("(sensitive value changed)"),
         "a new token shows as a changed value:\n{dry}"
     );
-    assert_eq!(before, state(&[east, west]).await, "a dry run persisted something");
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a dry run persisted something"
+    );
     mesh.assert_converged().await;
 
     // A dry run of a network change with restarts: deletes, relabels and
     // restarts are sent with dryRun=All too.
     injected_workload(west).await;
     mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n3")]);
-    let before = state(&[east, west]).await;
+    let before = object_state(&[east, west]).await;
     let dry = mesh
         .run(
             "apply",
@@ -860,7 +796,11 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
         .await
         .expect(0);
     assert!(dry.stdout.contains("restarted Deployment/shop/web"), "{dry}");
-    assert_eq!(before, state(&[east, west]).await, "a dry run persisted something");
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a dry run persisted something"
+    );
     assert_eq!(restarted_at(west).await, None);
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
@@ -890,7 +830,7 @@ async fn a_saved_plan_is_refused_once_stale() {
         )
         .await
         .expect("editing the secret");
-    let before = state(&[east, west]).await;
+    let before = object_state(&[east, west]).await;
     let stale = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
     assert!(stale.stderr.contains("plan is stale"), "{stale}");
     assert!(
@@ -899,7 +839,11 @@ async fn a_saved_plan_is_refused_once_stale() {
             .contains("east/Secret/istio-system/istio-remote-secret-west"),
         "the message names the object:\n{stale}"
     );
-    assert_eq!(before, state(&[east, west]).await, "a stale plan wrote something");
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a stale plan wrote something"
+    );
 
     // A changed mesh.toml makes a saved plan stale too.
     mesh.run("plan", &["--out", plan]).await.expect(0);
@@ -912,7 +856,11 @@ async fn a_saved_plan_is_refused_once_stale() {
         stale.stderr.contains("plan is stale") && stale.stderr.contains("mesh.toml has changed"),
         "{stale}"
     );
-    assert_eq!(before, state(&[east, west]).await, "a stale plan wrote something");
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a stale plan wrote something"
+    );
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
@@ -947,7 +895,7 @@ async fn a_held_lock_fails_an_apply_fast_or_makes_it_wait() {
     let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
     // The lock lives in the first primary by name: east.
     let expires = hold_lock(east, "ops-person (by hand)", 8).await;
-    let before = state(&[east, west]).await;
+    let before = object_state(&[east, west]).await;
 
     let started = Instant::now();
     let blocked = mesh.run("apply", &["--auto-approve"]).await.expect(1);
@@ -960,7 +908,11 @@ async fn a_held_lock_fails_an_apply_fast_or_makes_it_wait() {
         blocked.stderr.contains("ops-person (by hand)"),
         "the error names the holder:\n{blocked}"
     );
-    assert_eq!(before, state(&[east, west]).await, "a blocked apply wrote something");
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a blocked apply wrote something"
+    );
 
     assert!(
         Instant::now() < expires,

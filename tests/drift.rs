@@ -21,6 +21,7 @@ use meshform::objects;
 use serde_json::{Value, json};
 use support::controlplane::{Cluster, ControlPlane};
 use support::mesh::{Entry, Mesh, NAMESPACE, install_eastwest_gateway, remote_secrets, token_of};
+use support::state::object_state;
 
 /// meshform's reader ClusterRole and ClusterRoleBinding in the mesh namespace.
 const READER: &str = "meshform-istio-reader-istio-system";
@@ -32,17 +33,6 @@ fn by(manager: &str) -> PatchParams {
         field_manager: Some(manager.to_string()),
         ..PatchParams::default()
     }
-}
-
-async fn state(c: &Cluster) -> Vec<String> {
-    let mut out: Vec<String> = remote_secrets(c)
-        .await
-        .into_iter()
-        .map(|(name, s)| format!("{name}@{}", s.metadata.resource_version.unwrap_or_default()))
-        .collect();
-    let ns = Api::<Namespace>::all(c.client()).get(NAMESPACE).await.unwrap();
-    out.push(format!("ns@{}", ns.metadata.resource_version.unwrap_or_default()));
-    out
 }
 
 fn gateway_port(gateway: &DynamicObject) -> Value {
@@ -234,14 +224,10 @@ async fn hand_edits_are_found_in_full_and_corrected_with_force_conflicts() {
 
     // Apply refuses before writing anything: b is not detached by a failure
     // the plan could predict.
-    let before = [state(a).await, state(b).await, state(c).await];
+    let before = object_state(&[a, b, c]).await;
     let refused = mesh.run("apply", &["--auto-approve", "--allow-detach"]).await.expect(1);
     assert!(refused.stderr.contains("blocking problem"), "{refused}");
-    assert_eq!(
-        before,
-        [state(a).await, state(b).await, state(c).await],
-        "a refused apply wrote"
-    );
+    assert_eq!(before, object_state(&[a, b, c]).await, "a refused apply wrote");
 
     // With --force-conflicts the label is taken over and everything corrected.
     mesh.apply(&["--allow-detach", "--force-conflicts"]).await;

@@ -9,21 +9,20 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::config::KubeConfigOptions;
 use serde_json::{Value, json};
 use support::controlplane::{Cluster, ControlPlane};
 use support::mesh::{Entry, MESH, Mesh, NAMESPACE, remote_secrets, secret_kubeconfig, token_of};
+use support::state::{meshform_objects, network_label, object_state};
 
 const READER: &str = "istio-reader-service-account";
 const READER_ROLE: &str = "meshform-istio-reader-istio-system";
-const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=meshform";
 const NETWORK_LABEL: &str = "topology.istio.io/network";
 
 fn lease_name() -> String {
@@ -35,53 +34,6 @@ async fn lease(cluster: &Cluster) -> Option<Lease> {
         .get_opt(&lease_name())
         .await
         .expect("reading the lease")
-}
-
-/// meshform's objects in a cluster, as `Kind/name` → resourceVersion, with
-/// the mesh namespace (whose network label meshform writes). A write that
-/// persists changes a resourceVersion or the set of keys.
-async fn state(cluster: &Cluster) -> BTreeMap<String, String> {
-    fn put<K: kube::Resource>(out: &mut BTreeMap<String, String>, kind: &str, items: Vec<K>) {
-        for item in items {
-            let meta = item.meta();
-            out.insert(
-                format!("{kind}/{}", meta.name.clone().unwrap_or_default()),
-                meta.resource_version.clone().unwrap_or_default(),
-            );
-        }
-    }
-    async fn list<K>(api: Api<K>, params: &ListParams, cluster: &str) -> Vec<K>
-    where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        api.list(params)
-            .await
-            .unwrap_or_else(|e| panic!("listing in {cluster}: {e}"))
-            .items
-    }
-    let ours = ListParams::default().labels(MANAGED_SELECTOR);
-    let client = cluster.client();
-    let mut out = BTreeMap::new();
-    let name = cluster.name();
-    let ns = Api::<Namespace>::all(client.clone())
-        .get(NAMESPACE)
-        .await
-        .unwrap_or_else(|e| panic!("reading the mesh namespace in {name}: {e}"));
-    put(&mut out, "Namespace", vec![ns]);
-    let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
-    put(&mut out, "Secret", list(secrets, &ours, name).await);
-    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE);
-    put(&mut out, "ServiceAccount", list(accounts, &ours, name).await);
-    put(
-        &mut out,
-        "ClusterRole",
-        list(Api::<ClusterRole>::all(client.clone()), &ours, name).await,
-    );
-    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
-    put(&mut out, "ClusterRoleBinding", list(bindings, &ours, name).await);
-    let leases = Api::<Lease>::namespaced(client, NAMESPACE);
-    put(&mut out, "Lease", list(leases, &ListParams::default(), name).await);
-    out
 }
 
 /// Every remote secret in `primary` is complete: one data key naming a
@@ -120,26 +72,28 @@ async fn assert_remote_secrets_complete(primary: &Cluster, peers: &[&Cluster]) {
 /// reader account, role and binding, a remote secret per peer and the
 /// binding Secrets of the peers' tokens for it; no Lease.
 async fn assert_exactly_the_expected_objects(clusters: &[&Cluster]) {
+    let secret = format!("Secret/{NAMESPACE}/");
     for &c in clusters {
         let mut expected: BTreeSet<String> = [
-            "Namespace/istio-system".to_string(),
-            format!("ServiceAccount/{READER}"),
+            format!("Namespace/{NAMESPACE}"),
+            format!("ServiceAccount/{NAMESPACE}/{READER}"),
             format!("ClusterRole/{READER_ROLE}"),
             format!("ClusterRoleBinding/{READER_ROLE}"),
         ]
         .into();
         for peer in clusters.iter().filter(|p| p.name() != c.name()) {
-            expected.insert(format!("Secret/istio-remote-secret-{}", peer.name()));
+            expected.insert(format!("{secret}istio-remote-secret-{}", peer.name()));
             // What the peer's tokens for c are bound to; named by the API server.
             // A replaced one stays for the grace period, so their count is not checked.
-            expected.insert(format!("Secret/meshform-reader-binding-{}-*", peer.name()));
+            expected.insert(format!("{secret}meshform-reader-binding-{}-*", peer.name()));
         }
-        let found: BTreeSet<String> = state(c)
+        let binding = format!("{secret}meshform-reader-binding-");
+        let found: BTreeSet<String> = meshform_objects(c)
             .await
-            .into_keys()
-            .map(|key| match key.strip_prefix("Secret/meshform-reader-binding-") {
+            .into_iter()
+            .map(|key| match key.strip_prefix(&binding) {
                 Some(rest) => format!(
-                    "Secret/meshform-reader-binding-{}-*",
+                    "{binding}{}-*",
                     rest.rsplit_once('-').map_or(rest, |(holder, _)| holder)
                 ),
                 None => key,
@@ -155,16 +109,15 @@ async fn assert_exactly_the_expected_objects(clusters: &[&Cluster]) {
 /// complete ones.
 async fn assert_converged(mesh: &Mesh, clusters: &[&Cluster]) {
     mesh.assert_converged().await;
-    let mut before = Vec::new();
-    for &c in clusters {
-        before.push(state(c).await);
-    }
+    let before = object_state(clusters).await;
     let again = mesh.apply(&["--format", "json"]).await;
     let acted: Vec<Value> = again.events().into_iter().filter(|e| e["event"] == "done").collect();
     assert!(acted.is_empty(), "a second apply acted: {acted:#?}");
-    for (&c, before) in clusters.iter().zip(before) {
-        assert_eq!(before, state(c).await, "a second apply wrote to {}", c.name());
-    }
+    assert_eq!(
+        before,
+        object_state(clusters).await,
+        "a second apply wrote to the clusters"
+    );
     assert_exactly_the_expected_objects(clusters).await;
 }
 
@@ -311,13 +264,13 @@ async fn meshform_killed_mid_apply_leaves_its_lease_and_no_half_written_secret()
     }
 
     // A re-run fails fast, naming the holder, and writes nothing.
-    let before = (state(east).await, state(west).await);
+    let before = object_state(&[east, west]).await;
     let blocked = mesh.run("apply", &["--auto-approve"]).await.expect(1);
     assert!(
         blocked.stderr.contains(&format!("pid {pid}")),
         "names the holder:\n{blocked}"
     );
-    assert_eq!(before, (state(east).await, state(west).await), "a blocked apply wrote");
+    assert_eq!(before, object_state(&[east, west]).await, "a blocked apply wrote");
 
     // Waiting for the lock: the abandoned lease expires and the run converges.
     let out = mesh.apply(&["--lock-timeout", "60s"]).await;
@@ -465,14 +418,6 @@ async fn apply_as_helm(cluster: &Cluster, network: Option<&str>) {
         .patch(NAMESPACE, &PatchParams::apply("helm"), &Patch::Apply(&namespace))
         .await
         .unwrap_or_else(|e| panic!("helm's apply in {}: {e}", cluster.name()));
-}
-
-async fn network_label(cluster: &Cluster) -> Option<String> {
-    let ns = Api::<Namespace>::all(cluster.client())
-        .get(NAMESPACE)
-        .await
-        .expect("mesh namespace");
-    ns.metadata.labels?.get(NETWORK_LABEL).cloned()
 }
 
 #[tokio::test]

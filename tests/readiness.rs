@@ -13,6 +13,7 @@ use serde_json::Value;
 use support::controlplane::{Cluster, ControlPlane};
 use support::install::{Install, MESH_ROOT, OTHER_ROOT, install_istio};
 use support::mesh::{Entry, Mesh, NAMESPACE, install_eastwest_gateway, install_pending_eastwest_gateway};
+use support::state::network_label;
 
 const GATEWAY: &str = "istio-eastwestgateway";
 
@@ -409,17 +410,7 @@ async fn a_remote_names_its_control_plane_and_loses_the_name_when_it_runs_its_ow
     mesh.write(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
     mesh.apply(&[]).await;
     assert_eq!(control_planes(west).await, None);
-    let labels = Api::<k8s_openapi::api::core::v1::Namespace>::all(west.client())
-        .get(NAMESPACE)
-        .await
-        .expect("the mesh namespace")
-        .metadata
-        .labels
-        .unwrap_or_default();
-    assert_eq!(
-        labels.get("topology.istio.io/network").map(String::as_str),
-        Some("flat")
-    );
+    assert_eq!(network_label(west).await.as_deref(), Some("flat"));
     mesh.assert_converged().await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }

@@ -12,4 +12,5 @@ pub mod istio;
 pub mod istiod;
 pub mod mesh;
 pub mod reporter;
+pub mod state;
 pub mod workload;
