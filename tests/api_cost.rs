@@ -213,7 +213,7 @@ async fn a_converged_re_apply_writes_nothing() {
         first >= actions,
         "every action writes: {first} writes for {actions} actions"
     );
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
 
     let actions = apply_counted(&topology, &connections).await;
     assert_eq!(actions, 0, "a converged mesh plans nothing");

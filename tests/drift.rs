@@ -129,7 +129,7 @@ async fn hand_edits_are_found_in_full_and_corrected_with_force_conflicts() {
     install_eastwest_gateway(a).await;
     install_eastwest_gateway(b).await;
     mesh.apply(&[]).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
 
     // 1. kubectl label ns istio-system topology.istio.io/network=hand-made --overwrite (in b)
     Api::<Namespace>::all(b.client())
@@ -248,7 +248,7 @@ async fn hand_edits_are_found_in_full_and_corrected_with_force_conflicts() {
         gateway_port(&gateways.get("cross-network-gateway").await.unwrap()),
         15443
     );
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     mesh.assert_no_token_leaked(&[a, b, c]).await;
 }
 
@@ -258,7 +258,7 @@ async fn reader_rules_and_subjects_edited_by_hand_are_found_and_taken_back_with_
     let (a, b) = (clusters.by_name("a"), clusters.by_name("b"));
     let mesh = Mesh::new(&[Entry::of(a).network("flat"), Entry::of(b).network("flat")]);
     mesh.apply(&[]).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     let roles: Api<ClusterRole> = Api::all(b.client());
     let bindings: Api<ClusterRoleBinding> = Api::all(b.client());
     let written = roles.get(READER).await.unwrap();
@@ -315,7 +315,7 @@ async fn reader_rules_and_subjects_edited_by_hand_are_found_and_taken_back_with_
         objects::rules_sha256(&objects::reader_rules(objects::ReaderScope::Read))
     );
     assert_eq!(objects::rules_owners(&taken.metadata), Vec::<String>::new());
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
 
     // kubectl patch: a rule added to the role (write access to secrets) and a
     // subject to the binding. Both found, both taken back.
@@ -383,7 +383,7 @@ async fn reader_rules_and_subjects_edited_by_hand_are_found_and_taken_back_with_
     );
     let binding = bindings.get(READER).await.unwrap();
     assert_eq!(binding.subjects.unwrap(), objects::reader_subjects(NAMESPACE));
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     // a still reads b through the role taken back.
     assert_reads(&remote_secrets(a).await["istio-remote-secret-b"], b).await;
     mesh.assert_no_token_leaked(&[a, b]).await;
@@ -396,7 +396,7 @@ async fn converged_across(a: &Cluster, c: &Cluster) -> Mesh {
     install_eastwest_gateway(c).await;
     let mesh = Mesh::new(&[Entry::of(a).network("one"), Entry::of(c).network("two")]);
     mesh.apply(&[]).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&[a, c]).await;
     mesh
 }
 
@@ -464,7 +464,7 @@ async fn objects_deleted_by_hand_are_drift_that_apply_recreates() {
     );
     // The new secret's token reads c through the re-created role.
     assert_reads(&remote_secrets(a).await["istio-remote-secret-c"], c).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     mesh.assert_no_token_leaked(&[a, c]).await;
 }
 
@@ -574,6 +574,6 @@ async fn objects_remade_by_hand_are_conflicts_left_alone_until_adopted_or_delete
     let gateway = gateways(c).get(GATEWAY).await.unwrap();
     assert_eq!(gateway_port(&gateway), 15443);
     assert!(objects::is_managed(gateway.metadata.labels.as_ref(), "mesh1"));
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     mesh.assert_no_token_leaked(&[a, c]).await;
 }

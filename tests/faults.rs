@@ -104,23 +104,6 @@ async fn assert_exactly_the_expected_objects(clusters: &[&Cluster]) {
     }
 }
 
-/// A re-run converged: a fresh plan is empty, a second apply acts nowhere
-/// and changes no resourceVersion, and the objects are exactly the expected,
-/// complete ones.
-async fn assert_converged(mesh: &Mesh, clusters: &[&Cluster]) {
-    mesh.assert_converged().await;
-    let before = object_state(clusters).await;
-    let again = mesh.apply(&["--format", "json"]).await;
-    let acted: Vec<Value> = again.events().into_iter().filter(|e| e["event"] == "done").collect();
-    assert!(acted.is_empty(), "a second apply acted: {acted:#?}");
-    assert_eq!(
-        before,
-        object_state(clusters).await,
-        "a second apply wrote to the clusters"
-    );
-    assert_exactly_the_expected_objects(clusters).await;
-}
-
 fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
 }
@@ -191,7 +174,8 @@ async fn a_cluster_slower_than_the_timeout_fails_its_actions_and_a_rerun_converg
 
     north.set_latency(Duration::ZERO).await;
     mesh.apply(&[]).await;
-    assert_converged(&mesh, &all).await;
+    mesh.assert_converged(&all).await;
+    assert_exactly_the_expected_objects(&all).await;
     mesh.assert_no_token_leaked(&all).await;
 }
 
@@ -286,7 +270,8 @@ async fn meshform_killed_mid_apply_leaves_its_lease_and_no_half_written_secret()
         "the apply did not wait for the abandoned lock"
     );
     assert!(lease(east).await.is_none(), "the lock is released");
-    assert_converged(&mesh, &all).await;
+    mesh.assert_converged(&all).await;
+    assert_exactly_the_expected_objects(&all).await;
     mesh.assert_no_token_leaked(&all).await;
 }
 
@@ -363,7 +348,8 @@ async fn a_revoked_reader_token_is_planned_for_rotation_and_replaced() {
     let new = secret_token(east, "west").await;
     assert_ne!(new, old);
     assert_eq!(refused(west, &new).await, None, "the new token reads west");
-    assert_converged(&mesh, &all).await;
+    mesh.assert_converged(&all).await;
+    assert_exactly_the_expected_objects(&all).await;
     mesh.assert_no_token_leaked(&all).await;
 }
 
@@ -456,6 +442,7 @@ async fn a_label_owned_by_another_field_manager_is_a_conflict_until_released() {
     assert_eq!(network_label(west).await, None);
     mesh.apply(&[]).await;
     assert_eq!(network_label(west).await.as_deref(), Some("flat"));
-    assert_converged(&mesh, &all).await;
+    mesh.assert_converged(&all).await;
+    assert_exactly_the_expected_objects(&all).await;
     mesh.assert_no_token_leaked(&all).await;
 }

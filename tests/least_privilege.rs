@@ -225,7 +225,7 @@ async fn plan_and_apply_need_exactly_the_example_role() {
     mesh.run("plan", &["--detailed-exitcode"]).await.expect(2);
     let out = mesh.apply(&[]).await;
     assert!(out.stdout.contains("Apply complete"), "{out}");
-    mesh.assert_converged().await;
+    mesh.assert_converged(&all).await;
 
     // One verb less at a time; each case names what triggers the call.
     let (a, token_a) = (all[0], &tokens[0]);
@@ -298,7 +298,7 @@ async fn plan_and_apply_need_exactly_the_example_role() {
         // The same run again, with the verb back, finishes the job.
         let out = mesh.apply(args).await;
         assert!(out.stdout.contains("Apply complete"), "{resource} {verb}: {out}");
-        mesh.assert_converged().await;
+        mesh.assert_converged(&all).await;
     }
     mesh.assert_no_token_leaked(&all[..2]).await;
 }

@@ -85,7 +85,7 @@ async fn a_correct_install_converges_with_the_gateway_labelled_by_meshform() {
         // Only that field: the installer's labels stay.
         assert_eq!(labels.get("istio").map(String::as_str), Some("eastwestgateway"));
     }
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
 
     // A network move relabels the gateway Service too (with Istio reinstalled for it).
     install_istio(west, &Install::correct("west", "n3")).await;
@@ -98,7 +98,7 @@ async fn a_correct_install_converges_with_the_gateway_labelled_by_meshform() {
             .map(String::as_str),
         Some("n3")
     );
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
 }
 
 #[tokio::test]
@@ -250,7 +250,7 @@ async fn a_cluster_without_istio_is_a_warning_and_can_be_prepared() {
         all[0]
     );
     mesh.apply(&[]).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
@@ -395,7 +395,7 @@ async fn a_remote_names_its_control_plane_and_loses_the_name_when_it_runs_its_ow
     // The one primary there is serves it (the default), named as istiod reads it.
     assert_eq!(control_planes(west).await.as_deref(), Some("east"));
     assert_eq!(control_planes(east).await, None);
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     let check = mesh.run("check", &[]).await.expect(0);
     assert!(
         check
@@ -411,7 +411,7 @@ async fn a_remote_names_its_control_plane_and_loses_the_name_when_it_runs_its_ow
     mesh.apply(&[]).await;
     assert_eq!(control_planes(west).await, None);
     assert_eq!(network_label(west).await.as_deref(), Some("flat"));
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
@@ -455,7 +455,7 @@ async fn a_remote_across_networks_gets_istiod_exposed_on_its_control_planes_gate
         "{plan}"
     );
     mesh.apply(&[]).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
 
     let gateway = istiod_exposure(east, true).await.expect("istiod-gateway in east");
     let ports: Vec<&Value> = gateway["spec"]["servers"]
@@ -508,14 +508,14 @@ async fn a_remote_across_networks_gets_istiod_exposed_on_its_control_planes_gate
         .expect(2);
     assert!(drift.stdout.contains("changed in the cluster"), "{drift}");
     mesh.apply(&["--force-conflicts"]).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     assert!(istiod_exposure(east, false).await.unwrap()["spec"]["tls"][0].is_object());
 
     // The remote joins east's network: it reaches istiod directly, the exposure goes.
     install_istio(west, &Install::remote("west", "n1", Some("192.0.2.10"))).await;
     mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n1").remote()]);
     mesh.apply(&["--allow-detach"]).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     assert_eq!(istiod_exposure(east, true).await, None);
     assert_eq!(istiod_exposure(east, false).await, None);
     mesh.assert_no_token_leaked(&[east, west]).await;
@@ -556,7 +556,7 @@ async fn gateways_declared_in_mesh_networks_are_named_as_not_judged() {
             .contains("drop values.global.meshNetworks")
     );
     mesh.apply(&[]).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     // A warning in `check`, under east's gateway: the rest passes.
     let check = mesh.run("check", &[]).await.expect(0);
     assert!(check.stdout.contains("meshNetworks"), "{check}");

@@ -211,7 +211,7 @@ impl MeshUnderTest {
 
     async fn apply(&self, args: &[&str]) {
         self.mesh.apply(args).await;
-        self.mesh.assert_converged().await;
+        self.mesh.assert_converged(&self.clusters.all()).await;
     }
 
     /// No token reached any output: meshform's, istiod's answers or its log.
@@ -719,7 +719,7 @@ async fn a_gateway_without_an_address_sends_pod_ips_across_and_blocks_the_plan()
     for cluster in ["west1", "west2"] {
         set_gateway_address(under_test.cluster(cluster), GATEWAY, &gateway_address(cluster)).await;
     }
-    under_test.mesh.assert_converged().await;
+    under_test.mesh.assert_converged(&under_test.clusters.all()).await;
     under_test.wait_for_rules(&east, "after the addresses came back").await;
     under_test.assert_no_token_leaked(&[&east]).await;
 }
@@ -761,7 +761,7 @@ async fn istiod_with_its_own_ca_writes_only_to_the_cluster_it_serves() {
     .await;
     let mesh = Mesh::new(&[Entry::of(solo).network("n1"), Entry::of(peer).network("n2")]);
     mesh.apply(&[]).await;
-    mesh.assert_converged().await;
+    mesh.assert_converged(&clusters.all()).await;
     let done = istiod
         .wait_for("the peer's gateway for p", |s| {
             s.proxy("p").by_cluster(ECHO).get("peer").map(Vec::as_slice) == Some(&["192.0.2.30:15443".to_string()])

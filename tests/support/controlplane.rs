@@ -338,6 +338,11 @@ impl Clusters {
         &self.kubeconfig
     }
 
+    /// Every cluster handed to the test, for checks over all of them.
+    pub fn all(&self) -> Vec<&Cluster> {
+        self.clusters.iter().collect()
+    }
+
     pub fn by_name(&self, name: &str) -> &Cluster {
         self.clusters
             .iter()

@@ -22,6 +22,7 @@ use kube::config::Kubeconfig;
 use secrecy::ExposeSecret;
 
 use super::controlplane::Cluster;
+use super::state::object_state;
 
 /// The mesh every test uses; the namespace is Istio's default.
 pub const MESH: &str = "mesh1";
@@ -254,8 +255,26 @@ impl Mesh {
     }
 
     /// After a successful apply the mesh is converged: a fresh plan has
-    /// nothing to do.
-    pub async fn assert_converged(&self) {
+    /// nothing to do, and a second apply acts nowhere and leaves
+    /// [`object_state`] of `clusters` as it was (the resourceVersions prove
+    /// it wrote nothing).
+    pub async fn assert_converged(&self, clusters: &[&Cluster]) {
+        self.assert_plan_empty().await;
+        let before = object_state(clusters).await;
+        let again = self.apply(&["--format", "json"]).await;
+        let acted: Vec<_> = again.events().into_iter().filter(|e| e["event"] == "done").collect();
+        assert!(acted.is_empty(), "a second apply acted: {acted:#?}");
+        assert_eq!(
+            before,
+            object_state(clusters).await,
+            "a second apply wrote to the clusters"
+        );
+    }
+
+    /// Only the first part of [`Mesh::assert_converged`]: `plan
+    /// --detailed-exitcode` finds nothing to do. For a test that must not
+    /// run apply again.
+    pub async fn assert_plan_empty(&self) {
         self.run("plan", &["--detailed-exitcode"]).await.expect(0);
     }
 
