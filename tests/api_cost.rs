@@ -26,8 +26,8 @@ use meshform::apply::{self, Event, Progress, Settings, Target};
 use meshform::observe::{self, REQUESTS_PER_CLUSTER};
 use meshform::plan::{self, Options};
 use meshform::topology::Topology;
-use support::controlplane::{Cluster, ControlPlane};
-use support::mesh::{Entry, Mesh};
+use support::controlplane::ControlPlane;
+use support::mesh::Mesh;
 
 /// Method and path of every request one cluster received.
 #[derive(Clone, Default)]
@@ -140,15 +140,9 @@ async fn apply_counted(topology: &Topology, connections: &Connections) -> usize 
     plan.actions.len()
 }
 
-/// One network for all: no east-west gateway is needed.
-fn flat(clusters: &[Cluster]) -> Mesh {
-    let entries: Vec<Entry> = clusters.iter().map(|c| Entry::of(c).network("flat")).collect();
-    Mesh::new(&entries)
-}
-
 async fn observe_counts(names: &[&str]) -> BTreeMap<String, Vec<(Method, String)>> {
     let clusters = ControlPlane::shared().clusters(names).await;
-    let mesh = flat(&clusters);
+    let mesh = Mesh::flat(&clusters.all());
     let (topology, connections, counters) = connect_counted(&mesh).await;
     let observed = observe::observe(&topology, &connections).await;
     for name in names {
@@ -195,7 +189,7 @@ async fn observe_makes_the_same_reads_of_every_cluster_however_large_the_mesh() 
 #[tokio::test]
 async fn a_converged_re_apply_writes_nothing() {
     let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
-    let mesh = flat(&clusters);
+    let mesh = Mesh::flat(&clusters.all());
     let (topology, connections, counters) = connect_counted(&mesh).await;
 
     let actions = apply_counted(&topology, &connections).await;

@@ -209,11 +209,7 @@ fn names<K>(map: &BTreeMap<String, K>) -> Vec<&str> {
 #[tokio::test]
 async fn attach_three_clusters_on_two_networks() {
     let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
-    let (east, west, north) = (
-        clusters.by_name("east"),
-        clusters.by_name("west"),
-        clusters.by_name("north"),
-    );
+    let [east, west, north] = clusters.by_names(["east", "west", "north"]);
     for (c, network) in clusters.iter().zip(["n1", "n1", "n2"]) {
         install_eastwest_gateway(c).await;
         support::install::install_istio(c, &support::install::Install::correct(c.name(), network)).await;
@@ -269,7 +265,7 @@ async fn a_flat_network_needs_no_gateway() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     // No east-west gateway Service either: on one network none is needed.
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
     assert!(
         plan["findings"]
@@ -323,7 +319,7 @@ async fn a_missing_gateway_service_blocks_a_cross_network_mesh() {
 async fn the_remote_secret_reads_its_peer_and_nothing_else() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     mesh.apply(&[]).await;
 
     // What istiod in east does with the secret: build a client from it.
@@ -644,13 +640,8 @@ async fn a_network_change_detaches_relabels_and_reattaches_in_that_order() {
 #[tokio::test]
 async fn a_detach_needs_allow_detach() {
     let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
-    let (east, west, north) = (
-        clusters.by_name("east"),
-        clusters.by_name("west"),
-        clusters.by_name("north"),
-    );
-    let all = [east, west, north];
-    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    let all @ [east, west, north] = clusters.by_names(["east", "west", "north"]);
+    let mesh = Mesh::flat(&all);
     mesh.apply(&[]).await;
     assert_remote_secret(east, north, "north").await;
 
@@ -681,7 +672,7 @@ async fn a_detach_needs_allow_detach() {
 async fn a_renamed_cluster_is_detached_under_the_old_name_and_attached_under_the_new() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     mesh.apply(&[]).await;
     let held_by_west = remote_secrets(west).await;
 
@@ -794,7 +785,7 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
 async fn a_saved_plan_is_refused_once_stale() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     let plan = mesh.dir().join("p.json");
     let plan = plan.to_str().expect("utf-8 path");
 
@@ -877,7 +868,7 @@ async fn hold_lock(cluster: &Cluster, holder: &str, seconds: i32) -> Instant {
 async fn a_held_lock_fails_an_apply_fast_or_makes_it_wait() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     // The lock lives in the first primary by name: east.
     let expires = hold_lock(east, "ops-person (by hand)", 8).await;
     let before = object_state(&[east, west]).await;
@@ -920,7 +911,7 @@ async fn a_held_lock_fails_an_apply_fast_or_makes_it_wait() {
 async fn a_second_apply_is_refused_and_an_abandoned_lock_expires() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     // A slow west keeps the first apply busy while it holds the lock.
     west.set_latency(Duration::from_millis(1500)).await;
     let mut first = mesh.spawn("apply", &["--auto-approve", "--lock-duration", "4s"]);
@@ -971,13 +962,8 @@ async fn a_second_apply_is_refused_and_an_abandoned_lock_expires() {
 #[tokio::test]
 async fn a_cluster_stopped_mid_apply_fails_the_run_and_a_rerun_converges() {
     let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
-    let (east, west, north) = (
-        clusters.by_name("east"),
-        clusters.by_name("west"),
-        clusters.by_name("north"),
-    );
-    let all = [east, west, north];
-    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    let all @ [east, west, north] = clusters.by_names(["east", "west", "north"]);
+    let mesh = Mesh::flat(&all);
     // Apply asks once every cluster is read and the plan made; north stops
     // answering, and then stops, before the answer lets the first phase start.
     // (Stopping alone can wait behind other tests' cluster starts.)
@@ -1066,7 +1052,7 @@ async fn an_unmanaged_remote_secret_is_a_conflict_until_adopted() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     let hand_made = hand_made_secret(east, "west").await;
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
 
     let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
     let conflicts: Vec<&Value> = plan["findings"]
@@ -1144,7 +1130,7 @@ async fn an_unlabelled_secret_of_the_same_name_is_not_merged_into() {
         .create(&PostParams::default(), &secret)
         .await
         .expect("creating the secret");
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
 
     let out = mesh.run("apply", &["--auto-approve"]).await.expect(1);
     assert!(
@@ -1174,7 +1160,7 @@ async fn an_unlabelled_secret_of_the_same_name_is_not_merged_into() {
 async fn rotating_tokens_replaces_them_in_place() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     mesh.apply(&[]).await;
     let token = |s: &Secret, peer: &str| support::mesh::token_of(&s.data.as_ref().unwrap()[peer].0).expect("token");
     let before = assert_remote_secret(east, west, "west").await;
@@ -1196,13 +1182,8 @@ async fn rotating_tokens_replaces_them_in_place() {
 #[tokio::test]
 async fn an_unreachable_cluster_is_deferred_and_never_detached() {
     let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
-    let (east, west, north) = (
-        clusters.by_name("east"),
-        clusters.by_name("west"),
-        clusters.by_name("north"),
-    );
-    let all = [east, west, north];
-    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    let all @ [east, west, north] = clusters.by_names(["east", "west", "north"]);
+    let mesh = Mesh::flat(&all);
     mesh.apply(&[]).await;
     let secret_rv =
         async |primary: &Cluster, name: &str| remote_secrets(primary).await[name].metadata.resource_version.clone();
@@ -1248,7 +1229,7 @@ async fn an_unreachable_cluster_is_deferred_and_never_detached() {
 async fn an_apply_that_loses_its_lock_starts_no_further_phase() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     let (run, mut terminal) = mesh.stream_asking("apply", &["--format", "json", "--lock-duration", "2s"]);
     // While apply waits for its answer, holding the lock: a slow west will
     // keep the first phase busy for seconds, and someone takes the lease
@@ -1307,7 +1288,7 @@ async fn an_apply_that_loses_its_lock_starts_no_further_phase() {
 async fn two_applies_at_once_write_once() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     let first = mesh.stream("apply", &["--auto-approve"]);
     let second = mesh.stream("apply", &["--auto-approve"]);
     let (first, second) = (first.finish(&mesh).await, second.finish(&mesh).await);
@@ -1332,7 +1313,7 @@ async fn two_applies_at_once_write_once() {
 async fn a_primary_that_becomes_a_remote_gives_up_its_secrets() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     mesh.apply(&[]).await;
 
     mesh.write(&[
@@ -1408,7 +1389,7 @@ async fn a_second_secret_for_a_registered_cluster_id_is_never_written() {
         .create(&PostParams::default(), &secret)
         .await
         .expect("creating the secret");
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
     let conflict = plan["findings"]
         .as_array()

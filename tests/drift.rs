@@ -118,7 +118,7 @@ async fn assert_reads(secret: &Secret, peer: &Cluster) {
 #[tokio::test]
 async fn hand_edits_are_found_in_full_and_corrected_with_force_conflicts() {
     let clusters = ControlPlane::shared().clusters(&["a", "b", "c"]).await;
-    let (a, b, c) = (clusters.by_name("a"), clusters.by_name("b"), clusters.by_name("c"));
+    let [a, b, c] = clusters.by_names(["a", "b", "c"]);
     install_eastwest_gateway(c).await;
     // a and b share a network; c is alone on its own, behind its gateway.
     let mesh = Mesh::new(&[
@@ -256,7 +256,7 @@ async fn hand_edits_are_found_in_full_and_corrected_with_force_conflicts() {
 async fn reader_rules_and_subjects_edited_by_hand_are_found_and_taken_back_with_force_conflicts() {
     let clusters = ControlPlane::shared().clusters(&["a", "b"]).await;
     let (a, b) = (clusters.by_name("a"), clusters.by_name("b"));
-    let mesh = Mesh::new(&[Entry::of(a).network("flat"), Entry::of(b).network("flat")]);
+    let mesh = Mesh::flat(&[a, b]);
     mesh.apply(&[]).await;
     mesh.assert_converged(&clusters.all()).await;
     let roles: Api<ClusterRole> = Api::all(b.client());

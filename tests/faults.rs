@@ -111,13 +111,8 @@ fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 #[tokio::test]
 async fn a_cluster_slower_than_the_timeout_fails_its_actions_and_a_rerun_converges() {
     let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
-    let (east, west, north) = (
-        clusters.by_name("east"),
-        clusters.by_name("west"),
-        clusters.by_name("north"),
-    );
-    let all = [east, west, north];
-    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    let all @ [east, _, north] = clusters.by_names(["east", "west", "north"]);
+    let mesh = Mesh::flat(&all);
     // Apply asks before it writes, once every cluster is read and the plan
     // made: north turns slow exactly between the reads and the writes, with
     // no race against a phase already sending requests.
@@ -184,7 +179,7 @@ async fn meshform_killed_mid_apply_leaves_its_lease_and_no_half_written_secret()
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     let all = [east, west];
-    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    let mesh = Mesh::flat(&all);
     // A slow west keeps the run in its attach phase for seconds. Each remote
     // secret takes one request to west (east's the token, west's the write),
     // and with --concurrency 1 the second starts only once the first is
@@ -301,7 +296,7 @@ async fn a_revoked_reader_token_is_planned_for_rotation_and_replaced() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     let all = [east, west];
-    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    let mesh = Mesh::flat(&all);
     mesh.apply(&[]).await;
     let old = secret_token(east, "west").await;
     assert_eq!(refused(west, &old).await, None, "the reader token works at first");
@@ -412,7 +407,7 @@ async fn a_label_owned_by_another_field_manager_is_a_conflict_until_released() {
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     let all = [east, west];
     apply_as_helm(west, Some("helm-net")).await;
-    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    let mesh = Mesh::flat(&all);
 
     // Predicted from managedFields: the plan blocks, naming helm and the fix,
     // and apply writes nothing (before, it failed mid-run on the label).

@@ -918,7 +918,7 @@ fn offline_commands_never_open_a_kubeconfig() {
     std::fs::write(dir.path().join("plain.toml"), plain).unwrap();
     std::fs::write(dir.path().join("mesh.toml"), &hostile).unwrap();
     let (topology, _) = topology::check("plain.toml", plain.as_bytes()).into_result().unwrap();
-    let observed = meshform::observe::synthetic::fresh(&topology, jiff::Timestamp::UNIX_EPOCH);
+    let observed = support::plan_fixtures::fresh(&topology);
     std::fs::write(dir.path().join("observed.json"), serde_json::to_vec(&observed).unwrap()).unwrap();
 
     let run = |file: &str, args: &[&str]| {

@@ -13,15 +13,11 @@ use support::controlplane::ControlPlane;
 use support::mesh::{Entry, Mesh};
 
 /// One network for all: no east-west gateway needed, so no blocker.
-fn flat(clusters: &[&support::controlplane::Cluster]) -> Vec<Entry> {
-    clusters.iter().map(|c| Entry::of(c).network("flat")).collect()
-}
-
 #[tokio::test]
 async fn every_cluster_is_read_in_parallel_and_known_by_its_kube_system_uid() {
     let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
     let all: Vec<_> = clusters.iter().collect();
-    let mesh = Mesh::new(&flat(&all));
+    let mesh = Mesh::flat(&all);
 
     let snapshot = mesh.run("snapshot", &[]).await.expect(0).json();
     assert_eq!(snapshot["mesh"], "mesh1");
@@ -41,7 +37,7 @@ async fn every_cluster_is_read_in_parallel_and_known_by_its_kube_system_uid() {
         cluster.set_latency(delay).await;
     }
     let first = clusters.iter().next().expect("three clusters");
-    let alone = Mesh::new(&flat(&[first]));
+    let alone = Mesh::flat(&[first]);
     let started = Instant::now();
     alone.run("snapshot", &[]).await.expect(0);
     let one = started.elapsed();
@@ -63,7 +59,7 @@ async fn every_cluster_is_read_in_parallel_and_known_by_its_kube_system_uid() {
 async fn an_unreachable_cluster_is_unknown_and_stops_the_plan_unless_skipped() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&flat(&[east, west]));
+    let mesh = Mesh::flat(&[east, west]);
     west.stop().await;
 
     let snapshot = mesh.run("snapshot", &[]).await.expect(0).json();
@@ -150,7 +146,7 @@ async fn two_entries_reaching_one_cluster_are_an_error() {
 async fn a_snapshot_after_apply_holds_no_token_or_secret_bytes() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&flat(&[east, west]));
+    let mesh = Mesh::flat(&[east, west]);
     mesh.apply(&[]).await;
 
     let path = mesh.dir().join("observed.json");
@@ -172,11 +168,7 @@ async fn a_snapshot_after_apply_holds_no_token_or_secret_bytes() {
 #[tokio::test]
 async fn a_plan_from_a_snapshot_equals_the_live_plan() {
     let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
-    let (east, west, north) = (
-        clusters.by_name("east"),
-        clusters.by_name("west"),
-        clusters.by_name("north"),
-    );
+    let [east, west, north] = clusters.by_names(["east", "west", "north"]);
     for (cluster, network) in clusters.iter().zip(["n1", "n1", "n2"]) {
         support::mesh::install_eastwest_gateway(cluster).await;
         let install = support::install::Install::correct(cluster.name(), network);

@@ -237,7 +237,7 @@ async fn a_cluster_without_istio_is_a_warning_and_can_be_prepared() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     // Istio's guides label the namespace before installing Istio.
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     install_istio(east, &Install::correct("east", "flat")).await;
     let (lines, all) = findings(&mesh, 0).await;
     assert_eq!(lines, ["warning west istio_not_installed"]);

@@ -79,7 +79,7 @@ async fn detach_revokes(stop: bool) {
         clusters.by_name(names[2]),
     );
     let all = [east, west, north];
-    let mesh = Mesh::new(&all.map(|c| Entry::of(c).network("flat")));
+    let mesh = Mesh::flat(&all);
     mesh.apply(&[]).await;
     // One binding per (holder, peer), for that holder.
     for peer in all {
@@ -175,7 +175,7 @@ async fn a_detach_revokes_every_token_a_running_cluster_holds() {
 async fn a_rotation_revokes_the_replaced_token_once_the_grace_period_is_over() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     mesh.apply(&[]).await;
     let old = tokens_held(east).await["west"].clone();
 
@@ -204,7 +204,7 @@ async fn a_rotation_revokes_the_replaced_token_once_the_grace_period_is_over() {
 async fn a_saved_plan_that_revokes_is_refused_once_a_binding_changed() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
-    let mesh = Mesh::new(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    let mesh = Mesh::flat(&[east, west]);
     mesh.apply(&[]).await;
     mesh.apply(&["--rotate-tokens"]).await;
     let plan = mesh.dir().join("p.json");

@@ -343,6 +343,11 @@ impl Clusters {
         self.clusters.iter().collect()
     }
 
+    /// The clusters of these names, in this order.
+    pub fn by_names<const N: usize>(&self, names: [&str; N]) -> [&Cluster; N] {
+        names.map(|name| self.by_name(name))
+    }
+
     pub fn by_name(&self, name: &str) -> &Cluster {
         self.clusters
             .iter()

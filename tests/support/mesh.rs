@@ -138,6 +138,13 @@ impl Mesh {
         mesh
     }
 
+    /// The standard flat mesh: every cluster a primary on the one network
+    /// `flat`, so that no east-west gateway is needed.
+    pub fn flat(clusters: &[&Cluster]) -> Mesh {
+        let entries: Vec<Entry> = clusters.iter().map(|c| Entry::of(c).network("flat")).collect();
+        Mesh::new(&entries)
+    }
+
     /// Rewrites mesh.toml with these clusters.
     pub fn write(&self, entries: &[Entry]) {
         self.write_with(entries, "");

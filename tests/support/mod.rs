@@ -11,6 +11,7 @@ pub mod install;
 pub mod istio;
 pub mod istiod;
 pub mod mesh;
+pub mod plan_fixtures;
 pub mod reporter;
 pub mod state;
 pub mod workload;
