@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::controlplane::{Cluster, ControlPlane};
 use support::mesh::{Entry, MESH, Mesh, NAMESPACE, eventually, install_eastwest_gateway, remote_secrets};
+use support::snapshot::assert_outcome;
 use support::state::{network_label, object_state};
 
 const READER: &str = "istio-reader-service-account";
@@ -221,12 +222,9 @@ async fn attach_three_clusters_on_two_networks() {
         Entry::of(west).network("n1").remote(),
         Entry::of(north).network("n2"),
     ]);
+    // Secret data shows as a marker in the diff.
     let out = mesh.apply(&["--diff"]).await;
-    assert!(out.stdout.contains("Apply complete"), "{out}");
-    assert!(
-        out.stdout.contains("(sensitive value)"),
-        "secret data shows as a marker in the diff:\n{out}"
-    );
+    assert_outcome("attach_three_clusters", &out);
 
     for (cluster, network) in [(east, "n1"), (west, "n1"), (north, "n2")] {
         assert_eq!(
@@ -307,7 +305,7 @@ async fn a_missing_gateway_service_blocks_a_cross_network_mesh() {
     assert_eq!(blockers[0]["cluster"], "west");
     assert_eq!(blockers[0]["code"], "meshform::plan::gateway_service_missing");
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
-    assert!(refused.stderr.contains("blocking problem"), "{refused}");
+    assert_outcome("missing_gateway_refused", &refused);
     assert_eq!(
         before,
         object_state(&[east, west]).await,
@@ -511,11 +509,8 @@ async fn a_network_change_detaches_relabels_and_reattaches_in_that_order() {
     mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
     let before = object_state(&[east, west]).await;
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
-    assert!(
-        refused.stderr.contains("detaches west"),
-        "the refusal names the cluster:\n{refused}"
-    );
-    assert!(refused.stderr.contains("--allow-detach"), "{refused}");
+    // The refusal names the cluster and the flag.
+    assert_outcome("network_change_refused", &refused);
     assert_eq!(
         before,
         object_state(&[east, west]).await,
@@ -649,10 +644,7 @@ async fn a_detach_needs_allow_detach() {
     mesh.write(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
     let before = object_state(&all).await;
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
-    assert!(
-        refused.stderr.contains("detaches north"),
-        "the refusal names the cluster:\n{refused}"
-    );
+    assert_outcome("detach_refused", &refused);
     assert_eq!(before, object_state(&all).await, "a refused apply writes nothing");
 
     let north_before = object_state(&[north]).await;
@@ -689,7 +681,7 @@ async fn a_renamed_cluster_is_detached_under_the_old_name_and_attached_under_the
         "{plan:#}"
     );
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
-    assert!(refused.stderr.contains("detaches west"), "{refused}");
+    assert_outcome("rename_refused", &refused);
 
     mesh.apply(&["--allow-detach"]).await;
     assert_eq!(names(&remote_secrets(east).await), ["istio-remote-secret-west2"]);
@@ -717,24 +709,8 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
     // Fresh: every kind of object would be created.
     let before = object_state(&[east, west]).await;
     let dry = mesh.run("apply", &["--dry-run", "--diff"]).await.expect(0);
-    assert!(dry.stdout.contains("Dry run complete"), "{dry}");
-    for kind in [
-        "Secret",
-        "Gateway",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "ServiceAccount",
-        "Namespace",
-    ] {
-        assert!(
-            dry.stdout.contains(&format!("\"kind\": \"{kind}\"")),
-            "no diff of a {kind}:\n{dry}"
-        );
-    }
-    assert!(
-        dry.stdout.contains("\"west\": \"(sensitive value)\""),
-        "secret data is redacted:\n{dry}"
-    );
+    // A diff of every kind of object; secret data redacted.
+    assert_outcome("dry_run_fresh", &dry);
     assert_eq!(
         before,
         object_state(&[east, west]).await,
@@ -748,10 +724,8 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
         .run("apply", &["--dry-run", "--diff", "--rotate-tokens"])
         .await
         .expect(0);
-    assert!(
-        dry.stdout.contains("(sensitive value changed)"),
-        "a new token shows as a changed value:\n{dry}"
-    );
+    // A new token shows as a changed value.
+    assert_outcome("dry_run_rotate_tokens", &dry);
     assert_eq!(
         before,
         object_state(&[east, west]).await,
@@ -771,7 +745,7 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
         )
         .await
         .expect(0);
-    assert!(dry.stdout.contains("restarted Deployment/shop/web"), "{dry}");
+    assert_outcome("dry_run_network_change", &dry);
     assert_eq!(
         before,
         object_state(&[east, west]).await,
@@ -808,13 +782,8 @@ async fn a_saved_plan_is_refused_once_stale() {
         .expect("editing the secret");
     let before = object_state(&[east, west]).await;
     let stale = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
-    assert!(stale.stderr.contains("plan is stale"), "{stale}");
-    assert!(
-        stale
-            .stderr
-            .contains("east/Secret/istio-system/istio-remote-secret-west"),
-        "the message names the object:\n{stale}"
-    );
+    // The message names the object.
+    assert_outcome("stale_plan_object_changed", &stale);
     assert_eq!(
         before,
         object_state(&[east, west]).await,
@@ -828,10 +797,7 @@ async fn a_saved_plan_is_refused_once_stale() {
         Entry::of(west).network("flat").remote(),
     ]);
     let stale = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
-    assert!(
-        stale.stderr.contains("plan is stale") && stale.stderr.contains("mesh.toml has changed"),
-        "{stale}"
-    );
+    assert_outcome("stale_plan_mesh_toml_changed", &stale);
     assert_eq!(
         before,
         object_state(&[east, west]).await,
@@ -880,10 +846,8 @@ async fn a_held_lock_fails_an_apply_fast_or_makes_it_wait() {
         "no --lock-timeout: fail at once ({:?})",
         started.elapsed()
     );
-    assert!(
-        blocked.stderr.contains("ops-person (by hand)"),
-        "the error names the holder:\n{blocked}"
-    );
+    // The error names the holder.
+    assert_outcome("held_lock_refused", &blocked);
     assert_eq!(
         before,
         object_state(&[east, west]).await,
@@ -930,10 +894,12 @@ async fn a_second_apply_is_refused_and_an_abandoned_lock_expires() {
 
     // A second apply while the first runs: refused, naming the first.
     let second = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    // The snapshot redacts the holder; this names it.
     assert!(
         second.stderr.contains(&format!("pid {pid}")),
         "the error names the holder:\n{second}"
     );
+    assert_outcome("second_apply_refused", &second);
     assert!(
         first.try_wait().expect("polling the first apply").is_none(),
         "the first apply ended too soon"
@@ -946,7 +912,7 @@ async fn a_second_apply_is_refused_and_an_abandoned_lock_expires() {
     mesh.record(&String::from_utf8_lossy(&killed.stderr));
     west.set_latency(Duration::ZERO).await;
     let third = mesh.apply(&["--lock-timeout", "30s"]).await;
-    assert!(third.stdout.contains("Apply complete"), "{third}");
+    assert_outcome("apply_after_abandoned_lock", &third);
     assert_eq!(
         leases.get_opt(&lease).await.expect("reading the lease"),
         None,
@@ -1070,10 +1036,8 @@ async fn an_unmanaged_remote_secret_is_a_conflict_until_adopted() {
         "{plan:#}"
     );
     let out = mesh.apply(&[]).await;
-    assert!(
-        out.stdout.contains("istio-remote-secret-west"),
-        "the conflict is reported:\n{out}"
-    );
+    // The conflict is reported.
+    assert_outcome("unmanaged_secret_conflict", &out);
     let after = remote_secrets(east).await["istio-remote-secret-west"].clone();
     assert_eq!(
         after.metadata.resource_version, hand_made.metadata.resource_version,
@@ -1085,7 +1049,7 @@ async fn an_unmanaged_remote_secret_is_a_conflict_until_adopted() {
     mesh.assert_converged(&clusters.all()).await;
 
     let adopted = mesh.apply(&["--adopt"]).await;
-    assert!(adopted.stdout.contains("Apply complete"), "{adopted}");
+    assert_outcome("unmanaged_secret_adopted", &adopted);
     let taken = assert_remote_secret(east, west, "west").await;
     assert_eq!(
         taken.metadata.uid, hand_made.metadata.uid,
@@ -1133,11 +1097,7 @@ async fn an_unlabelled_secret_of_the_same_name_is_not_merged_into() {
     let mesh = Mesh::flat(&[east, west]);
 
     let out = mesh.run("apply", &["--auto-approve"]).await.expect(1);
-    assert!(
-        out.stdout
-            .contains("istio-system/istio-remote-secret-west already exists and is not managed by meshform"),
-        "{out}"
-    );
+    assert_outcome("unlabelled_secret_not_merged", &out);
     let after = secrets.get("istio-remote-secret-west").await.expect("the secret");
     assert_eq!(
         after.metadata.resource_version, made.metadata.resource_version,
@@ -1168,7 +1128,7 @@ async fn rotating_tokens_replaces_them_in_place() {
     mesh.assert_no_token_leaked(&[east, west]).await;
 
     let out = mesh.apply(&["--rotate-tokens", "--diff"]).await;
-    assert!(out.stdout.contains("(sensitive value changed)"), "{out}");
+    assert_outcome("rotate_tokens", &out);
     let after = assert_remote_secret(east, west, "west").await;
     // In place: the same object, never a moment without the peer.
     assert_eq!(after.metadata.uid, before.metadata.uid);
@@ -1196,12 +1156,13 @@ async fn an_unreachable_cluster_is_deferred_and_never_detached() {
         .run("apply", &["--auto-approve", "--rotate-tokens"])
         .await
         .expect(1);
-    assert!(refused.stderr.contains("cluster \"north\""), "{refused}");
+    assert_outcome("unreachable_refused", &refused);
     // Deferred: the reachable clusters' tokens rotate, north's secrets stay as they are.
     let out = mesh
         .apply(&["--skip-unreachable", "--allow-detach", "--rotate-tokens"])
         .await;
-    assert!(out.stdout.contains("north"), "the deferred cluster is listed:\n{out}");
+    // The deferred cluster is listed.
+    assert_outcome("unreachable_skipped", &out);
     assert_ne!(
         secret_rv(east, "istio-remote-secret-west").await,
         east_for_west,
@@ -1297,6 +1258,7 @@ async fn two_applies_at_once_write_once() {
         (1, 0) => (second, first),
         _ => panic!("exactly one apply succeeds:\n{first}\n{second}"),
     };
+    // Which of the two wins, and how the loser fails, varies: no snapshot.
     assert!(won.stdout.contains("Apply complete"), "{won}");
     // The loser either met the held lock or, taking it later, found its plan
     // out of date: either way it wrote nothing of its own.
@@ -1329,7 +1291,7 @@ async fn a_primary_that_becomes_a_remote_gives_up_its_secrets() {
         "{plan:#}"
     );
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
-    assert!(refused.stderr.contains("--allow-detach"), "{refused}");
+    assert_outcome("became_remote_refused", &refused);
     mesh.apply(&["--allow-detach"]).await;
     assert!(
         remote_secrets(west).await.is_empty(),

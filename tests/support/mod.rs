@@ -13,5 +13,6 @@ pub mod istiod;
 pub mod mesh;
 pub mod plan_fixtures;
 pub mod reporter;
+pub mod snapshot;
 pub mod state;
 pub mod workload;
