@@ -21,6 +21,7 @@ use meshform::objects;
 use serde_json::{Value, json};
 use support::controlplane::{Cluster, ControlPlane};
 use support::mesh::{Entry, Mesh, NAMESPACE, install_eastwest_gateway, remote_secrets, token_of};
+use support::snapshot::assert_outcome;
 use support::state::object_state;
 
 /// meshform's reader ClusterRole and ClusterRoleBinding in the mesh namespace.
@@ -166,7 +167,7 @@ async fn hand_edits_are_found_in_full_and_corrected_with_force_conflicts() {
     // The plan shows all three, with what changed, and blocks on the label;
     // a drift check reports drift (2), the plan naming --force-conflicts.
     let check = mesh.run("plan", &["--detailed-exitcode"]).await.expect(2);
-    assert!(check.stdout.contains("--force-conflicts"), "{check}");
+    assert_outcome("hand_edits_plan", &check);
     let plan = mesh.run("plan", &["--format", "json"]).await.expect(1).json();
     // The label makes b a cluster leaving network "hand-made": detached from
     // a and c first. That is what must not run ahead of the conflict.
@@ -226,7 +227,7 @@ async fn hand_edits_are_found_in_full_and_corrected_with_force_conflicts() {
     // the plan could predict.
     let before = object_state(&[a, b, c]).await;
     let refused = mesh.run("apply", &["--auto-approve", "--allow-detach"]).await.expect(1);
-    assert!(refused.stderr.contains("blocking problem"), "{refused}");
+    assert_outcome("hand_edits_refused", &refused);
     assert_eq!(before, object_state(&[a, b, c]).await, "a refused apply wrote");
 
     // With --force-conflicts the label is taken over and everything corrected.
@@ -302,7 +303,7 @@ async fn reader_rules_and_subjects_edited_by_hand_are_found_and_taken_back_with_
     );
     // Refused whole: the role keeps the edit.
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
-    assert!(refused.stderr.contains("blocking problem"), "{refused}");
+    assert_outcome("reader_edits_refused", &refused);
     assert_eq!(
         resource_version(&roles.get(READER).await.unwrap().metadata),
         resource_version(&edited.metadata)
@@ -531,13 +532,7 @@ async fn objects_remade_by_hand_are_conflicts_left_alone_until_adopted_or_delete
     );
     // check fails on both.
     let check = mesh.run("check", &[]).await.expect(1);
-    assert!(
-        check
-            .stdout
-            .contains("istio-remote-secret-c in a is not managed by meshform"),
-        "{check}"
-    );
-    assert!(check.stdout.contains("its spec is not what meshform writes"), "{check}");
+    assert_outcome("objects_remade_check", &check);
     // apply leaves both alone.
     mesh.apply(&[]).await;
     assert_eq!(
