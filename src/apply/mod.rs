@@ -4,7 +4,9 @@
 //! concurrently up to a limit; a failure lets the running phase finish and
 //! starts no further phase. Every write is server-side apply with field
 //! manager `meshform` (so a second apply of the same content changes
-//! nothing), every delete carries the UID and resourceVersion the plan saw.
+//! nothing), except the creates of what must not exist yet: a new remote
+//! secret, a token's binding Secret, the reader account. Every delete
+//! carries the UID and resourceVersion the plan saw.
 //! Tokens come from the TokenRequest API, each bound to a binding Secret
 //! made for it in the peer, and exist only in memory and in the remote
 //! secret they are written to.
@@ -219,6 +221,15 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
     };
     let lock_lost = || target.lock.is_some_and(lock::Lock::lost);
     sequence(target.plan, &run, &lock_lost, settings, progress).await
+}
+
+/// A Secret of a remote secret's name that meshform did not make.
+fn not_ours(ns: &str, name: &str) -> String {
+    format!(
+        "Secret {ns}/{name} already exists and is not managed by meshform; it was left as it is \
+         (delete it, or label it {}=true and apply with --adopt)",
+        objects::MULTICLUSTER_LABEL
+    )
 }
 
 /// Runs one action on the clusters: what [`sequence`] calls for each action
@@ -468,7 +479,8 @@ impl Run<'_> {
                 mode,
                 spec_hash,
                 precondition,
-                force,
+                // Consent the plan recorded; how apply forces is below.
+                force: _,
             } => {
                 let peer_connection = self.connection(peer)?;
                 let identity = self
@@ -478,11 +490,9 @@ impl Run<'_> {
                     .map(|f| f.identity.clone())
                     .ok_or_else(|| format!("cluster {peer} was not observed"))?;
                 let api: Api<Secret> = Api::namespaced(client, ns);
-                // Server-side apply would merge into a hand-made Secret of this name
-                // (a second data key is a second cluster id to Istio). Observe, run
-                // after the lock was taken, saw every Secret name of the namespace.
-                // Not a create instead: fields a create sets belong to an "Update"
-                // manager, and later applies of new tokens would conflict with it.
+                // Observe, run after the lock was taken, saw every Secret name of
+                // the namespace: a hand-made one of this name fails here, before a
+                // token is minted for it.
                 if *mode == WriteMode::Create {
                     let facts = self
                         .target
@@ -490,11 +500,7 @@ impl Run<'_> {
                         .facts(cluster)
                         .ok_or_else(|| format!("cluster {cluster} was not observed"))?;
                     if facts.unlabelled_secrets.contains(name) {
-                        return Err(format!(
-                            "Secret {ns}/{name} already exists and is not managed by meshform; it was left as it is \
-                             (delete it, or label it {}=true and apply with --adopt)",
-                            objects::MULTICLUSTER_LABEL
-                        ));
+                        return Err(not_ours(ns, name));
                     }
                 }
                 let token = self.token(cluster, peer).await?;
@@ -509,9 +515,33 @@ impl Run<'_> {
                     resource_version: precondition.as_ref().map(|p| p.resource_version.as_str()),
                 }
                 .build(&kubeconfig);
-                // Adoption takes the fields over from whoever wrote them (istioctl, kubectl).
-                self.ssa(cluster, &api, name, &secret, *force || *mode == WriteMode::Adopt)
-                    .await
+                match mode {
+                    // A create, not server-side apply: it never merges into a
+                    // Secret of this name made since observe (a second data key is
+                    // a second cluster id to Istio), and it costs the API server
+                    // about half of what applying a new object does (BENCHMARKS.md).
+                    WriteMode::Create if !self.settings.dry_run => match self.create(cluster, &api, &secret).await? {
+                        Some(diff) => Ok(diff),
+                        None => Err(not_ours(ns, name)),
+                    },
+                    // A dry run persists no delete of an earlier phase, and a
+                    // re-attach deletes a secret before creating one of the same
+                    // name: the dry run checks the body by server-side apply,
+                    // which validates the same object and shows what replaces what.
+                    // Forced, as a create takes no field from anyone.
+                    WriteMode::Create => self.ssa(cluster, &api, name, &secret, true).await,
+                    // Adoption takes the fields over from whoever wrote them
+                    // (istioctl, kubectl). An update or rotation forces too: the
+                    // fields a create set belong to meshform's "Update" entry in
+                    // managedFields, which server-side apply counts as another
+                    // manager. It takes nothing from anyone else: the plan blocked
+                    // on every field another manager owns (unless
+                    // --force-conflicts), and the resourceVersion the Secret
+                    // carries fails the write if it changed since.
+                    WriteMode::Update | WriteMode::Rotate | WriteMode::Adopt => {
+                        self.ssa(cluster, &api, name, &secret, true).await
+                    }
+                }
             }
             // execute() never hands a restart the plan did not enable to here.
             ActionKind::RestartWorkloads { .. } => self.restart(cluster, client).await,
