@@ -17,11 +17,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
-use meshform::access::{Connections, Sources};
+use meshform::access::Connections;
 use meshform::apply::{self, Event, Progress, Settings, Target};
 use meshform::observe::{self, REQUESTS_PER_CLUSTER};
 use meshform::plan::{self, Options};
@@ -67,19 +66,7 @@ impl tower::Service<Request<Body>> for Counting {
 /// Connects to every cluster of mesh.toml the way the CLI does, then puts a
 /// counting layer in front of each client.
 async fn connect_counted(mesh: &Mesh) -> (Topology, Connections, BTreeMap<String, Requests>) {
-    let text = std::fs::read(mesh.file()).expect("reading mesh.toml");
-    let (topology, _) = meshform::topology::check("mesh.toml", &text)
-        .into_result()
-        .expect("a valid mesh.toml");
-    let sources = Sources {
-        base_dir: mesh.dir().to_path_buf(),
-        kubeconfig: None,
-        timeout: Duration::from_secs(30),
-    };
-    let mut connections = Connections::open(&topology, &sources).await;
-    if let Some((name, e)) = connections.failures().next() {
-        panic!("connecting to {name}: {e}");
-    }
+    let (topology, mut connections) = mesh.connect().await;
     let mut counters = BTreeMap::new();
     for connection in connections.ready_mut() {
         let seen = Requests::default();

@@ -503,8 +503,8 @@ impl Run<'_> {
                         return Err(not_ours(ns, name));
                     }
                 }
-                let token = self.token(cluster, peer).await?;
-                let kubeconfig = build::peer_kubeconfig(peer, server, peer_connection.ca_pem.as_deref(), &token);
+                let minted = self.token(cluster, peer).await?;
+                let kubeconfig = build::peer_kubeconfig(peer, server, peer_connection.ca_pem.as_deref(), &minted.token);
                 let secret = build::RemoteSecret {
                     namespace: ns,
                     mesh: self.mesh(),
@@ -520,9 +520,17 @@ impl Run<'_> {
                     // Secret of this name made since observe (a second data key is
                     // a second cluster id to Istio), and it costs the API server
                     // about half of what applying a new object does (BENCHMARKS.md).
+                    // Refused, the token it carried is revoked at once: no binding
+                    // Secret is left standing for a token nobody holds.
                     WriteMode::Create if !self.settings.dry_run => match self.create(cluster, &api, &secret).await? {
                         Some(diff) => Ok(diff),
-                        None => Err(not_ours(ns, name)),
+                        None => Err(match self.discard(peer, &minted).await {
+                            Ok(()) => not_ours(ns, name),
+                            Err(e) => format!(
+                                "{}; the reader token minted for it could not be revoked: {e}",
+                                not_ours(ns, name)
+                            ),
+                        }),
                     },
                     // A dry run persists no delete of an earlier phase, and a
                     // re-attach deletes a secret before creating one of the same

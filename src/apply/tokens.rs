@@ -4,16 +4,24 @@
 
 use super::*;
 
+/// A reader token, and the binding Secret it dies with (name and UID) when
+/// it was requested; a legacy or dry-run token has none.
+pub(super) struct Minted {
+    pub token: SecretString,
+    pub binding: Option<(String, String)>,
+}
+
 impl Run<'_> {
     /// A reader token of `peer` for `holder`. A requested token is bound to
     /// a binding Secret made for it in the peer, which stands for the holder:
     /// deleting it revokes the token (pkg/serviceaccount/claims.go in
     /// Kubernetes checks that the bound Secret exists with the same UID).
     /// A legacy token is shared by every primary: read once per run.
-    pub(super) async fn token(&self, holder: &str, peer: &str) -> Result<SecretString, String> {
+    pub(super) async fn token(&self, holder: &str, peer: &str) -> Result<Minted, String> {
+        let unbound = |token| Minted { token, binding: None };
         if self.settings.dry_run {
             // Nothing persists in a dry run, so no credential is minted for it.
-            return Ok(SecretString::from("dry-run"));
+            return Ok(unbound(SecretString::from("dry-run")));
         }
         let connection = self.connection(peer)?;
         if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
@@ -21,7 +29,8 @@ impl Run<'_> {
                 .tokens
                 .get(peer)
                 .ok_or_else(|| format!("no token slot for {peer}"))?;
-            return cell.get_or_init(|| legacy_token(connection, self.ns())).await.clone();
+            let token = cell.get_or_init(|| legacy_token(connection, self.ns())).await.clone();
+            return token.map(unbound);
         }
         let identity = self
             .target
@@ -46,6 +55,7 @@ impl Run<'_> {
                 )
             })?;
         let accounts: Api<ServiceAccount> = Api::namespaced(connection.client.clone(), self.ns());
+        let bound = binding.metadata.name.clone().zip(binding.metadata.uid.clone());
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 expiration_seconds: Some(self.target.topology.mesh.tokens.lifetime_seconds as i64),
@@ -63,10 +73,34 @@ impl Run<'_> {
             .create_token_request(objects::READER_SERVICE_ACCOUNT, &PostParams::default(), &request)
             .await
             .map_err(|e| format!("cannot get a reader token from {peer}: {}", describe(peer, &e)))?;
-        response
+        let token = response
             .status
             .map(|s| SecretString::from(s.token))
-            .ok_or_else(|| format!("{peer} answered the token request without a token"))
+            .ok_or_else(|| format!("{peer} answered the token request without a token"))?;
+        Ok(Minted { token, binding: bound })
+    }
+
+    /// Revokes a token that was minted but never stored: deletes its binding
+    /// Secret in `peer` (by UID, so only that one). Only for a write the API
+    /// server refused outright; after a timeout the token may be in place.
+    pub(super) async fn discard(&self, peer: &str, minted: &Minted) -> Result<(), String> {
+        let Some((name, uid)) = &minted.binding else {
+            return Ok(());
+        };
+        let connection = self.connection(peer)?;
+        let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), self.ns());
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match secrets.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => Err(format!("Secret {}/{name} in {peer}: {}", self.ns(), describe(peer, &e))),
+        }
     }
 }
 

@@ -154,7 +154,9 @@ pub enum ActionKind {
         spec_hash: String,
         /// Present when replacing an existing object.
         precondition: Option<Precondition>,
-        /// As for `SetNetwork` (an adoption always takes the fields over).
+        /// The `--force-conflicts` consent to take fields other managers own.
+        /// Apply forces every write of an existing secret regardless: a
+        /// create's fields sit in meshform's own "Update" entry.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
     },

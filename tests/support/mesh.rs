@@ -19,6 +19,8 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::{Secret, Service, ServicePort, ServiceSpec};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::config::Kubeconfig;
+use meshform::access::{Connections, Sources};
+use meshform::topology::Topology;
 use secrecy::ExposeSecret;
 
 use super::controlplane::Cluster;
@@ -180,6 +182,25 @@ impl Mesh {
 
     pub fn file(&self) -> PathBuf {
         self.dir.path().join("mesh.toml")
+    }
+
+    /// Reads mesh.toml and connects to every cluster the way the CLI does,
+    /// for tests that drive the library's pipeline step by step.
+    pub async fn connect(&self) -> (Topology, Connections) {
+        let text = std::fs::read(self.file()).expect("reading mesh.toml");
+        let (topology, _) = meshform::topology::check("mesh.toml", &text)
+            .into_result()
+            .expect("a valid mesh.toml");
+        let sources = Sources {
+            base_dir: self.dir().to_path_buf(),
+            kubeconfig: None,
+            timeout: Duration::from_secs(30),
+        };
+        let connections = Connections::open(&topology, &sources).await;
+        if let Some((name, e)) = connections.failures().next() {
+            panic!("connecting to {name}: {e}");
+        }
+        (topology, connections)
     }
 
     /// `meshform <command> -f mesh.toml <args>`; `--timeout 5s` keeps
