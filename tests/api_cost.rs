@@ -21,11 +21,11 @@ use std::task::{Context, Poll};
 use http::{Method, Request, Response};
 use kube::client::Body;
 use meshform::access::Connections;
-use meshform::apply::{self, Event, Progress, Settings, Target};
 use meshform::observe::{self, REQUESTS_PER_CLUSTER};
 use meshform::plan::{self, Options};
 use meshform::topology::Topology;
 use support::controlplane::ControlPlane;
+use support::library;
 use support::mesh::Mesh;
 
 /// Method and path of every request one cluster received.
@@ -84,19 +84,6 @@ fn is_write(method: &Method) -> bool {
     ![Method::GET, Method::HEAD, Method::OPTIONS].contains(method)
 }
 
-/// Progress that only keeps failures, to show them if an action fails.
-#[derive(Default)]
-struct Failures(Mutex<Vec<String>>);
-
-impl Progress for Failures {
-    fn event(&self, event: Event<'_>) {
-        if let Event::Failed { action, error, .. } = event {
-            let line = format!("{} {:?}: {error}", action.cluster, action.kind);
-            self.0.lock().expect("failures").push(line);
-        }
-    }
-}
-
 /// Plans and executes like `meshform apply --auto-approve` (without the
 /// lock), through the counting clients. Returns the number of actions.
 async fn apply_counted(topology: &Topology, connections: &Connections) -> usize {
@@ -105,25 +92,8 @@ async fn apply_counted(topology: &Topology, connections: &Connections) -> usize 
     if plan.is_empty() {
         return 0;
     }
-    let target = Target {
-        plan: &plan,
-        topology,
-        observed: &observed,
-        connections,
-        lock: None,
-    };
-    let settings = Settings {
-        dry_run: false,
-        diff: false,
-        concurrency: 16,
-    };
-    let failures = Failures::default();
-    let report = apply::execute(&target, &settings, &failures).await;
-    assert!(
-        report.succeeded(),
-        "apply failed: {:?}",
-        failures.0.lock().expect("failures")
-    );
+    let (succeeded, failures) = library::execute(&plan, topology, &observed, connections, 16).await;
+    assert!(succeeded, "apply failed: {failures:?}");
     plan.actions.len()
 }
 

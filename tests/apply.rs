@@ -20,12 +20,12 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime};
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::config::KubeConfigOptions;
-use meshform::apply::{self, Event, Progress, Settings, Target};
 use meshform::observe;
 use meshform::plan::{self, Options};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::controlplane::{Cluster, ControlPlane};
+use support::library;
 use support::mesh::{Entry, MESH, Mesh, NAMESPACE, eventually, install_eastwest_gateway, remote_secrets};
 use support::snapshot::assert_outcome;
 use support::state::{network_label, object_state};
@@ -1077,6 +1077,22 @@ async fn an_unmanaged_remote_secret_is_a_conflict_until_adopted() {
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
+/// A Secret made by hand, without meshform's labels, as a user would leave one.
+async fn make_by_hand(secrets: &Api<Secret>, name: &str) -> Secret {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([("legacy".to_string(), "made by hand".to_string())])),
+        ..Secret::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("creating the secret")
+}
+
 // Regression: server-side apply merged meshform's remote secret into an
 // unlabelled Secret of the same name, which observe (listing by label) never
 // saw: the object was taken over and got a second cluster id.
@@ -1085,18 +1101,7 @@ async fn an_unlabelled_secret_of_the_same_name_is_not_merged_into() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     let secrets: Api<Secret> = Api::namespaced(east.client(), NAMESPACE);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("istio-remote-secret-west".into()),
-            ..ObjectMeta::default()
-        },
-        string_data: Some(BTreeMap::from([("legacy".to_string(), "made by hand".to_string())])),
-        ..Secret::default()
-    };
-    let made = secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("creating the secret");
+    let made = make_by_hand(&secrets, "istio-remote-secret-west").await;
     let mesh = Mesh::flat(&[east, west]);
 
     let out = mesh.run("apply", &["--auto-approve"]).await.expect(1);
@@ -1119,21 +1124,6 @@ async fn an_unlabelled_secret_of_the_same_name_is_not_merged_into() {
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
-/// Failures reported by a library-driven apply, as `cluster: error`.
-#[derive(Default)]
-struct Failures(Mutex<Vec<String>>);
-
-impl Progress for Failures {
-    fn event(&self, event: Event<'_>) {
-        if let Event::Failed { action, error, .. } = event {
-            self.0
-                .lock()
-                .expect("failures")
-                .push(format!("{}: {error}", action.cluster));
-        }
-    }
-}
-
 // The window the test above cannot reach through the binary: a Secret of the
 // name made after observe read the namespace, before the write. A new remote
 // secret is a create, which the API server refuses; the token minted for it
@@ -1148,34 +1138,10 @@ async fn a_secret_made_after_observe_is_not_merged_into_and_its_token_is_revoked
     let plan = plan::plan(&topology, &observed, &Options::default()).expect("the mesh plans");
 
     let secrets: Api<Secret> = Api::namespaced(east.client(), NAMESPACE);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("istio-remote-secret-west".into()),
-            ..ObjectMeta::default()
-        },
-        string_data: Some(BTreeMap::from([("legacy".to_string(), "made by hand".to_string())])),
-        ..Secret::default()
-    };
-    let made = secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("creating the secret");
-    let target = Target {
-        plan: &plan,
-        topology: &topology,
-        observed: &observed,
-        connections: &connections,
-        lock: None,
-    };
-    let settings = Settings {
-        dry_run: false,
-        diff: false,
-        concurrency: 8,
-    };
-    let failures = Failures::default();
-    let report = apply::execute(&target, &settings, &failures).await;
-    let failed = failures.0.lock().expect("failures").clone();
-    assert!(!report.succeeded());
+    let made = make_by_hand(&secrets, "istio-remote-secret-west").await;
+    let (succeeded, failures) = library::execute(&plan, &topology, &observed, &connections, 8).await;
+    assert!(!succeeded);
+    let failed: Vec<String> = failures.iter().map(|f| format!("{}: {}", f.cluster, f.error)).collect();
     assert_eq!(
         failed,
         [format!(

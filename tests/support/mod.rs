@@ -10,6 +10,7 @@ pub mod gobuild;
 pub mod install;
 pub mod istio;
 pub mod istiod;
+pub mod library;
 pub mod mesh;
 pub mod plan_fixtures;
 pub mod reporter;
