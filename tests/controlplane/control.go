@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
+	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
+	"sync"
 	"time"
 )
 
@@ -17,6 +23,18 @@ import (
 //	POST   /clusters/{id}/stop        stop its apiserver (its port then refuses connections)
 //	POST   /clusters/{id}/start       start it again: same port, same data
 //	PUT    /clusters/{id}/latency     {"ms":N} delay each client request by N ms (0 clears)
+//	POST   /gc                        run a full garbage collection now
+//	GET    /memstats                  {"gcs":N,"allocated_bytes":N,"heap_bytes":N} so far
+//	POST   /profile/start             start a CPU profile of the whole plane
+//	POST   /profile/stop              stop it; answers the profile (pprof format)
+//
+// With many clusters in one process the heap is gigabytes and one collection
+// costs seconds of CPU, as much as the load measured: benchmarks collect
+// before a window and count the collections in it, so that one falling
+// into a window by chance is not read as the load's cost. The profile
+// brackets a load exactly (bench/curve's BENCH_PROFILE: where the
+// plane's CPU goes under apply and under the same requests from curl), which
+// net/http/pprof's fixed-duration profile cannot.
 //
 // {id} is a cluster id, or a name that exactly one cluster has. Errors are
 // {"error":MESSAGE} with a 4xx or 5xx status.
@@ -90,6 +108,43 @@ func newControlServer(p *plane) (*controlServer, error) {
 		reply(w, http.StatusOK, c.info())
 	}))
 
+	mux.HandleFunc("POST /gc", func(w http.ResponseWriter, r *http.Request) {
+		runtime.GC()
+		reply(w, http.StatusOK, memstats())
+	})
+	mux.HandleFunc("GET /memstats", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, memstats())
+	})
+	var profiling sync.Mutex
+	var profile *bytes.Buffer
+	mux.HandleFunc("POST /profile/start", func(w http.ResponseWriter, r *http.Request) {
+		profiling.Lock()
+		defer profiling.Unlock()
+		if profile != nil {
+			fail(w, http.StatusConflict, errors.New("a profile is already running"))
+			return
+		}
+		buf := new(bytes.Buffer)
+		if err := pprof.StartCPUProfile(buf); err != nil {
+			fail(w, http.StatusInternalServerError, err)
+			return
+		}
+		profile = buf
+		reply(w, http.StatusOK, map[string]bool{"profiling": true})
+	})
+	mux.HandleFunc("POST /profile/stop", func(w http.ResponseWriter, r *http.Request) {
+		profiling.Lock()
+		defer profiling.Unlock()
+		if profile == nil {
+			fail(w, http.StatusConflict, errors.New("no profile is running"))
+			return
+		}
+		pprof.StopCPUProfile()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(profile.Bytes())
+		profile = nil
+	})
+
 	s := &controlServer{addr: ln.Addr().String(), server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() { _ = s.server.Serve(ln) }()
 	return s, nil
@@ -99,6 +154,22 @@ func (s *controlServer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.server.Shutdown(ctx)
+}
+
+// memstats is what benchmarks read of the plane's collector (the runtime
+// reads these without stopping the world, unlike runtime.ReadMemStats).
+func memstats() map[string]uint64 {
+	samples := []metrics.Sample{
+		{Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/gc/heap/allocs:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+	}
+	metrics.Read(samples)
+	return map[string]uint64{
+		"gcs":             samples[0].Value.Uint64(),
+		"allocated_bytes": samples[1].Value.Uint64(),
+		"heap_bytes":      samples[2].Value.Uint64(),
+	}
 }
 
 func reply(w http.ResponseWriter, status int, v any) {
