@@ -505,3 +505,38 @@ async fn cluster_controllers_manage_service_accounts_namespaces_and_garbage() {
     })
     .await;
 }
+
+/// What the benchmarks read of the plane (bench/curve): a collection on
+/// request, counted; a CPU profile that brackets a load, one at a time.
+#[tokio::test]
+async fn the_plane_collects_counts_and_profiles_on_request() {
+    let plane = ControlPlane::shared();
+    let stats = |(status, body): (u16, Vec<u8>)| -> serde_json::Value {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("memstats are JSON")
+    };
+    let before = stats(plane.control("GET", "/memstats").await);
+    let collected = stats(plane.control("POST", "/gc").await);
+    let count = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"));
+    assert!(
+        count(&collected, "gcs") > count(&before, "gcs"),
+        "a forced collection is counted: {before} then {collected}"
+    );
+    assert!(count(&collected, "allocated_bytes") >= count(&before, "allocated_bytes"));
+    assert!(count(&collected, "heap_bytes") > 0);
+
+    let (status, body) = plane.control("POST", "/profile/start").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = plane.control("POST", "/profile/start").await;
+    assert_eq!(status, 409, "a second profile is refused while one runs");
+    assert!(String::from_utf8_lossy(&body).contains("already running"));
+    let (status, profile) = plane.control("POST", "/profile/stop").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        profile.get(..2),
+        Some(&[0x1f, 0x8b][..]),
+        "a pprof profile is gzipped protobuf"
+    );
+    let (status, _) = plane.control("POST", "/profile/stop").await;
+    assert_eq!(status, 409, "stopping with no profile running is refused");
+}

@@ -161,6 +161,15 @@ impl ControlPlane {
         &self.initial
     }
 
+    /// One request to the plane's own endpoints (`/gc`, `/memstats`,
+    /// `/profile/...`: what the benchmarks use), as the reply's status and body.
+    pub async fn control(&self, method: &'static str, path: &'static str) -> (u16, Vec<u8>) {
+        let control = self.control;
+        blocking(move || control_raw(control, method, path, None))
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     /// The plane's log (its stderr): apiserver and controller logs of every cluster.
     pub fn log(&self) -> &Path {
         &self.log
@@ -392,9 +401,25 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("control request thread")
 }
 
-/// One request to the plane's control endpoint. HTTP/1.0 keeps the reply
-/// simple: no chunking, and the server closes the connection when done.
+/// One JSON request to the plane's control endpoint; a status outside 2xx is the error.
 fn control_request(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let (status, payload) = control_raw(addr, method, path, body)?;
+    let payload = String::from_utf8(payload).map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_str(&payload).map_err(|e| format!("{e}: {payload}"))?;
+    if (200..300).contains(&status) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "status {status}: {}",
+            value["error"].as_str().unwrap_or(&payload)
+        ))
+    }
+}
+
+/// One request to the plane's control endpoint: the reply's status and body.
+/// HTTP/1.0 keeps the reply simple: no chunking, and the server closes the
+/// connection when done.
+fn control_raw(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>), String> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     stream
@@ -406,23 +431,18 @@ fn control_request(addr: SocketAddr, method: &str, path: &str, body: Option<&Val
         body.len()
     )
     .map_err(|e| e.to_string())?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).map_err(|e| e.to_string())?;
-    let (head, payload) = reply.split_once("\r\n\r\n").ok_or("malformed reply")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).map_err(|e| e.to_string())?;
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("malformed reply")?;
+    let status: u16 = std::str::from_utf8(&reply[..split])
+        .ok()
+        .and_then(|head| head.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or("malformed status line")?;
-    let value: Value = serde_json::from_str(payload).map_err(|e| format!("{e}: {payload}"))?;
-    if (200..300).contains(&status) {
-        Ok(value)
-    } else {
-        Err(format!(
-            "status {status}: {}",
-            value["error"].as_str().unwrap_or(payload)
-        ))
-    }
+    Ok((status, reply.split_off(split + 4)))
 }
 
 fn out_dir() -> PathBuf {
