@@ -437,3 +437,63 @@ async fn a_label_owned_by_another_field_manager_is_a_conflict_until_released() {
     assert_exactly_the_expected_objects(&all).await;
     mesh.assert_no_token_leaked(&all).await;
 }
+
+/// The lock is a Lease in the mesh namespace, so a mesh whose namespace no
+/// primary has yet (Istio not installed) cannot be locked: apply says which
+/// namespace to create, and writes nothing. One primary with it is enough;
+/// the plan makes it on the others.
+#[tokio::test]
+async fn a_mesh_namespace_no_primary_has_is_named_and_nothing_is_written() {
+    const MISSING: &str = "mesh-not-installed";
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::flat(&[east, west]);
+    let text = std::fs::read_to_string(mesh.file()).expect("reading mesh.toml");
+    let text = text.replace(
+        &format!("namespace = \"{NAMESPACE}\""),
+        &format!("namespace = \"{MISSING}\""),
+    );
+    std::fs::write(mesh.file(), text).expect("writing mesh.toml");
+
+    let before = object_state(&[east, west]).await;
+    let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    for words in [
+        &format!("namespace {MISSING} does not exist in cluster") as &str,
+        &format!("kubectl create namespace {MISSING}"),
+        "meshform::apply::lock_namespace",
+    ] {
+        assert!(refused.stderr.contains(words), "{words:?} in:\n{refused}");
+    }
+    assert!(
+        !refused.stderr.contains("wait for the other apply"),
+        "no lock is held; the help must not say so:\n{refused}"
+    );
+    for cluster in [east, west] {
+        let namespace = Api::<Namespace>::all(cluster.client())
+            .get_opt(MISSING)
+            .await
+            .expect("reading the namespace");
+        assert!(
+            namespace.is_none(),
+            "{}: a refused apply created {MISSING}",
+            cluster.name()
+        );
+    }
+    assert_eq!(before, object_state(&[east, west]).await, "a refused apply wrote");
+
+    Api::<Namespace>::all(east.client())
+        .create(
+            &Default::default(),
+            &Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(MISSING.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("creating the namespace on east");
+    mesh.run("apply", &["--auto-approve"]).await.expect(0);
+    mesh.assert_plan_empty().await;
+}

@@ -11,23 +11,44 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use miette::Diagnostic;
 use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::objects;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Error, Diagnostic)]
 pub enum LockError {
     /// Another apply holds the lock.
     #[error("another apply of mesh {mesh:?} is running: lock held by {holder} since {since}, until at least {until}")]
+    #[diagnostic(
+        code(meshform::apply::lock),
+        help("wait for the other apply, or pass --lock-timeout 5m to wait for it")
+    )]
     Held {
         mesh: String,
         holder: String,
         since: String,
         until: String,
     },
+    /// The lock lives in the mesh namespace, which this cluster does not
+    /// have yet (a create there is refused with 404, whatever else exists).
+    #[error("cannot take the apply lock: namespace {namespace} does not exist in cluster {cluster}")]
+    #[diagnostic(
+        code(meshform::apply::lock_namespace),
+        help(
+            "the lock is a Lease in the mesh namespace of a primary: create the namespace on \
+             {cluster} first (`kubectl create namespace {namespace}`), as Istio's multi-cluster \
+             install does before it labels it, or install Istio there"
+        )
+    )]
+    NoNamespace { cluster: String, namespace: String },
     /// The lock could not be read or written.
     #[error("cannot take the apply lock Lease {namespace}/{name} in cluster {cluster}: {reason}")]
+    #[diagnostic(
+        code(meshform::apply::lock),
+        help("meshform needs to get, create and update Leases in {namespace} of {cluster}; check its access there")
+    )]
     Api {
         cluster: String,
         namespace: String,
@@ -156,6 +177,14 @@ pub async fn acquire(
             Err(kube::Error::Api(_)) if blind => continue,
             // Someone else took it between our read and our write: look again.
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            // A create (replace needs the lease, which was just read) is
+            // refused with 404 only when its namespace does not exist.
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Err(LockError::NoNamespace {
+                    cluster: cluster.to_string(),
+                    namespace: namespace.to_string(),
+                });
+            }
             Err(e) => return Err(fail(e)),
         }
     }

@@ -233,10 +233,7 @@ pub enum CliError {
     Refused(#[from] crate::apply::Refusal),
     /// The apply lock is held or cannot be taken.
     #[error(transparent)]
-    #[diagnostic(
-        code(meshform::apply::lock),
-        help("wait for the other apply, or pass --lock-timeout 5m to wait for it")
-    )]
+    #[diagnostic(transparent)]
     Lock(#[from] crate::apply::lock::LockError),
     /// No reachable primary to hold the apply lock.
     #[error("no primary cluster can be reached to hold the apply lock")]
