@@ -127,6 +127,7 @@ pub async fn acquire(
         } else {
             api.get_opt(&name).await.map_err(fail)?
         };
+        let creating = current.is_none();
         let attempt = match current {
             None => {
                 let lease = Lease {
@@ -177,8 +178,10 @@ pub async fn acquire(
             Err(kube::Error::Api(_)) if blind => continue,
             // Someone else took it between our read and our write: look again.
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            // A create (replace needs the lease, which was just read) is
-            // refused with 404 only when its namespace does not exist.
+            // A create is refused with 404 only when its namespace does not
+            // exist. A replace's 404 is a lease deleted since it was read
+            // (its holder released it): look again.
+            Err(kube::Error::Api(status)) if status.code == 404 && !creating => continue,
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 return Err(LockError::NoNamespace {
                     cluster: cluster.to_string(),
