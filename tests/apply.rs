@@ -1093,6 +1093,27 @@ async fn make_by_hand(secrets: &Api<Secret>, name: &str) -> Secret {
         .expect("creating the secret")
 }
 
+/// The Secret `make_by_hand` made is as it was: nothing merged into it.
+async fn assert_untouched(secrets: &Api<Secret>, made: &Secret) {
+    let name = made.metadata.name.as_deref().expect("a named secret");
+    let now = secrets.get(name).await.expect("the secret");
+    assert_eq!(
+        now.metadata.resource_version, made.metadata.resource_version,
+        "the secret was changed"
+    );
+}
+
+/// Deletes the Secret `make_by_hand` made, then applies: the remote secret
+/// of its name is written.
+async fn remove_by_hand_and_apply(mesh: &Mesh, secrets: &Api<Secret>, made: &Secret) {
+    let name = made.metadata.name.as_deref().expect("a named secret");
+    secrets
+        .delete(name, &Default::default())
+        .await
+        .expect("deleting the secret");
+    mesh.apply(&[]).await;
+}
+
 // Regression: server-side apply merged meshform's remote secret into an
 // unlabelled Secret of the same name, which observe (listing by label) never
 // saw: the object was taken over and got a second cluster id.
@@ -1106,19 +1127,11 @@ async fn an_unlabelled_secret_of_the_same_name_is_not_merged_into() {
 
     let out = mesh.run("apply", &["--auto-approve"]).await.expect(1);
     assert_outcome("unlabelled_secret_not_merged", &out);
-    let after = secrets.get("istio-remote-secret-west").await.expect("the secret");
-    assert_eq!(
-        after.metadata.resource_version, made.metadata.resource_version,
-        "the secret was changed"
-    );
+    assert_untouched(&secrets, &made).await;
     // The rest of the phase went ahead.
     assert_remote_secret(west, east, "east").await;
 
-    secrets
-        .delete("istio-remote-secret-west", &Default::default())
-        .await
-        .expect("deleting the secret");
-    mesh.apply(&[]).await;
+    remove_by_hand_and_apply(&mesh, &secrets, &made).await;
     assert_remote_secret(east, west, "west").await;
     mesh.assert_converged(&[east, west]).await;
     mesh.assert_no_token_leaked(&[east, west]).await;
@@ -1149,11 +1162,7 @@ async fn a_secret_made_after_observe_is_not_merged_into_and_its_token_is_revoked
              was left as it is (delete it, or label it istio/multiCluster=true and apply with --adopt)"
         )]
     );
-    let after = secrets.get("istio-remote-secret-west").await.expect("the secret");
-    assert_eq!(
-        after.metadata.resource_version, made.metadata.resource_version,
-        "the secret was changed"
-    );
+    assert_untouched(&secrets, &made).await;
     // The rest of the phase went ahead; west keeps the binding of east's
     // token for it, and none for the token east never got.
     assert_remote_secret(west, east, "east").await;
@@ -1178,11 +1187,7 @@ async fn a_secret_made_after_observe_is_not_merged_into_and_its_token_is_revoked
     .await;
     assert_eq!(east_bindings.len(), 1, "west's token for east is bound");
 
-    secrets
-        .delete("istio-remote-secret-west", &Default::default())
-        .await
-        .expect("deleting the secret");
-    mesh.apply(&[]).await;
+    remove_by_hand_and_apply(&mesh, &secrets, &made).await;
     assert_remote_secret(east, west, "west").await;
     assert_eq!(bindings("east").await, 1);
     mesh.assert_converged(&[east, west]).await;

@@ -51,19 +51,6 @@ fn meta(name: &str) -> ObjectMeta {
     }
 }
 
-async fn create_namespace(cluster: &Cluster, name: &str) {
-    Api::<Namespace>::all(cluster.client())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: meta(name),
-                ..Namespace::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("creating namespace {name} in {}: {e}", cluster.name()));
-}
-
 /// A bound token for a new ServiceAccount, from the TokenRequest API.
 async fn service_account_token(cluster: &Cluster, namespace: &str, name: &str) -> String {
     let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client(), namespace);
@@ -186,8 +173,8 @@ async fn service_account_tokens_authenticate_only_on_their_own_cluster() {
 async fn a_narrow_role_is_forbidden_outside_its_grant() {
     let clusters = ControlPlane::shared().clusters(&["rbac"]).await;
     let cluster = &clusters[0];
-    create_namespace(cluster, "team-a").await;
-    create_namespace(cluster, "team-b").await;
+    cluster.create_namespace("team-a").await;
+    cluster.create_namespace("team-b").await;
 
     let role = Role {
         metadata: meta("configmap-reader"),
@@ -419,7 +406,7 @@ async fn an_own_plane_leaves_no_files_or_ports_behind() {
 async fn cluster_controllers_manage_service_accounts_namespaces_and_garbage() {
     let clusters = ControlPlane::shared().clusters(&["controllers"]).await;
     let cluster = &clusters[0];
-    create_namespace(cluster, "apps").await;
+    cluster.create_namespace("apps").await;
 
     // serviceaccount controller: every namespace gets "default".
     let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client(), "apps");

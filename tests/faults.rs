@@ -481,19 +481,7 @@ async fn a_mesh_namespace_no_primary_has_is_named_and_nothing_is_written() {
     }
     assert_eq!(before, object_state(&[east, west]).await, "a refused apply wrote");
 
-    Api::<Namespace>::all(east.client())
-        .create(
-            &Default::default(),
-            &Namespace {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(MISSING.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("creating the namespace on east");
+    east.create_namespace(MISSING).await;
     mesh.run("apply", &["--auto-approve"]).await.expect(0);
     mesh.assert_plan_empty().await;
 }

@@ -295,6 +295,22 @@ impl Cluster {
         self.client.clone()
     }
 
+    /// Creates an empty namespace, as `kubectl create namespace` does.
+    pub async fn create_namespace(&self, name: &str) {
+        use k8s_openapi::api::core::v1::Namespace;
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            ..Namespace::default()
+        };
+        kube::Api::<Namespace>::all(self.client())
+            .create(&kube::api::PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name} in {}: {e}", self.name()));
+    }
+
     /// The admin configuration, for tests that build their own clients.
     pub async fn config(&self) -> kube::Config {
         kube_config(&self.info.kubeconfig, &self.info.name).await
