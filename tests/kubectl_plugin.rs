@@ -34,7 +34,7 @@ fn kubectl(dir: &Path) -> Command {
 
 fn output(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {cmd:?}: {e} (kubectl: apt-get install kubernetes-client; .ci/run installs it)")
+        panic!("cannot run {cmd:?}: {e} (kubectl: apt-get install kubernetes-client; ./test installs it)")
     })
 }
 

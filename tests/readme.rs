@@ -33,7 +33,7 @@ fn readme_has_two_setup_commands() {
         "expected the main job and the test command, found {commands:?}"
     );
     assert!(commands[0].starts_with("cargo run"), "{commands:?}");
-    assert!(commands[1].starts_with("cargo test"), "{commands:?}");
+    assert_eq!(commands[1], "./test", "{commands:?}");
 }
 
 #[test]
@@ -88,5 +88,22 @@ fn readme_says_how_to_install_before_anything_else() {
         format!("cargo install --locked meshform --version {version}"),
     ] {
         assert!(install.contains(&pinned), "the Install section pins {pinned}");
+    }
+}
+
+#[test]
+fn the_test_command_runs_every_binary_after_installing_what_it_needs() {
+    use std::os::unix::fs::PermissionsExt;
+    let script = fs::read_to_string("test").expect("./test");
+    let mode = fs::metadata("test").unwrap().permissions().mode();
+    assert!(mode & 0o111 != 0, "./test must be executable");
+    // A failing binary must not hide the others.
+    assert!(
+        script.lines().any(|l| l.trim() == r#"exec cargo test --locked --no-fail-fast "$@""#),
+        "./test must end in cargo test --locked --no-fail-fast"
+    );
+    // What the release and plugin tests need, installed before any build.
+    for need in ["x86_64-unknown-linux-musl", "musl-tools", "buildah", "kubernetes-client"] {
+        assert!(script.contains(need), "./test does not install {need}");
     }
 }

@@ -67,7 +67,7 @@ fn release_binary() -> &'static Path {
         assert!(
             out.status.success(),
             "the release build failed; it needs the target and a musl C compiler (for ring and \
-             mimalloc): `rustup target add {TARGET}` and `apt-get install musl-tools` (.ci/run \
+             mimalloc): `rustup target add {TARGET}` and `apt-get install musl-tools` (./test \
              installs both):\n{}",
             text(&out.stderr)
         );
@@ -144,7 +144,7 @@ impl Buildah {
         let found = Command::new("buildah").arg("--version").output();
         assert!(
             found.is_ok_and(|o| o.status.success()),
-            "the image test needs buildah (`apt-get install buildah`; .ci/run installs it)"
+            "the image test needs buildah (`apt-get install buildah`; ./test installs it)"
         );
         Buildah {
             dir: tempfile::tempdir().expect("a temporary directory"),
