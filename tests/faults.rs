@@ -485,3 +485,58 @@ async fn a_mesh_namespace_no_primary_has_is_named_and_nothing_is_written() {
     mesh.run("apply", &["--auto-approve"]).await.expect(0);
     mesh.assert_plan_empty().await;
 }
+
+// Regression (issue 29): the API server answered 504 to the create of a remote
+// secret that had committed; the transport sent the create again, met the
+// secret it had just made (409), and apply, calling it "not managed by
+// meshform", deleted the binding Secret of the token it had stored.
+#[tokio::test]
+async fn a_create_answered_504_after_it_committed_keeps_its_secret_and_token() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let all @ [east, west] = clusters.by_names(["east", "west"]);
+    let mesh = Mesh::flat(&all);
+    east.add_http_fault(json!({
+        "kind": "commit_then_timeout",
+        "method": "POST",
+        "path": format!("/api/v1/namespaces/{NAMESPACE}/secrets"),
+        "body_contains": "istio-remote-secret-west",
+    }))
+    .await;
+    let out = mesh.run("apply", &["--auto-approve"]).await;
+    assert_eq!(east.clear_http_faults().await, 1, "the create was answered 504:\n{out}");
+    out.expect(0);
+
+    let token = secret_token(east, "west").await;
+    assert_eq!(refused(west, &token).await, None, "the token stored reads west");
+    mesh.assert_converged(&all).await;
+    assert_exactly_the_expected_objects(&all).await;
+    mesh.assert_no_token_leaked(&all).await;
+}
+
+// Regression (issue 29): the request deadline covered the response headers
+// only; a link cut mid-response (headers in, body stopped, connection open)
+// hung meshform forever. The outer bound makes this test fail, not hang.
+#[tokio::test]
+async fn a_response_cut_mid_body_fails_with_a_timeout_instead_of_hanging() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let all @ [_, west] = clusters.by_names(["east", "west"]);
+    let mesh = Mesh::flat(&all);
+    west.add_http_fault(json!({
+        "kind": "stall_body",
+        "method": "GET",
+        "path": format!("/api/v1/namespaces/{NAMESPACE}/secrets"),
+        "times": 1000,
+    }))
+    .await;
+    let plan = mesh.run("plan", &["--timeout", "3s"]);
+    let out = tokio::time::timeout(Duration::from_secs(300), plan)
+        .await
+        .expect("plan ends instead of hanging on a stalled response");
+    assert!(west.clear_http_faults().await >= 1, "west's LIST stalled:\n{out}");
+    assert_ne!(out.code, 0, "{out}");
+    let stderr = out.stderr.to_ascii_lowercase();
+    assert!(
+        stderr.contains("west") && stderr.contains("timed out"),
+        "the error says west timed out:\n{out}"
+    );
+}

@@ -99,11 +99,18 @@ fn the_test_command_runs_every_binary_after_installing_what_it_needs() {
     assert!(mode & 0o111 != 0, "./test must be executable");
     // A failing binary must not hide the others.
     assert!(
-        script.lines().any(|l| l.trim() == r#"exec cargo test --locked --no-fail-fast "$@""#),
+        script
+            .lines()
+            .any(|l| l.trim() == r#"exec cargo test --locked --no-fail-fast "$@""#),
         "./test must end in cargo test --locked --no-fail-fast"
     );
     // What the release and plugin tests need, installed before any build.
-    for need in ["x86_64-unknown-linux-musl", "musl-tools", "buildah", "kubernetes-client"] {
+    for need in [
+        "x86_64-unknown-linux-musl",
+        "musl-tools",
+        "buildah",
+        "kubernetes-client",
+    ] {
         assert!(script.contains(need), "./test does not install {need}");
     }
 }

@@ -159,7 +159,8 @@ pub(super) async fn connect(
     config.connect_timeout = Some(sources.timeout);
     config.read_timeout = Some(sources.timeout);
     let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
-    let client = transport::client(config).map_err(bad)?;
+    let keepalive = (!sources.keepalive.is_zero()).then_some(sources.keepalive);
+    let client = transport::client(config, keepalive).map_err(bad)?;
     Ok(Connection {
         cluster: cluster.name.clone(),
         context,

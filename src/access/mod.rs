@@ -28,9 +28,17 @@ pub struct Sources {
     pub base_dir: PathBuf,
     /// `--kubeconfig`: overrides $KUBECONFIG and ~/.kube/config.
     pub kubeconfig: Option<PathBuf>,
-    /// Per-request timeout (connect and read).
+    /// Per-request timeout: connecting, and each whole request (response
+    /// body included).
     pub timeout: Duration,
+    /// TCP and HTTP/2 keepalive: a connection silent this long is pinged,
+    /// and dropped when the ping is not answered in half that time; zero
+    /// sends no keepalive.
+    pub keepalive: Duration,
 }
+
+/// client-go's HTTP/2 read-idle timeout and TCP keepalive (30 s).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// A ready client for one cluster, with the facts peers need about it.
 pub struct Connection {

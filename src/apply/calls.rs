@@ -43,14 +43,13 @@ impl Run<'_> {
     }
 
     /// Creates `object` unless something of its name exists: one request
-    /// where a read and then a write would take two. `None` when it exists
-    /// (and was left as it is), else the diff when asked for.
-    pub(super) async fn create<K>(
-        &self,
-        cluster: &str,
-        api: &Api<K>,
-        object: &K,
-    ) -> Result<Option<Option<String>>, String>
+    /// where a read and then a write would take two. When the API server
+    /// answers that the name is taken, or answers so that the create may or
+    /// may not have committed (a 5xx, a timeout, a connection lost: the
+    /// transport sends no write again on those), what holds the name is
+    /// read back and returned: the caller judges whose it is, and whether it
+    /// is the object just sent.
+    pub(super) async fn create<K>(&self, cluster: &str, api: &Api<K>, object: &K) -> Result<Created<K>, String>
     where
         K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
@@ -58,14 +57,32 @@ impl Run<'_> {
             dry_run: self.settings.dry_run,
             field_manager: Some(FIELD_MANAGER.to_string()),
         };
-        match api.create(&params, object).await {
-            Ok(after) => {
-                Ok(Some(self.wants_diff().then(|| {
-                    diff::unified(None, serde_json::to_value(&after).ok().as_ref())
-                })))
+        let name = object.meta().name.as_deref().unwrap_or_default();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match api.create(&params, object).await {
+                Ok(after) => {
+                    return Ok(Created::New(
+                        self.wants_diff()
+                            .then(|| diff::unified(None, serde_json::to_value(&after).ok().as_ref())),
+                    ));
+                }
+                Err(error) => error,
+            };
+            let taken = matches!(&error, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists");
+            if !taken && !outcome_unknown(&error) {
+                return Err(describe(cluster, &error));
             }
-            Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => Ok(None),
-            Err(e) => Err(describe(cluster, &e)),
+            tracing::debug!(%cluster, %name, taken, "create answered without the object; reading it back");
+            match api.get_opt(name).await.map_err(|e| describe(cluster, &e))? {
+                Some(existing) => return Ok(Created::Existing(existing)),
+                // Not there after an answer that left it open: the name makes
+                // another create safe, as it either makes the object or
+                // meets the one an earlier attempt committed.
+                None if !taken && attempts < CREATE_ATTEMPTS => {}
+                None => return Err(describe(cluster, &error)),
+            }
         }
     }
 
@@ -102,6 +119,30 @@ impl Run<'_> {
 
     pub(super) fn wants_diff(&self) -> bool {
         self.settings.diff || self.settings.dry_run
+    }
+}
+
+/// How often a create whose outcome the API server left open is sent.
+const CREATE_ATTEMPTS: u32 = 3;
+
+/// What a create found.
+pub(super) enum Created<K> {
+    /// Made now; its diff when asked for.
+    New(Option<String>),
+    /// Something of the name was there: what the API server holds. It may
+    /// be the object this create sent, committed by an attempt whose answer
+    /// was lost or was a timeout.
+    Existing(K),
+}
+
+/// Whether a failed write may still have been done: the API server answered
+/// 5xx (a 504 of kube-apiserver's timeout filter leaves the handler running,
+/// k8s.io/apiserver/pkg/server/filters/timeout.go), or no answer came.
+fn outcome_unknown(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
     }
 }
 

@@ -29,7 +29,7 @@ pub mod lock;
 mod restart;
 mod tokens;
 
-use self::calls::{describe, join_diffs};
+use self::calls::{Created, describe, join_diffs};
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -232,6 +232,22 @@ fn not_ours(ns: &str, name: &str) -> String {
     )
 }
 
+/// A remote secret of meshform's for this mesh that appeared after observe
+/// read the namespace: another meshform run wrote it.
+fn made_since_observe(ns: &str, name: &str) -> String {
+    format!(
+        "Secret {ns}/{name} was created by another meshform run after this one read the cluster; it was left as it \
+         is: plan and apply again"
+    )
+}
+
+/// Whether `secret` carries meshform's labels for `mesh`.
+fn managed_by_meshform(secret: &Secret, mesh: &str) -> bool {
+    let labels = secret.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    label(objects::MANAGED_BY_LABEL) == Some(objects::MANAGED_BY) && label(objects::MESH_LABEL) == Some(mesh)
+}
+
 /// Runs one action on the clusters: what [`sequence`] calls for each action
 /// it starts. Its tests run the real sequencer over one that touches nothing.
 pub(crate) trait Runner {
@@ -409,7 +425,12 @@ impl Run<'_> {
                     self.ssa(cluster, &roles, &role, &role_object, *force),
                     self.ssa(cluster, &bindings, &role, &binding, *force),
                 )?;
-                let mut diffs = vec![account.flatten(), role, binding];
+                // An account that exists is used as it is, whoever made it.
+                let account = match account {
+                    Created::New(diff) => diff,
+                    Created::Existing(_) => None,
+                };
+                let mut diffs = vec![account, role, binding];
                 if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
                     // The token controller fills this Secret for an account that exists: after it.
                     let secrets: Api<Secret> = Api::namespaced(client, ns);
@@ -523,14 +544,26 @@ impl Run<'_> {
                     // Refused, the token it carried is revoked at once: no binding
                     // Secret is left standing for a token nobody holds.
                     WriteMode::Create if !self.settings.dry_run => match self.create(cluster, &api, &secret).await? {
-                        Some(diff) => Ok(diff),
-                        None => Err(match self.discard(peer, &minted).await {
-                            Ok(()) => not_ours(ns, name),
-                            Err(e) => format!(
-                                "{}; the reader token minted for it could not be revoked: {e}",
+                        Created::New(diff) => Ok(diff),
+                        // This create, committed by an attempt answered with a
+                        // timeout: it holds the token just minted, which must
+                        // live on.
+                        Created::Existing(existing) if existing.data == secret.data => Ok(self
+                            .wants_diff()
+                            .then(|| diff::unified(None, serde_json::to_value(&existing).ok().as_ref()))),
+                        // Someone else's: the token minted for it is held by
+                        // nobody, and is revoked at once.
+                        Created::Existing(existing) => {
+                            let why = if managed_by_meshform(&existing, self.mesh()) {
+                                made_since_observe(ns, name)
+                            } else {
                                 not_ours(ns, name)
-                            ),
-                        }),
+                            };
+                            Err(match self.discard(peer, &minted).await {
+                                Ok(()) => why,
+                                Err(e) => format!("{why}; the reader token minted for it could not be revoked: {e}"),
+                            })
+                        }
                     },
                     // A dry run persists no delete of an earlier phase, and a
                     // re-attach deletes a secret before creating one of the same

@@ -75,6 +75,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         base_dir: args.topology.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         kubeconfig: args.clusters.kubeconfig.clone(),
         timeout: args.clusters.timeout,
+        keepalive: args.clusters.keepalive,
     };
     let runtime = super::runtime()?;
     runtime.block_on(async {

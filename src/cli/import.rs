@@ -39,9 +39,14 @@ pub struct Args {
     #[arg(long, requires = "out")]
     pub force: bool,
 
-    /// Timeout of each API request, e.g. 10s or 1m.
+    /// Timeout of each API request, response included, e.g. 10s or 1m.
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+
+    /// Ping a connection to an API server silent this long, and drop it when the ping is not answered in
+    /// half that time (HTTP/2 and TCP keepalive, as client-go); 0s sends none.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub keepalive: Duration,
 }
 
 pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
@@ -132,6 +137,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         base_dir: PathBuf::new(),
         kubeconfig: args.kubeconfig.clone(),
         timeout: args.timeout,
+        keepalive: args.keepalive,
     };
     let observed = super::runtime()?.block_on(super::plan::observe_with(&provisional, &sources));
     let kubeconfig_key = args.kubeconfig.as_deref().map(absolute);

@@ -148,9 +148,14 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Timeout of each API request, e.g. 10s or 1m.
+    /// Timeout of each API request, response included, e.g. 10s or 1m.
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+
+    /// Ping a connection to an API server silent this long, and drop it when the ping is not answered in
+    /// half that time (HTTP/2 and TCP keepalive, as client-go); 0s sends none.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub keepalive: Duration,
 
     /// kubectl's `--context`, refused with the fix: people who run meshform as
     /// `kubectl meshform` type it, but a mesh spans many contexts, one per cluster.

@@ -195,6 +195,7 @@ pub fn observe(topology: &Topology, file: &Path, clusters: &ClusterArgs) -> Resu
         base_dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         kubeconfig: clusters.kubeconfig.clone(),
         timeout: clusters.timeout,
+        keepalive: clusters.keepalive,
     };
     Ok(super::runtime()?.block_on(observe_with(topology, &sources)))
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/util/compatibility"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/kubernetes"
@@ -52,6 +54,8 @@ type cluster struct {
 	issuer     string
 
 	proxy *proxy
+	// HTTP-level faults in front of the apiserver's handler chain.
+	faults faults
 
 	mu            sync.Mutex
 	running       bool
@@ -353,6 +357,11 @@ func (c *cluster) startAPIServer(ctx context.Context) (backend string, done chan
 	if err != nil {
 		ln.Close()
 		return "", nil, err
+	}
+	// The aggregator's chain is the outermost one the secure port serves.
+	chain := config.Aggregator.GenericConfig.BuildHandlerChainFunc
+	config.Aggregator.GenericConfig.BuildHandlerChainFunc = func(h http.Handler, cfg *genericapiserver.Config) http.Handler {
+		return c.faults.wrap(chain(h, cfg))
 	}
 	completedConfig, err := config.Complete()
 	if err != nil {

@@ -23,6 +23,9 @@ import (
 //	POST   /clusters/{id}/stop        stop its apiserver (its port then refuses connections)
 //	POST   /clusters/{id}/start       start it again: same port, same data
 //	PUT    /clusters/{id}/latency     {"ms":N} delay each client request by N ms (0 clears)
+//	POST   /clusters/{id}/faults      add an HTTP fault (faults.go); answers {"fired":N}
+//	GET    /clusters/{id}/faults      {"fired":N}: requests faults have hit so far
+//	DELETE /clusters/{id}/faults      clear the cluster's HTTP faults
 //	POST   /gc                        run a full garbage collection now
 //	GET    /memstats                  {"gcs":N,"allocated_bytes":N,"heap_bytes":N} so far
 //	POST   /profile/start             start a CPU profile of the whole plane
@@ -106,6 +109,25 @@ func newControlServer(p *plane) (*controlServer, error) {
 		}
 		c.proxy.setLatency(time.Duration(req.Millis) * time.Millisecond)
 		reply(w, http.StatusOK, c.info())
+	}))
+	mux.HandleFunc("POST /clusters/{id}/faults", withCluster(func(w http.ResponseWriter, r *http.Request, c *cluster) {
+		var fault httpFault
+		if err := json.NewDecoder(r.Body).Decode(&fault); err != nil {
+			fail(w, http.StatusBadRequest, err)
+			return
+		}
+		if err := c.faults.set(fault); err != nil {
+			fail(w, http.StatusBadRequest, err)
+			return
+		}
+		reply(w, http.StatusOK, map[string]int{"fired": c.faults.firedCount()})
+	}))
+	mux.HandleFunc("GET /clusters/{id}/faults", withCluster(func(w http.ResponseWriter, r *http.Request, c *cluster) {
+		reply(w, http.StatusOK, map[string]int{"fired": c.faults.firedCount()})
+	}))
+	mux.HandleFunc("DELETE /clusters/{id}/faults", withCluster(func(w http.ResponseWriter, r *http.Request, c *cluster) {
+		c.faults.clear()
+		reply(w, http.StatusOK, map[string]int{"fired": c.faults.firedCount()})
 	}))
 
 	mux.HandleFunc("POST /gc", func(w http.ResponseWriter, r *http.Request) {

@@ -339,6 +339,22 @@ impl Cluster {
         self.fault("PUT", "latency", Some(json!({ "ms": ms }))).await;
     }
 
+    /// Adds an HTTP fault in front of the apiserver (tests/controlplane/faults.go):
+    /// `{"kind", "method", "path", "body_contains"?, "times"?}`.
+    pub async fn add_http_fault(&self, fault: Value) {
+        self.fault("POST", "faults", Some(fault)).await;
+    }
+
+    /// Clears the HTTP faults; answers how many requests they hit in all.
+    pub async fn clear_http_faults(&self) -> u64 {
+        let control = self.control;
+        let path = format!("/clusters/{}/faults", self.info.id);
+        let answer = blocking(move || control_request(control, "DELETE", &path, None))
+            .await
+            .unwrap_or_else(|e| panic!("clearing the faults of {}: {e}", self.info.name));
+        answer["fired"].as_u64().expect("a count of fired faults")
+    }
+
     async fn fault(&self, method: &'static str, action: &str, body: Option<Value>) {
         let control = self.control;
         let path = format!("/clusters/{}/{action}", self.info.id);

@@ -195,6 +195,7 @@ impl Mesh {
             base_dir: self.dir().to_path_buf(),
             kubeconfig: None,
             timeout: Duration::from_secs(30),
+            keepalive: meshform::access::DEFAULT_KEEPALIVE,
         };
         let connections = Connections::open(&topology, &sources).await;
         if let Some((name, e)) = connections.failures().next() {
