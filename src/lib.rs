@@ -5,8 +5,9 @@
 //! → [`access`] (clients from kubeconfigs) → [`observe`] (reads clusters) →
 //! [`plan`] (pure diff into actions) → [`apply`] (writes) → [`render`] (text,
 //! markdown, JSON). A module imports only those before it; [`objects`] (the
-//! names and hashes of what meshform writes) serves them all, and [`cli`]
-//! wires them together.
+//! names and hashes of what meshform writes) serves them all. [`reconcile`]
+//! runs the steps in order (connect, lock, observe, plan, execute) for every
+//! shell, and [`cli`] is one such shell: arguments in, output out.
 
 pub mod access;
 pub mod apply;
@@ -16,5 +17,6 @@ pub mod import;
 pub mod objects;
 pub mod observe;
 pub mod plan;
+pub mod reconcile;
 pub mod render;
 pub mod topology;

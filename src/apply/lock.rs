@@ -75,6 +75,25 @@ pub struct LockSettings {
     pub wait: Duration,
 }
 
+/// This process as a lock holder: meshform's version, user, host and pid,
+/// so that a second apply can say whom it waits for.
+pub fn process_holder() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown-host".into());
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!(
+        "meshform {} ({user}@{host}, pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    )
+}
+
 fn micro(t: Timestamp) -> MicroTime {
     MicroTime(t)
 }

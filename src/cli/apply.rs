@@ -1,6 +1,7 @@
-//! `meshform apply`: wiring only. It connects, takes the lock, plans (or
-//! reads a saved plan), asks, executes and hands apply's events and report
-//! to [`render::apply`]; of the run it words only the question before it.
+//! `meshform apply`: arguments in, one [`reconcile::apply`], output out. The
+//! reconcile connects, locks, plans (or re-checks a saved plan) and
+//! executes; this shell shows the plan, asks, and hands apply's events and
+//! report to [`render::apply`]. Of the run it words only the question before it.
 
 use std::io::{self, BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -8,11 +9,12 @@ use std::time::Duration;
 
 use super::plan::{PlanArgs, read_plan, render_plan};
 use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, parse_duration, validate};
-use crate::access::{Connections, Sources};
-use crate::apply::{self, Refusal, Settings, Target, lock};
-use crate::plan::{self, Plan};
+use crate::access::Sources;
+use crate::apply::{Settings, lock};
+use crate::plan::Plan;
+use crate::reconcile::{self, Outcome, Planning, Request};
 use crate::render;
-use crate::topology::{Role, Topology};
+use crate::topology::Topology;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -71,126 +73,89 @@ pub enum Format {
 
 pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
     let (topology, _warnings) = validate::load(&args.topology.file, cx)?;
+    // Read before anything else: a plan file that is not one fails here,
+    // before a cluster is touched.
+    let planning = match &args.saved {
+        Some(path) => Planning::Saved(Box::new(read_plan(path)?)),
+        None => Planning::Fresh(args.plan.options()),
+    };
     let sources = Sources {
         base_dir: args.topology.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         kubeconfig: args.clusters.kubeconfig.clone(),
         timeout: args.clusters.timeout,
         keepalive: args.clusters.keepalive,
     };
-    let runtime = super::runtime()?;
-    runtime.block_on(async {
-        let connections = Connections::open(&topology, &sources).await;
-        // The lock comes first, as in Terraform: the clusters are read, planned,
-        // confirmed and written with no other apply in between. A dry run
-        // writes nothing and takes no lock. Beside the lock, each cluster's
-        // connection is opened with the one read that may come before it
-        // (the cluster's identity, which never changes).
-        let (held, opened) = if args.dry_run {
-            (None, crate::observe::open(&connections).await)
-        } else {
-            let (held, opened) = tokio::join!(
-                take_lock(&topology, &connections, args),
-                crate::observe::open(&connections)
-            );
-            (Some(held?), opened)
-        };
-        let result = plan_and_execute(args, cx, &topology, &connections, opened, held.as_ref()).await;
-        if let Some(lock) = held {
-            lock.release().await;
-        }
-        result
-    })
-}
-
-/// The lock lives in the first primary, by name, that can hold it.
-async fn take_lock(topology: &Topology, connections: &Connections, args: &Args) -> Result<lock::Lock, CliError> {
-    let settings = lock::LockSettings {
-        holder: holder(),
-        duration: args.lock_duration,
-        wait: args.lock_timeout,
-    };
-    let mut primaries: Vec<_> = topology
-        .clusters
-        .iter()
-        .filter(|c| c.role == Role::Primary)
-        .filter_map(|c| connections.get(&c.name))
-        .collect();
-    primaries.sort_unstable_by(|a, b| a.cluster.cmp(&b.cluster));
-    let mut last = None;
-    for primary in primaries {
-        match lock::acquire(
-            primary.client.clone(),
-            &primary.cluster,
-            &topology.mesh.namespace,
-            &topology.mesh.name,
-            &settings,
-        )
-        .await
-        {
-            Ok(lock) => return Ok(lock),
-            // Held by another apply: that is the answer, whichever primary holds it.
-            Err(held @ lock::LockError::Held { .. }) => return Err(held.into()),
-            // This primary cannot be written to; the next one may.
-            Err(error) => last = Some(error),
-        }
-    }
-    Err(last.map_or(CliError::NoLockCluster, CliError::from))
-}
-
-async fn plan_and_execute(
-    args: &Args,
-    cx: &mut Context<'_>,
-    topology: &Topology,
-    connections: &Connections,
-    opened: crate::observe::Opened,
-    held: Option<&lock::Lock>,
-) -> Result<Exit, CliError> {
-    let observed = crate::observe::observe_opened(topology, connections, opened).await;
-    let plan = match &args.saved {
-        Some(path) => {
-            let saved = read_plan(path)?;
-            let stale = apply::staleness(&saved.fingerprints, &plan::fingerprints(topology, &observed));
-            if !stale.is_empty() {
-                return Err(Refusal::Stale(stale).into());
-            }
-            saved
-        }
-        None => plan::plan(topology, &observed, &args.plan.options())?,
-    };
-    if args.format == Format::Text {
-        render_plan(&plan, topology, super::plan::Format::Text, cx)?;
-    }
-    apply::preflight(&plan, args.allow_detach)?;
-    if plan.is_empty() {
-        return Ok(Exit::Success);
-    }
-    if !args.auto_approve && !args.dry_run {
-        confirm(&plan, cx)?;
-    }
-
-    let settings = Settings {
-        dry_run: args.dry_run,
-        diff: args.diff,
-        concurrency: args.concurrency,
+    let request = Request {
+        topology: &topology,
+        sources: &sources,
+        planning,
+        allow_detach: args.allow_detach,
+        settings: Settings {
+            dry_run: args.dry_run,
+            diff: args.diff,
+            concurrency: args.concurrency,
+        },
+        lock: lock::LockSettings {
+            holder: lock::process_holder(),
+            duration: args.lock_duration,
+            wait: args.lock_timeout,
+        },
     };
     let format = match args.format {
         Format::Text => render::apply::Format::Text,
         Format::Json => render::apply::Format::Json,
     };
-    // A bar per phase only where a person watches, and not under -q.
-    let terminal = !cx.quiet && io::stdout().is_terminal() && io::stderr().is_terminal();
-    let progress = render::apply::Printer::new(format, &plan.namespace, &mut *cx.out, terminal);
-    let target = Target {
-        plan: &plan,
-        topology,
-        observed: &observed,
-        connections,
-        lock: held,
+    let mut shell = Terminal {
+        args,
+        topology: &topology,
+        format,
+        cx,
     };
-    let report = apply::execute(&target, &settings, &progress).await;
-    progress.finish();
-    render::apply::summary(format, &plan, &report, args.dry_run, cx.out)?;
-    Ok(if report.succeeded() { Exit::Success } else { Exit::Error })
+    let outcome = super::runtime()?.block_on(reconcile::apply(&request, &mut shell))?;
+    match outcome {
+        Outcome::Converged => Ok(Exit::Success),
+        Outcome::Executed { plan, report } => {
+            render::apply::summary(format, &plan, &report, args.dry_run, shell.cx.out)?;
+            Ok(if report.succeeded() { Exit::Success } else { Exit::Error })
+        }
+    }
+}
+
+/// The reconcile's shell on a terminal or in CI: shows the plan (as text),
+/// asks unless told not to, prints progress in the chosen format.
+struct Terminal<'a, 'c, 'x> {
+    args: &'a Args,
+    topology: &'a Topology,
+    format: render::apply::Format,
+    cx: &'c mut Context<'x>,
+}
+
+impl reconcile::Shell for Terminal<'_, '_, '_> {
+    type Error = CliError;
+    type Progress<'p>
+        = render::apply::Printer<'p>
+    where
+        Self: 'p;
+
+    fn planned(&mut self, plan: &Plan) -> Result<(), CliError> {
+        if self.args.format == Format::Text {
+            render_plan(plan, self.topology, super::plan::Format::Text, self.cx)?;
+        }
+        Ok(())
+    }
+
+    fn approve(&mut self, plan: &Plan) -> Result<(), CliError> {
+        if self.args.auto_approve || self.args.dry_run {
+            return Ok(());
+        }
+        confirm(plan, self.cx)
+    }
+
+    fn progress<'p>(&'p mut self, plan: &'p Plan) -> render::apply::Printer<'p> {
+        // A bar per phase only where a person watches, and not under -q.
+        let terminal = !self.cx.quiet && io::stdout().is_terminal() && io::stderr().is_terminal();
+        render::apply::Printer::new(self.format, &plan.namespace, &mut *self.cx.out, terminal)
+    }
 }
 
 /// Asks on the terminal; refuses when there is none to ask on.
@@ -214,21 +179,4 @@ fn confirm(plan: &Plan, cx: &mut Context<'_>) -> Result<(), CliError> {
     } else {
         Err(CliError::NotConfirmed("apply cancelled".into()))
     }
-}
-
-fn holder() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown-host".into());
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    format!(
-        "meshform {} ({user}@{host}, pid {})",
-        env!("CARGO_PKG_VERSION"),
-        std::process::id()
-    )
 }

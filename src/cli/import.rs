@@ -139,7 +139,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         timeout: args.timeout,
         keepalive: args.keepalive,
     };
-    let observed = super::runtime()?.block_on(super::plan::observe_with(&provisional, &sources));
+    let observed = super::runtime()?.block_on(crate::reconcile::observe(&provisional, &sources));
     let kubeconfig_key = args.kubeconfig.as_deref().map(absolute);
     let imported = import::describe(
         &Settings {

@@ -233,20 +233,10 @@ pub enum CliError {
     #[error("{} is not a meshform plan: {reason}", path.display())]
     #[diagnostic(code(meshform::cli::bad_plan), help("save one with `meshform plan --out {}`", path.display()))]
     BadPlan { path: PathBuf, reason: String },
+    /// A reconcile (apply) stopped: the lock, the plan, or a refusal.
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Refused(#[from] crate::apply::Refusal),
-    /// The apply lock is held or cannot be taken.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Lock(#[from] crate::apply::lock::LockError),
-    /// No reachable primary to hold the apply lock.
-    #[error("no primary cluster can be reached to hold the apply lock")]
-    #[diagnostic(
-        code(meshform::apply::no_lock_cluster),
-        help("fix access to at least one primary cluster")
-    )]
-    NoLockCluster,
+    Reconcile(#[from] crate::reconcile::Error),
     /// The user did not confirm.
     #[error("{0}")]
     #[diagnostic(code(meshform::apply::not_confirmed))]

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, files, validate};
-use crate::access::{Connections, Sources};
+use crate::access::Sources;
 use crate::observe::model::{Observed, SNAPSHOT_FORMAT_VERSION};
 use crate::plan::{self, Options, Plan};
 use crate::render;
@@ -197,12 +197,7 @@ pub fn observe(topology: &Topology, file: &Path, clusters: &ClusterArgs) -> Resu
         timeout: clusters.timeout,
         keepalive: clusters.keepalive,
     };
-    Ok(super::runtime()?.block_on(observe_with(topology, &sources)))
-}
-
-pub async fn observe_with(topology: &Topology, sources: &Sources) -> Observed {
-    let connections = Connections::open(topology, sources).await;
-    crate::observe::observe(topology, &connections).await
+    Ok(super::runtime()?.block_on(crate::reconcile::observe(topology, &sources)))
 }
 
 /// Reads a plan saved with `plan --out`.

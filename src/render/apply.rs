@@ -66,6 +66,13 @@ impl<'a> Printer<'a> {
     }
 }
 
+/// A run's last bar goes with its printer, however the run ended.
+impl Drop for Printer<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 impl Progress for Printer<'_> {
     // Progress cannot fail the run: a line that cannot be written is lost.
     fn event(&self, event: Event<'_>) {

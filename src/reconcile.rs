@@ -1,0 +1,207 @@
+//! One reconcile of a mesh: connect → lock → observe → plan (or re-check a
+//! saved plan) → judge → execute. `meshform apply` runs it; `plan`, `check`,
+//! `snapshot` and a drift check read the clusters through [`observe`]; a
+//! controller would call [`apply`] on every round.
+//!
+//! It owns the order of those steps and the apply lock's life around them:
+//! the lock is taken before anything the plan depends on is read and
+//! released on every way out, success or not. It must not print, ask or read
+//! files: showing the plan, asking for consent and showing progress belong to
+//! the caller, through [`Shell`]; what went wrong comes back as an [`Error`]
+//! (or the caller's own) for the caller to render.
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::access::{Connections, Sources};
+use crate::apply::{self, Progress, Refusal, Report, Settings, Target, lock};
+use crate::observe::{self, model::Observed};
+use crate::plan::{self, Options, Plan, PlanError};
+use crate::topology::{Role, Topology};
+
+/// Why a reconcile stopped before it wrote anything.
+#[derive(Debug, Error, Diagnostic)]
+pub enum Error {
+    /// The apply lock is held or cannot be taken.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Lock(#[from] lock::LockError),
+    /// No reachable primary to hold the apply lock.
+    #[error("no primary cluster can be reached to hold the apply lock")]
+    #[diagnostic(
+        code(meshform::apply::no_lock_cluster),
+        help("fix access to at least one primary cluster")
+    )]
+    NoLockCluster,
+    /// The plan could not be made.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] PlanError),
+    /// The plan was made but may not be applied (blockers, detaches without
+    /// consent, a saved plan gone stale).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// What to reconcile, and how.
+pub struct Request<'a> {
+    pub topology: &'a Topology,
+    /// Where the clusters' kubeconfigs are.
+    pub sources: &'a Sources,
+    pub planning: Planning,
+    /// Consent to plans that detach clusters.
+    pub allow_detach: bool,
+    /// How to execute; a dry run takes no lock.
+    pub settings: Settings,
+    /// Who takes the lock, for how long, and how long to wait for it.
+    pub lock: lock::LockSettings,
+}
+
+/// Where the plan comes from.
+pub enum Planning {
+    /// Planned now, from what is observed under the lock.
+    Fresh(Options),
+    /// Saved earlier (`plan --out`); refused if what it was made from changed.
+    Saved(Box<Plan>),
+}
+
+/// What the caller does between the steps: show, ask, show progress.
+pub trait Shell {
+    /// The caller's error: a reconcile's own errors convert into it, and
+    /// [`Shell::planned`] and [`Shell::approve`] may return it to stop the run.
+    type Error: From<Error>;
+    /// Receives apply's events while the plan executes.
+    type Progress<'p>: Progress
+    where
+        Self: 'p;
+
+    /// The plan to be applied, shown before it is judged, so a refused plan
+    /// is seen with its reasons.
+    fn planned(&mut self, plan: &Plan) -> Result<(), Self::Error>;
+
+    /// Consent to write `plan`, which passed preflight and has something to
+    /// do; an error stops the run with nothing written.
+    fn approve(&mut self, plan: &Plan) -> Result<(), Self::Error>;
+
+    /// Where apply's events go while `plan` executes.
+    fn progress<'p>(&'p mut self, plan: &'p Plan) -> Self::Progress<'p>;
+}
+
+/// How a reconcile ended that got as far as a plan it could apply.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The plan has nothing to do.
+    Converged,
+    /// The plan was executed (or dry-run); the report says how each action ended.
+    Executed { plan: Box<Plan>, report: Report },
+}
+
+/// Reads every cluster of `topology` through a fresh connection each, with
+/// no lock: what `plan`, `check`, `snapshot` and a drift check start from.
+pub async fn observe(topology: &Topology, sources: &Sources) -> Observed {
+    let connections = Connections::open(topology, sources).await;
+    observe::observe(topology, &connections).await
+}
+
+/// Runs one reconcile of `request.topology`: the lock (unless a dry run),
+/// the observation, the plan, the caller's look and consent, the execution.
+pub async fn apply<S: Shell>(request: &Request<'_>, shell: &mut S) -> Result<Outcome, S::Error> {
+    let topology = request.topology;
+    let connections = Connections::open(topology, request.sources).await;
+    // The lock comes first, as in Terraform: the clusters are read, planned,
+    // confirmed and written with no other apply in between. A dry run
+    // writes nothing and takes no lock. Beside the lock, each cluster's
+    // connection is opened with the one read that may come before it
+    // (the cluster's identity, which never changes).
+    let (held, opened) = if request.settings.dry_run {
+        (None, observe::open(&connections).await)
+    } else {
+        let (held, opened) = tokio::join!(
+            take_lock(topology, &connections, &request.lock),
+            observe::open(&connections)
+        );
+        (Some(held?), opened)
+    };
+    let result = plan_and_execute(request, shell, &connections, opened, held.as_ref()).await;
+    if let Some(lock) = held {
+        lock.release().await;
+    }
+    result
+}
+
+/// The lock lives in the first primary, by name, that can hold it.
+async fn take_lock(
+    topology: &Topology,
+    connections: &Connections,
+    settings: &lock::LockSettings,
+) -> Result<lock::Lock, Error> {
+    let mut primaries: Vec<_> = topology
+        .clusters
+        .iter()
+        .filter(|c| c.role == Role::Primary)
+        .filter_map(|c| connections.get(&c.name))
+        .collect();
+    primaries.sort_unstable_by(|a, b| a.cluster.cmp(&b.cluster));
+    let mut last = None;
+    for primary in primaries {
+        match lock::acquire(
+            primary.client.clone(),
+            &primary.cluster,
+            &topology.mesh.namespace,
+            &topology.mesh.name,
+            settings,
+        )
+        .await
+        {
+            Ok(lock) => return Ok(lock),
+            // Held by another apply: that is the answer, whichever primary holds it.
+            Err(held @ lock::LockError::Held { .. }) => return Err(held.into()),
+            // This primary cannot be written to; the next one may.
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.map_or(Error::NoLockCluster, Error::from))
+}
+
+async fn plan_and_execute<S: Shell>(
+    request: &Request<'_>,
+    shell: &mut S,
+    connections: &Connections,
+    opened: observe::Opened,
+    held: Option<&lock::Lock>,
+) -> Result<Outcome, S::Error> {
+    let topology = request.topology;
+    let observed = observe::observe_opened(topology, connections, opened).await;
+    let plan = match &request.planning {
+        Planning::Saved(saved) => {
+            let stale = apply::staleness(&saved.fingerprints, &plan::fingerprints(topology, &observed));
+            if !stale.is_empty() {
+                return Err(Error::from(Refusal::Stale(stale)).into());
+            }
+            (**saved).clone()
+        }
+        Planning::Fresh(options) => plan::plan(topology, &observed, options).map_err(Error::from)?,
+    };
+    shell.planned(&plan)?;
+    apply::preflight(&plan, request.allow_detach).map_err(Error::from)?;
+    if plan.is_empty() {
+        return Ok(Outcome::Converged);
+    }
+    shell.approve(&plan)?;
+    let target = Target {
+        plan: &plan,
+        topology,
+        observed: &observed,
+        connections,
+        lock: held,
+    };
+    let report = {
+        let progress = shell.progress(&plan);
+        apply::execute(&target, &request.settings, &progress).await
+    };
+    Ok(Outcome::Executed {
+        plan: Box::new(plan),
+        report,
+    })
+}
