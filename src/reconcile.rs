@@ -17,7 +17,7 @@ use crate::access::{Connections, Sources};
 use crate::apply::{self, Progress, Refusal, Report, Settings, Target, lock};
 use crate::observe::{self, model::Observed};
 use crate::plan::{self, Options, Plan, PlanError};
-use crate::topology::{Role, Topology};
+use crate::topology::Topology;
 
 /// Why a reconcile stopped before it wrote anything.
 #[derive(Debug, Error, Diagnostic)]
@@ -26,13 +26,6 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Lock(#[from] lock::LockError),
-    /// No reachable primary to hold the apply lock.
-    #[error("no primary cluster can be reached to hold the apply lock")]
-    #[diagnostic(
-        code(meshform::apply::no_lock_cluster),
-        help("fix access to at least one primary cluster")
-    )]
-    NoLockCluster,
     /// The plan could not be made.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -130,38 +123,36 @@ pub async fn apply<S: Shell>(request: &Request<'_>, shell: &mut S) -> Result<Out
     result
 }
 
-/// The lock lives in the first primary, by name, that can hold it.
+/// The lock lives in the one cluster the topology names for it, and only
+/// there: were it taken wherever it could be, two applies that reach
+/// different clusters would lock different ones and write at once.
 async fn take_lock(
     topology: &Topology,
     connections: &Connections,
     settings: &lock::LockSettings,
 ) -> Result<lock::Lock, Error> {
-    let mut primaries: Vec<_> = topology
-        .clusters
-        .iter()
-        .filter(|c| c.role == Role::Primary)
-        .filter_map(|c| connections.get(&c.name))
-        .collect();
-    primaries.sort_unstable_by(|a, b| a.cluster.cmp(&b.cluster));
-    let mut last = None;
-    for primary in primaries {
-        match lock::acquire(
-            primary.client.clone(),
-            &primary.cluster,
-            &topology.mesh.namespace,
-            &topology.mesh.name,
-            settings,
-        )
-        .await
-        {
-            Ok(lock) => return Ok(lock),
-            // Held by another apply: that is the answer, whichever primary holds it.
-            Err(held @ lock::LockError::Held { .. }) => return Err(held.into()),
-            // This primary cannot be written to; the next one may.
-            Err(error) => last = Some(error),
+    let cluster = topology
+        .lock_cluster()
+        .expect("a valid topology has a primary to hold the lock");
+    let connection = match connections.cluster(cluster) {
+        Some(Ok(connection)) => connection,
+        Some(Err(error)) => {
+            return Err(lock::LockError::Unreachable {
+                cluster: cluster.to_string(),
+                reason: error.to_string(),
+            }
+            .into());
         }
-    }
-    Err(last.map_or(Error::NoLockCluster, Error::from))
+        None => unreachable!("connections are opened for every cluster of the topology"),
+    };
+    Ok(lock::acquire(
+        connection.client.clone(),
+        cluster,
+        &topology.mesh.namespace,
+        &topology.mesh.name,
+        settings,
+    )
+    .await?)
 }
 
 async fn plan_and_execute<S: Shell>(

@@ -809,28 +809,138 @@ async fn a_saved_plan_is_refused_once_stale() {
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
-/// A Lease for the mesh's apply lock, held by someone else; returns when it expires.
+/// A Lease for the mesh's apply lock, held by someone else; returns when it
+/// expires, at the soonest (a taker times it from its own first sight).
 async fn hold_lock(cluster: &Cluster, holder: &str, seconds: i32) -> Instant {
     let expires = Instant::now() + Duration::from_secs(seconds.unsigned_abs().into());
-    let now = MicroTime(jiff::Timestamp::now());
-    let lease = Lease {
-        metadata: ObjectMeta {
-            name: Some(format!("meshform-{MESH}")),
-            ..ObjectMeta::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(holder.into()),
-            lease_duration_seconds: Some(seconds),
-            acquire_time: Some(now.clone()),
-            renew_time: Some(now),
-            ..LeaseSpec::default()
-        }),
-    };
-    Api::<Lease>::namespaced(cluster.client(), NAMESPACE)
-        .create(&PostParams::default(), &lease)
-        .await
-        .expect("creating the lease");
+    write_lease(cluster, holder, seconds, jiff::Timestamp::now()).await;
     expires
+}
+
+/// Writes the mesh's lock Lease in `cluster` as a holder whose clock reads
+/// `clock` would: held by `holder` for `seconds`, renewed "at" `clock`.
+async fn write_lease(cluster: &Cluster, holder: &str, seconds: i32, clock: jiff::Timestamp) {
+    let leases = Api::<Lease>::namespaced(cluster.client(), NAMESPACE);
+    let name = format!("meshform-{MESH}");
+    let spec = LeaseSpec {
+        holder_identity: Some(holder.into()),
+        lease_duration_seconds: Some(seconds),
+        acquire_time: Some(MicroTime(clock)),
+        renew_time: Some(MicroTime(clock)),
+        ..LeaseSpec::default()
+    };
+    match leases.get_opt(&name).await.expect("reading the lease") {
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(spec),
+            };
+            leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .expect("creating the lease");
+        }
+        Some(mut lease) => {
+            let renewed = lease.spec.get_or_insert_default();
+            renewed.renew_time = spec.renew_time;
+            leases
+                .replace(&name, &PostParams::default(), &lease)
+                .await
+                .expect("renewing the lease");
+        }
+    }
+}
+
+// Regression (issue 29): the lock compared the holder's renewTime with the
+// local clock, so a holder whose clock ran an hour behind lost a lease it was
+// renewing to the first apply that looked. Expiry is now judged as client-go's
+// leader election judges it: by how long the record has been seen unchanged.
+#[tokio::test]
+async fn a_lease_renewed_by_a_holder_with_a_skewed_clock_is_not_taken() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::flat(&[east, west]);
+    let skew = jiff::SignedDuration::from_hours(1);
+    // The lock cluster: the first primary by name.
+    write_lease(east, "skewed-holder", 6, jiff::Timestamp::now() - skew).await;
+    let renewer = {
+        let east = east.client();
+        tokio::spawn(async move {
+            let leases = Api::<Lease>::namespaced(east, NAMESPACE);
+            let name = format!("meshform-{MESH}");
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Ok(mut lease) = leases.get(&name).await {
+                    if let Some(spec) = lease.spec.as_mut() {
+                        spec.renew_time = Some(MicroTime(jiff::Timestamp::now() - skew));
+                    }
+                    let _ = leases.replace(&name, &PostParams::default(), &lease).await;
+                }
+            }
+        })
+    };
+    // Everything but the lease, which its holder keeps renewing.
+    let state = async || {
+        let mut state = object_state(&[east, west]).await;
+        state.retain(|key, _| !key.contains("/Lease/"));
+        state
+    };
+    let before = state().await;
+    // Waiting longer than the lease's duration: every renewal starts the watch again.
+    let refused = mesh
+        .run("apply", &["--auto-approve", "--lock-timeout", "15s"])
+        .await
+        .expect(1);
+    renewer.abort();
+    assert!(refused.stderr.contains("lock held by skewed-holder"), "{refused}");
+    assert_eq!(before, state().await, "an apply wrote beside a live lease");
+    let holder = Api::<Lease>::namespaced(east.client(), NAMESPACE)
+        .get(&format!("meshform-{MESH}"))
+        .await
+        .expect("the lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("skewed-holder"), "the lease changed hands");
+}
+
+// The other half of the same rule: an unchanged lease is free only once this
+// apply has watched it for the lease's duration, however old its renewTime
+// looks; then it is taken. Before, a lease whose renewTime was an hour old
+// was taken at once, by any apply, without waiting.
+#[tokio::test]
+async fn an_unchanged_lease_is_taken_only_after_its_duration_has_been_watched() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    let mesh = Mesh::flat(&[east, west]);
+    let an_hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    write_lease(east, "gone-holder", 6, an_hour_ago).await;
+    let before = object_state(&[east, west]).await;
+
+    let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
+    assert!(refused.stderr.contains("lock held by gone-holder"), "{refused}");
+    assert_eq!(before, object_state(&[east, west]).await, "a refused apply wrote");
+
+    let started = Instant::now();
+    mesh.apply(&["--lock-timeout", "60s"]).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "the lease was taken before it had been seen unchanged for its 6 s ({:?})",
+        started.elapsed()
+    );
+    assert_remote_secret(east, west, "west").await;
+    assert_eq!(
+        Api::<Lease>::namespaced(east.client(), NAMESPACE)
+            .get_opt(&format!("meshform-{MESH}"))
+            .await
+            .expect("reading the lease"),
+        None,
+        "the lock is released after apply"
+    );
+    mesh.assert_converged(&[east, west]).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
 #[tokio::test]
@@ -838,7 +948,7 @@ async fn a_held_lock_fails_an_apply_fast_or_makes_it_wait() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     let mesh = Mesh::flat(&[east, west]);
-    // The lock lives in the first primary by name: east.
+    // The lock lives in the first primary by name (no `lock_cluster`): east.
     let expires = hold_lock(east, "ops-person (by hand)", 8).await;
     let before = object_state(&[east, west]).await;
 

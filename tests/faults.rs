@@ -438,12 +438,14 @@ async fn a_label_owned_by_another_field_manager_is_a_conflict_until_released() {
     mesh.assert_no_token_leaked(&all).await;
 }
 
-/// The lock is a Lease in the mesh namespace, so a mesh whose namespace no
-/// primary has yet (Istio not installed) cannot be locked: apply says which
-/// namespace to create, and writes nothing. One primary with it is enough;
-/// the plan makes it on the others.
+/// The lock is a Lease in the mesh namespace of one cluster, the lock
+/// cluster (here east, the first primary by name). Without the namespace
+/// there, apply says which namespace to create where, or which key names
+/// another cluster, and writes nothing. The lock never moves on its own:
+/// west having the namespace changes nothing (before issue 29 the lock moved
+/// to the next primary that could hold it).
 #[tokio::test]
-async fn a_mesh_namespace_no_primary_has_is_named_and_nothing_is_written() {
+async fn a_lock_cluster_without_the_mesh_namespace_is_named_and_nothing_is_written() {
     const MISSING: &str = "mesh-not-installed";
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
@@ -455,11 +457,13 @@ async fn a_mesh_namespace_no_primary_has_is_named_and_nothing_is_written() {
     );
     std::fs::write(mesh.file(), text).expect("writing mesh.toml");
 
+    west.create_namespace(MISSING).await;
     let before = object_state(&[east, west]).await;
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
     for words in [
-        &format!("namespace {MISSING} does not exist in cluster") as &str,
+        &format!("namespace {MISSING} does not exist in cluster east") as &str,
         &format!("kubectl create namespace {MISSING}"),
+        "lock_cluster",
         "meshform::apply::lock_namespace",
     ] {
         assert!(refused.stderr.contains(words), "{words:?} in:\n{refused}");
@@ -468,17 +472,16 @@ async fn a_mesh_namespace_no_primary_has_is_named_and_nothing_is_written() {
         !refused.stderr.contains("wait for the other apply"),
         "no lock is held; the help must not say so:\n{refused}"
     );
-    for cluster in [east, west] {
-        let namespace = Api::<Namespace>::all(cluster.client())
-            .get_opt(MISSING)
-            .await
-            .expect("reading the namespace");
-        assert!(
-            namespace.is_none(),
-            "{}: a refused apply created {MISSING}",
-            cluster.name()
-        );
-    }
+    let namespace = Api::<Namespace>::all(east.client())
+        .get_opt(MISSING)
+        .await
+        .expect("reading the namespace");
+    assert!(namespace.is_none(), "east: a refused apply created {MISSING}");
+    let west_lease = Api::<Lease>::namespaced(west.client(), MISSING)
+        .get_opt(&lease_name())
+        .await
+        .expect("reading the lease");
+    assert!(west_lease.is_none(), "the lock moved to west");
     assert_eq!(before, object_state(&[east, west]).await, "a refused apply wrote");
 
     east.create_namespace(MISSING).await;
@@ -508,6 +511,71 @@ async fn a_create_answered_504_after_it_committed_keeps_its_secret_and_token() {
 
     let token = secret_token(east, "west").await;
     assert_eq!(refused(west, &token).await, None, "the token stored reads west");
+    mesh.assert_converged(&all).await;
+    assert_exactly_the_expected_objects(&all).await;
+    mesh.assert_no_token_leaked(&all).await;
+}
+
+// Regression (issue 29): the lock was taken in the first primary that
+// answered. An apply that found the lock cluster slower than its --timeout
+// locked the next primary instead, and wrote beside the apply that held the
+// lock in the first. The lock's place is now fixed by mesh.toml: an apply
+// that cannot reach it stops there and names the key that moves it.
+#[tokio::test]
+async fn an_apply_that_cannot_reach_the_lock_cluster_stops_and_never_writes_beside_its_holder() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let all @ [east, west, north] = clusters.by_names(["east", "west", "north"]);
+    let mesh = Mesh::flat(&all);
+    // east (the first primary by name) holds the lock and answers in 2 s: in
+    // time for an apply with --timeout 30s, too late for one with 1s.
+    east.set_latency(Duration::from_secs(2)).await;
+    let (holder, mut terminal) = mesh.stream_asking("apply", &["--format", "json", "--timeout", "30s"]);
+    holder
+        .wait_for_stderr("Only 'yes' will be accepted", Duration::from_secs(180))
+        .await;
+    let before = object_state(&[west, north]).await;
+    let hurried = mesh
+        .run(
+            "apply",
+            &[
+                "--auto-approve",
+                "--skip-unreachable",
+                "--timeout",
+                "1s",
+                "--format",
+                "json",
+            ],
+        )
+        .await
+        .expect(1);
+    for words in [
+        "meshform::apply::lock_unreachable",
+        "cluster east, which holds it, cannot be reached",
+        "lock_cluster",
+    ] {
+        assert!(hurried.stderr.contains(words), "{words:?} in:\n{hurried}");
+    }
+    assert!(
+        hurried.events().iter().all(|e| e["event"] != "done"),
+        "an apply without the lock wrote:\n{hurried}"
+    );
+    assert_eq!(
+        before,
+        object_state(&[west, north]).await,
+        "an apply without the lock wrote"
+    );
+    for cluster in [west, north] {
+        assert!(
+            lease(cluster).await.is_none(),
+            "{}: a lock taken elsewhere",
+            cluster.name()
+        );
+    }
+
+    east.set_latency(Duration::ZERO).await;
+    terminal.answer("yes");
+    holder.finish(&mesh).await.expect(0);
+    assert!(lease(east).await.is_none(), "the lock is released");
     mesh.assert_converged(&all).await;
     assert_exactly_the_expected_objects(&all).await;
     mesh.assert_no_token_leaked(&all).await;

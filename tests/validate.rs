@@ -910,6 +910,7 @@ fn the_example_resolves_to_four_clusters_on_three_networks() {
             name: "mesh1".into(),
             namespace: "istio-system".into(),
             tokens: Tokens::default(),
+            lock_cluster: None,
         },
         clusters: vec![
             cluster("eu-west", "kind-eu-west", "eu-flat", Role::Primary),
@@ -1128,6 +1129,7 @@ fn mesh_file() -> impl Strategy<Value = MeshFile> {
                 name,
                 namespace,
                 tokens: None,
+                lock_cluster: None,
             },
             clusters,
             networks,
@@ -1243,4 +1245,47 @@ fn a_remote_is_served_by_the_primary_it_names_or_the_one_there_is() {
         problems[0].contains("primary \"a\" has a `control_plane`"),
         "{problems:#?}"
     );
+}
+
+#[test]
+fn the_lock_cluster_is_named_or_the_first_primary_by_name() {
+    let mesh = |key: &str| {
+        format!(
+            "[mesh]\nname = \"m\"\n{key}[[cluster]]\nname = \"west\"\n[[cluster]]\nname = \"east\"\n[[cluster]]\nname = \"a-remote\"\nrole = \"remote\"\ncontrol_plane = \"west\"\n"
+        )
+    };
+    let lock_cluster = |text: &str| {
+        let (topology, _) = topology::check("mesh.toml", text.as_bytes()).into_result().unwrap();
+        topology.lock_cluster().map(str::to_string)
+    };
+    // By default the first primary by name, whatever the file's order and the remotes.
+    assert_eq!(lock_cluster(&mesh("")), Some("east".into()));
+    assert_eq!(lock_cluster(&mesh("lock_cluster = \"west\"\n")), Some("west".into()));
+    // Any cluster of the mesh may hold it.
+    assert_eq!(
+        lock_cluster(&mesh("lock_cluster = \"a-remote\"\n")),
+        Some("a-remote".into())
+    );
+
+    // A name that is no cluster: an error at the key, with the close name.
+    let text = mesh("lock_cluster = \"eats\"\n");
+    let checked = topology::check("mesh.toml", text.as_bytes());
+    let problems = &checked.problems.problems;
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let problem = &problems[0];
+    assert_eq!(problem.code.as_str(), "meshform::topology::invalid_value");
+    assert_eq!(problem.path.as_deref(), Some("mesh.lock_cluster"));
+    assert!(
+        problem.message.contains("`lock_cluster` \"eats\" is not a cluster"),
+        "{problem:#?}"
+    );
+    assert_eq!(problem.help.as_deref(), Some("did you mean \"east\"?"));
+    let label = &problem.labels[0];
+    assert_eq!(
+        &text[label.offset..label.offset + label.length],
+        "\"eats\"",
+        "{problem:#?}"
+    );
+    let far = problems_of(&mesh("lock_cluster = \"zzzzzz\"\n"));
+    assert!(far[0].contains("one of: west, east, a-remote"), "{far:#?}");
 }

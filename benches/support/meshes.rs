@@ -60,6 +60,7 @@ pub fn topology(clusters: usize, networks: usize) -> Topology {
             name: "mesh1".to_string(),
             namespace: DEFAULT_NAMESPACE.to_string(),
             tokens: Tokens::default(),
+            lock_cluster: None,
         },
         clusters,
         networks,

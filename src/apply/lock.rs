@@ -1,7 +1,17 @@
 //! One apply per mesh at a time: a `coordination.k8s.io` Lease, held and
-//! renewed while apply runs, that expires on its own if its holder dies.
-//! It is given a client ([`crate::access`]); which primary holds it is the
-//! caller's choice.
+//! renewed while apply runs, that others take only once its holder stopped
+//! renewing it. It is given a client ([`crate::access`]) for the one cluster
+//! the topology names for it ([`crate::topology::Topology::lock_cluster`]);
+//! it never looks for the lock anywhere else.
+//!
+//! Expiry is judged as client-go's leader election judges it
+//! (k8s.io/client-go `tools/leaderelection/leaderelection.go`:
+//! `tryAcquireOrRenew`, `isLeaseValid`, `setObservedRecord`): the times in
+//! the Lease were written by the holder's clock and are never compared with
+//! ours. A lease is free once this process has watched its record stay the
+//! same for the lease's duration, by the local monotonic clock; every
+//! renewal changes the record and starts the watch again. A holder with a
+//! skewed clock therefore keeps its lock as long as it renews it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +24,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use miette::Diagnostic;
 use thiserror::Error;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::objects;
 
@@ -23,27 +34,45 @@ pub enum LockError {
     #[error("another apply of mesh {mesh:?} is running: lock held by {holder} since {since}, until at least {until}")]
     #[diagnostic(
         code(meshform::apply::lock),
-        help("wait for the other apply, or pass --lock-timeout 5m to wait for it")
+        help(
+            "wait for the other apply, or pass --lock-timeout 5m to wait for it; a lock whose holder \
+             died is taken once meshform has seen it go unrenewed for its duration ({seconds}s)"
+        )
     )]
     Held {
         mesh: String,
         holder: String,
+        /// When the holder says it took the lock, by its own clock.
         since: String,
+        /// This process's clock: now plus what is left of the lease's
+        /// duration since its record last changed here.
         until: String,
+        seconds: i32,
     },
-    /// The lock lives in the mesh namespace, which this cluster does not
+    /// The lock lives in the mesh namespace, which the lock cluster does not
     /// have yet (a create there is refused with 404, whatever else exists).
     #[error("cannot take the apply lock: namespace {namespace} does not exist in cluster {cluster}")]
     #[diagnostic(
         code(meshform::apply::lock_namespace),
         help(
-            "the lock is a Lease in the mesh namespace of a primary: create the namespace on \
-             {cluster} first (`kubectl create namespace {namespace}`), as Istio's multi-cluster \
+            "the lock is a Lease in the mesh namespace of cluster {cluster} (`[mesh] lock_cluster` in mesh.toml, by default the first primary by name): create the \
+             namespace there first (`kubectl create namespace {namespace}`), as Istio's multi-cluster \
              install does before it labels it, or install Istio there"
         )
     )]
     NoNamespace { cluster: String, namespace: String },
-    /// The lock could not be read or written.
+    /// The lock cluster cannot be reached: no client, or no answer.
+    #[error("cannot take the apply lock: cluster {cluster}, which holds it, cannot be reached: {reason}")]
+    #[diagnostic(
+        code(meshform::apply::lock_unreachable),
+        help(
+            "every apply of this mesh locks cluster {cluster} (`[mesh] lock_cluster` in mesh.toml, by default the first primary by name) and no other, so that two \
+             applies never lock different clusters; nothing was written. Fix access to {cluster}, or \
+             name a cluster every apply can reach in `lock_cluster` (change it only while no apply runs)"
+        )
+    )]
+    Unreachable { cluster: String, reason: String },
+    /// The server refused to read or write the lock.
     #[error("cannot take the apply lock Lease {namespace}/{name} in cluster {cluster}: {reason}")]
     #[diagnostic(
         code(meshform::apply::lock),
@@ -98,18 +127,72 @@ fn micro(t: Timestamp) -> MicroTime {
     MicroTime(t)
 }
 
-fn expired(lease: &Lease, now: Timestamp) -> bool {
-    let Some(spec) = &lease.spec else { return true };
-    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
-        return true;
-    }
-    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-    renewed.is_none_or(|t| t.as_second() + duration < now.as_second())
+/// What a lease says, as client-go's `LeaderElectionRecord` holds it: any
+/// change of it is a renewal (or a new holder), whatever its times say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    holder: Option<String>,
+    duration_seconds: Option<i32>,
+    acquired: Option<Timestamp>,
+    renewed: Option<Timestamp>,
+    transitions: Option<i32>,
 }
 
-/// Takes the lock of `mesh` in `namespace` of the lock cluster, waiting up
-/// to `settings.wait` while another apply holds it.
+impl Record {
+    fn of(lease: &Lease) -> Record {
+        let spec = lease.spec.clone().unwrap_or_default();
+        Record {
+            holder: spec.holder_identity,
+            duration_seconds: spec.lease_duration_seconds,
+            acquired: spec.acquire_time.map(|t| t.0),
+            renewed: spec.renew_time.map(|t| t.0),
+            transitions: spec.lease_transitions,
+        }
+    }
+
+    /// How long the record must be seen unchanged before it is free.
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration_seconds.unwrap_or(0).max(0).unsigned_abs().into())
+    }
+
+    fn held(&self) -> bool {
+        self.holder.as_deref().is_some_and(|h| !h.is_empty())
+    }
+}
+
+/// The record last seen and when this process first saw it (its
+/// `observedRecord` and `observedTime` in client-go).
+struct Observation {
+    record: Record,
+    since: Instant,
+}
+
+impl Observation {
+    /// Notes `record`, read now; the watch restarts when it changed.
+    fn see(seen: &mut Option<Observation>, record: Record) -> &Observation {
+        if seen.as_ref().is_none_or(|o| o.record != record) {
+            *seen = Some(Observation {
+                record,
+                since: Instant::now(),
+            });
+        }
+        seen.as_ref().expect("just set")
+    }
+
+    /// When the lease is free to take, by the local clock: never before its
+    /// record has been seen unchanged for its duration (client-go's
+    /// `isLeaseValid`), at once when nobody holds it.
+    fn free_at(&self) -> Instant {
+        if self.record.held() {
+            self.since + self.record.duration()
+        } else {
+            self.since
+        }
+    }
+}
+
+/// Takes the lock of `mesh` in `namespace` of `cluster`, waiting up to
+/// `settings.wait` while another apply holds it.
 pub async fn acquire(
     client: kube::Client,
     cluster: &str,
@@ -119,14 +202,23 @@ pub async fn acquire(
 ) -> Result<Lock, LockError> {
     let name = objects::lock_lease(mesh);
     let api: Api<Lease> = Api::namespaced(client, namespace);
-    let fail = |e: kube::Error| LockError::Api {
-        cluster: cluster.to_string(),
-        namespace: namespace.to_string(),
-        name: name.clone(),
-        reason: crate::access::error_chain(&e),
+    let fail = |e: kube::Error| match e {
+        // The server answered and refused: its words say why (RBAC, mostly).
+        kube::Error::Api(_) => LockError::Api {
+            cluster: cluster.to_string(),
+            namespace: namespace.to_string(),
+            name: name.clone(),
+            reason: crate::access::error_chain(&e),
+        },
+        // No answer: the lock is here or nowhere, so apply stops.
+        e => LockError::Unreachable {
+            cluster: cluster.to_string(),
+            reason: crate::access::error_chain(&e),
+        },
     };
-    let deadline = tokio::time::Instant::now() + settings.wait;
+    let deadline = Instant::now() + settings.wait;
     let seconds = i32::try_from(settings.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+    let mut seen: Option<Observation> = None;
     // Mostly no lease exists: try to create it before reading it, one
     // request fewer. A refused create reads the lease as before, so a held
     // lock is still reported as held, whatever the create said.
@@ -147,6 +239,8 @@ pub async fn acquire(
             api.get_opt(&name).await.map_err(fail)?
         };
         let creating = current.is_none();
+        // The holding starts, for the renewer's reckoning, when the write that took it was sent.
+        let sent = Instant::now();
         let attempt = match current {
             None => {
                 let lease = Lease {
@@ -159,43 +253,51 @@ pub async fn acquire(
                 };
                 api.create(&PostParams::default(), &lease).await
             }
-            Some(current) if expired(&current, now) => {
-                // Replace carries the resourceVersion: of two takers, one wins.
-                let lease = Lease {
-                    metadata: current.metadata.clone(),
-                    spec: Some(spec),
-                };
-                api.replace(&name, &PostParams::default(), &lease).await
-            }
             Some(current) => {
-                if tokio::time::Instant::now() >= deadline {
-                    let spec = current.spec.unwrap_or_default();
-                    let since = spec.acquire_time.map_or_else(|| "?".to_string(), |t| t.0.to_string());
-                    let until = spec.renew_time.map_or_else(
-                        || "?".to_string(),
-                        |t| {
-                            let secs = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-                            (t.0 + jiff::SignedDuration::from_secs(secs)).to_string()
-                        },
-                    );
-                    return Err(LockError::Held {
-                        mesh: mesh.to_string(),
-                        holder: spec.holder_identity.unwrap_or_default(),
-                        since,
-                        until,
-                    });
+                let observation = Observation::see(&mut seen, Record::of(&current));
+                let free_at = observation.free_at();
+                if Instant::now() >= free_at {
+                    // Replace carries the resourceVersion: of two takers, one
+                    // wins, and a renewal since our read fails the write.
+                    let transitions = current.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0);
+                    let lease = Lease {
+                        metadata: current.metadata.clone(),
+                        spec: Some(LeaseSpec {
+                            lease_transitions: Some(transitions.saturating_add(1)),
+                            ..spec
+                        }),
+                    };
+                    api.replace(&name, &PostParams::default(), &lease).await
+                } else {
+                    let waited_out = Instant::now() >= deadline;
+                    if waited_out {
+                        let record = &observation.record;
+                        let left = free_at.saturating_duration_since(Instant::now());
+                        let until = jiff::SignedDuration::try_from(left)
+                            .map_or_else(|_| "?".to_string(), |left| (now + left).to_string());
+                        return Err(LockError::Held {
+                            mesh: mesh.to_string(),
+                            holder: record.holder.clone().unwrap_or_default(),
+                            since: record.acquired.map_or_else(|| "?".to_string(), |t| t.to_string()),
+                            until,
+                            seconds: record.duration_seconds.unwrap_or(0),
+                        });
+                    }
+                    // Look again soon: a renewal restarts the watch, a
+                    // release frees the lease at once.
+                    let next = (Instant::now() + Duration::from_millis(500)).min(free_at).min(deadline);
+                    tokio::time::sleep_until(next).await;
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
             }
         };
         match attempt {
-            Ok(lease) => return Ok(start_renewing(api, name, lease, settings.duration)),
+            Ok(lease) => return Ok(start_renewing(api, name, lease, settings.duration, sent)),
             // The server answered (it exists, or this client may not create
             // it): what the lease says decides. A cluster that did not
             // answer is not asked twice.
             Err(kube::Error::Api(_)) if blind => continue,
-            // Someone else took it between our read and our write: look again.
+            // Someone else took or renewed it between our read and our write: look again.
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
             // A create is refused with 404 only when its namespace does not
             // exist. A replace's 404 is a lease deleted since it was read
@@ -222,7 +324,7 @@ fn same_holding(current: &Lease, ours: &Lease) -> bool {
     key(current).is_some() && key(current) == key(ours)
 }
 
-fn start_renewing(api: Api<Lease>, name: String, lease: Lease, duration: Duration) -> Lock {
+fn start_renewing(api: Api<Lease>, name: String, lease: Lease, duration: Duration, taken: Instant) -> Lock {
     let lost = Arc::new(AtomicBool::new(false));
     let (stop, mut stopped) = watch::channel(false);
     let renewer = {
@@ -230,7 +332,13 @@ fn start_renewing(api: Api<Lease>, name: String, lease: Lease, duration: Duratio
         tokio::spawn(async move {
             let mut lease = lease;
             let every = (duration / 3).max(Duration::from_millis(200));
-            let mut renewed_at = tokio::time::Instant::now();
+            // Another apply may take the lease once it has seen it unchanged
+            // for `duration`, timed from a read it made after our last
+            // renewal reached the server. Timing ours from when that renewal
+            // was sent, and giving up at two thirds of it (client-go's
+            // RenewDeadline beside its LeaseDuration), keeps the two apart.
+            let deadline = duration * 2 / 3;
+            let mut renewed_at = taken;
             let mut wait = every;
             loop {
                 tokio::select! {
@@ -241,6 +349,7 @@ fn start_renewing(api: Api<Lease>, name: String, lease: Lease, duration: Duratio
                 if let Some(spec) = next.spec.as_mut() {
                     spec.renew_time = Some(micro(Timestamp::now()));
                 }
+                let sent = Instant::now();
                 let outcome = match api.replace(&name, &PostParams::default(), &next).await {
                     Ok(renewed) => Ok(renewed),
                     // A renewal whose answer was lost may have gone through:
@@ -256,13 +365,13 @@ fn start_renewing(api: Api<Lease>, name: String, lease: Lease, duration: Duratio
                 match outcome {
                     Ok(current) => {
                         lease = current;
-                        renewed_at = tokio::time::Instant::now();
+                        renewed_at = sent;
                         wait = every;
                     }
                     // A slow or briefly unreachable API server is not a lost
                     // lock: retry soon, and give up only once the lease may
-                    // have expired for others (or another holder took it).
-                    Err(taken) if taken || renewed_at.elapsed() >= duration => {
+                    // soon be taken by others (or another holder took it).
+                    Err(taken) if taken || renewed_at.elapsed() >= deadline => {
                         // Another apply may now take it; stop at the next phase.
                         lost.store(true, Ordering::SeqCst);
                         return None;
@@ -310,5 +419,51 @@ impl Lock {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, renewed: Timestamp, seconds: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta::default(),
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(seconds),
+                acquire_time: Some(micro(renewed)),
+                renew_time: Some(micro(renewed)),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_lease_is_free_once_seen_unchanged_for_its_duration_whatever_its_times_say() {
+        // By its own times this lease ended an hour ago; that counts for nothing.
+        let an_hour_ago = Timestamp::now() - jiff::SignedDuration::from_hours(1);
+        let mut seen = None;
+        let since = Observation::see(&mut seen, Record::of(&lease("a", an_hour_ago, 30))).since;
+        let first = seen.as_ref().expect("seen");
+        assert_eq!(first.free_at(), since + Duration::from_secs(30));
+
+        // Seen again unchanged: the watch goes on from the first sight.
+        let again = Observation::see(&mut seen, Record::of(&lease("a", an_hour_ago, 30)));
+        assert_eq!(again.since, since);
+
+        // Renewed, even to a time further in the past (a clock set back): the watch restarts.
+        std::thread::sleep(Duration::from_millis(2));
+        let earlier = an_hour_ago - jiff::SignedDuration::from_secs(1);
+        let renewed = Observation::see(&mut seen, Record::of(&lease("a", earlier, 30)));
+        assert!(renewed.since > since);
+        assert_eq!(renewed.free_at(), renewed.since + Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_lease_nobody_holds_is_free_at_once() {
+        let mut seen = None;
+        let released = Observation::see(&mut seen, Record::of(&lease("", Timestamp::now(), 30)));
+        assert_eq!(released.free_at(), released.since);
     }
 }

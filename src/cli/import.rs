@@ -107,6 +107,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
             name: args.mesh.clone().unwrap_or_else(|| import::DEFAULT_MESH.to_string()),
             namespace: args.namespace.clone(),
             tokens: Default::default(),
+            lock_cluster: None,
         },
         clusters: keyed
             .iter()

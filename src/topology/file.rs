@@ -40,6 +40,12 @@ pub struct MeshSection {
     /// How primaries authenticate to their peers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<TokensSection>,
+    /// The cluster whose mesh namespace holds the apply lock (a Lease). Every
+    /// apply of the mesh locks there and nowhere else, so two applies can
+    /// never lock different clusters; if it cannot be reached, apply stops.
+    /// Defaults to the first primary by name. Change it only while no apply runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_cluster: Option<String>,
 }
 
 /// `[mesh.tokens]`: the reader tokens inside remote secrets.

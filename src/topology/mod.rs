@@ -53,6 +53,10 @@ pub struct Mesh {
     pub name: String,
     pub namespace: String,
     pub tokens: Tokens,
+    /// `[mesh] lock_cluster` as written (a cluster of the topology); see
+    /// [`Topology::lock_cluster`] for the place it names by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_cluster: Option<String>,
 }
 
 /// Reader-token settings, resolved.
@@ -106,6 +110,18 @@ impl Topology {
 
     pub fn primaries(&self) -> impl Iterator<Item = &Cluster> {
         self.clusters.iter().filter(|c| c.role == Role::Primary)
+    }
+
+    /// The cluster that holds the mesh's apply lock: `[mesh] lock_cluster`,
+    /// else the first primary by name (where an earlier meshform took it
+    /// whenever that primary answered, so its locks are found in the same
+    /// place). A function of the file alone: two applies of one mesh.toml
+    /// lock the same cluster, whatever each can reach.
+    pub fn lock_cluster(&self) -> Option<&str> {
+        self.mesh
+            .lock_cluster
+            .as_deref()
+            .or_else(|| self.primaries().map(|c| c.name.as_str()).min())
     }
 }
 

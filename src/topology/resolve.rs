@@ -30,6 +30,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
             .clone()
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
         tokens: resolve_tokens(file.mesh.tokens.as_ref(), &mut problems, &at),
+        lock_cluster: file.mesh.lock_cluster.clone(),
     };
     check_name(
         &mut problems,
@@ -219,6 +220,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
     }
 
     resolve_control_planes(file, &mut clusters, &mut problems, &at);
+    check_lock_cluster(file, &clusters, &mut problems, &at);
 
     // Networks: every network a cluster is on, with gateway settings from its
     // table or Istio's defaults.
@@ -277,6 +279,34 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
         networks,
     };
     (if has_errors { None } else { Some(topology) }, problems)
+}
+
+/// `[mesh] lock_cluster` must name a cluster of the file: the lock is taken
+/// there or not at all.
+fn check_lock_cluster(
+    file: &MeshFile,
+    clusters: &[(usize, Cluster)],
+    problems: &mut Vec<Problem>,
+    at: &dyn Fn(&str) -> std::ops::Range<usize>,
+) {
+    let Some(named) = &file.mesh.lock_cluster else { return };
+    if clusters.iter().any(|(_, c)| &c.name == named) {
+        return;
+    }
+    let names = clusters.iter().map(|(_, c)| c.name.as_str());
+    let problem = Problem::error(
+        Code::InvalidValue,
+        format!("`lock_cluster` {} is not a cluster of the mesh", quoted(named)),
+    )
+    .at("mesh.lock_cluster")
+    .label(at("mesh.lock_cluster"), "no `[[cluster]]` has this name");
+    problems.push(match did_you_mean(named, names.clone()) {
+        Some(close) => problem.help(format!("did you mean {close:?}?")),
+        None => problem.help(format!(
+            "name the cluster whose mesh namespace holds the apply lock, one of: {}; or remove the key for the first primary by name",
+            names.collect::<Vec<_>>().join(", ")
+        )),
+    });
 }
 
 /// Each remote's control plane: the primary named by `control_plane`, else
