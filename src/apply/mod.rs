@@ -321,8 +321,18 @@ pub(crate) async fn sequence(
         }
         let phase_started = std::time::Instant::now();
         tracing::info!(?phase, actions = actions.len(), "phase started");
-        let results: Vec<(usize, Result<Option<String>, String>)> = futures::stream::iter(actions)
+        let namespaces = NamespaceGates::of(&actions);
+        let namespaces = &namespaces;
+        let results: Vec<(usize, Outcome)> = futures::stream::iter(actions)
             .map(|(index, action)| async move {
+                if !namespaces.ready(action).await {
+                    let why = format!(
+                        "not run: the write of the mesh namespace in {} failed, and this lives in it",
+                        action.cluster
+                    );
+                    progress.event(Event::Skipped { index, action, why });
+                    return (index, Outcome::Skipped);
+                }
                 progress.event(Event::Started { index, action });
                 let started = std::time::Instant::now();
                 let result = runner.run(action).await;
@@ -347,15 +357,17 @@ pub(crate) async fn sequence(
                         error: error.clone(),
                     }),
                 }
-                (index, result)
+                namespaces.written(action, result.is_ok());
+                (index, Outcome::Ran(result))
             })
             .buffer_unordered(settings.concurrency.max(1))
             .collect()
             .await;
         for (index, result) in results {
             match result {
-                Ok(_) => report.done.push(index),
-                Err(e) => report.failed.push((index, e)),
+                Outcome::Ran(Ok(_)) => report.done.push(index),
+                Outcome::Ran(Err(e)) => report.failed.push((index, e)),
+                Outcome::Skipped => report.skipped.push(index),
             }
         }
         tracing::info!(?phase, elapsed_ms = phase_started.elapsed().as_millis(), "phase done");
@@ -364,6 +376,58 @@ pub(crate) async fn sequence(
     report.failed.sort_unstable();
     report.skipped.sort_unstable();
     report
+}
+
+enum Outcome {
+    Ran(Result<Option<String>, String>),
+    Skipped,
+}
+
+/// A phase's actions run concurrently, but what lives in the mesh namespace
+/// cannot be written before the namespace exists: the `SetNetwork` that may
+/// create it goes first in its cluster ([`ActionKind::rank`]), and the
+/// cluster's other actions of the phase wait for it. The plan lists it first
+/// in its cluster, so it is started before anything waits on it and the
+/// concurrency limit cannot starve it.
+struct NamespaceGates<'a> {
+    gates: HashMap<&'a str, tokio::sync::watch::Sender<Option<bool>>>,
+}
+
+impl<'a> NamespaceGates<'a> {
+    fn of(actions: &[(usize, &'a Action)]) -> Self {
+        let gates = actions
+            .iter()
+            .filter(|(_, a)| matches!(a.kind, ActionKind::SetNetwork { .. }))
+            .map(|(_, a)| (a.cluster.as_str(), tokio::sync::watch::Sender::new(None)))
+            .collect();
+        NamespaceGates { gates }
+    }
+
+    /// Waits for the namespace write of `action`'s cluster, if the phase has
+    /// one and `action` is not it; false when that write failed.
+    async fn ready(&self, action: &Action) -> bool {
+        if matches!(action.kind, ActionKind::SetNetwork { .. }) {
+            return true;
+        }
+        let Some(gate) = self.gates.get(action.cluster.as_str()) else {
+            return true;
+        };
+        let mut written = gate.subscribe();
+        // The sender lives as long as `self`, so the wait cannot fail.
+        written
+            .wait_for(Option::is_some)
+            .await
+            .map(|ok| ok.unwrap_or(false))
+            .unwrap_or(false)
+    }
+
+    fn written(&self, action: &Action, ok: bool) {
+        if matches!(action.kind, ActionKind::SetNetwork { .. })
+            && let Some(gate) = self.gates.get(action.cluster.as_str())
+        {
+            gate.send_replace(Some(ok));
+        }
+    }
 }
 
 impl Run<'_> {
@@ -607,5 +671,125 @@ impl Run<'_> {
                     .await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::plan::Phase;
+    use crate::render::scenarios;
+
+    /// Records when each action starts and ends; a `SetNetwork` yields once
+    /// before it ends, as a real write does, so that anything not waiting for
+    /// it would end first. Fails the `SetNetwork` of `failing`.
+    struct Recorder<'a> {
+        log: RefCell<Vec<String>>,
+        failing: Option<&'a str>,
+    }
+
+    impl Runner for Recorder<'_> {
+        async fn run(&self, action: &Action) -> Result<Option<String>, String> {
+            let name = format!("{} {}", action.cluster, action.kind.rank());
+            self.log.borrow_mut().push(format!("start {name}"));
+            let set_network = matches!(action.kind, ActionKind::SetNetwork { .. });
+            if set_network {
+                tokio::task::yield_now().await;
+            }
+            self.log.borrow_mut().push(format!("end {name}"));
+            match self.failing {
+                Some(cluster) if set_network && action.cluster == cluster => Err("refused".into()),
+                _ => Ok(None),
+            }
+        }
+    }
+
+    struct Quiet;
+    impl Progress for Quiet {
+        fn event(&self, _: Event<'_>) {}
+    }
+
+    fn run(failing: Option<&str>) -> (Report, Vec<String>, crate::plan::Plan) {
+        let (plan, _) = scenarios::fresh();
+        let recorder = Recorder {
+            log: RefCell::default(),
+            failing,
+        };
+        let settings = Settings {
+            dry_run: false,
+            diff: false,
+            concurrency: 16,
+        };
+        let report = futures::executor::block_on(sequence(&plan, &recorder, &|| false, &settings, &Quiet));
+        (report, recorder.log.into_inner(), plan)
+    }
+
+    // Regression: a phase ran its actions all at once, so a reader account
+    // could be created before the namespace it lives in ("namespaces ... not
+    // found"), now and then, on a cluster without the mesh namespace.
+    #[test]
+    fn what_lives_in_the_mesh_namespace_waits_for_its_write() {
+        let (report, log, plan) = run(None);
+        assert!(report.succeeded(), "{report:?}");
+        let waiting: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| a.phase == Phase::Network && !matches!(a.kind, ActionKind::SetNetwork { .. }))
+            .filter(|a| {
+                plan.actions.iter().any(|s| {
+                    s.phase == Phase::Network
+                        && s.cluster == a.cluster
+                        && matches!(s.kind, ActionKind::SetNetwork { .. })
+                })
+            })
+            .collect();
+        assert!(
+            !waiting.is_empty(),
+            "the fresh plan writes namespaces and what lives in them"
+        );
+        let at = |what: &str| {
+            log.iter()
+                .position(|l| l == what)
+                .unwrap_or_else(|| panic!("{what} in {log:?}"))
+        };
+        for action in waiting {
+            assert!(
+                at(&format!("end {} 1", action.cluster))
+                    < at(&format!("start {} {}", action.cluster, action.kind.rank())),
+                "{} started before its namespace was written: {log:?}",
+                action.cluster
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_namespace_write_skips_what_lives_in_it_and_nothing_else() {
+        let (plan, _) = scenarios::fresh();
+        let first = plan
+            .actions
+            .iter()
+            .find(|a| a.phase == Phase::Network && matches!(a.kind, ActionKind::SetNetwork { .. }))
+            .expect("a namespace write")
+            .cluster
+            .clone();
+        let (report, log, plan) = run(Some(&first));
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        let skipped: Vec<_> = report.skipped.iter().map(|&i| &plan.actions[i]).collect();
+        assert!(
+            skipped
+                .iter()
+                .filter(|a| a.phase == Phase::Network)
+                .all(|a| a.cluster == first),
+            "only {first}'s actions wait on its namespace: {skipped:?}"
+        );
+        assert!(skipped.iter().any(|a| a.phase == Phase::Network), "{report:?}");
+        // The other clusters' actions of the phase ran.
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("end ") && !l.starts_with(&format!("end {first} "))),
+            "{log:?}"
+        );
     }
 }

@@ -14,7 +14,7 @@ pub mod markdown;
 pub mod text;
 
 #[cfg(test)]
-mod scenarios;
+pub(crate) mod scenarios;
 
 use std::io::{self, Write};
 
