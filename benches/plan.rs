@@ -6,7 +6,13 @@
 //! Time comes from criterion. Memory comes from a counting global allocator:
 //! before the timed runs, each scenario is planned once and the heap's
 //! high-water mark above what was live before the call is printed
-//! (`memory ...` lines), next to the heap the inputs hold.
+//! (`memory ...` lines), next to the heap the scenario's inputs hold (the
+//! size of a copy of them) and the two together.
+//!
+//! `fingerprints/converged` is one walk over the converged observation (a
+//! string key and value per object, a million remote secrets and a million
+//! binding Secrets at 1,000 primaries): the yardstick `bench/run` divides
+//! each plan's time by.
 //!
 //! `cargo bench --bench plan` runs every size; `MESHFORM_BENCH_SIZES=10,100`
 //! picks sizes, and criterion's filter picks benchmarks
@@ -123,14 +129,19 @@ fn main() {
             group.sample_size(10).measurement_time(Duration::from_secs(20));
         }
         for scenario in &scenarios {
+            // The heap the scenario's own inputs hold: a copy of them weighs the same.
+            let (copy, _, inputs) = measure(|| (scenario.topology.clone(), scenario.observed.clone()));
+            drop(copy);
             let (planned, elapsed, peak) = measure(|| plan(&scenario.topology, &scenario.observed, &options));
             let planned = planned.expect("a synthetic mesh plans");
             println!(
-                "memory plan/{}/{clusters}: peak {:.1} MiB above the inputs, {} actions, first run {:.3} s",
+                "memory plan/{}/{clusters}: peak {:.1} MiB above the inputs, {} actions, first run {:.3} s, inputs {:.1} MiB, together {:.1} MiB",
                 scenario.name,
                 mib(peak),
                 planned.actions.len(),
-                elapsed.as_secs_f64()
+                elapsed.as_secs_f64(),
+                mib(inputs),
+                mib(inputs + peak)
             );
             drop(planned);
             group.bench_with_input(BenchmarkId::new(scenario.name, clusters), scenario, |b, s| {
@@ -148,8 +159,15 @@ fn main() {
         if clusters >= 500 {
             group.sample_size(10).measurement_time(Duration::from_secs(20));
         }
+        let (copy, _, inputs) = measure(|| (fresh.observed.clone(), fresh_plan.clone()));
+        drop(copy);
         let (after, _, peak) = measure(|| simulate(&fresh.observed, &fresh_plan, meshes::TOKEN_LIFETIME));
-        println!("memory simulate/fresh/{clusters}: peak {:.1} MiB", mib(peak));
+        println!(
+            "memory simulate/fresh/{clusters}: peak {:.1} MiB (the converged observation it returns), inputs {:.1} MiB, together {:.1} MiB",
+            mib(peak),
+            mib(inputs),
+            mib(inputs + peak)
+        );
         drop(after);
         group.bench_function(BenchmarkId::new("fresh", clusters), |b| {
             b.iter(|| {
@@ -167,11 +185,15 @@ fn main() {
         if clusters >= 500 {
             group.sample_size(10).measurement_time(Duration::from_secs(20));
         }
+        let (copy, _, inputs) = measure(|| (converged.topology.clone(), converged.observed.clone()));
+        drop(copy);
         let (prints, _, peak) = measure(|| fingerprints(&converged.topology, &converged.observed));
         println!(
-            "memory fingerprints/converged/{clusters}: peak {:.1} MiB, {} entries",
+            "memory fingerprints/converged/{clusters}: peak {:.1} MiB, {} entries, inputs {:.1} MiB, together {:.1} MiB",
             mib(peak),
-            prints.observed.len()
+            prints.observed.len(),
+            mib(inputs),
+            mib(inputs + peak)
         );
         drop(prints);
         group.bench_function(BenchmarkId::new("converged", clusters), |b| {

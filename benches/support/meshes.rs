@@ -1,6 +1,12 @@
 //! Synthetic meshes for the planner benchmarks: N primaries spread over a few
-//! networks, observed fresh (as Istio installs them), converged (fresh, then
-//! the plan's effect simulated) or with a tenth of the clusters changed.
+//! networks, and one remote per network whose control plane is a primary on
+//! the next network, observed fresh (as Istio installs them), converged
+//! (fresh, then the plan's effect simulated, then filled in with what
+//! observe reads: `synthetic::as_read`) or with a tenth of the clusters
+//! changed. Everything the planner checks is in them: remote secrets and
+//! the binding Secrets their tokens are bound to, reader accounts of both
+//! scopes, cross-network Gateways and east-west Services, istiod exposed to
+//! the remotes, Istio installs and roots of trust.
 //!
 //! Built from meshform's public types directly: validating a thousand-cluster
 //! mesh.toml is not what these benchmarks measure.
@@ -29,22 +35,37 @@ pub fn networks(clusters: usize) -> usize {
     (clusters / 25).clamp(2, 40)
 }
 
-/// `clusters` primaries `c0000`, `c0001`… on `networks` networks, round robin.
+/// `clusters` primaries `c0000`, `c0001`… on `networks` networks, round
+/// robin, and a remote `r00`, `r01`… on each network, served by the first
+/// primary of the next network: istiod is exposed to it through that
+/// primary's east-west gateway.
 pub fn topology(clusters: usize, networks: usize) -> Topology {
-    let clusters: Vec<Cluster> = (0..clusters)
-        .map(|i| {
-            let name = format!("c{i:04}");
-            Cluster {
-                context: name.clone(),
-                name,
-                kubeconfig: None,
-                network: format!("net{:02}", i % networks),
-                role: Role::Primary,
-                api_server: None,
-                control_plane: None,
-            }
-        })
-        .collect();
+    let network = |i: usize| format!("net{:02}", i % networks);
+    let primaries = (0..clusters).map(|i| {
+        let name = format!("c{i:04}");
+        Cluster {
+            context: name.clone(),
+            name,
+            kubeconfig: None,
+            network: network(i),
+            role: Role::Primary,
+            api_server: None,
+            control_plane: None,
+        }
+    });
+    let remotes = (0..networks).map(|i| {
+        let name = format!("r{i:02}");
+        Cluster {
+            context: name.clone(),
+            name,
+            kubeconfig: None,
+            network: network(i),
+            role: Role::Remote,
+            api_server: None,
+            control_plane: Some(format!("c{:04}", (i + 1) % networks)),
+        }
+    });
+    let clusters: Vec<Cluster> = primaries.chain(remotes).collect();
     let networks = clusters
         .iter()
         .map(|c| {
@@ -82,10 +103,22 @@ pub fn moved(topology: &Topology) -> Topology {
 }
 
 /// Every tenth cluster removed from the topology, and so no longer observed;
-/// the other primaries still hold its remote secret.
+/// the other primaries still hold its remote secret. A remote's control
+/// plane stays (the topology would be invalid without it).
 pub fn removed(topology: &Topology, observed: &Observed) -> (Topology, Observed) {
     let mut out = topology.clone();
-    let gone: Vec<String> = out.clusters.iter().step_by(10).map(|c| c.name.clone()).collect();
+    let serving: Vec<&str> = topology
+        .clusters
+        .iter()
+        .filter_map(|c| c.control_plane.as_deref())
+        .collect();
+    let gone: Vec<String> = out
+        .clusters
+        .iter()
+        .step_by(10)
+        .filter(|c| !serving.contains(&c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
     out.clusters.retain(|c| !gone.contains(&c.name));
     let mut observed = observed.clone();
     observed.clusters.retain(|name, _| !gone.contains(name));
@@ -96,11 +129,14 @@ pub fn fresh(topology: &Topology) -> Observed {
     synthetic::fresh(topology, now())
 }
 
-/// The observation after the plan of `topology` against a fresh mesh is applied.
+/// The observation after the plan of `topology` against a fresh mesh is
+/// applied, as observe reads it.
 pub fn converged(topology: &Topology) -> Observed {
     let fresh = fresh(topology);
     let plan = plan(topology, &fresh, &Options::default()).expect("a fresh mesh plans");
-    simulate(&fresh, &plan, TOKEN_LIFETIME)
+    let mut converged = simulate(&fresh, &plan, TOKEN_LIFETIME);
+    synthetic::as_read(&mut converged, topology);
+    converged
 }
 
 /// One benchmark input: a topology and what was observed.

@@ -110,3 +110,39 @@ pub fn reinstall_for(observed: &mut Observed, topology: &Topology) {
         }
     }
 }
+
+/// Fills in what observe reads of a mesh meshform has written, beyond what
+/// [`crate::plan::simulate::simulate`] records of its writes: the service
+/// account UID in each remote secret's token claims (the peer's reader
+/// account, as TokenRequest issues it) and the content of the reader's
+/// ClusterRole and binding. The planner benchmarks plan against this, so
+/// that every check the planner makes of an observation is in what they
+/// measure.
+pub fn as_read(observed: &mut Observed, topology: &Topology) {
+    let accounts: BTreeMap<String, String> = observed
+        .clusters
+        .iter()
+        .filter_map(|(name, c)| Some((name.clone(), c.facts()?.reader.service_account.as_ref()?.uid.clone())))
+        .collect();
+    let subjects = objects::subjects_sha256(&objects::reader_subjects(&observed.namespace));
+    for cluster in &topology.clusters {
+        let Some(facts) = observed.facts_mut(&cluster.name) else {
+            continue;
+        };
+        let scope = match cluster.role {
+            Role::Primary => objects::ReaderScope::Read,
+            Role::Remote => objects::ReaderScope::ControlPlane,
+        };
+        let rules = objects::rules_sha256(&objects::reader_rules(scope));
+        if let Some(role) = facts.reader.cluster_role.as_mut().filter(|r| r.managed) {
+            role.content_sha256 = Some(rules);
+        }
+        if let Some(binding) = facts.reader.cluster_role_binding.as_mut().filter(|b| b.managed) {
+            binding.content_sha256 = Some(subjects.clone());
+        }
+        for secret in facts.remote_secrets.values_mut().filter(|s| s.object.managed) {
+            let peer = secret.cluster_ids.first().and_then(|p| accounts.get(p));
+            secret.token_account_uid = peer.cloned();
+        }
+    }
+}
