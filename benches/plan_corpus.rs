@@ -14,6 +14,7 @@
 //! several options and token settings. A plan that fails gives its error.
 
 #[path = "support/meshes.rs"]
+#[allow(dead_code)] // the timed scenarios are not used here
 mod meshes;
 
 use std::path::PathBuf;

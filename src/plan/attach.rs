@@ -46,6 +46,7 @@ impl<'a> Planner<'a> {
         // Peers that join the mesh: one change each, however many primaries attach them.
         let mut joining: BTreeMap<&str, &str> = BTreeMap::new();
         let now = self.observed.observed_at;
+        let ns = self.desired.mesh.namespace.as_str();
         for (primary, facts) in primaries {
             let mut held = facts.remote_secrets.iter().peekable();
             let unmanaged = self.index.unmanaged_in(&primary.name);
@@ -78,8 +79,9 @@ impl<'a> Planner<'a> {
                     force,
                 };
                 // A field of meshform's own secret that another manager took
-                // (`kubectl annotate`) makes the write a conflict.
-                let what = format!("Secret {}/{name}", self.ns());
+                // (`kubectl annotate`) makes the write a conflict. Worded only
+                // for a write: formatting it for every pair showed at a million.
+                let what = || format!("Secret {ns}/{name}");
 
                 // Istio ignores a second secret for a cluster id it already
                 // has: an unmanaged one of another name blocks ours, and
@@ -175,7 +177,7 @@ impl<'a> Planner<'a> {
                         } else {
                             format!("the remote secret for {} is not what meshform writes", peer.name)
                         };
-                        let force = self.conflict(primary, &what, &secret.object.content_owners);
+                        let force = self.conflict(primary, &what(), &secret.object.content_owners);
                         self.push(
                             Phase::Update,
                             &primary.name,
@@ -185,7 +187,7 @@ impl<'a> Planner<'a> {
                     }
                     Some(secret) if drift(secret, &peer.name, server).is_some() => {
                         let reason = drift(secret, &peer.name, server).unwrap_or_default();
-                        let force = self.conflict(primary, &what, &secret.object.content_owners);
+                        let force = self.conflict(primary, &what(), &secret.object.content_owners);
                         self.push(
                             Phase::Update,
                             &primary.name,
@@ -208,7 +210,7 @@ impl<'a> Planner<'a> {
                         let unbound = secret
                             .token_binding_uid
                             .as_ref()
-                            .filter(|uid| !self.bindings.contains(uid.as_str()));
+                            .filter(|uid| !self.bindings.contains_key(uid.as_str()));
                         // istiod reads a remote's control-plane annotation only
                         // when it adds the cluster (`checkShouldLead`, istio/istio
                         // pilot/pkg/serviceregistry/kube/controller/multicluster.go):
@@ -255,7 +257,7 @@ impl<'a> Planner<'a> {
                         };
                         if let Some(why) = rotate {
                             let reason = format!("new token for {}: {why}", peer.name);
-                            let force = self.conflict(primary, &what, &secret.object.content_owners);
+                            let force = self.conflict(primary, &what(), &secret.object.content_owners);
                             self.push(
                                 Phase::Update,
                                 &primary.name,

@@ -48,7 +48,7 @@ pub mod simulate;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use foldhash::{HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use miette::Diagnostic;
 use thiserror::Error;
@@ -249,9 +249,22 @@ struct Planner<'a> {
     actions: Vec<Action>,
     changes: BTreeSet<Change>,
     findings: Vec<Finding>,
-    /// UIDs of every binding Secret observed: a token bound to none of them
-    /// is revoked. (UIDs are unique across clusters.)
-    bindings: HashSet<&'a str>,
+    /// UIDs of every binding Secret observed, each with a slot of its own
+    /// (for revocation's table of those still referenced): a token bound to
+    /// none of them is revoked. (UIDs are unique across clusters.)
+    bindings: HashMap<&'a str, usize>,
+}
+
+/// Every binding Secret's UID, numbered in the order first seen.
+fn binding_slots(observed: &Observed) -> HashMap<&str, usize> {
+    let facts = || observed.clusters.values().filter_map(|c| c.facts());
+    // Sized at once: a large mesh has a binding per remote secret.
+    let mut slots = HashMap::with_capacity(facts().map(|f| f.reader_bindings.len()).sum());
+    for binding in facts().flat_map(|f| f.reader_bindings.values()) {
+        let next = slots.len();
+        slots.entry(binding.object.uid.as_str()).or_insert(next);
+    }
+    slots
 }
 
 /// The cluster id a remote secret registers: Istio takes its data keys.
@@ -300,12 +313,7 @@ impl<'a> Planner<'a> {
             actions: Vec::new(),
             changes: BTreeSet::new(),
             findings: Vec::new(),
-            bindings: observed
-                .clusters
-                .values()
-                .filter_map(|c| c.facts())
-                .flat_map(|f| f.reader_bindings.values().map(|b| b.object.uid.as_str()))
-                .collect(),
+            bindings: binding_slots(observed),
         }
     }
 

@@ -2,6 +2,8 @@
 //! its tokens at once, a replaced token goes once its successor has been in
 //! place for the grace period.
 
+use std::cell::OnceCell;
+
 use super::*;
 
 impl<'a> Planner<'a> {
@@ -17,44 +19,48 @@ impl<'a> Planner<'a> {
             return;
         }
         let now = self.observed.observed_at.as_second();
-        // Binding UIDs the tokens in remote secrets that stay are bound to,
-        // and when each holder's current token (in a secret meshform wrote)
-        // for each peer was issued; a legacy token has no issue time.
-        let mut referenced: HashSet<&str> = HashSet::new();
-        let mut issued: BTreeMap<(&str, &str), Option<i64>> = BTreeMap::new();
+        // Which binding Secrets the tokens in remote secrets that stay are
+        // bound to, by the binding's slot: a lookup per remote secret, no
+        // second table of a million UIDs.
+        let mut referenced = vec![false; self.bindings.len()];
         for (holder, facts) in self.reachable() {
             for (name, secret) in &facts.remote_secrets {
-                if self.removed.contains(&(holder.name.as_str(), name.as_str())) {
+                let Some(&slot) = secret
+                    .token_binding_uid
+                    .as_deref()
+                    .and_then(|uid| self.bindings.get(uid))
+                else {
                     continue;
-                }
-                referenced.extend(secret.token_binding_uid.as_deref());
-                if !secret.object.managed {
-                    continue;
-                }
-                if let Some(target) = secret_target(secret) {
-                    let iat = match &secret.token {
-                        TokenFacts::Bound { issued_at, .. } => Some(issued_at.as_second()),
-                        _ => None,
-                    };
-                    issued.insert((holder.name.as_str(), target), iat);
+                };
+                if !referenced[slot] && !self.removed.contains(&(holder.name.as_str(), name.as_str())) {
+                    referenced[slot] = true;
                 }
             }
         }
-        let writing: BTreeSet<(String, String)> = self
+        // When each holder's current token (in a secret meshform wrote) for
+        // each peer was issued; a legacy token has no issue time. Only a
+        // replaced token asks, and a mesh without one need not build it.
+        let issued: OnceCell<BTreeMap<(&str, &str), Option<i64>>> = OnceCell::new();
+        let writing: HashSet<(&str, &str)> = self
             .actions
             .iter()
             .filter(|a| matches!(a.kind, ActionKind::WriteRemoteSecret { .. }))
-            .filter_map(|a| Some((a.cluster.clone(), a.peer()?.to_string())))
+            .filter_map(|a| Some((a.cluster.as_str(), a.peer()?)))
             .collect();
         let mut left: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let reachable: Vec<_> = self.reachable().collect();
-        for (peer, facts) in reachable {
+        let mut revoked = Vec::new();
+        for (peer, facts) in self.reachable() {
             for (name, binding) in &facts.reader_bindings {
-                if !binding.object.managed || referenced.contains(binding.object.uid.as_str()) {
+                if !binding.object.managed
+                    || self
+                        .bindings
+                        .get(binding.object.uid.as_str())
+                        .is_some_and(|s| referenced[*s])
+                {
                     continue;
                 }
                 let Some(holder) = self.holder(binding) else { continue };
-                let (detach, reason) = match self.desired.cluster(holder) {
+                let (detach, reason) = match self.index.desired(holder).map(|d| d.cluster) {
                     // Not read: nothing may be removed on its account.
                     Some(_) if self.facts(holder).is_none() => continue,
                     Some(h) if h.role == Role::Remote => (
@@ -64,10 +70,11 @@ impl<'a> Planner<'a> {
                             peer.name
                         ),
                     ),
-                    Some(_) if writing.contains(&(holder.to_string(), peer.name.clone())) => continue,
+                    Some(_) if writing.contains(&(holder, peer.name.as_str())) => continue,
                     Some(_) => {
                         // Only a token meshform wrote replaces it; with none, or
                         // someone else's secret in the way, nothing is revoked.
+                        let issued = issued.get_or_init(|| self.issued());
                         let Some(successor) = issued.get(&(holder, peer.name.as_str())).copied() else {
                             continue;
                         };
@@ -109,8 +116,12 @@ impl<'a> Planner<'a> {
                     },
                 };
                 let phase = if detach { Phase::Detach } else { Phase::Update };
-                self.push(phase, &peer.name, kind, reason);
+                revoked.push((phase, &peer.name, kind, reason));
             }
+        }
+        drop(writing);
+        for (phase, peer, kind, reason) in revoked {
+            self.push(phase, peer, kind, reason);
         }
         // In `secret` mode the tokens a holder has are legacy ones no binding
         // revokes: that is said below instead.
@@ -166,6 +177,28 @@ impl<'a> Planner<'a> {
                 );
             }
         }
+    }
+
+    /// When each holder's current token (in a secret meshform wrote) for
+    /// each peer was issued, by (holder, peer); `None` for a legacy token.
+    /// Of two secrets for one peer, the last by name counts.
+    fn issued(&self) -> BTreeMap<(&'a str, &'a str), Option<i64>> {
+        let mut issued = BTreeMap::new();
+        for (holder, facts) in self.reachable() {
+            for (name, secret) in &facts.remote_secrets {
+                if !secret.object.managed || self.removed.contains(&(holder.name.as_str(), name.as_str())) {
+                    continue;
+                }
+                if let Some(target) = secret_target(secret) {
+                    let iat = match &secret.token {
+                        TokenFacts::Bound { issued_at, .. } => Some(issued_at.as_second()),
+                        _ => None,
+                    };
+                    issued.insert((holder.name.as_str(), target), iat);
+                }
+            }
+        }
+        issued
     }
 
     /// The desired-or-departed mesh name of a binding's holder: a holder
