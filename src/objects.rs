@@ -21,6 +21,16 @@ pub const MESH_LABEL: &str = "meshform.io/mesh";
 pub const SPEC_HASH_ANNOTATION: &str = "meshform.io/spec-hash";
 /// kube-system UID of the peer a remote secret points at: survives renames.
 pub const PEER_IDENTITY_ANNOTATION: &str = "meshform.io/peer-identity";
+/// Annotations in which tools keep a copy of the whole object they applied:
+/// `kubectl apply` (client-side, as after `istioctl create-remote-secret |
+/// kubectl apply -f -`), kapp and Rancher's objectset. On a remote secret the
+/// copy holds its kubeconfig, token included, outside `data`, where anyone
+/// who may read the Secret's metadata reads it; an adoption removes them.
+pub const OBJECT_COPY_ANNOTATIONS: [&str; 3] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "kapp.k14s.io/original",
+    "objectset.rio.cattle.io/applied",
+];
 
 /// The reader account istiod in a primary uses to read a peer; Istio's own
 /// charts create the same name, and meshform uses theirs when present.

@@ -478,3 +478,199 @@ async fn validate_refuses_a_bad_cluster_name_before_any_write() {
     let report = istio.wait_for("the secret controller synced", |s| s.synced).await;
     assert!(report.clusters.is_empty() && report.rejected.is_empty(), "{report:#?}");
 }
+
+/// A TCP relay on another loopback address, 127.0.0.2, to `target`: TLS
+/// passes through, so a client sees the apiserver's own certificate at an
+/// address that certificate does not name (it names 127.0.0.1, ::1,
+/// localhost and kubernetes*). Runs until the test ends.
+async fn relay_on_another_address(target: std::net::SocketAddr) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("binding 127.0.0.2 (loopback)");
+    let address = listener.local_addr().expect("the relay's address");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+// Regression (issue 29): the remote secret copied only the CA, so a peer whose kubeconfig verifies its API server
+// by `tls-server-name` worked for meshform and failed for istiod (certificate not valid for the address).
+#[tokio::test]
+async fn a_peer_verified_by_tls_server_name_is_verified_so_by_istio_too() {
+    let clusters = ControlPlane::shared().clusters(&["tls-a", "tls-b"]).await;
+    let (a, b) = (clusters.by_name("tls-a"), clusters.by_name("tls-b"));
+    let relay = relay_on_another_address(b.address()).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // b's kubeconfig, at the relay's address, verified as `kubernetes`: a name its certificate holds.
+    let mut config = kube::config::Kubeconfig::read_from(b.kubeconfig()).expect("b's kubeconfig");
+    for named in &mut config.clusters {
+        if let Some(cluster) = named.cluster.as_mut().filter(|_| named.name == b.name()) {
+            cluster.server = Some(format!("https://{relay}"));
+            cluster.tls_server_name = Some("kubernetes".into());
+        }
+    }
+    let b_kubeconfig = dir.path().join("b.yaml");
+    std::fs::write(&b_kubeconfig, serde_json::to_string(&config).expect("kubeconfig")).expect("writing it");
+    let mesh = dir.path().join("mesh.toml");
+    std::fs::write(
+        &mesh,
+        format!(
+            "[mesh]\nname = \"{MESH}\"\nnamespace = \"{NAMESPACE}\"\n\n[[cluster]]\nname = \"tls-a\"\nkubeconfig = \"{}\"\nnetwork = \"n\"\n\n\
+             [[cluster]]\nname = \"tls-b\"\nkubeconfig = \"{}\"\nnetwork = \"n\"\n",
+            a.kubeconfig().display(),
+            b_kubeconfig.display()
+        ),
+    )
+    .expect("writing mesh.toml");
+    let output = support::cli::meshform()
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(&mesh)
+        .output()
+        .expect("running meshform");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let secret = Api::<Secret>::namespaced(a.client(), NAMESPACE)
+        .get("istio-remote-secret-tls-b")
+        .await
+        .expect("a's secret for b");
+    let kubeconfig = support::mesh::secret_kubeconfig(&secret);
+    let cluster = kubeconfig.clusters[0].cluster.as_ref().expect("a cluster");
+    assert_eq!(cluster.server.as_deref(), Some(format!("https://{relay}").as_str()));
+    assert_eq!(cluster.tls_server_name.as_deref(), Some("kubernetes"));
+    // Istio's own client builder reads b through the relay, verifying the name.
+    let istio = IstioCheck::start(a, "tls-a", NAMESPACE);
+    istio
+        .wait_for("tls-b synced with a working client", |s| {
+            s.cluster("tls-b").is_some_and(|c| c.is_healthy())
+        })
+        .await;
+    // The plan is converged: the name is part of what meshform compares.
+    let plan = support::cli::meshform()
+        .args(["plan", "--detailed-exitcode", "-f"])
+        .arg(&mesh)
+        .output()
+        .expect("running meshform");
+    assert_eq!(plan.status.code(), Some(0), "{}", String::from_utf8_lossy(&plan.stdout));
+}
+
+/// `mesh.toml` for `a` (the plane's kubeconfig) and `b` (the kubeconfig at
+/// `b_kubeconfig`), one network, `b_extra` added to b's table.
+fn two_cluster_mesh(
+    dir: &std::path::Path,
+    a: &Cluster,
+    b: &Cluster,
+    b_kubeconfig: &std::path::Path,
+    b_extra: &str,
+) -> PathBuf {
+    let mesh = dir.join("mesh.toml");
+    std::fs::write(
+        &mesh,
+        format!(
+            "[mesh]\nname = \"{MESH}\"\nnamespace = \"{NAMESPACE}\"\n\n[[cluster]]\nname = \"{}\"\nkubeconfig = \"{}\"\nnetwork = \"n\"\n\n\
+             [[cluster]]\nname = \"{}\"\nkubeconfig = \"{}\"\nnetwork = \"n\"\n{b_extra}",
+            a.name(),
+            a.kubeconfig().display(),
+            b.name(),
+            b_kubeconfig.display()
+        ),
+    )
+    .expect("writing mesh.toml");
+    mesh
+}
+
+fn run_meshform(mesh: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = support::cli::meshform()
+        .env("COLUMNS", "400")
+        .args(args)
+        .arg("-f")
+        .arg(mesh)
+        .output()
+        .expect("running meshform");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+// Regression (issue 29): a kubeconfig with insecure-skip-tls-verify was used silently, and reader tokens minted
+// and sent over the unverified connection. Refused now unless mesh.toml allows it for the cluster; then warned
+// about, and the remote secret carries the setting so that istiod reaches the peer as meshform does.
+#[tokio::test]
+async fn an_unverified_peer_is_refused_unless_allowed_and_then_reached_by_istio_the_same_way() {
+    let clusters = ControlPlane::shared().clusters(&["ins-a", "ins-b"]).await;
+    let (a, b) = (clusters.by_name("ins-a"), clusters.by_name("ins-b"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut config = kube::config::Kubeconfig::read_from(b.kubeconfig()).expect("b's kubeconfig");
+    for named in &mut config.clusters {
+        if let Some(cluster) = named.cluster.as_mut().filter(|_| named.name == b.name()) {
+            cluster.certificate_authority_data = None;
+            cluster.insecure_skip_tls_verify = Some(true);
+        }
+    }
+    let b_kubeconfig = dir.path().join("b.yaml");
+    std::fs::write(&b_kubeconfig, serde_json::to_string(&config).expect("kubeconfig")).expect("writing it");
+
+    let mesh = two_cluster_mesh(dir.path(), a, b, &b_kubeconfig, "");
+    let (code, text) = run_meshform(&mesh, &["plan"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("sets insecure-skip-tls-verify")
+            && text.contains("allow_insecure_transport = true on cluster \"ins-b\""),
+        "{text}"
+    );
+    let (code, text) = run_meshform(&mesh, &["apply", "--auto-approve"]);
+    assert_eq!(code, Some(1), "{text}");
+    // Nothing written, no token minted for b (each would have a binding Secret in b).
+    for cluster in [a, b] {
+        let secrets = Api::<Secret>::namespaced(cluster.client(), NAMESPACE)
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=meshform"))
+            .await
+            .expect("listing meshform's Secrets");
+        assert!(secrets.items.is_empty(), "{} holds {:?}", cluster.name(), secrets.items);
+    }
+
+    let mesh = two_cluster_mesh(dir.path(), a, b, &b_kubeconfig, "allow_insecure_transport = true\n");
+    let (code, text) = run_meshform(&mesh, &["plan"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("insecure_transport") && text.contains("without verifying who answers"),
+        "{text}"
+    );
+    let (code, text) = run_meshform(&mesh, &["check"]);
+    assert!(
+        text.contains("without verifying who answers"),
+        "check warns too: {text}"
+    );
+    assert_eq!(code, Some(1), "the secrets are not written yet: {text}");
+    let (code, text) = run_meshform(&mesh, &["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{text}");
+    let secret = Api::<Secret>::namespaced(a.client(), NAMESPACE)
+        .get(&format!("istio-remote-secret-{}", b.name()))
+        .await
+        .expect("a's secret for b");
+    let kubeconfig = support::mesh::secret_kubeconfig(&secret);
+    let cluster = kubeconfig.clusters[0].cluster.as_ref().expect("a cluster");
+    assert_eq!(cluster.insecure_skip_tls_verify, Some(true));
+    assert_eq!(cluster.certificate_authority_data, None);
+    let istio = IstioCheck::start(a, a.name(), NAMESPACE);
+    istio
+        .wait_for("ins-b synced with a working client", |s| {
+            s.cluster("ins-b").is_some_and(|c| c.is_healthy())
+        })
+        .await;
+    let (code, text) = run_meshform(&mesh, &["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "converged, with the warning: {text}");
+}

@@ -890,6 +890,7 @@ fn cluster(name: &str, context: &str, network: &str, role: Role) -> Cluster {
         control_plane: None,
         role,
         api_server: None,
+        allow_insecure_transport: false,
     }
 }
 

@@ -70,6 +70,7 @@ fuzz_target!(|data: &[u8]| {
                         annotated_cluster: Some(other.clone()),
                         server: Some(format!("https://{other}.clusters.example.com:6443")),
                         ca_sha256: None,
+                        tls_server_name: None,
                         peer_identity: Some(format!("kube-system-{other}")),
                         token: match arg % 3 {
                             0 => TokenFacts::Unbounded,
@@ -82,6 +83,8 @@ fuzz_target!(|data: &[u8]| {
                         // A token of a reader account that is gone or was re-created.
                         token_account_uid: (arg % 5 == 0).then(|| format!("sa-{arg}")),
                         token_binding_uid: (arg % 3 == 0).then(|| format!("binding-{arg}")),
+                        token_secret: None,
+                        object_copies: Vec::new(),
                     },
                 );
             }

@@ -24,6 +24,19 @@ pub enum ConnectError {
     /// The cluster's `context` is not in the file.
     #[error("kubeconfig {path} has no context {context:?}")]
     NoContext { path: String, context: String },
+    /// The context turns TLS verification off or uses `http://`, and mesh.toml
+    /// does not allow it for the cluster.
+    #[error(
+        "context {context:?} in {path} {what}: meshform would send the cluster's credentials and mint reader tokens \
+         over a connection nobody verifies; give the context the cluster's CA (certificate-authority-data) and an \
+         https:// server, or set `allow_insecure_transport = true` on cluster {cluster:?} in mesh.toml to accept the risk"
+    )]
+    InsecureTransport {
+        path: String,
+        context: String,
+        cluster: String,
+        what: &'static str,
+    },
     /// No client can be built from the context (its cluster, user or TLS
     /// settings), or it needs a proxy.
     #[error("context {context:?} in {path} cannot be used: {reason}")]
@@ -156,9 +169,23 @@ pub(super) async fn connect(
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|e| bad(e.to_string()))?;
+    // Judged before the client is built: building it runs an exec plugin,
+    // and a refused cluster is neither read nor sent a token.
+    let insecure = insecure_transport(&config);
+    if let Some(what) = insecure
+        && !cluster.allow_insecure_transport
+    {
+        return Err(ConnectError::InsecureTransport {
+            path: shown,
+            context,
+            cluster: cluster.name.clone(),
+            what,
+        });
+    }
     config.connect_timeout = Some(sources.timeout);
     config.read_timeout = Some(sources.timeout);
     let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
+    let tls_server_name = config.tls_server_name.clone();
     let keepalive = (!sources.keepalive.is_zero()).then_some(sources.keepalive);
     let client = transport::client(config, keepalive).map_err(bad)?;
     Ok(Connection {
@@ -166,8 +193,21 @@ pub(super) async fn connect(
         context,
         server,
         ca_pem,
+        tls_server_name,
+        insecure,
         client,
     })
+}
+
+/// What makes the connection unverified, in the kubeconfig's words.
+fn insecure_transport(config: &kube::Config) -> Option<&'static str> {
+    if config.cluster_url.scheme_str() == Some("http") {
+        Some("uses an http:// server")
+    } else if config.accept_invalid_certs {
+        Some(super::SKIPS_TLS_VERIFY)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +230,17 @@ clusters:
   cluster:
     server: https://127.0.0.1:6443
     proxy-url: http://user:hunter2@proxy.example.com:3128
+- name: unverified
+  cluster:
+    server: https://127.0.0.1:6443
+    insecure-skip-tls-verify: true
+- name: plain-http
+  cluster:
+    server: http://127.0.0.1:6443
+- name: named
+  cluster:
+    server: https://127.0.0.1:6443
+    tls-server-name: apiserver.internal
 users:
 - name: u
   user:
@@ -201,14 +252,24 @@ contexts:
   context: {cluster: proxied, user: u}
 - name: proxied-with-password
   context: {cluster: proxied-with-password, user: u}
+- name: unverified
+  context: {cluster: unverified, user: u}
+- name: plain-http
+  context: {cluster: plain-http, user: u}
+- name: named
+  context: {cluster: named, user: u}
 ";
 
     async fn connect_to(context: &str) -> Result<Connection, ConnectError> {
+        connect_with(context, "").await
+    }
+
+    async fn connect_with(context: &str, extra: &str) -> Result<Connection, ConnectError> {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("kubeconfig");
         std::fs::write(&path, KUBECONFIG).expect("kubeconfig written");
         let text = format!(
-            "[mesh]\nname = \"m\"\n\n[[cluster]]\nname = \"c\"\ncontext = \"{context}\"\nkubeconfig = \"{}\"\n",
+            "[mesh]\nname = \"m\"\n\n[[cluster]]\nname = \"c\"\ncontext = \"{context}\"\nkubeconfig = \"{}\"\n{extra}",
             path.display()
         );
         let topology = crate::topology::check("mesh.toml", text.as_bytes())
@@ -253,5 +314,36 @@ contexts:
             "{text}"
         );
         assert!(!text.contains("hunter2") && !text.contains("user:"), "{text}");
+    }
+
+    // Regression (issue 29): insecure-skip-tls-verify and http:// servers were used silently, tokens minted over them.
+    #[tokio::test]
+    async fn an_unverified_connection_is_refused_unless_mesh_toml_allows_it() {
+        for (context, what) in [
+            ("unverified", "sets insecure-skip-tls-verify"),
+            ("plain-http", "uses an http:// server"),
+        ] {
+            let error = connect_to(context).await.expect_err("refused");
+            let text = error.to_string();
+            assert!(matches!(error, ConnectError::InsecureTransport { .. }), "{text}");
+            assert!(text.contains(what), "{text}");
+            assert!(
+                text.contains("allow_insecure_transport = true") && text.contains("certificate-authority-data"),
+                "{text}"
+            );
+            let allowed = connect_with(context, "allow_insecure_transport = true\n")
+                .await
+                .expect("allowed for this cluster");
+            assert_eq!(allowed.insecure, Some(what));
+        }
+        assert_eq!(connect_to("direct").await.expect("verified").insecure, None);
+    }
+
+    // The remote secret must carry what meshform's own client verifies the server by.
+    #[tokio::test]
+    async fn the_tls_server_name_is_kept_for_the_peers() {
+        let connection = connect_to("named").await.expect("a client");
+        assert_eq!(connection.tls_server_name.as_deref(), Some("apiserver.internal"));
+        assert_eq!(connect_to("direct").await.expect("a client").tls_server_name, None);
     }
 }

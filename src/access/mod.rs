@@ -40,6 +40,9 @@ pub struct Sources {
 /// client-go's HTTP/2 read-idle timeout and TCP keepalive (30 s).
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 
+/// [`Connection::insecure`] of a kubeconfig with `insecure-skip-tls-verify`.
+pub const SKIPS_TLS_VERIFY: &str = "sets insecure-skip-tls-verify";
+
 /// A ready client for one cluster, with the facts peers need about it.
 pub struct Connection {
     pub cluster: String,
@@ -48,6 +51,12 @@ pub struct Connection {
     pub server: String,
     /// The CA bundle (PEM) that verifies `server`, when the kubeconfig has one.
     pub ca_pem: Option<Vec<u8>>,
+    /// The name `server`'s certificate is verified against, when the
+    /// kubeconfig says (`tls-server-name`): peers must verify it the same way.
+    pub tls_server_name: Option<String>,
+    /// Why the connection is unverified (`insecure-skip-tls-verify`, an
+    /// `http://` server), when mesh.toml allows that for the cluster.
+    pub insecure: Option<&'static str>,
     pub client: kube::Client,
 }
 

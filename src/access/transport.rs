@@ -84,7 +84,7 @@ pub(super) fn client(config: kube::Config, keepalive: Option<Duration>) -> Resul
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(retry)
-        .option_layer(config.auth_layer().map_err(|e| e.to_string())?)
+        .option_layer(config.auth_layer().map_err(|e| super::error_chain(&e))?)
         .layer(config.extra_headers_layer().map_err(|e| e.to_string())?)
         .layer(deadline)
         .map_err(tower::BoxError::from)

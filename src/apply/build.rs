@@ -163,10 +163,24 @@ pub fn istiod_exposure(
 
 /// A kubeconfig for `peer` carrying a reader token: what istiod in a primary
 /// uses to read the peer. JSON is valid YAML, which is what Istio parses.
-pub fn peer_kubeconfig(peer: &str, server: &str, ca_pem: Option<&[u8]>, token: &SecretString) -> SecretString {
-    let mut cluster = json!({ "server": server });
-    if let Some(pem) = ca_pem {
+///
+/// The server is verified as meshform's own client verifies it: with the
+/// kubeconfig's CA and its `tls-server-name`, which istiod's client builder
+/// honours (`pkg/kube/util.go` `NewUntrustedRestConfig` goes through
+/// client-go's `clientcmd`, whose `getServerIdentificationPartialConfig`
+/// sets `ServerName` from it).
+pub fn peer_kubeconfig(peer: &str, endpoint: &PeerEndpoint<'_>, token: &SecretString) -> SecretString {
+    let mut cluster = json!({ "server": endpoint.server });
+    if endpoint.skip_tls_verify {
+        // Only where mesh.toml allows it for the peer (`allow_insecure_transport`).
+        // client-go refuses a CA beside it ("specifying a root certificates file
+        // with the insecure flag is not allowed"), so none is written.
+        cluster["insecure-skip-tls-verify"] = true.into();
+    } else if let Some(pem) = endpoint.ca_pem {
         cluster["certificate-authority-data"] = base64::engine::general_purpose::STANDARD.encode(pem).into();
+    }
+    if let Some(name) = endpoint.tls_server_name {
+        cluster["tls-server-name"] = name.into();
     }
     let config = json!({
         "apiVersion": "v1",
@@ -177,6 +191,17 @@ pub fn peer_kubeconfig(peer: &str, server: &str, ca_pem: Option<&[u8]>, token: &
         "current-context": peer,
     });
     SecretString::from(serde_json::to_string_pretty(&config).expect("a kubeconfig serialises"))
+}
+
+/// Where istiod reaches a peer's API server, and how it verifies it.
+pub struct PeerEndpoint<'a> {
+    pub server: &'a str,
+    /// The CA bundle (PEM) of the peer's kubeconfig.
+    pub ca_pem: Option<&'a [u8]>,
+    /// The kubeconfig's `tls-server-name`.
+    pub tls_server_name: Option<&'a str>,
+    /// The kubeconfig's `insecure-skip-tls-verify`, when mesh.toml allows it.
+    pub skip_tls_verify: bool,
 }
 
 /// The remote secret istiod watches: one data key, the peer's cluster id.
@@ -223,7 +248,13 @@ mod tests {
     fn remote_secret_reads_back_as_written() {
         // The observe side must recognise exactly what the apply side writes.
         let token = SecretString::from("header.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eDp5In0.sig");
-        let kubeconfig = peer_kubeconfig("b", "https://b.example.com:6443", Some(b"PEM"), &token);
+        let endpoint = PeerEndpoint {
+            server: "https://b.example.com:6443",
+            ca_pem: Some(b"PEM"),
+            tls_server_name: Some("apiserver.b.internal"),
+            skip_tls_verify: false,
+        };
+        let kubeconfig = peer_kubeconfig("b", &endpoint, &token);
         let secret = RemoteSecret {
             namespace: "istio-system",
             mesh: "m",
@@ -251,7 +282,26 @@ mod tests {
         assert_eq!(facts.peer_identity.as_deref(), Some("uid-b"));
         assert_eq!(facts.server.as_deref(), Some("https://b.example.com:6443"));
         assert_eq!(facts.ca_sha256, Some(crate::objects::sha256_hex(b"PEM")));
+        assert_eq!(facts.tls_server_name.as_deref(), Some("apiserver.b.internal"));
         assert_eq!(facts.token, TokenFacts::Unbounded);
+    }
+
+    // client-go refuses a CA beside insecure-skip-tls-verify; the setting itself is carried only where allowed.
+    #[test]
+    fn an_unverified_peer_gets_insecure_skip_tls_verify_and_no_ca() {
+        let token = SecretString::from("t");
+        let endpoint = PeerEndpoint {
+            server: "https://b.example.com:6443",
+            ca_pem: Some(b"PEM"),
+            tls_server_name: None,
+            skip_tls_verify: true,
+        };
+        let config: serde_json::Value =
+            serde_json::from_str(peer_kubeconfig("b", &endpoint, &token).expose_secret()).unwrap();
+        let cluster = &config["clusters"][0]["cluster"];
+        assert_eq!(cluster["insecure-skip-tls-verify"], true);
+        assert!(cluster.get("certificate-authority-data").is_none(), "{cluster}");
+        assert!(cluster.get("tls-server-name").is_none(), "{cluster}");
     }
 
     #[test]

@@ -33,6 +33,22 @@ impl Run<'_> {
         K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
         let before = self.live(cluster, api, name).await?;
+        self.ssa_over(cluster, api, name, object, force, before).await
+    }
+
+    /// Server-side apply of `object`, diffed against `before`.
+    async fn ssa_over<K>(
+        &self,
+        cluster: &str,
+        api: &Api<K>,
+        name: &str,
+        object: &K,
+        force: bool,
+        before: Before,
+    ) -> Result<Option<String>, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
         let after = api
             .patch(name, &self.apply_params(force), &Patch::Apply(object))
             .await
@@ -40,6 +56,54 @@ impl Run<'_> {
         Ok(self
             .wants_diff()
             .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
+    }
+
+    /// Takes over a remote secret someone else made: first removes the
+    /// copies of it that tools keep in annotations (observe named them), then
+    /// applies meshform's secret, forced, over what is left.
+    ///
+    /// Server-side apply cannot do the first part: it removes only fields
+    /// its own manager applied before, and the annotation belongs to
+    /// `kubectl-client-side-apply` (an Update entry in managedFields), so it
+    /// outlives an apply that omits it. A JSON merge patch setting it to null
+    /// removes it whoever owns it; the resourceVersion in the patch makes it
+    /// conditional on the Secret being as observed, and the apply then
+    /// carries the resourceVersion the patch left. Removed first, so that a
+    /// failed apply leaves an unmanaged secret without the copy, which the
+    /// next plan adopts again, rather than meshform's secret with the copy.
+    pub(super) async fn adopt(
+        &self,
+        cluster: &str,
+        api: &Api<Secret>,
+        name: &str,
+        mut secret: Secret,
+    ) -> Result<Option<String>, String> {
+        let before = self.live(cluster, api, name).await?;
+        let copies = self
+            .target
+            .observed
+            .facts(cluster)
+            .and_then(|f| f.remote_secrets.get(name))
+            .map(|s| s.object_copies.clone())
+            .unwrap_or_default();
+        if !copies.is_empty() {
+            let annotations: serde_json::Map<String, Value> = copies.into_iter().map(|a| (a, Value::Null)).collect();
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": secret.metadata.resource_version,
+                "annotations": annotations,
+            }});
+            let params = PatchParams {
+                dry_run: self.settings.dry_run,
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            let patched = api
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(|e| describe(cluster, &e))?;
+            secret.metadata.resource_version = patched.metadata.resource_version;
+        }
+        self.ssa_over(cluster, api, name, &secret, true, before).await
     }
 
     /// Creates `object` unless something of its name exists: one request

@@ -7,12 +7,32 @@
 //! Only the fields a person would compare are shown: server-managed
 //! metadata (managedFields, resourceVersion, uid, timestamps) is dropped.
 //! Secret `data`/`stringData` values never appear: each becomes a marker
-//! that says whether it changed.
+//! that says whether it changed. Nor do a Secret's annotations, except those
+//! known to hold no secret: tools keep whole copies of the objects they
+//! apply in annotations (`kubectl apply` in
+//! `kubectl.kubernetes.io/last-applied-configuration`, kapp in
+//! `kapp.k14s.io/original`, Rancher in `objectset.rio.cattle.io/applied`),
+//! and of a Secret such a copy is its data in plain sight. An allowlist, not
+//! a list of those tools: the next tool's copy is hidden too.
 
 use serde_json::Value;
 
+use crate::objects;
+
 const SENSITIVE: &str = "(sensitive value)";
 const SENSITIVE_CHANGED: &str = "(sensitive value changed)";
+
+/// The annotations of a Secret whose values the diff shows: meshform's own,
+/// Istio's cluster id and the service-account token controller's, none of
+/// which holds secret data.
+const SHOWN_SECRET_ANNOTATIONS: [&str; 6] = [
+    objects::SPEC_HASH_ANNOTATION,
+    objects::PEER_IDENTITY_ANNOTATION,
+    objects::CLUSTER_ANNOTATION,
+    objects::HOLDER_ANNOTATION,
+    objects::HOLDER_IDENTITY_ANNOTATION,
+    "kubernetes.io/service-account.name",
+];
 
 fn strip(object: &Value) -> Value {
     let mut object = object.clone();
@@ -41,12 +61,15 @@ fn redact(object: &mut Value, other: Option<&Value>, new_side: bool) {
     if !is_secret {
         return;
     }
-    for field in ["data", "stringData"] {
-        let Some(values) = object.get_mut(field).and_then(Value::as_object_mut) else {
+    for path in ["/data", "/stringData", "/metadata/annotations"] {
+        let Some(values) = object.pointer_mut(path).and_then(Value::as_object_mut) else {
             continue;
         };
         for (key, value) in values.iter_mut() {
-            let same = other.and_then(|o| o.get(field)).and_then(|d| d.get(key)) == Some(&*value);
+            if path == "/metadata/annotations" && SHOWN_SECRET_ANNOTATIONS.contains(&key.as_str()) {
+                continue;
+            }
+            let same = other.and_then(|o| o.pointer(path)).and_then(|d| d.get(key)) == Some(&*value);
             let marker = if same || other.is_none() || !new_side {
                 SENSITIVE
             } else {
@@ -141,6 +164,49 @@ mod tests {
             "{deleted}"
         );
         assert!(!deleted.contains("QQ=="), "{deleted}");
+    }
+
+    // Regression (issue 29): adopting a remote secret made by `istioctl create-remote-secret | kubectl apply`
+    // printed its never-expiring token, kept by kubectl in the last-applied-configuration annotation.
+    #[test]
+    fn a_secrets_annotations_are_hidden_unless_known_to_hold_no_secret() {
+        let copy = r#"{"kind":"Secret","stringData":{"b":"users:\n- user:\n    token: eyJTOKENCOPY"}}"#;
+        let mut before = secret("T0xEVE9LRU4=");
+        before["metadata"]["annotations"] = json!({
+            "kubectl.kubernetes.io/last-applied-configuration": copy,
+            "kapp.k14s.io/original": copy,
+            "networking.istio.io/cluster": "b",
+        });
+        let mut after = secret("TkVXVE9LRU4=");
+        after["metadata"]["annotations"] = json!({
+            "meshform.io/spec-hash": "h1",
+            "networking.istio.io/cluster": "b",
+        });
+        let diff = unified(Some(&before), Some(&after));
+        assert!(!diff.contains("TOKENCOPY"), "{diff}");
+        assert!(
+            diff.contains(&format!(
+                "-      \"kubectl.kubernetes.io/last-applied-configuration\": \"{SENSITIVE}\""
+            )),
+            "{diff}"
+        );
+        assert!(
+            diff.contains(&format!("-      \"kapp.k14s.io/original\": \"{SENSITIVE}\"")),
+            "{diff}"
+        );
+        assert!(diff.contains("+      \"meshform.io/spec-hash\": \"h1\""), "{diff}");
+        assert!(diff.contains("       \"networking.istio.io/cluster\": \"b\""), "{diff}");
+        // The same annotation on both sides is no change; a changed one says so.
+        let mut kept = after.clone();
+        kept["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json!(copy);
+        let mut changed = kept.clone();
+        changed["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json!("{}");
+        assert_eq!(unified(Some(&kept), Some(&kept)), "");
+        let diff = unified(Some(&kept), Some(&changed));
+        assert!(
+            diff.contains(SENSITIVE_CHANGED) && !diff.contains("TOKENCOPY"),
+            "{diff}"
+        );
     }
 
     #[test]

@@ -589,7 +589,13 @@ impl Run<'_> {
                     }
                 }
                 let minted = self.token(cluster, peer).await?;
-                let kubeconfig = build::peer_kubeconfig(peer, server, peer_connection.ca_pem.as_deref(), &minted.token);
+                let endpoint = build::PeerEndpoint {
+                    server,
+                    ca_pem: peer_connection.ca_pem.as_deref(),
+                    tls_server_name: peer_connection.tls_server_name.as_deref(),
+                    skip_tls_verify: peer_connection.insecure == Some(crate::access::SKIPS_TLS_VERIFY),
+                };
+                let kubeconfig = build::peer_kubeconfig(peer, &endpoint, &minted.token);
                 let secret = build::RemoteSecret {
                     namespace: ns,
                     mesh: self.mesh(),
@@ -643,9 +649,8 @@ impl Run<'_> {
                     // on every field another manager owns (unless
                     // --force-conflicts), and the resourceVersion the Secret
                     // carries fails the write if it changed since.
-                    WriteMode::Update | WriteMode::Rotate | WriteMode::Adopt => {
-                        self.ssa(cluster, &api, name, &secret, true).await
-                    }
+                    WriteMode::Update | WriteMode::Rotate => self.ssa(cluster, &api, name, &secret, true).await,
+                    WriteMode::Adopt => self.adopt(cluster, &api, name, secret).await,
                 }
             }
             // execute() never hands a restart the plan did not enable to here.

@@ -196,7 +196,7 @@ pub(super) fn finding_check(code: &str) -> CheckId {
     match code {
         "network_change_partial" => CheckId::NetworkLabel,
         "reader_unmanaged" => CheckId::ReaderAccount,
-        "peer_address" => CheckId::ApiServer,
+        "peer_address" | "insecure_transport" => CheckId::ApiServer,
         "gateway_service_missing"
         | "gateway_unmanaged"
         | "gateway_port_missing"
@@ -207,7 +207,7 @@ pub(super) fn finding_check(code: &str) -> CheckId {
         "istio_not_installed" | "istiod_cluster_id" | "injection_network" | "mesh_id" => CheckId::Istio,
         "remote_pilot_address" | "control_plane_on_primary" => CheckId::ControlPlane,
         "remote_secret_duplicate" | "remote_secret_unmanaged" => CheckId::RemoteSecrets,
-        "detached_holder" | "detach_not_revoked" => CheckId::Tokens,
+        "detached_holder" | "detach_not_revoked" | "adopted_token_outlives" => CheckId::Tokens,
         _ => CheckId::Other,
     }
 }

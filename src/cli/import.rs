@@ -119,6 +119,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
                 role: Role::Primary,
                 api_server: None,
                 control_plane: None,
+                allow_insecure_transport: false,
             })
             .collect(),
         networks: keyed

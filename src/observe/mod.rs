@@ -253,6 +253,8 @@ async fn read_cluster(
         identity: kube_system.metadata.uid.unwrap_or_default(),
         server: connection.server.clone(),
         ca_sha256: connection.ca_pem.as_deref().map(crate::objects::sha256_hex),
+        tls_server_name: connection.tls_server_name.clone(),
+        insecure_transport: connection.insecure.map(str::to_string),
         namespace: mesh_ns.map(|n| NamespaceFacts {
             object: object_facts(&n.metadata, mesh),
             network: n

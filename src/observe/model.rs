@@ -75,6 +75,15 @@ pub struct ClusterFacts {
     /// SHA-256 (hex) of the CA bundle that verifies `server`; none when the
     /// kubeconfig relies on system roots.
     pub ca_sha256: Option<String>,
+    /// The kubeconfig's `tls-server-name`: the name `server`'s certificate
+    /// is verified against, when not the address's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// Why meshform's connection to the cluster is unverified, when
+    /// `allow_insecure_transport` let it be (`sets insecure-skip-tls-verify`,
+    /// `uses an http:// server`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_transport: Option<String>,
     /// The mesh namespace; none when it does not exist.
     pub namespace: Option<NamespaceFacts>,
     pub reader: ReaderFacts,
@@ -264,6 +273,9 @@ pub struct RemoteSecretFacts {
     /// The API server address in the kubeconfig it carries.
     pub server: Option<String>,
     pub ca_sha256: Option<String>,
+    /// The `tls-server-name` of the kubeconfig it carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
     /// The peer's identity, as recorded by meshform when it wrote the secret.
     pub peer_identity: Option<String>,
     pub token: TokenFacts,
@@ -276,6 +288,14 @@ pub struct RemoteSecretFacts {
     /// none for a token bound to nothing (legacy, or issued before binding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_binding_uid: Option<String>,
+    /// The legacy token Secret (in the peer) a never-expiring token comes
+    /// from, from its claims: deleting it revokes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<String>,
+    /// Which of [`crate::objects::OBJECT_COPY_ANNOTATIONS`] it carries: a
+    /// copy of the secret, token included, that an adoption removes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub object_copies: Vec<String>,
 }
 
 /// What is known of the token inside a remote secret.

@@ -48,6 +48,7 @@ pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
             .and_then(|c| c.certificate_authority_data.as_ref())
             .and_then(|data| base64::engine::general_purpose::STANDARD.decode(data.trim()).ok())
             .map(|pem| sha256_hex(&pem)),
+        tls_server_name: cluster.and_then(|c| c.tls_server_name.clone()),
         peer_identity: annotations.and_then(|a| a.get(objects::PEER_IDENTITY_ANNOTATION).cloned()),
         token: claims.as_ref().map_or(TokenFacts::Unknown, token_facts),
         token_account_uid: claims.as_ref().and_then(account_uid),
@@ -56,6 +57,16 @@ pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
             .and_then(|c| c.pointer("/kubernetes.io/secret/uid"))
             .and_then(|v| v.as_str())
             .map(str::to_string),
+        token_secret: claims
+            .as_ref()
+            .and_then(|c| c.get("kubernetes.io/serviceaccount/secret.name"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        object_copies: objects::OBJECT_COPY_ANNOTATIONS
+            .iter()
+            .filter(|a| annotations.is_some_and(|m| m.contains_key(**a)))
+            .map(|a| a.to_string())
+            .collect(),
     }
 }
 
@@ -157,6 +168,20 @@ mod tests {
     }
 
     #[test]
+    fn copies_of_the_object_in_annotations_are_named() {
+        let mut with_copy = secret("not-a-jwt");
+        with_copy.metadata.annotations = Some(BTreeMap::from([
+            (objects::OBJECT_COPY_ANNOTATIONS[0].to_string(), "{}".to_string()),
+            (objects::CLUSTER_ANNOTATION.to_string(), "b".to_string()),
+        ]));
+        assert_eq!(
+            facts(&with_copy, object()).object_copies,
+            [objects::OBJECT_COPY_ANNOTATIONS[0]]
+        );
+        assert!(facts(&secret("not-a-jwt"), object()).object_copies.is_empty());
+    }
+
+    #[test]
     fn legacy_token_never_expires_and_garbage_is_unknown() {
         let legacy = jwt(serde_json::json!({"sub": "system:serviceaccount:x:y"}));
         assert_eq!(facts(&secret(&legacy), object()).token, TokenFacts::Unbounded);
@@ -178,11 +203,12 @@ mod tests {
         let legacy = jwt(serde_json::json!({
             "sub": "system:serviceaccount:x:y",
             "kubernetes.io/serviceaccount/service-account.uid": "sa-uid-2",
+            "kubernetes.io/serviceaccount/secret.name": "y-token",
         }));
-        assert_eq!(
-            facts(&secret(&legacy), object()).token_account_uid.as_deref(),
-            Some("sa-uid-2")
-        );
+        let legacy_facts = facts(&secret(&legacy), object());
+        assert_eq!(legacy_facts.token_account_uid.as_deref(), Some("sa-uid-2"));
+        // Legacy tokens name the Secret whose deletion revokes them.
+        assert_eq!(legacy_facts.token_secret.as_deref(), Some("y-token"));
         assert_eq!(facts(&secret("not-a-jwt"), object()).token_account_uid, None);
     }
 }

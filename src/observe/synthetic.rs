@@ -33,6 +33,8 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 identity: format!("kube-system-{}", c.name),
                 server: format!("https://{}.clusters.example.com:6443", c.name),
                 ca_sha256: Some(crate::objects::sha256_hex(c.name.as_bytes())),
+                tls_server_name: None,
+                insecure_transport: None,
                 namespace: Some(NamespaceFacts {
                     object: object("ns"),
                     network: None,

@@ -30,6 +30,8 @@ impl<'a> Planner<'a> {
                         &cluster.name,
                         &server,
                         facts.ca_sha256.as_deref(),
+                        facts.tls_server_name.as_deref(),
+                        facts.insecure_transport.as_deref(),
                         &facts.identity,
                         self.desired.mesh.tokens.mode,
                     ),
@@ -126,7 +128,14 @@ impl<'a> Planner<'a> {
                             "delete it (made by istioctl or by hand) and plan again".to_string(),
                         );
                     } else if self.options.adopt {
-                        let reason = format!("adopt the existing remote secret for {}", peer.name);
+                        let mut reason = format!("adopt the existing remote secret for {}", peer.name);
+                        if !same_name.object_copies.is_empty() {
+                            reason.push_str(&format!(
+                                ", and remove the copy of it (token included) kept in annotation {}",
+                                same_name.object_copies.join(", ")
+                            ));
+                        }
+                        self.adopted_token(primary, peer, name, same_name);
                         self.push(
                             Phase::Attach,
                             &primary.name,
@@ -174,6 +183,13 @@ impl<'a> Planner<'a> {
                             )
                         } else if secret.ca_sha256 != peer_facts.ca_sha256 {
                             format!("the CA of {} has changed", peer.name)
+                        } else if secret.tls_server_name != peer_facts.tls_server_name {
+                            format!(
+                                "the TLS server name of {} changes from {} to {}",
+                                peer.name,
+                                secret.tls_server_name.as_deref().unwrap_or("none"),
+                                peer_facts.tls_server_name.as_deref().unwrap_or("none")
+                            )
                         } else {
                             format!("the remote secret for {} is not what meshform writes", peer.name)
                         };
@@ -348,5 +364,57 @@ pub(super) fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+impl Planner<'_> {
+    /// A never-expiring token in a secret being adopted keeps working after
+    /// meshform writes its own token in its place, wherever a copy of it
+    /// went (istioctl's output, the annotation kubectl kept, backups), until
+    /// the legacy token Secret it was issued from is deleted in the peer:
+    /// the plan says so, with the command. In `secret` mode meshform's own
+    /// token comes from its own token Secret, so the same holds.
+    fn adopted_token(&mut self, primary: &Cluster, peer: &Cluster, name: &str, secret: &RemoteSecretFacts) {
+        if secret.token != TokenFacts::Unbounded {
+            return;
+        }
+        let ns = self.ns().to_string();
+        let (which, command) = match &secret.token_secret {
+            Some(token_secret) if token_secret == objects::READER_TOKEN_SECRET => return,
+            Some(token_secret) => (
+                format!("Secret {ns}/{token_secret} in {}", peer.name),
+                format!(
+                    "kubectl --context {} -n {ns} delete secret {token_secret}",
+                    peer.context
+                ),
+            ),
+            None => (
+                format!("its service-account token Secret in {}", peer.name),
+                format!(
+                    "kubectl --context {} -n {ns} get secrets --field-selector type=kubernetes.io/service-account-token, then delete the one that issued it",
+                    peer.context
+                ),
+            ),
+        };
+        // One warning a peer, however many primaries adopt a secret for it.
+        let code = "meshform::plan::adopted_token_outlives";
+        if self
+            .findings
+            .iter()
+            .any(|f| f.code == code && f.cluster.as_deref() == Some(peer.name.as_str()))
+        {
+            return;
+        }
+        self.finding(
+            FindingKind::Warning,
+            "adopted_token_outlives",
+            &peer.name,
+            format!(
+                "Secret {ns}/{name} in {} holds a token for {} that never expires; adopting replaces it there, but the \
+                 old token keeps working wherever a copy of it is (istioctl's output, backups) until {which} is deleted",
+                primary.name, peer.name
+            ),
+            format!("once every primary reads {} with meshform's tokens, revoke it: {command}", peer.name),
+        );
     }
 }

@@ -49,17 +49,27 @@ pub fn remote_secret_hash(
     peer: &str,
     server: &str,
     ca_sha256: Option<&str>,
+    tls_server_name: Option<&str>,
+    insecure_transport: Option<&str>,
     peer_identity: &str,
     mode: TokenMode,
 ) -> String {
-    digest(&[
+    let mut parts = vec![
         REMOTE_SECRET_VERSION,
         peer,
         server,
         ca_sha256.unwrap_or(""),
         peer_identity,
         mode.as_str(),
-    ])
+    ];
+    // Only when set: the secrets written before it was carried keep their hash.
+    if let Some(name) = tls_server_name {
+        parts.push(name);
+    }
+    if let Some(insecure) = insecure_transport {
+        parts.push(insecure);
+    }
+    digest(&parts)
 }
 
 /// SHA-256 of the resolved topology's canonical JSON. Clusters are taken by

@@ -148,10 +148,13 @@ mod tests {
             annotated_cluster: annotated.map(str::to_string),
             server: None,
             ca_sha256: None,
+            tls_server_name: None,
             peer_identity: None,
             token: TokenFacts::Unknown,
             token_account_uid: None,
             token_binding_uid: None,
+            token_secret: None,
+            object_copies: Vec::new(),
         }
     }
 

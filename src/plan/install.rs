@@ -15,6 +15,25 @@ impl<'a> Planner<'a> {
         let reachable: Vec<_> = self.reachable().collect();
         let mesh = self.desired.mesh.name.clone();
         for (cluster, facts) in reachable {
+            // Only where mesh.toml allows it: otherwise the cluster was refused
+            // before it was read (access::ConnectError::InsecureTransport).
+            if let Some(what) = &facts.insecure_transport {
+                self.finding(
+                    FindingKind::Warning,
+                    "insecure_transport",
+                    &cluster.name,
+                    format!(
+                        "the kubeconfig of {} {what}: meshform and every primary's istiod send reader tokens to its \
+                         API server without verifying who answers (allow_insecure_transport = true)",
+                        cluster.name
+                    ),
+                    format!(
+                        "give the context of {} the API server's CA (certificate-authority-data) and an https:// \
+                         server, then remove allow_insecure_transport",
+                        cluster.name
+                    ),
+                );
+            }
             if facts.installs.is_empty() {
                 self.finding(
                     FindingKind::Warning,

@@ -124,6 +124,7 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                         annotated_cluster: Some(peer.clone()),
                         server: Some(server.clone()),
                         ca_sha256: peer_facts.and_then(|f| f.ca_sha256.clone()),
+                        tls_server_name: peer_facts.and_then(|f| f.tls_server_name.clone()),
                         peer_identity: peer_facts.map(|f| f.identity.clone()),
                         token: TokenFacts::Bound {
                             issued_at: now,
@@ -131,6 +132,8 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                         },
                         token_account_uid: None,
                         token_binding_uid: Some(format!("simulated-binding-{}-{peer}", action.cluster)),
+                        token_secret: None,
+                        object_copies: Vec::new(),
                     },
                 );
                 bindings.push((peer.clone(), action.cluster.clone(), facts.identity.clone()));

@@ -299,7 +299,13 @@ mod tests {
                 ..
             } => {
                 let token = secrecy::SecretString::from("a-token");
-                let kubeconfig = build::peer_kubeconfig(peer, server, None, &token);
+                let endpoint = build::PeerEndpoint {
+                    server,
+                    ca_pem: None,
+                    tls_server_name: None,
+                    skip_tls_verify: false,
+                };
+                let kubeconfig = build::peer_kubeconfig(peer, &endpoint, &token);
                 let secret = build::RemoteSecret {
                     namespace: ns,
                     mesh: "mesh1",

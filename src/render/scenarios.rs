@@ -106,10 +106,13 @@ pub fn findings() -> (Plan, Topology) {
             annotated_cluster: Some("us-east".to_string()),
             server: Some("https://us-east.clusters.example.com:6443".to_string()),
             ca_sha256: None,
+            tls_server_name: None,
             peer_identity: None,
             token: TokenFacts::Unbounded,
             token_account_uid: None,
             token_binding_uid: None,
+            token_secret: None,
+            object_copies: Vec::new(),
         },
     );
     facts(&mut observed, "eu-central").server = "https://127.0.0.1:6443".to_string();

@@ -124,6 +124,15 @@ pub struct ClusterEntry {
     /// on the remote's network, else the mesh's only primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<String>,
+    /// Use this cluster although its kubeconfig turns TLS verification off
+    /// (`insecure-skip-tls-verify`) or reaches it over `http://`: reader
+    /// tokens then travel to an unverified server (or in clear), and the
+    /// remote secrets carry the same setting for istiod. Without it such a
+    /// kubeconfig is refused before anything is read or any token minted;
+    /// with it, plan and check warn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = false))]
+    pub allow_insecure_transport: Option<bool>,
 }
 
 /// Whether a cluster runs its own control plane.

@@ -95,6 +95,11 @@ pub struct Cluster {
     /// set for a primary; unset for a remote only when no default is unambiguous.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<String>,
+    /// `allow_insecure_transport`: the kubeconfig may turn TLS verification
+    /// off or use `http://` (skipped when false, so that the topology hash
+    /// of a file without it does not change).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_transport: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

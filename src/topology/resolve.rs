@@ -149,6 +149,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
                 role: entry.role.unwrap_or_default(),
                 api_server: entry.api_server.clone(),
                 control_plane: None,
+                allow_insecure_transport: entry.allow_insecure_transport.unwrap_or(false),
             },
         ));
     }

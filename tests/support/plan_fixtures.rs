@@ -91,10 +91,13 @@ pub fn unmanaged_secret(cluster_ids: &[&str]) -> RemoteSecretFacts {
         annotated_cluster: cluster_ids.first().map(|s| s.to_string()),
         server: Some("https://somewhere.example.com:6443".to_string()),
         ca_sha256: None,
+        tls_server_name: None,
         peer_identity: None,
         token: TokenFacts::Unbounded,
         token_account_uid: None,
         token_binding_uid: None,
+        token_secret: None,
+        object_copies: Vec::new(),
     }
 }
 
