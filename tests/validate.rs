@@ -1102,15 +1102,19 @@ fn check_and_render(bytes: &[u8]) -> Checked {
 fn mesh_file() -> impl Strategy<Value = MeshFile> {
     let text = || proptest::option::of(name_like());
     let role = proptest::option::of(prop_oneof![Just(Role::Primary), Just(Role::Remote)]);
-    let entry = (text(), text(), text(), text(), role, text(), text()).prop_map(
-        |(name, context, kubeconfig, network, role, api_server, control_plane)| ClusterEntry {
-            name,
-            context,
-            kubeconfig,
-            network,
-            role,
-            api_server,
-            control_plane,
+    let insecure = proptest::option::of(proptest::bool::ANY);
+    let entry = (text(), text(), text(), text(), role, text(), text(), insecure).prop_map(
+        |(name, context, kubeconfig, network, role, api_server, control_plane, allow_insecure_transport)| {
+            ClusterEntry {
+                name,
+                context,
+                kubeconfig,
+                network,
+                role,
+                api_server,
+                control_plane,
+                allow_insecure_transport,
+            }
         },
     );
     let network = (proptest::option::of(name_like()), proptest::option::of(1u16..)).prop_map(

@@ -51,6 +51,7 @@ pub fn topology(clusters: usize, networks: usize) -> Topology {
             role: Role::Primary,
             api_server: None,
             control_plane: None,
+            allow_insecure_transport: false,
         }
     });
     let remotes = (0..networks).map(|i| {
@@ -63,6 +64,7 @@ pub fn topology(clusters: usize, networks: usize) -> Topology {
             role: Role::Remote,
             api_server: None,
             control_plane: Some(format!("c{:04}", (i + 1) % networks)),
+            allow_insecure_transport: false,
         }
     });
     let clusters: Vec<Cluster> = primaries.chain(remotes).collect();

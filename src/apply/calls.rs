@@ -33,22 +33,6 @@ impl Run<'_> {
         K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
         let before = self.live(cluster, api, name).await?;
-        self.ssa_over(cluster, api, name, object, force, before).await
-    }
-
-    /// Server-side apply of `object`, diffed against `before`.
-    async fn ssa_over<K>(
-        &self,
-        cluster: &str,
-        api: &Api<K>,
-        name: &str,
-        object: &K,
-        force: bool,
-        before: Before,
-    ) -> Result<Option<String>, String>
-    where
-        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-    {
         let after = api
             .patch(name, &self.apply_params(force), &Patch::Apply(object))
             .await
@@ -87,7 +71,7 @@ impl Run<'_> {
             .map(|s| s.object_copies.clone())
             .unwrap_or_default();
         if !copies.is_empty() {
-            let annotations: serde_json::Map<String, Value> = copies.into_iter().map(|a| (a, Value::Null)).collect();
+            let annotations: serde_json::Map<String, Value> = copies.iter().map(|a| (a.clone(), Value::Null)).collect();
             let patch = serde_json::json!({"metadata": {
                 "resourceVersion": secret.metadata.resource_version,
                 "annotations": annotations,
@@ -103,7 +87,20 @@ impl Run<'_> {
                 .map_err(|e| describe(cluster, &e))?;
             secret.metadata.resource_version = patched.metadata.resource_version;
         }
-        self.ssa_over(cluster, api, name, &secret, true, before).await
+        let mut after = api
+            .patch(name, &self.apply_params(true), &Patch::Apply(&secret))
+            .await
+            .map_err(|e| describe(cluster, &e))?;
+        // A dry run persisted no removal for the apply to start from: show
+        // the result both requests make together.
+        if self.settings.dry_run
+            && let Some(annotations) = after.metadata.annotations.as_mut()
+        {
+            annotations.retain(|key, _| !copies.contains(key));
+        }
+        Ok(self
+            .wants_diff()
+            .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
     }
 
     /// Creates `object` unless something of its name exists: one request
