@@ -529,10 +529,12 @@ async fn a_peer_verified_by_tls_server_name_is_verified_so_by_istio_too() {
         ),
     )
     .expect("writing mesh.toml");
-    let output = support::cli::meshform()
+    // Through tokio: the relay runs on this test's runtime.
+    let output = tokio::process::Command::from(support::cli::meshform())
         .args(["apply", "--auto-approve", "-f"])
         .arg(&mesh)
         .output()
+        .await
         .expect("running meshform");
     assert!(
         output.status.success(),
@@ -556,10 +558,11 @@ async fn a_peer_verified_by_tls_server_name_is_verified_so_by_istio_too() {
         })
         .await;
     // The plan is converged: the name is part of what meshform compares.
-    let plan = support::cli::meshform()
+    let plan = tokio::process::Command::from(support::cli::meshform())
         .args(["plan", "--detailed-exitcode", "-f"])
         .arg(&mesh)
         .output()
+        .await
         .expect("running meshform");
     assert_eq!(plan.status.code(), Some(0), "{}", String::from_utf8_lossy(&plan.stdout));
 }
@@ -628,7 +631,7 @@ async fn an_unverified_peer_is_refused_unless_allowed_and_then_reached_by_istio_
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("sets insecure-skip-tls-verify")
-            && text.contains("allow_insecure_transport = true on cluster \"ins-b\""),
+            && text.contains("`allow_insecure_transport = true` on cluster \"ins-b\""),
         "{text}"
     );
     let (code, text) = run_meshform(&mesh, &["apply", "--auto-approve"]);
