@@ -24,8 +24,9 @@ pub const PEER_IDENTITY_ANNOTATION: &str = "meshform.io/peer-identity";
 /// Annotations in which tools keep a copy of the whole object they applied:
 /// `kubectl apply` (client-side, as after `istioctl create-remote-secret |
 /// kubectl apply -f -`), kapp and Rancher's objectset. On a remote secret the
-/// copy holds its kubeconfig, token included, outside `data`, where anyone
-/// who may read the Secret's metadata reads it; an adoption removes them.
+/// copy holds its kubeconfig, token included, outside `data`, where the tools
+/// that hide a Secret's data show it (`kubectl describe secret`, metadata-only
+/// lists and caches); an adoption removes them.
 pub const OBJECT_COPY_ANNOTATIONS: [&str; 3] = [
     "kubectl.kubernetes.io/last-applied-configuration",
     "kapp.k14s.io/original",

@@ -768,7 +768,8 @@ fn adopt_takes_over_an_istioctl_secret_of_our_name() {
         } => assert_eq!(p.uid, "istioctl-b"),
         other => panic!("expected an adopt, got {other:?}"),
     }
-    assert!(plan.findings.is_empty(), "{:?}", findings(&plan));
+    // istioctl's never-expiring token outlives the adoption until its token Secret in b is deleted.
+    assert_eq!(findings(&plan), ["warning b adopted_token_outlives"]);
 }
 
 #[test]
@@ -2118,7 +2119,7 @@ mod properties {
             let lasting = |plan: &meshform::plan::Plan| -> Vec<String> {
                 findings(plan)
                     .into_iter()
-                    .filter(|f| !["network_change_partial", "detached_holder", "detach_not_revoked"].iter().any(|c| f.ends_with(c)))
+                    .filter(|f| !["network_change_partial", "detached_holder", "detach_not_revoked", "adopted_token_outlives"].iter().any(|c| f.ends_with(c)))
                     .collect()
             };
             prop_assert_eq!(lasting(&second), lasting(&first));
