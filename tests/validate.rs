@@ -438,7 +438,7 @@ fn cases() -> BTreeMap<&'static str, Vec<Expect>> {
             "unknown_key_in_cluster",
             vec![
                 error(UnknownKey, "cluster[0].zone", "zone")
-                    .help("known keys here: api_server, context, control_plane, kubeconfig, name, network, role"),
+                    .help("known keys here: allow_insecure_transport, api_server, context, control_plane, kubeconfig, name, network, role"),
             ],
         ),
         (
