@@ -49,10 +49,13 @@ fn mixed(topology: &Topology) -> (Topology, Observed) {
             annotated_cluster: ids.first().map(|s| s.to_string()),
             server: Some("https://somewhere.example.com:6443".to_string()),
             ca_sha256: None,
+            tls_server_name: None,
             peer_identity: None,
             token: TokenFacts::Unbounded,
             token_account_uid: None,
             token_binding_uid: None,
+            token_secret: None,
+            object_copies: Vec::new(),
         };
         facts.remote_secrets.insert("by-hand".to_string(), by_hand(&["c0002"]));
         if facts.remote_secrets.contains_key("istio-remote-secret-c0003") {
