@@ -292,6 +292,21 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
             let _ = writeln!(text, "role = \"remote\"   # holds no remote secret");
             // The istiod that serves it, as its namespace names it for Istio.
             let ids = t.facts.namespace.as_ref().and_then(|n| n.control_planes.as_deref());
+            // Else the primary whose east-west gateway the install's pilot
+            // address is: with several primaries, a remote that names none
+            // is not a valid mesh.toml.
+            let pilot = t
+                .facts
+                .installs
+                .values()
+                .find_map(|i| i.remote_pilot_address.as_deref());
+            let mut by_gateway = found.iter().zip(&names).filter(|(o, _)| {
+                o.facts.installs.values().any(|i| i.istiod.is_some())
+                    && o.facts
+                        .east_west
+                        .as_ref()
+                        .is_some_and(|e| e.addresses.iter().any(|a| Some(a.as_str()) == pilot))
+            });
             if let Some(ids) = ids.filter(|ids| !ids.contains(',') && *ids != "*") {
                 let _ = writeln!(
                     text,
@@ -299,6 +314,12 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
                     quote(ids),
                     crate::objects::CONTROL_PLANE_ANNOTATION,
                     settings.namespace
+                );
+            } else if let (Some((_, primary)), None) = (by_gateway.next(), by_gateway.next()) {
+                let _ = writeln!(
+                    text,
+                    "control_plane = {}   # its install's global.remotePilotAddress is this primary's east-west gateway",
+                    quote(primary)
                 );
             }
         }

@@ -200,7 +200,8 @@ async fn a_plan_from_a_snapshot_equals_the_live_plan() {
     mesh.apply(&[]).await;
     mesh.write(&[
         Entry::of(east).network("n1"),
-        Entry::of(west).network("n1").remote(),
+        // Two primaries on its network now: it names the one serving it.
+        Entry::of(west).network("n1").served_by("east"),
         Entry::of(north).network("n1"),
     ]);
     // A network move starts with Istio reinstalled for the new network.

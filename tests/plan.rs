@@ -150,7 +150,7 @@ fn managed_gateway_is_deleted_when_the_last_cross_network_peer_leaves() {
     let before = mesh_topology(&[
         "name = \"a\"\nnetwork = \"flat\"",
         "name = \"b\"\nnetwork = \"flat\"",
-        "name = \"c\"\nnetwork = \"other\"\nrole = \"remote\"",
+        "name = \"c\"\nnetwork = \"other\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
     ]);
     let after = mesh_topology(&["name = \"a\"\nnetwork = \"flat\"", "name = \"b\"\nnetwork = \"flat\""]);
     let observed = after_converging(&before, &after);
@@ -168,6 +168,8 @@ fn managed_gateway_is_deleted_when_the_last_cross_network_peer_leaves() {
             "detach a delete_remote_secret c",
             "detach b delete_remote_secret c",
             "network a delete_gateway",
+            // c, its only remote, left, and no install reaches it any more.
+            "network a delete_istiod_exposure",
             "network b delete_gateway",
         ])
     );
@@ -213,8 +215,8 @@ fn unmanaged_gateway_is_never_deleted_nor_replaced() {
 fn primaries_hold_a_secret_for_every_other_cluster_and_remotes_none() {
     let t = mesh_topology(&[
         "name = \"a\"\nnetwork = \"n\"",
-        "name = \"b\"\nnetwork = \"n\"\nrole = \"remote\"",
-        "name = \"c\"\nnetwork = \"n\"\nrole = \"remote\"",
+        "name = \"b\"\nnetwork = \"n\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
+        "name = \"c\"\nnetwork = \"n\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
         "name = \"d\"\nnetwork = \"n\"",
     ]);
     let plan = plan_ok(&t, &fresh(&t));
@@ -270,7 +272,7 @@ fn primary_turned_remote_loses_its_managed_secrets() {
     ]);
     let after = mesh_topology(&[
         "name = \"a\"\nnetwork = \"n\"",
-        "name = \"b\"\nnetwork = \"n\"\nrole = \"remote\"",
+        "name = \"b\"\nnetwork = \"n\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
         "name = \"c\"\nnetwork = \"n\"",
     ]);
     let mut observed = after_converging(&before, &after);
@@ -287,12 +289,17 @@ fn primary_turned_remote_loses_its_managed_secrets() {
             "detach b delete_remote_secret a",
             "detach b delete_remote_secret c",
             "detach c revoke_reader_tokens/detach b",
+            // Its namespace names its control plane a, whose secret for it
+            // gets a new token so that istiod reads the annotation.
+            "network b set_network n->n",
             "network b ensure_reader",
+            "update a write_remote_secret/rotate b",
         ])
     );
-    let (reader, detach) = plan.actions.split_last().unwrap();
+    let reader = &plan.actions[5];
+    let detach = &plan.actions[..4];
     assert!(detach.iter().all(|a| a.reason.contains("b is now a remote cluster")));
-    // Its control plane, in a and c, now writes there through the reader account.
+    // Its control plane, a, now writes there through the reader account.
     assert!(
         matches!(
             reader.kind,
@@ -330,7 +337,7 @@ fn network_change_case() -> (meshform::topology::Topology, Observed) {
     let before = mesh_topology(&[
         "name = \"a\"\nnetwork = \"n1\"",
         "name = \"b\"\nnetwork = \"n2\"",
-        "name = \"c\"\nnetwork = \"n3\"\nrole = \"remote\"\ncontext = \"kind-c\"",
+        "name = \"c\"\nnetwork = \"n3\"\nrole = \"remote\"\ncontext = \"kind-c\"\ncontrol_plane = \"b\"",
     ]);
     let after = mesh_topology(&[
         "name = \"a\"\nnetwork = \"n1\"",
@@ -416,7 +423,11 @@ fn network_change_restart_runs_with_restart_workloads() {
 #[test]
 fn relabel_of_an_unattached_cluster_is_relabel_and_attach_without_detach() {
     let before = mesh_topology(&["name = \"a\"", "name = \"b\""]);
-    let after = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\"\nrole = \"remote\""]);
+    let after = mesh_topology(&[
+        "name = \"a\"",
+        "name = \"b\"",
+        "name = \"c\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
+    ]);
     let mut observed = converge(&before, &fresh(&before));
     let mut c = fresh(&after).clusters.remove("c").unwrap();
     if let meshform::observe::model::ClusterState::Reachable(facts) = &mut c.state {
@@ -427,6 +438,8 @@ fn relabel_of_an_unattached_cluster_is_relabel_and_attach_without_detach() {
     assert_eq!(
         actions(&plan),
         lines(&[
+            // c, on its own network, reaches its control plane a through a's gateway.
+            "network a ensure_istiod_exposure",
             "network c set_network old->c",
             "network c ensure_reader",
             "network c ensure_gateway/create",
@@ -1794,7 +1807,24 @@ mod properties {
         if clusters.iter().all(|(_, s)| s.remote) {
             clusters[0].1.remote = false;
         }
-        let bodies: Vec<String> = order.iter().map(|&i| body(&clusters[i].0, &clusters[i].1)).collect();
+        // A remote with several primaries to choose from must name one
+        // (a validation error otherwise): the first primary by name.
+        let network =
+            |(name, spec): &(String, ClusterSpec)| spec.network.map_or(name.clone(), |n| NETWORKS[n].to_string());
+        let mut primaries: Vec<&(String, ClusterSpec)> = clusters.iter().filter(|(_, s)| !s.remote).collect();
+        primaries.sort_by(|a, b| a.0.cmp(&b.0));
+        let control_plane = |remote: &(String, ClusterSpec)| {
+            let here = primaries.iter().filter(|p| network(p) == network(remote)).count();
+            if remote.1.remote && here != 1 && primaries.len() > 1 {
+                format!("control_plane = \"{}\"\n", primaries[0].0)
+            } else {
+                String::new()
+            }
+        };
+        let bodies: Vec<String> = order
+            .iter()
+            .map(|&i| body(&clusters[i].0, &clusters[i].1) + &control_plane(&clusters[i]))
+            .collect();
         let text = super::mesh(&bodies.iter().map(String::as_str).collect::<Vec<_>>());
         let mode = if legacy_tokens { "secret" } else { "request" };
         text.replacen(
@@ -2087,6 +2117,7 @@ mod properties {
             "meshform::plan::peer_address",
             // The remote's install, and an annotation another manager wrote.
             "meshform::plan::remote_pilot_address",
+            "meshform::plan::remote_pilot_previous",
             "meshform::plan::control_plane_on_primary",
         ]
         .contains(&code)
@@ -2716,7 +2747,11 @@ fn roots_of_trust_that_share_no_certificate_block_but_a_rotation_does_not() {
 /// there (Istio's remote profile); a primary's stays read-only.
 #[test]
 fn a_remotes_reader_account_lets_its_control_plane_write_there() {
-    let topology = mesh_topology(&["name = \"a\"", "name = \"b\"\nrole = \"remote\"", "name = \"c\""]);
+    let topology = mesh_topology(&[
+        "name = \"a\"",
+        "name = \"b\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
+        "name = \"c\"",
+    ]);
     let plan = plan_ok(&topology, &fresh(&topology));
     let scopes: Vec<(&str, ReaderScope)> = plan
         .actions
@@ -2795,13 +2830,27 @@ fn a_remote_on_another_network_gets_istiod_exposed_on_its_control_planes_gateway
         plan.actions[0].reason
     );
 
-    // The remote joins its control plane's network: the exposure goes.
-    let observed = converge(&across, &fresh(&across));
+    // The remote joins its control plane's network: the exposure stays
+    // while its install still reaches istiod through a's gateway (issue 29),
+    // and goes once it is reinstalled to reach istiod another way.
+    let mut observed = converge(&across, &fresh(&across));
     let flat = mesh_topology(&[
         "name = \"a\"\nnetwork = \"n1\"",
         "name = \"b\"\nnetwork = \"n1\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
         "name = \"c\"\nnetwork = \"n2\"",
     ]);
+    assert!(
+        !actions(&plan_ok(&flat, &observed))
+            .iter()
+            .any(|a| a.contains("istiod_exposure")),
+        "{:?}",
+        actions(&plan_ok(&flat, &observed))
+    );
+    facts_mut(&mut observed, "b")
+        .installs
+        .get_mut("default")
+        .unwrap()
+        .remote_pilot_address = Some("istiod.a.example.com".into());
     let plan = plan_ok(&flat, &observed);
     let removals: Vec<_> = plan
         .actions
@@ -2864,4 +2913,110 @@ fn istiod_exposure_leaves_foreign_objects_alone_and_follows_the_revision() {
         _ => None,
     });
     assert_eq!(revision, Some(Some("1-24".to_string())));
+}
+
+/// Issue 29, item 3: a remote's install keeps reaching the istiod it was
+/// installed against, whatever mesh.toml says now. Moving its control plane
+/// to another primary exposes the new one, names it in the remote's
+/// namespace, and keeps the old one's exposure (with a warning saying how
+/// to finish) until the remote is reinstalled; only then does it go.
+#[test]
+fn a_remotes_control_plane_moves_without_leaving_it_unserved() {
+    let before = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"",
+        "name = \"b\"\nnetwork = \"n3\"",
+        "name = \"r\"\nnetwork = \"n2\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
+    ]);
+    let after = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"",
+        "name = \"b\"\nnetwork = \"n3\"",
+        "name = \"r\"\nnetwork = \"n2\"\nrole = \"remote\"\ncontrol_plane = \"b\"",
+    ]);
+    let mut observed = converge(&before, &fresh(&before));
+    assert_eq!(
+        facts_mut(&mut observed, "r").installs["default"]
+            .remote_pilot_address
+            .as_deref(),
+        Some("a.gateways.example.com")
+    );
+    let plan = plan_ok(&after, &observed);
+    let exposure: Vec<String> = actions(&plan)
+        .into_iter()
+        .filter(|a| a.contains("istiod_exposure"))
+        .collect();
+    assert_eq!(exposure, ["network b ensure_istiod_exposure"], "{:?}", actions(&plan));
+    assert!(
+        actions(&plan).contains(&"network r set_network n2->n2".to_string()),
+        "{:?}",
+        actions(&plan)
+    );
+    assert_eq!(findings(&plan), ["warning r remote_pilot_previous"]);
+    let finding = &plan.findings[0];
+    assert!(
+        finding.message.contains("the east-west gateway of a"),
+        "{}",
+        finding.message
+    );
+    assert!(
+        finding
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("values.global.remotePilotAddress=b.gateways.example.com"),
+        "{finding:?}"
+    );
+    // a's exposure edited by hand meanwhile: repaired, since r uses it.
+    let mut applied = simulate_plan(&observed, &plan);
+    facts_mut(&mut applied, "a")
+        .istiod_gateway
+        .as_mut()
+        .unwrap()
+        .content_sha256 = Some("edited".into());
+    let repair = plan_ok(&after, &applied);
+    assert_eq!(actions(&repair), ["network a ensure_istiod_exposure"]);
+    assert!(
+        repair.actions[0].reason.contains("changed in the cluster"),
+        "{}",
+        repair.actions[0].reason
+    );
+    // Reinstalled for b: a's exposure goes, and nothing is left to warn about.
+    let mut applied = simulate_plan(&observed, &plan);
+    facts_mut(&mut applied, "r")
+        .installs
+        .get_mut("default")
+        .unwrap()
+        .remote_pilot_address = Some("b.gateways.example.com".into());
+    let plan = plan_ok(&after, &applied);
+    assert_eq!(actions(&plan), ["network a delete_istiod_exposure"]);
+    assert_eq!(findings(&plan), Vec::<String>::new());
+}
+
+/// Issue 29, item 3: the remote could not be read, so whether it still
+/// goes through a primary's exposure is unknown: the exposure stays.
+#[test]
+fn an_exposure_is_not_removed_on_account_of_a_remote_that_could_not_be_read() {
+    let across = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"",
+        "name = \"r\"\nnetwork = \"n2\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
+    ]);
+    let flat = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"",
+        "name = \"r\"\nnetwork = \"n1\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
+    ]);
+    let mut observed = converge(&across, &fresh(&across));
+    make_unknown(&mut observed, "r");
+    let options = Options {
+        skip_unreachable: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&flat, &observed, &options);
+    assert!(
+        !actions(&plan).iter().any(|a| a.contains("istiod_exposure")),
+        "{:?}",
+        actions(&plan)
+    );
+}
+
+fn simulate_plan(observed: &Observed, plan: &meshform::plan::Plan) -> Observed {
+    meshform::plan::simulate::simulate(observed, plan, TOKEN_LIFETIME)
 }

@@ -511,10 +511,26 @@ async fn a_remote_across_networks_gets_istiod_exposed_on_its_control_planes_gate
     mesh.assert_converged(&clusters.all()).await;
     assert!(istiod_exposure(east, false).await.unwrap()["spec"]["tls"][0].is_object());
 
-    // The remote joins east's network: it reaches istiod directly, the exposure goes.
+    // The remote joins east's network, but its install still sends sidecars
+    // and the injection webhook to east's gateway: the exposure stays
+    // (issue 29; before, apply deleted it and new pods in west failed).
     install_istio(west, &Install::remote("west", "n1", Some("192.0.2.10"))).await;
     mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n1").remote()]);
+    let plan = mesh.run("plan", &[]).await.expect(0);
+    assert!(!plan.stdout.contains("istiod-gateway"), "{plan}");
     mesh.apply(&["--allow-detach"]).await;
+    mesh.assert_converged(&clusters.all()).await;
+    assert!(istiod_exposure(east, true).await.is_some());
+    assert!(istiod_exposure(east, false).await.is_some());
+    // Reinstalled to reach istiod directly on the flat network: it goes.
+    install_istio(west, &Install::remote("west", "n1", Some("192.0.2.11"))).await;
+    let plan = mesh.run("plan", &[]).await.expect(0);
+    assert!(
+        plan.stdout
+            .contains("install reaches istiod through this gateway any more"),
+        "{plan}"
+    );
+    mesh.apply(&[]).await;
     mesh.assert_converged(&clusters.all()).await;
     assert_eq!(istiod_exposure(east, true).await, None);
     assert_eq!(istiod_exposure(east, false).await, None);

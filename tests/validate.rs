@@ -1219,13 +1219,19 @@ fn a_remote_is_served_by_the_primary_it_names_or_the_one_there_is() {
     let one = "[mesh]\nname = \"m\"\n[[cluster]]\nname = \"a\"\n[[cluster]]\nname = \"r\"\nrole = \"remote\"\n";
     assert_eq!(control_plane(one), Some("a".into()));
 
-    // Two primaries elsewhere: a warning that names them, and none is chosen.
+    // Two primaries elsewhere: an error that names them (issue 29: a
+    // default that became "none" when a primary was added left the remote
+    // without the istiod its install reaches).
     let ambiguous = mesh("");
-    assert_eq!(control_plane(&ambiguous), None);
+    assert!(
+        topology::check("mesh.toml", ambiguous.as_bytes())
+            .into_result()
+            .is_err()
+    );
     let problems = problems_of(&ambiguous);
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(
-        problems[0].starts_with("Warning meshform::topology::missing_key remote \"r\" has no `control_plane`"),
+        problems[0].starts_with("Error meshform::topology::missing_key remote \"r\" has no `control_plane`"),
         "{problems:#?}"
     );
     assert!(problems[0].contains("one of a, b"), "{problems:#?}");

@@ -205,7 +205,7 @@ pub(super) fn finding_check(code: &str) -> CheckId {
         | "istiod_exposure_unmanaged"
         | "mesh_networks_gateways" => CheckId::Gateway,
         "istio_not_installed" | "istiod_cluster_id" | "injection_network" | "mesh_id" => CheckId::Istio,
-        "remote_pilot_address" | "control_plane_on_primary" => CheckId::ControlPlane,
+        "remote_pilot_address" | "remote_pilot_previous" | "control_plane_on_primary" => CheckId::ControlPlane,
         "remote_secret_duplicate" | "remote_secret_unmanaged" => CheckId::RemoteSecrets,
         "detached_holder" | "detach_not_revoked" | "adopted_token_outlives" => CheckId::Tokens,
         _ => CheckId::Other,

@@ -25,15 +25,61 @@ impl<'a> Planner<'a> {
                         && r.control_plane.as_deref() == Some(primary.name.as_str())
                         && r.network != primary.network
                 })
-                .map(|r| r.name.clone());
-            match remote {
-                Some(remote) => self.expose(primary, facts, &remote),
+                .map(|r| format!(
+                    "remote {} is on another network and reaches this cluster's istiod only through its east-west gateway",
+                    r.name
+                ));
+            // A remote's install keeps reaching istiod where it was installed
+            // to (its pilot address and injection webhook), whatever mesh.toml
+            // now says: meshform's exposure stays while one still goes
+            // through this primary's gateway (issue 29).
+            let ours = [&facts.istiod_gateway, &facts.istiod_virtual_service]
+                .into_iter()
+                .flatten()
+                .any(|o| o.managed);
+            let user = self.pilot_users(facts).next().filter(|_| ours).map(|(remote, address)| {
+                format!("remote {remote}'s Istio install still reaches istiod at {address}, this cluster's east-west gateway")
+            });
+            match remote.or(user) {
+                Some(reason) => self.expose(primary, facts, &reason),
+                // A remote that could not be read may still go through it.
+                None if ours && self.unread_remote() => {}
                 None => self.unexpose(primary, facts),
             }
         }
     }
 
-    fn expose(&mut self, primary: &Cluster, facts: &ClusterFacts, remote: &str) {
+    /// Reachable clusters whose remote install (no istiod of its own) sends
+    /// sidecars and the injection webhook to an address of this primary's
+    /// east-west gateway, with that address.
+    pub(super) fn pilot_users<'s>(
+        &'s self,
+        primary: &'s ClusterFacts,
+    ) -> impl Iterator<Item = (&'s str, &'s str)> + 's {
+        let gateway = primary
+            .east_west
+            .as_ref()
+            .map(|e| e.addresses.as_slice())
+            .unwrap_or_default();
+        self.reachable().flat_map(move |(cluster, facts)| {
+            facts
+                .installs
+                .values()
+                .filter(|i| i.istiod.is_none())
+                .filter_map(|i| i.remote_pilot_address.as_deref())
+                .filter(move |address| gateway.iter().any(|g| g == address))
+                .map(move |address| (cluster.name.as_str(), address))
+        })
+    }
+
+    /// A remote of the topology could not be read (`--skip-unreachable`).
+    fn unread_remote(&self) -> bool {
+        self.clusters
+            .iter()
+            .any(|c| c.role == Role::Remote && self.facts(&c.name).is_none())
+    }
+
+    fn expose(&mut self, primary: &Cluster, facts: &ClusterFacts, why: &str) {
         let revision = istiod_revision(facts);
         let gateway_spec = objects::istiod_gateway_spec();
         let route_spec = objects::istiod_virtual_service_spec(self.ns(), revision.as_deref());
@@ -57,7 +103,7 @@ impl<'a> Planner<'a> {
                 "istiod_exposure_unmanaged",
                 &primary.name,
                 format!(
-                    "{kind} {}/{name} exists and is not managed by meshform; it is used as it is to expose istiod to {remote}",
+                    "{kind} {}/{name} exists and is not managed by meshform; it is used as it is to expose istiod ({why})",
                     self.ns()
                 ),
                 format!("delete it to let meshform manage it (kubectl delete -n {} {kind} {name})", self.ns()),
@@ -85,9 +131,7 @@ impl<'a> Planner<'a> {
         } else if update && present {
             "it is not what meshform writes".to_string()
         } else {
-            format!(
-                "remote {remote} is on another network and reaches this cluster's istiod only through its east-west gateway"
-            )
+            why.to_string()
         };
         let kind = ActionKind::EnsureIstiodExposure {
             revision,
@@ -113,7 +157,9 @@ impl<'a> Planner<'a> {
             gateway,
             virtual_service,
         };
-        let reason = "no remote on another network has its control plane here any more".to_string();
+        let reason =
+            "no remote on another network has its control plane here, and no remote's install reaches istiod through this gateway any more"
+                .to_string();
         self.push(Phase::Network, &primary.name, kind, reason);
     }
 }

@@ -127,7 +127,7 @@ mod tests {
     use crate::topology::Role;
 
     fn topology() -> Topology {
-        let text = "[mesh]\nname = \"mesh1\"\n\n[[cluster]]\nname = \"a\"\n\n[[cluster]]\nname = \"b\"\nrole = \"remote\"\n\n[[cluster]]\nname = \"c\"\n";
+        let text = "[mesh]\nname = \"mesh1\"\n\n[[cluster]]\nname = \"a\"\n\n[[cluster]]\nname = \"b\"\nrole = \"remote\"\ncontrol_plane = \"a\"\n\n[[cluster]]\nname = \"c\"\n";
         crate::topology::check("mesh.toml", text.as_bytes())
             .into_result()
             .expect("a valid topology")

@@ -185,6 +185,42 @@ impl<'a> Planner<'a> {
             .and_then(|_| self.facts(primary))
             .and_then(|f| f.east_west.as_ref())
             .filter(|e| !e.addresses.is_empty());
+        // Still installed against another primary's gateway (its control
+        // plane changed in mesh.toml): that istiod serves it, and that
+        // primary keeps meshform's exposure while it does (exposure.rs), so
+        // the remote is never left without one; it moves once reinstalled.
+        let previous = address.and_then(|address| {
+            self.reachable()
+                .filter(|(p, f)| {
+                    p.role == Role::Primary
+                        && p.name != primary
+                        && [&f.istiod_gateway, &f.istiod_virtual_service]
+                            .into_iter()
+                            .flatten()
+                            .any(|o| o.managed)
+                })
+                .find(|(_, f)| {
+                    self.pilot_users(f)
+                        .any(|(user, a)| user == cluster.name && a == address)
+                })
+                .map(|(p, _)| (p.name.clone(), address))
+        });
+        if let Some((served_by, address)) = previous {
+            let value = gateway
+                .and_then(|g| g.addresses.first().cloned())
+                .unwrap_or_else(|| format!("<the address of {primary}'s istiod or east-west gateway>"));
+            self.finding(
+                FindingKind::Warning,
+                "remote_pilot_previous",
+                &cluster.name,
+                format!(
+                    "remote {} reaches istiod at {address}, the east-west gateway of {served_by}, whose istiod serves it until it is reinstalled for its control plane {primary}; meshform keeps {served_by}'s istiod exposed until then",
+                    cluster.name
+                ),
+                set("values.global.remotePilotAddress", &value),
+            );
+            return;
+        }
         let problem = match (address, gateway) {
             (None, _) => format!(
                 "injector ConfigMap {injector} in remote {} has no global.remotePilotAddress: its sidecars cannot find {primary}'s istiod",

@@ -311,8 +311,8 @@ fn check_lock_cluster(
 }
 
 /// Each remote's control plane: the primary named by `control_plane`, else
-/// the one primary on its network, else the mesh's one primary, else none
-/// (a warning). istiod
+/// the one primary on its network, else the mesh's one primary; several to
+/// choose from is an error. istiod
 /// (with `EXTERNAL_ISTIOD`) manages a remote's namespaces only when the
 /// remote's mesh namespace names it (istio/istio
 /// `pilot/pkg/serviceregistry/kube/controller/multicluster.go`,
@@ -378,19 +378,26 @@ fn resolve_control_planes(
                     Some(primary) => cluster.control_plane = Some(primary),
                     // No primary at all is reported on its own.
                     None if primaries.is_empty() => {}
-                    // Files from before the key keep working; check says what is missing.
+                    // An error, not a guess: the remote's install reaches one
+                    // istiod (its pilot address and injection webhook), and the
+                    // plan keeps that istiod exposed and names it in the
+                    // remote's namespace. A default that silently became
+                    // "none" when a primary was added left the remote unserved.
                     None => problems.push(
-                        Problem::warning(
+                        Problem::error(
                             Code::MissingKey,
-                            format!("remote {} has no `control_plane`", quoted(&cluster.name)),
+                            format!(
+                                "remote {} has no `control_plane`, and several primaries could serve it",
+                                quoted(&cluster.name)
+                            ),
                         )
                         .at(&path)
                         .label(
                             at(&format!("cluster[{i}].role")),
-                            "several primaries could serve it; meshform names none of them",
+                            "no primary shares its network and the mesh has more than one",
                         )
                         .help(format!(
-                            "set `control_plane` to the primary whose istiod serves it (one of {}); until then no istiod writes istio-ca-root-cert into its namespaces",
+                            "set `control_plane` to the primary whose istiod serves it (one of {}): the one its install's global.remotePilotAddress reaches",
                             names()
                         )),
                     ),
