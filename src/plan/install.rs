@@ -186,19 +186,12 @@ impl<'a> Planner<'a> {
             .and_then(|f| f.east_west.as_ref())
             .filter(|e| !e.addresses.is_empty());
         // Still installed against another primary's gateway (its control
-        // plane changed in mesh.toml): that istiod serves it, and that
-        // primary keeps meshform's exposure while it does (exposure.rs), so
-        // the remote is never left without one; it moves once reinstalled.
+        // plane changed in mesh.toml): that istiod serves it until the
+        // remote is reinstalled, and that primary keeps meshform's exposure
+        // while it does (exposure.rs), so the remote is never left without one.
         let previous = address.and_then(|address| {
             self.reachable()
-                .filter(|(p, f)| {
-                    p.role == Role::Primary
-                        && p.name != primary
-                        && [&f.istiod_gateway, &f.istiod_virtual_service]
-                            .into_iter()
-                            .flatten()
-                            .any(|o| o.managed)
-                })
+                .filter(|(p, _)| p.role == Role::Primary && p.name != primary)
                 .find(|(_, f)| {
                     self.pilot_users(f)
                         .any(|(user, a)| user == cluster.name && a == address)
@@ -214,7 +207,7 @@ impl<'a> Planner<'a> {
                 "remote_pilot_previous",
                 &cluster.name,
                 format!(
-                    "remote {} reaches istiod at {address}, the east-west gateway of {served_by}, whose istiod serves it until it is reinstalled for its control plane {primary}; meshform keeps {served_by}'s istiod exposed until then",
+                    "remote {} reaches istiod at {address}, the east-west gateway of {served_by}, whose istiod serves it until it is reinstalled for its control plane {primary}; meshform keeps the istiod exposure it made in {served_by} until then",
                     cluster.name
                 ),
                 set("values.global.remotePilotAddress", &value),
