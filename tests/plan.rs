@@ -3020,3 +3020,185 @@ fn an_exposure_is_not_removed_on_account_of_a_remote_that_could_not_be_read() {
 fn simulate_plan(observed: &Observed, plan: &meshform::plan::Plan) -> Observed {
     meshform::plan::simulate::simulate(observed, plan, TOKEN_LIFETIME)
 }
+
+/// The lines of the actions apply runs, and of those it holds back with why.
+fn held(plan: &meshform::plan::Plan) -> (Vec<String>, Vec<String>) {
+    let holds = plan.holds();
+    let (mut run, mut held) = (Vec::new(), Vec::new());
+    for action in &plan.actions {
+        match holds.of(action) {
+            None => run.push(action_line(action)),
+            Some(hold) => held.push(format!("{} ({hold})", action_line(action))),
+        }
+    }
+    (run, held)
+}
+
+/// Issue 29, item 6: one cluster's blocker holds back what touches that
+/// cluster; every other pair's tokens still rotate.
+#[test]
+fn a_blocker_in_one_cluster_holds_back_only_its_pairs() {
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    let rotate = Options {
+        rotate_tokens: true,
+        ..Options::default()
+    };
+    // Nothing blocks: nothing is held.
+    let (run, held_back) = held(&plan_with(&t, &observed, &rotate));
+    assert_eq!(run.len(), 6);
+    assert!(held_back.is_empty());
+    // b's load balancer is pending.
+    facts_mut(&mut observed, "b")
+        .east_west
+        .as_mut()
+        .unwrap()
+        .addresses
+        .clear();
+    let plan = plan_with(&t, &observed, &rotate);
+    assert_eq!(findings(&plan), ["blocker b gateway_address_missing"]);
+    let (run, held_back) = held(&plan);
+    assert_eq!(
+        run,
+        [
+            "update a write_remote_secret/rotate c",
+            "update c write_remote_secret/rotate a"
+        ]
+    );
+    assert_eq!(held_back.len(), 4, "{held_back:#?}");
+    for line in &held_back {
+        assert!(line.contains(" b") || line.starts_with("update b"), "{line}");
+        assert!(
+            line.ends_with("(held back: blocker gateway_address_missing concerns b; fix it and apply again)"),
+            "{line}"
+        );
+    }
+    assert_eq!(meshform::apply::preflight(&plan, false), Ok(()));
+}
+
+/// Issue 29, item 6: while blockers stand, only maintenance runs: changes
+/// of the mesh's shape (an attach, a detach, a relabel, a delete) wait,
+/// even in clusters no blocker concerns; replaced tokens are still revoked.
+#[test]
+fn while_blockers_stand_only_maintenance_runs() {
+    let before = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""]);
+    let after = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\"", "name = \"d\""]);
+    let mut observed = converge(&before, &fresh(&before));
+    let d = fresh(&after).clusters["d"].clone();
+    observed.clusters.insert("d".to_string(), d);
+    facts_mut(&mut observed, "b")
+        .east_west
+        .as_mut()
+        .unwrap()
+        .addresses
+        .clear();
+    let rotate = Options {
+        rotate_tokens: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&after, &observed, &rotate);
+    let (run, held_back) = held(&plan);
+    assert_eq!(
+        run,
+        [
+            "update a write_remote_secret/rotate c",
+            "update c write_remote_secret/rotate a"
+        ]
+    );
+    // d joins: every action of it waits, as a change, not as maintenance.
+    assert!(
+        held_back
+            .iter()
+            .filter(|l| l.contains(" d") && !l.contains(" b"))
+            .all(|l| l.contains("the plan has 1 blocker(s)")),
+        "{held_back:#?}"
+    );
+    assert!(
+        held_back
+            .iter()
+            .any(|l| l.starts_with("attach a write_remote_secret/create d")),
+        "{held_back:#?}"
+    );
+    // With every write held, apply refuses as before.
+    let plan = plan_with(&after, &observed, &Options::default());
+    assert!(held(&plan).0.is_empty());
+    assert_eq!(
+        meshform::apply::preflight(&plan, false),
+        Err(meshform::apply::Refusal::Blocked(1))
+    );
+}
+
+/// The pure rule, action kind by action kind: what is maintenance.
+#[test]
+fn maintenance_is_writes_of_meshforms_own_objects_and_revocations_of_replaced_tokens() {
+    let t = mesh_topology(&["name = \"a\"\nnetwork = \"n1\"", "name = \"b\"\nnetwork = \"n2\""]);
+    let plan = plan_ok(&t, &fresh(&t));
+    let maintains: Vec<(String, bool)> = plan.actions.iter().map(|a| (action_line(a), a.maintains())).collect();
+    assert_eq!(
+        maintains,
+        [
+            ("network a set_network none->n1".to_string(), false),
+            ("network a ensure_reader".to_string(), true),
+            ("network a ensure_gateway/create".to_string(), true),
+            ("network b set_network none->n2".to_string(), false),
+            ("network b ensure_reader".to_string(), true),
+            ("network b ensure_gateway/create".to_string(), true),
+            ("attach a write_remote_secret/create b".to_string(), true),
+            ("attach b write_remote_secret/create a".to_string(), true),
+        ]
+    );
+    // Yet an attach is a change: with a blocker about c only, nothing of
+    // a's and b's attach runs either.
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""]);
+    let mut observed = fresh(&t);
+    facts_mut(&mut observed, "c").root_certs = Some(vec!["c".repeat(64)]);
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(plan.findings[0].concerns, ["c"]);
+    let (run, held_back) = held(&plan);
+    assert!(run.is_empty(), "{run:?}");
+    assert!(
+        held_back.contains(&"network a ensure_reader (held back: the plan has 1 blocker(s), and while it does apply only keeps the mesh alive (token rotation, revocation of replaced tokens, repairs of meshform's objects))".to_string()),
+        "{held_back:#?}"
+    );
+}
+
+/// Issue 29, item 6: a mesh-wide finding names the clusters it concerns:
+/// the one outside the root most of the mesh shares. `--target` keeps it
+/// only for them, and apply holds back only their actions.
+#[test]
+fn a_root_of_trust_blocker_concerns_the_clusters_outside_the_shared_root() {
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    facts_mut(&mut observed, "c").root_certs = Some(vec!["c".repeat(64)]);
+    let rotate = Options {
+        rotate_tokens: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&t, &observed, &rotate);
+    assert_eq!(findings(&plan), ["blocker - root_of_trust"]);
+    assert_eq!(plan.findings[0].concerns, ["c"]);
+    let (run, held_back) = held(&plan);
+    assert_eq!(
+        run,
+        [
+            "update a write_remote_secret/rotate b",
+            "update b write_remote_secret/rotate a"
+        ]
+    );
+    assert_eq!(held_back.len(), 4, "{held_back:#?}");
+    let only = |target: &str| Options {
+        targets: vec![target.to_string()],
+        ..Options::default()
+    };
+    assert_eq!(
+        findings(&plan_with(&t, &observed, &only("c"))),
+        ["blocker - root_of_trust"]
+    );
+    assert_eq!(findings(&plan_with(&t, &observed, &only("a"))), Vec::<String>::new());
+    // Two against two: no side can be told wrong, so the blocker concerns all.
+    let t = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let mut observed = converge(&t, &fresh(&t));
+    facts_mut(&mut observed, "b").root_certs = Some(vec!["b".repeat(64)]);
+    let plan = plan_with(&t, &observed, &Options::default());
+    assert_eq!(plan.findings[0].concerns, ["a", "b"]);
+}

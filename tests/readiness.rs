@@ -577,3 +577,112 @@ async fn gateways_declared_in_mesh_networks_are_named_as_not_judged() {
     let check = mesh.run("check", &[]).await.expect(0);
     assert!(check.stdout.contains("meshNetworks"), "{check}");
 }
+
+/// One cluster's blocker does not stop the rest of the mesh from being kept
+/// alive (issue 29): with north's load balancer pending and a rotation due
+/// everywhere, east and west rotate each other's tokens; every pair with
+/// north is held back, and apply says so in text and JSON, exits 1, and
+/// converges once the address is back.
+#[tokio::test]
+async fn a_blocker_in_one_cluster_holds_back_its_pairs_and_every_other_pair_rotates() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let (east, west, north) = (
+        clusters.by_name("east"),
+        clusters.by_name("west"),
+        clusters.by_name("north"),
+    );
+    for (cluster, network) in [(east, "n1"), (west, "n2"), (north, "n3")] {
+        install_eastwest_gateway(cluster).await;
+        install_istio(cluster, &Install::correct(cluster.name(), network)).await;
+    }
+    let mesh = Mesh::new(&[
+        Entry::of(east).network("n1"),
+        Entry::of(west).network("n2"),
+        Entry::of(north).network("n3"),
+    ]);
+    mesh.apply(&[]).await;
+    mesh.assert_converged(&clusters.all()).await;
+
+    // north's load balancer loses its address.
+    let pending = serde_json::json!({ "status": { "loadBalancer": { "ingress": null } } });
+    Api::<Service>::namespaced(north.client(), NAMESPACE)
+        .patch_status(GATEWAY, &PatchParams::default(), &Patch::Merge(&pending))
+        .await
+        .expect("taking north's address away");
+    let tokens = async || {
+        let mut all = std::collections::BTreeMap::new();
+        for cluster in [east, west, north] {
+            for (name, secret) in support::mesh::remote_secrets(cluster).await {
+                let data = secret.data.unwrap_or_default();
+                let token = data.values().next().and_then(|v| support::mesh::token_of(&v.0));
+                all.insert(format!("{}/{name}", cluster.name()), token.expect("a token"));
+            }
+        }
+        all
+    };
+    let changed = |before: &std::collections::BTreeMap<String, String>,
+                   after: &std::collections::BTreeMap<String, String>| {
+        before
+            .iter()
+            .filter(|(k, v)| after.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let before = tokens().await;
+    let run = mesh
+        .run("apply", &["--auto-approve", "--rotate-tokens"])
+        .await
+        .expect(1);
+    assert!(
+        run.stdout
+            .contains("Apply incomplete: 2 done, 0 failed, 0 skipped, 4 held back"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains(
+            "skipped ~ Secret istio-system/istio-remote-secret-north in east: held back: blocker gateway_address_missing concerns north; fix it and apply again"
+        ),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("4 action(s) held back: blocker gateway_address_missing concerns north"),
+        "{run}"
+    );
+    let after = tokens().await;
+    assert_eq!(
+        changed(&before, &after),
+        ["east/istio-remote-secret-west", "west/istio-remote-secret-east"]
+    );
+
+    // The same as JSON: each held action as a skipped event with why, and
+    // the summary lists them.
+    let run = mesh
+        .run("apply", &["--auto-approve", "--rotate-tokens", "--format", "json"])
+        .await
+        .expect(1);
+    let events = run.events();
+    let summary = events.last().expect("a summary");
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["done"].as_array().unwrap().len(), 2, "{summary:#}");
+    let held = summary["held"].as_array().unwrap();
+    assert_eq!(held.len(), 4, "{summary:#}");
+    for entry in held {
+        let why = entry["why"].as_str().unwrap();
+        assert!(why.contains("blocker gateway_address_missing concerns north"), "{why}");
+    }
+    let skipped: Vec<&Value> = events.iter().filter(|e| e["event"] == "skipped").collect();
+    assert_eq!(skipped.len(), 4, "{events:#?}");
+    assert_eq!(
+        changed(&after, &tokens().await),
+        ["east/istio-remote-secret-west", "west/istio-remote-secret-east"]
+    );
+
+    // The address is back: the held pairs rotate, and the mesh converges.
+    support::install::set_gateway_address(north, GATEWAY, "192.0.2.30").await;
+    let before = tokens().await;
+    mesh.apply(&["--rotate-tokens"]).await;
+    assert_eq!(changed(&before, &tokens().await).len(), 6);
+    mesh.assert_converged(&clusters.all()).await;
+}

@@ -91,15 +91,20 @@ pub enum Refusal {
     Stale(Vec<String>),
 }
 
-/// Checks that need no cluster: blockers and consent to detach.
+/// Checks that need no cluster: blockers and consent to detach. A plan with
+/// blockers is refused only when they hold back every write; otherwise the
+/// run does what they leave free ([`Plan::holds`]) and reports the rest.
 pub fn preflight(plan: &Plan, allow_detach: bool) -> Result<(), Refusal> {
+    let holds = plan.holds();
+    let free = |a: &&Action| holds.of(a).is_none();
     let blockers = plan.blockers().count();
-    if blockers > 0 {
+    if blockers > 0 && !plan.actions.iter().filter(free).any(Action::writes) {
         return Err(Refusal::Blocked(blockers));
     }
     let mut detached: Vec<&str> = plan
         .actions
         .iter()
+        .filter(free)
         .filter(|a| a.is_destructive())
         .filter_map(Action::peer)
         .collect();
@@ -173,13 +178,21 @@ pub struct Report {
     pub done: Vec<usize>,
     pub failed: Vec<(usize, String)>,
     pub skipped: Vec<usize>,
+    /// Actions the plan's blockers held back, with why ([`Plan::holds`]).
+    pub held: Vec<(usize, String)>,
     /// The apply lock could not be renewed, so no further phase was started.
     pub lock_lost: bool,
 }
 
 impl Report {
+    /// Everything planned was done (or shown, for a restart not enabled).
     pub fn succeeded(&self) -> bool {
-        self.failed.is_empty() && !self.lock_lost
+        !self.halted() && self.held.is_empty()
+    }
+
+    /// No further phase may start: an action failed or the lock was lost.
+    pub fn halted(&self) -> bool {
+        !self.failed.is_empty() || self.lock_lost
     }
 }
 
@@ -273,6 +286,7 @@ pub(crate) async fn sequence(
     progress: &dyn Progress,
 ) -> Report {
     let mut report = Report::default();
+    let holds = plan.holds();
     for phase in Phase::ALL {
         let actions: Vec<(usize, &Action)> = plan
             .actions
@@ -285,10 +299,10 @@ pub(crate) async fn sequence(
         }
         // Once the lease could not be renewed another apply may hold it:
         // writing on would race it.
-        if report.succeeded() && lock_lost() {
+        if !report.halted() && lock_lost() {
             report.lock_lost = true;
         }
-        if !report.succeeded() {
+        if report.halted() {
             let why = if report.lock_lost {
                 "the apply lock was lost (another apply may hold it)"
             } else {
@@ -310,7 +324,23 @@ pub(crate) async fn sequence(
         });
         // A restart the plan shows without running (planned without
         // --restart-workloads) is reported as skipped, not as done.
-        let (actions, shown): (Vec<_>, Vec<_>) = actions.into_iter().partition(|(_, a)| a.writes());
+        let (actions, held): (Vec<_>, Vec<_>) = actions
+            .into_iter()
+            .map(|(index, action)| (index, action, holds.of(action)))
+            .partition(|(.., hold)| hold.is_none());
+        for (index, action, hold) in held {
+            let why = hold.map(|h| h.to_string()).unwrap_or_default();
+            progress.event(Event::Skipped {
+                index,
+                action,
+                why: why.clone(),
+            });
+            report.held.push((index, why));
+        }
+        let (actions, shown): (Vec<_>, Vec<_>) = actions
+            .into_iter()
+            .map(|(index, action, _)| (index, action))
+            .partition(|(_, a)| a.writes());
         for (index, action) in shown {
             progress.event(Event::Skipped {
                 index,
@@ -375,6 +405,7 @@ pub(crate) async fn sequence(
     report.done.sort_unstable();
     report.failed.sort_unstable();
     report.skipped.sort_unstable();
+    report.held.sort_unstable();
     report
 }
 

@@ -165,7 +165,13 @@ fn confirm(plan: &Plan, cx: &mut Context<'_>) -> Result<(), CliError> {
             "stdin is not a terminal; pass --auto-approve to apply without asking".into(),
         ));
     }
-    let writes = plan.actions.iter().filter(|a| a.writes()).count();
+    // What the plan's blockers hold back is not asked about: it will not run.
+    let holds = plan.holds();
+    let writes = plan
+        .actions
+        .iter()
+        .filter(|a| a.writes() && holds.of(a).is_none())
+        .count();
     write!(
         cx.err,
         "\nApply {writes} change(s) to mesh {:?}? Only 'yes' will be accepted: ",

@@ -261,10 +261,23 @@ impl<'a> Planner<'a> {
                 )
             })
             .collect();
+        // The clusters outside the group most of the mesh shares are the
+        // ones to fix (on a tie, every group's): apply holds back only
+        // theirs, so a CA migration gone wrong in one cluster does not
+        // stop token rotation everywhere.
+        let largest = groups.iter().map(|(names, _)| names.len()).max().unwrap_or_default();
+        let tie = groups.iter().filter(|(names, _)| names.len() == largest).count() > 1;
+        let mut concerns: Vec<String> = groups
+            .iter()
+            .filter(|(names, _)| tie || names.len() < largest)
+            .flat_map(|(names, _)| names.iter().map(|n| n.to_string()))
+            .collect();
+        concerns.sort();
         self.findings.push(Finding {
             kind: FindingKind::Blocker,
             code: "meshform::plan::root_of_trust".to_string(),
             cluster: None,
+            concerns,
             message: format!(
                 "the clusters have {} roots of trust that share no certificate: {}; traffic between them fails with CERTIFICATE_VERIFY_FAILED",
                 groups.len(),

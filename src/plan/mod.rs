@@ -347,6 +347,7 @@ impl<'a> Planner<'a> {
             cluster: Some(cluster.to_string()),
             message,
             help: Some(help),
+            concerns: Vec::new(),
         });
     }
 
@@ -445,7 +446,9 @@ impl<'a> Planner<'a> {
                 | Change::BecameRemote { cluster } => hit(cluster),
                 Change::Rename { from, to } => hit(from) || hit(to),
             });
-            self.findings.retain(|f| f.cluster.as_deref().is_none_or(hit));
+            // A mesh-wide finding is kept when it concerns a target.
+            self.findings
+                .retain(|f| f.clusters().any(hit) || (f.cluster.is_none() && f.concerns.is_empty()));
         }
         self.findings
             .sort_by(|a, b| (a.kind, &a.cluster, &a.code).cmp(&(b.kind, &b.cluster, &b.code)));

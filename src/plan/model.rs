@@ -324,6 +324,28 @@ impl Action {
         }
     }
 
+    /// Keeps what is in place working without changing the mesh's shape:
+    /// writes of meshform's own objects (a token rotation, a remote secret
+    /// or reader account put back, a Gateway repaired) and the revocation
+    /// of replaced tokens. Deletes, labels on Istio's objects, adoptions and
+    /// restarts are changes; so is anything of a cluster a [`Change`] is
+    /// about (see [`Plan::holds`]).
+    pub fn maintains(&self) -> bool {
+        match &self.kind {
+            ActionKind::WriteRemoteSecret { mode, .. } => *mode != WriteMode::Adopt,
+            ActionKind::RevokeReaderTokens { detach, .. } => !detach,
+            ActionKind::EnsureReader { .. }
+            | ActionKind::EnsureGateway { .. }
+            | ActionKind::EnsureIstiodExposure { .. } => true,
+            ActionKind::DeleteRemoteSecret { .. }
+            | ActionKind::SetNetwork { .. }
+            | ActionKind::DeleteGateway { .. }
+            | ActionKind::DeleteIstiodExposure { .. }
+            | ActionKind::RestartWorkloads { .. }
+            | ActionKind::SetGatewayNetwork { .. } => false,
+        }
+    }
+
     /// Whether executing it writes to a cluster (a disabled restart does not).
     pub fn writes(&self) -> bool {
         !matches!(self.kind, ActionKind::RestartWorkloads { enabled: false, .. })
@@ -390,6 +412,17 @@ pub struct Finding {
     pub cluster: Option<String>,
     pub message: String,
     pub help: Option<String>,
+    /// A finding of no one cluster (`root_of_trust`): the clusters it
+    /// concerns, which `--target` and apply's holds go by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concerns: Vec<String>,
+}
+
+impl Finding {
+    /// The clusters the finding is about.
+    pub fn clusters(&self) -> impl Iterator<Item = &str> {
+        self.cluster.iter().chain(&self.concerns).map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -415,6 +448,38 @@ impl Plan {
 
     pub fn blockers(&self) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(|f| f.kind == FindingKind::Blocker)
+    }
+
+    /// What apply holds back while the plan has blockers: every action
+    /// that writes to or is about a cluster a blocker concerns, and every
+    /// action that is not maintenance of a cluster no change is about.
+    /// The rest (rotations, revocations of replaced tokens, repairs of the
+    /// other pairs) still runs, so one cluster's pending load balancer or
+    /// CA migration does not let every token in the mesh expire.
+    pub fn holds(&self) -> Holds<'_> {
+        let mut blocked = BTreeMap::new();
+        for finding in self.blockers() {
+            for cluster in finding.clusters() {
+                blocked.entry(cluster).or_insert(finding);
+            }
+        }
+        let changing = self
+            .changes
+            .iter()
+            .flat_map(|c| match c {
+                Change::Attach { cluster, .. }
+                | Change::Detach { cluster }
+                | Change::NetworkChange { cluster, .. }
+                | Change::BecameRemote { cluster } => [Some(cluster.as_str()), None],
+                Change::Rename { from, to } => [Some(from.as_str()), Some(to.as_str())],
+            })
+            .flatten()
+            .collect();
+        Holds {
+            blocked,
+            changing,
+            blockers: self.blockers().count(),
+        }
     }
 
     pub fn phase(&self, phase: Phase) -> impl Iterator<Item = &Action> {
@@ -450,6 +515,65 @@ impl Plan {
             }
         }
         tally
+    }
+}
+
+/// Why apply leaves an action undone: the rule that one cluster's blocker
+/// does not stop the rest of the mesh from being kept alive (issue 29).
+/// Worked out from the plan alone, so a saved plan is held the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "held_by", rename_all = "snake_case")]
+pub enum Hold {
+    /// A blocker concerns a cluster the action writes to or is about.
+    Blocker { code: String, cluster: String },
+    /// Not maintenance: the mesh's shape does not change while it has blockers.
+    Change { blockers: usize },
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::Blocker { code, cluster } => write!(
+                f,
+                "held back: blocker {} concerns {cluster}; fix it and apply again",
+                code.trim_start_matches("meshform::plan::")
+            ),
+            Hold::Change { blockers } => write!(
+                f,
+                "held back: the plan has {blockers} blocker(s), and while it does apply only keeps the mesh alive (token rotation, revocation of replaced tokens, repairs of meshform's objects)"
+            ),
+        }
+    }
+}
+
+/// What a plan's blockers hold back; see [`Plan::holds`].
+pub struct Holds<'a> {
+    /// Cluster → the first blocker (in the plan's order) concerning it.
+    blocked: BTreeMap<&'a str, &'a Finding>,
+    /// Clusters a [`Change`] is about: their actions change the mesh's shape.
+    changing: std::collections::BTreeSet<&'a str>,
+    blockers: usize,
+}
+
+impl Holds<'_> {
+    /// Why `action` is held back, if it is.
+    pub fn of(&self, action: &Action) -> Option<Hold> {
+        if self.blockers == 0 {
+            return None;
+        }
+        let touched = || std::iter::once(action.cluster.as_str()).chain(action.peer());
+        if let Some((cluster, finding)) = touched().find_map(|c| self.blocked.get_key_value(c)) {
+            return Some(Hold::Blocker {
+                code: finding.code.clone(),
+                cluster: cluster.to_string(),
+            });
+        }
+        if !action.maintains() || touched().any(|c| self.changing.contains(c)) {
+            return Some(Hold::Change {
+                blockers: self.blockers,
+            });
+        }
+        None
     }
 }
 

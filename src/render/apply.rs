@@ -158,21 +158,28 @@ fn summary_json(report: &Report, dry_run: bool, out: &mut dyn Write) -> io::Resu
         "done": report.done,
         "failed": report.failed.iter().map(|(i, e)| serde_json::json!({"index": i, "error": e})).collect::<Vec<_>>(),
         "skipped": report.skipped,
+        "held": report.held.iter().map(|(i, why)| serde_json::json!({"index": i, "why": why})).collect::<Vec<_>>(),
         "lock_lost": report.lock_lost,
     });
     writeln!(out, "{line}")
 }
 
 fn summary_text(plan: &Plan, report: &Report, dry_run: bool, out: &mut dyn Write) -> io::Result<()> {
-    let verb = match (report.succeeded(), dry_run) {
-        (true, true) => "Dry run complete",
-        (true, false) => "Apply complete",
-        (false, true) => "Dry run failed",
-        (false, false) => "Apply failed",
+    let verb = match (report.halted(), report.held.is_empty(), dry_run) {
+        (false, true, true) => "Dry run complete",
+        (false, true, false) => "Apply complete",
+        (false, false, true) => "Dry run incomplete",
+        (false, false, false) => "Apply incomplete",
+        (true, _, true) => "Dry run failed",
+        (true, _, false) => "Apply failed",
+    };
+    let held = match report.held.len() {
+        0 => String::new(),
+        n => format!(", {n} held back"),
     };
     writeln!(
         out,
-        "\n{verb}: {} done, {} failed, {} skipped (of {} actions).",
+        "\n{verb}: {} done, {} failed, {} skipped{held} (of {} actions).",
         report.done.len(),
         report.failed.len(),
         report.skipped.len(),
@@ -193,7 +200,24 @@ fn summary_text(plan: &Plan, report: &Report, dry_run: bool, out: &mut dyn Write
             "  the apply lock could not be renewed: another apply may hold it now"
         )?;
     }
-    if !report.succeeded() {
+    // Grouped by why: one line per blocker (or for the changes that wait).
+    let mut held: Vec<(&str, usize)> = Vec::new();
+    for (_, why) in &report.held {
+        match held.iter_mut().find(|(w, _)| w == why) {
+            Some((_, n)) => *n += 1,
+            None => held.push((why, 1)),
+        }
+    }
+    for (why, n) in &held {
+        writeln!(out, "  {n} action(s) {why}")?;
+    }
+    if !held.is_empty() && !report.halted() {
+        writeln!(
+            out,
+            "The rest of the mesh was kept alive. Apply again once the blockers the plan lists are fixed."
+        )?;
+    }
+    if report.halted() {
         writeln!(
             out,
             "Nothing after the failed phase was started. Run apply again once the cause is fixed; it picks up where this run stopped."
@@ -360,6 +384,28 @@ mod tests {
             ..Run::default()
         };
         snapshot("apply_text__lock_lost", print(Format::Text, &plan, &run));
+    }
+
+    // A blocker about one cluster: the other pairs rotate; what touches it
+    // is held back, each with why, and the summary says the run is incomplete.
+    #[test]
+    fn text_and_json_of_a_run_held_back_by_a_blocker() {
+        let (plan, _) = scenarios::blocked_rotation();
+        assert_eq!(plan.blockers().count(), 1);
+        let text = print(Format::Text, &plan, &Run::default());
+        assert!(text.contains("Apply incomplete"), "{text}");
+        snapshot("apply_text__held", text);
+        let json = print(Format::Json, &plan, &Run::default());
+        let summary: serde_json::Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
+        let held = summary["held"].as_array().unwrap();
+        assert!(!held.is_empty(), "{json}");
+        assert!(
+            held.iter().all(|h| h["why"]
+                .as_str()
+                .unwrap()
+                .contains("blocker gateway_address_missing concerns apac")),
+            "{json}"
+        );
     }
 
     #[test]

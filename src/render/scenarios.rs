@@ -134,6 +134,21 @@ fn facts<'a>(observed: &'a mut Observed, cluster: &str) -> &'a mut ClusterFacts 
     }
 }
 
+/// The converged example, tokens due for rotation everywhere, and apac's
+/// east-west gateway load balancer pending: a blocker about apac alone.
+pub fn blocked_rotation() -> (Plan, Topology) {
+    let topology = example();
+    let mut observed = converged_observation(&topology);
+    if let Some(east_west) = facts(&mut observed, "apac").east_west.as_mut() {
+        east_west.addresses.clear();
+    }
+    let options = Options {
+        rotate_tokens: true,
+        ..Options::default()
+    };
+    (plan_of(&topology, &observed, &options), topology)
+}
+
 /// Every scenario, by snapshot name.
 pub fn all() -> Vec<(&'static str, (Plan, Topology))> {
     vec![
