@@ -98,7 +98,7 @@ pub fn preflight(plan: &Plan, allow_detach: bool) -> Result<(), Refusal> {
     let holds = plan.holds();
     let free = |a: &&Action| holds.of(a).is_none();
     let blockers = plan.blockers().count();
-    if blockers > 0 && !plan.actions.iter().filter(free).any(Action::writes) {
+    if blockers > 0 && plan.free_writes() == 0 {
         return Err(Refusal::Blocked(blockers));
     }
     let mut detached: Vec<&str> = plan

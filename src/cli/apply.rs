@@ -166,12 +166,7 @@ fn confirm(plan: &Plan, cx: &mut Context<'_>) -> Result<(), CliError> {
         ));
     }
     // What the plan's blockers hold back is not asked about: it will not run.
-    let holds = plan.holds();
-    let writes = plan
-        .actions
-        .iter()
-        .filter(|a| a.writes() && holds.of(a).is_none())
-        .count();
+    let writes = plan.free_writes();
     write!(
         cx.err,
         "\nApply {writes} change(s) to mesh {:?}? Only 'yes' will be accepted: ",

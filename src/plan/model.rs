@@ -482,6 +482,16 @@ impl Plan {
         }
     }
 
+    /// The writes apply makes though the plan has blockers: those
+    /// [`Plan::holds`] leaves free.
+    pub fn free_writes(&self) -> usize {
+        let holds = self.holds();
+        self.actions
+            .iter()
+            .filter(|a| a.writes() && holds.of(a).is_none())
+            .count()
+    }
+
     pub fn phase(&self, phase: Phase) -> impl Iterator<Item = &Action> {
         self.actions.iter().filter(move |a| a.phase == phase)
     }

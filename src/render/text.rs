@@ -124,14 +124,17 @@ pub fn plan(plan: &Plan, topology: &Topology, style: Style, out: &mut dyn Write)
     }
     let blockers = plan.blockers().count();
     if blockers > 0 {
-        let line = format!(
-            "Apply refuses this plan until {} fixed.",
-            if blockers == 1 {
-                "the blocker is".to_string()
-            } else {
-                format!("the {blockers} blockers are")
-            }
-        );
+        let until = if blockers == 1 {
+            "the blocker is".to_string()
+        } else {
+            format!("the {blockers} blockers are")
+        };
+        let line = match plan.free_writes() {
+            0 => format!("Apply refuses this plan until {until} fixed."),
+            free => format!(
+                "Until {until} fixed, apply makes only the {free} write(s) of maintenance no blocker concerns and holds back the rest."
+            ),
+        };
         writeln!(out, "{}", p.paint(Tone::Red, &line))?;
     }
     Ok(())
@@ -207,13 +210,13 @@ fn action(action: &Action, namespace: &str, p: Paint, out: &mut dyn Write) -> io
 }
 
 fn findings(plan: &Plan, p: Paint, out: &mut dyn Write) -> io::Result<()> {
+    let blockers = if plan.blockers().next().is_some() && plan.free_writes() > 0 {
+        "Blockers (apply holds back what they concern, and every change, until they are fixed):"
+    } else {
+        "Blockers (apply refuses the plan until they are fixed):"
+    };
     for (kind, title, word, tone) in [
-        (
-            FindingKind::Blocker,
-            "Blockers (apply refuses the plan until they are fixed):",
-            "blocker",
-            Tone::Red,
-        ),
+        (FindingKind::Blocker, blockers, "blocker", Tone::Red),
         (
             FindingKind::Conflict,
             "Conflicts (objects meshform does not manage; left as they are):",
