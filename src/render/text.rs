@@ -266,6 +266,30 @@ mod tests {
         }
     }
 
+    // Issue 29: a blocker about apac alone leaves the other pairs'
+    // rotations free; the plan says so instead of "apply refuses".
+    #[test]
+    fn a_plan_whose_blockers_leave_maintenance_free_says_what_apply_makes() {
+        let (plan, topology) = scenarios::blocked_rotation();
+        let text = render(&plan, &topology, Style::PLAIN);
+        assert!(
+            text.contains("Blockers (apply holds back what they concern, and every change, until they are fixed):"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "Until the blocker is fixed, apply makes only the 4 write(s) of maintenance no blocker concerns and holds back the rest.\n"
+            ),
+            "{text}"
+        );
+        let (plan, topology) = scenarios::findings();
+        let text = render(&plan, &topology, Style::PLAIN);
+        assert!(
+            text.ends_with("Apply refuses this plan until the blocker is fixed.\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn converged_mesh_has_no_changes() {
         let (plan, topology) = scenarios::converged();
