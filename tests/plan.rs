@@ -3137,10 +3137,10 @@ fn maintenance_is_writes_of_meshforms_own_objects_and_revocations_of_replaced_to
     assert_eq!(
         maintains,
         [
-            ("network a set_network none->n1".to_string(), false),
+            ("network a set_network none->n1".to_string(), true),
             ("network a ensure_reader".to_string(), true),
             ("network a ensure_gateway/create".to_string(), true),
-            ("network b set_network none->n2".to_string(), false),
+            ("network b set_network none->n2".to_string(), true),
             ("network b ensure_reader".to_string(), true),
             ("network b ensure_gateway/create".to_string(), true),
             ("attach a write_remote_secret/create b".to_string(), true),

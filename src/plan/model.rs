@@ -326,14 +326,18 @@ impl Action {
 
     /// Keeps what is in place working without changing the mesh's shape:
     /// writes of meshform's own objects (a token rotation, a remote secret
-    /// or reader account put back, a Gateway repaired) and the revocation
-    /// of replaced tokens. Deletes, labels on Istio's objects, adoptions and
+    /// or reader account put back, a Gateway repaired, the mesh namespace's
+    /// network label put back) and the revocation of replaced tokens. Deletes, labels on Istio's objects, adoptions and
     /// restarts are changes; so is anything of a cluster a [`Change`] is
     /// about (see [`Plan::holds`]).
     pub fn maintains(&self) -> bool {
         match &self.kind {
             ActionKind::WriteRemoteSecret { mode, .. } => *mode != WriteMode::Adopt,
             ActionKind::RevokeReaderTokens { detach, .. } => !detach,
+            // The mesh namespace or its label put back: what lives in the
+            // namespace (the reader account, a Gateway) cannot be written
+            // without it. A relabel is a change.
+            ActionKind::SetNetwork { previous: None, .. } => true,
             ActionKind::EnsureReader { .. }
             | ActionKind::EnsureGateway { .. }
             | ActionKind::EnsureIstiodExposure { .. } => true,
