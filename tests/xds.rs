@@ -105,7 +105,9 @@ impl MeshUnderTest {
             .filter_map(|(name, _, remote)| {
                 let network = self.members.borrow().get(*name).cloned()?;
                 let entry = Entry::of(self.cluster(name)).network(&network);
-                Some(if *remote { entry.remote() } else { entry })
+                // The remote is served by east1's istiod; named, since once
+                // west2 moves onto east two primaries share its network.
+                Some(if *remote { entry.served_by("east1") } else { entry })
             })
             .collect();
         self.mesh.write(&entries);
