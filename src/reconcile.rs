@@ -55,7 +55,8 @@ pub struct Request<'a> {
 pub enum Planning {
     /// Planned now, from what is observed under the lock.
     Fresh(Options),
-    /// Saved earlier (`plan --out`); refused if what it was made from changed.
+    /// Saved earlier (`plan --out`): planned again with the choices it
+    /// records, and refused unless the same actions come out.
     Saved(Box<Plan>),
 }
 
@@ -165,12 +166,21 @@ async fn plan_and_execute<S: Shell>(
     let topology = request.topology;
     let observed = observe::observe_opened(topology, connections, opened).await;
     let plan = match &request.planning {
+        // Planned again, under the lock, with the choices the plan was made
+        // with; written only if the same actions come out, and then as
+        // planned now (current findings, current preconditions).
         Planning::Saved(saved) => {
-            let stale = apply::staleness(&saved.fingerprints, &plan::fingerprints(topology, &observed));
-            if !stale.is_empty() {
-                return Err(Error::from(Refusal::Stale(stale)).into());
+            let fresh = plan::plan(topology, &observed, &saved.options).map_err(Error::from)?;
+            let differences = plan::compare(saved, &fresh);
+            if !differences.is_empty() {
+                let flags = saved.options.flags();
+                let fix = format!(
+                    "plan again from what the clusters hold now (`meshform plan --out PLAN{}{flags}`), review the new plan and apply it",
+                    if flags.is_empty() { "" } else { " " }
+                );
+                return Err(Error::from(Refusal::Stale { differences, fix }).into());
             }
-            (**saved).clone()
+            fresh
         }
         Planning::Fresh(options) => plan::plan(topology, &observed, options).map_err(Error::from)?,
     };

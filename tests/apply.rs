@@ -25,6 +25,7 @@ use meshform::plan::{self, Options};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::controlplane::{Cluster, ControlPlane};
+use support::install::{Install, OTHER_ROOT, install_istio};
 use support::library;
 use support::mesh::{Entry, MESH, Mesh, NAMESPACE, eventually, install_eastwest_gateway, remote_secrets};
 use support::snapshot::assert_outcome;
@@ -758,10 +759,16 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
+/// Issue 29 item 7: apply plans a saved plan again, under the lock and with
+/// the choices it records, and writes it only when the same actions come
+/// out; otherwise it refuses, names what differs and writes nothing.
 #[tokio::test]
-async fn a_saved_plan_is_refused_once_stale() {
+async fn a_saved_plan_is_planned_again_and_refused_once_its_actions_change() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    for cluster in [east, west] {
+        install_istio(cluster, &Install::correct(cluster.name(), "flat")).await;
+    }
     let mesh = Mesh::flat(&[east, west]);
     let plan = mesh.dir().join("p.json");
     let plan = plan.to_str().expect("utf-8 path");
@@ -770,8 +777,13 @@ async fn a_saved_plan_is_refused_once_stale() {
     mesh.run("plan", &["--out", plan]).await.expect(0);
     mesh.apply(&[plan]).await;
     assert_remote_secret(east, west, "west").await;
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(plan).unwrap()).unwrap();
+    assert_eq!(saved["format_version"], 2);
+    assert_eq!(saved["options"]["rotate_tokens"], false);
 
-    // A plan to rotate every token, then someone edits a secret it saw.
+    // A plan to rotate every token, then unrelated edits of what it acts on
+    // (an annotation on a secret it rotates, a label on the namespace): the
+    // same actions come out, so it applies, with the choice it recorded.
     mesh.run("plan", &["--rotate-tokens", "--out", plan]).await.expect(0);
     let secrets: Api<Secret> = Api::namespaced(east.client(), NAMESPACE);
     let patch = json!({"metadata": {"annotations": {"edited-by": "a person"}}});
@@ -783,15 +795,56 @@ async fn a_saved_plan_is_refused_once_stale() {
         )
         .await
         .expect("editing the secret");
+    let patch = json!({"metadata": {"labels": {"team": "platform"}}});
+    Api::<Namespace>::all(west.client())
+        .patch(NAMESPACE, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("labelling the namespace");
+    let data = |mut secrets: BTreeMap<String, Secret>| secrets.remove("istio-remote-secret-west").map(|s| s.data);
+    let before = data(remote_secrets(east).await);
+    let applied = mesh.apply(&[plan]).await;
+    assert!(applied.stdout.contains("rotate"), "{applied}");
+    // Compared, never printed: the data holds a token.
+    assert!(before != data(remote_secrets(east).await), "the token was not rotated");
+    mesh.assert_converged(&clusters.all()).await;
+
+    // A remote secret deleted: planning again writes a new one where the
+    // saved plan rotated it. Refused, nothing written.
+    mesh.run("plan", &["--rotate-tokens", "--out", plan]).await.expect(0);
+    secrets
+        .delete("istio-remote-secret-west", &Default::default())
+        .await
+        .expect("deleting the secret");
     let before = object_state(&[east, west]).await;
     let stale = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
-    // The message names the object.
-    assert_outcome("stale_plan_object_changed", &stale);
+    assert_outcome("stale_plan_remote_secret_deleted", &stale);
     assert_eq!(
         before,
         object_state(&[east, west]).await,
         "a stale plan wrote something"
     );
+    mesh.apply(&[]).await;
+
+    // A root of trust changed in west: the clusters no longer trust each
+    // other, and the fresh plan's blocker holds back what the saved plan ran.
+    mesh.run("plan", &["--rotate-tokens", "--out", plan]).await.expect(0);
+    install_istio(
+        west,
+        &Install {
+            roots: OTHER_ROOT.into(),
+            ..Install::correct("west", "flat")
+        },
+    )
+    .await;
+    let before = object_state(&[east, west]).await;
+    let stale = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
+    assert_outcome("stale_plan_root_of_trust_changed", &stale);
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a stale plan wrote something"
+    );
+    install_istio(west, &Install::correct("west", "flat")).await;
 
     // A changed mesh.toml makes a saved plan stale too.
     mesh.run("plan", &["--out", plan]).await.expect(0);
@@ -799,6 +852,7 @@ async fn a_saved_plan_is_refused_once_stale() {
         Entry::of(east).network("flat"),
         Entry::of(west).network("flat").remote(),
     ]);
+    let before = object_state(&[east, west]).await;
     let stale = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
     assert_outcome("stale_plan_mesh_toml_changed", &stale);
     assert_eq!(
@@ -806,6 +860,20 @@ async fn a_saved_plan_is_refused_once_stale() {
         object_state(&[east, west]).await,
         "a stale plan wrote something"
     );
+
+    // A plan file of format 1 (no planning choices) is refused with the
+    // command that makes a new one.
+    let mut old = saved;
+    old["format_version"] = 1.into();
+    std::fs::write(plan, old.to_string()).unwrap();
+    let refused = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
+    assert!(
+        refused
+            .stderr
+            .contains("its format_version is 1, this meshform reads version 2 (it was saved by an older meshform"),
+        "{refused}"
+    );
+    assert!(refused.stderr.contains("meshform plan --out"), "{refused}");
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 

@@ -54,7 +54,7 @@ use tokio::sync::OnceCell;
 use crate::access::{Connection, Connections, error_chain, is_timeout};
 use crate::objects::{self, FIELD_MANAGER};
 use crate::observe::model::Observed;
-use crate::plan::{Action, ActionKind, Fingerprints, Phase, Plan, Precondition, WriteMode};
+use crate::plan::{Action, ActionKind, Phase, Plan, Precondition, WriteMode};
 use crate::topology::{TokenMode, Topology};
 
 /// How to execute.
@@ -85,13 +85,19 @@ pub enum Refusal {
         help("pass --allow-detach to apply a plan that detaches clusters (network changes detach and re-attach)")
     )]
     Detach { clusters: String },
-    /// The clusters changed since the plan was made.
-    #[error("plan is stale: {}", .0.join("; "))]
-    #[diagnostic(
-        code(meshform::apply::stale),
-        help("run `meshform plan` again and apply the new plan")
+    /// Planned again from what the clusters hold now, with the choices the
+    /// saved plan records, the plan has other actions.
+    #[error(
+        "the saved plan is stale, nothing was applied; planned again from mesh.toml and what the clusters hold now, it differs:\n{}",
+        .differences.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
     )]
-    Stale(Vec<String>),
+    #[diagnostic(code(meshform::apply::stale))]
+    Stale {
+        differences: Vec<crate::plan::Difference>,
+        /// The command that makes a plan of the clusters as they are now.
+        #[help]
+        fix: String,
+    },
 }
 
 /// Checks that need no cluster: blockers and consent to detach. A plan with
@@ -119,25 +125,6 @@ pub fn preflight(plan: &Plan, allow_detach: bool) -> Result<(), Refusal> {
         });
     }
     Ok(())
-}
-
-/// What changed between a plan's fingerprints and the clusters now.
-pub fn staleness(planned: &Fingerprints, now: &Fingerprints) -> Vec<String> {
-    let mut changes = Vec::new();
-    if planned.topology_sha256 != now.topology_sha256 {
-        changes.push("mesh.toml has changed".to_string());
-    }
-    for (key, before) in &planned.observed {
-        match now.observed.get(key) {
-            None => changes.push(format!("{key} was deleted")),
-            Some(after) if after != before => changes.push(format!("{key} changed ({before} → {after})")),
-            Some(_) => {}
-        }
-    }
-    for key in now.observed.keys().filter(|k| !planned.observed.contains_key(*k)) {
-        changes.push(format!("{key} was created"));
-    }
-    changes
 }
 
 /// Progress as it happens.

@@ -231,7 +231,7 @@ pub enum CliError {
     BadSnapshot { path: PathBuf, reason: String },
     /// A saved plan that is not one.
     #[error("{} is not a meshform plan: {reason}", path.display())]
-    #[diagnostic(code(meshform::cli::bad_plan), help("save one with `meshform plan --out {}`", path.display()))]
+    #[diagnostic(code(meshform::cli::bad_plan), help("save one with `meshform plan --out {}`, with the planning flags it is to be made with", path.display()))]
     BadPlan { path: PathBuf, reason: String },
     /// A reconcile (apply) stopped: the lock, the plan, or a refusal.
     #[error(transparent)]

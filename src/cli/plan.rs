@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Also save the plan, with fingerprints of what it was made from, for `meshform apply PLAN`.
+    /// Also save the plan, with the planning choices it was made with, for `meshform apply PLAN`.
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
 
@@ -212,10 +212,18 @@ pub fn read_plan(path: &Path) -> Result<Plan, CliError> {
         .get("format_version")
         .and_then(serde_json::Value::as_u64);
     if version != Some(u64::from(plan::PLAN_FORMAT_VERSION)) {
+        // Version 2 records the planning choices apply plans a saved plan
+        // again with: an older plan cannot be checked.
+        let older = version.is_some_and(|v| v < u64::from(plan::PLAN_FORMAT_VERSION));
         return Err(bad(format!(
-            "its format_version is {}, this meshform reads version {}",
+            "its format_version is {}, this meshform reads version {}{}",
             version.map_or_else(|| "missing".to_string(), |v| v.to_string()),
-            plan::PLAN_FORMAT_VERSION
+            plan::PLAN_FORMAT_VERSION,
+            if older {
+                " (it was saved by an older meshform and does not record the planning choices apply must plan it again with)"
+            } else {
+                ""
+            }
         )));
     }
     serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))

@@ -28,15 +28,15 @@
 //! vocabulary), `index.rs` (lookups over the observation), `hashes.rs`
 //! (content hashes), `owned.rs` (an object meshform writes whole judged by
 //! its spec, as the cross-network Gateway and istiod's exposure are),
-//! `fingerprint.rs` (what a plan was made from),
+//! `compare.rs` (a saved plan against the plan made again at apply),
 //! `simulate.rs` (a plan's expected effect). This module holds the walk, the
 //! planner's shared helpers and its findings' wording rules; it reads no
 //! cluster and imports nothing of observe's I/O, apply or render.
 
 mod attach;
+mod compare;
 mod detach;
 mod exposure;
-mod fingerprint;
 pub mod hashes;
 mod index;
 mod install;
@@ -53,7 +53,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use miette::Diagnostic;
 use thiserror::Error;
 
-pub use fingerprint::fingerprints;
+pub use compare::{Difference, compare};
 pub use model::*;
 
 use self::index::Index;
@@ -69,8 +69,9 @@ use crate::topology::{Cluster, REMOTE_SECRET_PREFIX, Role, TokenMode, Topology};
 /// seconds, not minutes.
 pub const DEFAULT_REVOKE_GRACE_SECONDS: i64 = 300;
 
-/// Choices the user makes on the command line.
-#[derive(Debug, Clone, PartialEq)]
+/// Choices the user makes on the command line. A saved plan records them
+/// ([`Plan::options`]): apply plans it again with them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Options {
     /// Plan the reachable clusters and defer the rest, instead of failing.
     pub skip_unreachable: bool,
@@ -103,6 +104,29 @@ impl Default for Options {
             targets: Vec::new(),
             revoke_grace_seconds: DEFAULT_REVOKE_GRACE_SECONDS,
         }
+    }
+}
+
+impl Options {
+    /// The command-line flags that make these choices, for the help that
+    /// says how to plan again (`--rotate-tokens --target a`).
+    pub fn flags(&self) -> String {
+        let mut flags: Vec<String> = [
+            (self.skip_unreachable, "--skip-unreachable"),
+            (self.adopt, "--adopt"),
+            (self.rotate_tokens, "--rotate-tokens"),
+            (self.force_conflicts, "--force-conflicts"),
+            (self.restart_workloads, "--restart-workloads"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, flag)| flag.to_string())
+        .collect();
+        flags.extend(self.targets.iter().map(|t| format!("--target {t}")));
+        if self.revoke_grace_seconds != DEFAULT_REVOKE_GRACE_SECONDS {
+            flags.push(format!("--revoke-grace {}", self.revoke_grace_seconds));
+        }
+        flags.join(" ")
     }
 }
 
@@ -203,33 +227,18 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
         return Err(PlanError::Unreachable(unknown));
     }
 
-    let walk = |fingerprints: Box<dyn FnOnce() -> Fingerprints + '_>| {
-        let index = Index::new(desired, observed);
-        let mut planner = Planner::new(desired, observed, options, identities, &index);
-        planner.detach();
-        planner.network();
-        planner.istiod_exposure();
-        planner.attach();
-        planner.restarts();
-        planner.revocations();
-        planner.addresses();
-        planner.installs();
-        planner.trust();
-        planner.finish(unknown, fingerprints)
-    };
-    // Fingerprints depend on the inputs alone, and a large mesh has one per
-    // remote secret (a million at 1,000 clusters, a third of the work): they
-    // are worked out on a second core beside the walk. Small meshes are not
-    // worth a thread.
-    if desired.clusters.len() < 64 {
-        return Ok(walk(Box::new(|| fingerprints(desired, observed))));
-    }
-    Ok(std::thread::scope(|scope| {
-        let prints = scope.spawn(|| fingerprints(desired, observed));
-        walk(Box::new(|| {
-            prints.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        }))
-    }))
+    let index = Index::new(desired, observed);
+    let mut planner = Planner::new(desired, observed, options, identities, &index);
+    planner.detach();
+    planner.network();
+    planner.istiod_exposure();
+    planner.attach();
+    planner.restarts();
+    planner.revocations();
+    planner.addresses();
+    planner.installs();
+    planner.trust();
+    Ok(planner.finish(unknown))
 }
 
 struct Planner<'a> {
@@ -409,9 +418,8 @@ impl<'a> Planner<'a> {
         cluster.api_server.clone().unwrap_or_else(|| facts.server.clone())
     }
 
-    /// Orders the plan; `fingerprints` is asked for last, so that work
-    /// done beside the walk is awaited as late as it can be.
-    fn finish(mut self, unknown: Vec<(String, String)>, fingerprints: impl FnOnce() -> Fingerprints) -> Plan {
+    /// Orders the plan.
+    fn finish(mut self, unknown: Vec<(String, String)>) -> Plan {
         self.actions.sort_by(|a, b| {
             (a.phase, &a.cluster, a.kind.rank(), a.peer()).cmp(&(b.phase, &b.cluster, b.kind.rank(), b.peer()))
         });
@@ -464,7 +472,8 @@ impl<'a> Planner<'a> {
                 .into_iter()
                 .map(|(cluster, reason)| Deferred { cluster, reason })
                 .collect(),
-            fingerprints: fingerprints(),
+            topology_sha256: hashes::topology_hash(self.desired),
+            options: self.options.clone(),
         }
     }
 }

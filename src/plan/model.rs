@@ -7,18 +7,21 @@
 //! planner phase that plans it (`plan/`), its effect on an observation
 //! (`plan/simulate.rs`), its execution (`apply/`), its line in `check`
 //! (`check/cluster.rs`), and the tests' labels and ownership property
-//! (`tests/support/plan_fixtures.rs`, `tests/plan.rs`). Two things it
-//! cannot point at: the fingerprints of any new object observe reads
-//! (`plan/fingerprint.rs`) and the published schema (`UPDATE_SCHEMAS=1 cargo
-//! test --test schemas`, which `tests/schemas.rs` enforces).
+//! (`tests/support/plan_fixtures.rs`, `tests/plan.rs`). One thing it
+//! cannot point at: the published schema (`UPDATE_SCHEMAS=1 cargo test
+//! --test schemas`, which `tests/schemas.rs` enforces).
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Version of the plan's JSON form; bumped on any breaking change.
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+use super::Options;
+
+/// Version of the plan's JSON form; bumped on any breaking change. 2: the
+/// plan records its planning choices ([`Plan::options`]) instead of
+/// fingerprints of what it saw, since apply plans a saved plan again.
+pub const PLAN_FORMAT_VERSION: u32 = 2;
 
 /// An ordered list of actions that takes the clusters from what was
 /// observed to what the topology declares, with what the planner noticed.
@@ -38,9 +41,14 @@ pub struct Plan {
     /// Clusters that could not be read (`--skip-unreachable`): nothing is
     /// planned for them or removed on their account.
     pub deferred: Vec<Deferred>,
-    /// What the plan was computed from; apply refuses a saved plan when any
-    /// of it has changed.
-    pub fingerprints: Fingerprints,
+    /// SHA-256 of the resolved topology the plan was made from (comments
+    /// and layout do not count): a saved plan is stale once it changes, as
+    /// apply also reads what no action carries from it (token lifetimes).
+    pub topology_sha256: String,
+    /// The planning choices (command-line flags) the plan was made with:
+    /// apply of a saved plan plans again with these and no others, and
+    /// refuses unless the same actions come out (`plan/compare.rs`).
+    pub options: Options,
 }
 
 /// Phases run one after another; a failure stops before the next phase.
@@ -433,16 +441,6 @@ impl Finding {
 pub struct Deferred {
     pub cluster: String,
     pub reason: String,
-}
-
-/// What a plan was made from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Fingerprints {
-    /// SHA-256 of the resolved topology (comments and layout do not count).
-    pub topology_sha256: String,
-    /// Every observed object as `uid@resourceVersion`, and every cluster's
-    /// identity, keyed `cluster/Kind/namespace/name` and `cluster`.
-    pub observed: BTreeMap<String, String>,
 }
 
 impl Plan {

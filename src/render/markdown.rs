@@ -88,7 +88,7 @@ pub fn plan(plan: &Plan, topology: &Topology, out: &mut dyn Write) -> io::Result
         }
     }
 
-    let topology_hash = plan.fingerprints.topology_sha256.get(..12).unwrap_or_default();
+    let topology_hash = plan.topology_sha256.get(..12).unwrap_or_default();
     writeln!(
         out,
         "<sub>meshform {}, plan format {}, topology sha256 {}</sub>",
