@@ -13,7 +13,7 @@ use serde_json::Value;
 use support::controlplane::{Cluster, ControlPlane};
 use support::install::{Install, MESH_ROOT, OTHER_ROOT, install_istio};
 use support::mesh::{Entry, Mesh, NAMESPACE, install_eastwest_gateway, install_pending_eastwest_gateway};
-use support::state::network_label;
+use support::state::{network_label, object_state};
 
 const GATEWAY: &str = "istio-eastwestgateway";
 
@@ -534,6 +534,42 @@ async fn a_remote_across_networks_gets_istiod_exposed_on_its_control_planes_gate
     mesh.assert_converged(&clusters.all()).await;
     assert_eq!(istiod_exposure(east, true).await, None);
     assert_eq!(istiod_exposure(east, false).await, None);
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+/// Issue 29 item 7: apply plans a saved plan again, with findings of now. A
+/// remote reinstalled since to reach istiod where its control plane's
+/// gateway is not makes a blocker of that remote, which holds back what the
+/// saved plan would write for it: refused, nothing written.
+#[tokio::test]
+async fn a_saved_plan_is_refused_once_a_remotes_pilot_address_changed() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    for cluster in [east, west] {
+        install_eastwest_gateway(cluster).await;
+    }
+    install_istio(east, &Install::correct("east", "n1")).await;
+    install_istio(west, &Install::remote("west", "n2", Some("192.0.2.10"))).await;
+    let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2").remote()]);
+    mesh.apply(&[]).await;
+    let plan = mesh.dir().join("p.json");
+    let plan = plan.to_str().expect("utf-8 path");
+    mesh.run("plan", &["--rotate-tokens", "--out", plan]).await.expect(0);
+
+    install_istio(west, &Install::remote("west", "n2", Some("192.0.2.11"))).await;
+    let before = object_state(&[east, west]).await;
+    let stale = mesh.run("apply", &["--auto-approve", plan]).await.expect(1);
+    assert!(
+        stale.stderr.contains(
+            "changed east: write_remote_secret Secret istio-system/istio-remote-secret-west: apply runs it → holds it back (blocker remote_pilot_address concerns west)"
+        ),
+        "{stale}"
+    );
+    assert_eq!(
+        before,
+        object_state(&[east, west]).await,
+        "a stale plan wrote something"
+    );
     mesh.assert_no_token_leaked(&[east, west]).await;
 }
 
