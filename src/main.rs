@@ -54,8 +54,9 @@ fn main() -> ExitCode {
     let exit = match cli::run(&cli, &mut std::io::stdout().lock(), &mut std::io::stderr()) {
         Ok(exit) => exit,
         Err(error) => {
+            let exit = error.exit();
             eprintln!("{:?}", miette::Report::new(error));
-            Exit::Error
+            exit
         }
     };
     ExitCode::from(exit as u8)

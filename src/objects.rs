@@ -64,6 +64,15 @@ pub const NODE_SELECTOR_ANNOTATION: &str = "traffic.istio.io/nodeSelector";
 /// of the istiods that manage the remote with `EXTERNAL_ISTIOD` (istio/istio
 /// `pilot/pkg/serviceregistry/kube/controller/multicluster.go`).
 pub const CONTROL_PLANE_ANNOTATION: &str = "topology.istio.io/controlPlaneClusters";
+/// On the mesh namespace, while the workload restart a relabel needs has not
+/// run: the network the running sidecars were injected with (`""` for
+/// Istio's default network). Sidecars keep the network of their injection
+/// (the pod's `topology.istio.io/network` label, istio/istio
+/// `pkg/kube/inject/webhook.go` `applyMetadata`), and istiod takes a pod's
+/// label before the namespace's (`pilot/pkg/serviceregistry/kube/controller/controller.go`
+/// `Network`), so the debt outlives the run that made it: written in the
+/// same apply as the relabel, taken off by apply once the restart ran.
+pub const RESTART_OWED_ANNOTATION: &str = "meshform.io/restart-owed-from";
 /// Istio's charts label istiod's Deployment `app=istiod` and every install
 /// object `istio.io/rev=<revision>` (`default` without one); the injector
 /// ConfigMap also `operator.istio.io/component=Pilot`

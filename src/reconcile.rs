@@ -5,7 +5,9 @@
 //!
 //! It owns the order of those steps and the apply lock's life around them:
 //! the lock is taken before anything the plan depends on is read and
-//! released on every way out, success or not. It must not print, ask or read
+//! released on every way out, success or not (a stop asked for through
+//! [`Request::cancel`] included: before execution it ends the run at once,
+//! during execution between actions). It must not print, ask or read
 //! files: showing the plan, asking for consent and showing progress belong to
 //! the caller, through [`Shell`]; what went wrong comes back as an [`Error`]
 //! (or the caller's own) for the caller to render.
@@ -14,7 +16,7 @@ use miette::Diagnostic;
 use thiserror::Error;
 
 use crate::access::{Connections, Sources};
-use crate::apply::{self, Progress, Refusal, Report, Settings, Target, lock};
+use crate::apply::{self, Cancel, Progress, Refusal, Report, Settings, Stop, Target, lock};
 use crate::observe::{self, model::Observed};
 use crate::plan::{self, Options, Plan, PlanError};
 use crate::topology::Topology;
@@ -35,6 +37,13 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Refused(#[from] Refusal),
+    /// Asked to stop (SIGINT, SIGTERM) before anything was written.
+    #[error("stopped by {0} before anything was written; no apply lock is left held")]
+    #[diagnostic(
+        code(meshform::apply::stopped),
+        help("run apply again: nothing of this run needs undoing")
+    )]
+    Stopped(Stop),
 }
 
 /// What to reconcile, and how.
@@ -49,6 +58,9 @@ pub struct Request<'a> {
     pub settings: Settings,
     /// Who takes the lock, for how long, and how long to wait for it.
     pub lock: lock::LockSettings,
+    /// Asks the run to stop: before anything is written, it stops at once
+    /// (the lock released); while executing, between actions.
+    pub cancel: Cancel,
 }
 
 /// Where the plan comes from.
@@ -112,7 +124,7 @@ pub async fn apply<S: Shell>(request: &Request<'_>, shell: &mut S) -> Result<Out
         (None, observe::open(&connections).await)
     } else {
         let (held, opened) = tokio::join!(
-            take_lock(topology, &connections, &request.lock),
+            take_lock(topology, &connections, &request.lock, &request.cancel),
             observe::open(&connections)
         );
         (Some(held?), opened)
@@ -131,6 +143,7 @@ async fn take_lock(
     topology: &Topology,
     connections: &Connections,
     settings: &lock::LockSettings,
+    cancel: &Cancel,
 ) -> Result<lock::Lock, Error> {
     let cluster = topology
         .lock_cluster()
@@ -146,14 +159,20 @@ async fn take_lock(
         }
         None => unreachable!("connections are opened for every cluster of the topology"),
     };
-    Ok(lock::acquire(
+    match lock::acquire(
         connection.client.clone(),
         cluster,
         &topology.mesh.namespace,
         &topology.mesh.name,
         settings,
+        cancel,
     )
-    .await?)
+    .await
+    {
+        Ok(lock) => Ok(lock),
+        Err(lock::LockError::Stopped(stop)) => Err(Error::Stopped(stop)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn plan_and_execute<S: Shell>(
@@ -164,7 +183,12 @@ async fn plan_and_execute<S: Shell>(
     held: Option<&lock::Lock>,
 ) -> Result<Outcome, S::Error> {
     let topology = request.topology;
-    let observed = observe::observe_opened(topology, connections, opened).await;
+    let cancel = &request.cancel;
+    // Reads only, until execution: a stop drops them and ends the run.
+    let observed = tokio::select! {
+        observed = observe::observe_opened(topology, connections, opened) => observed,
+        stop = cancel.wait() => return Err(Error::Stopped(stop).into()),
+    };
     let plan = match &request.planning {
         // Planned again, under the lock, with the choices the plan was made
         // with; written only if the same actions come out, and then as
@@ -190,6 +214,10 @@ async fn plan_and_execute<S: Shell>(
         return Ok(Outcome::Converged);
     }
     shell.approve(&plan)?;
+    // The question may have waited long; a stop asked meanwhile wins.
+    if let Some(stop) = cancel.stopped() {
+        return Err(Error::Stopped(stop).into());
+    }
     let target = Target {
         plan: &plan,
         topology,
@@ -199,7 +227,7 @@ async fn plan_and_execute<S: Shell>(
     };
     let report = {
         let progress = shell.progress(&plan);
-        apply::execute(&target, &request.settings, &progress).await
+        apply::execute_until(&target, &request.settings, &progress, cancel).await
     };
     Ok(Outcome::Executed {
         plan: Box::new(plan),

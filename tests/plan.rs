@@ -393,13 +393,16 @@ fn network_change_of_an_attached_cluster_is_detach_relabel_reattach_restart() {
     assert!(reasons[6].contains("keep network \"n3\""), "{}", reasons[6]);
     assert!(plan.actions[..2].iter().all(|a| a.is_destructive()));
     match &plan.actions[6].kind {
-        ActionKind::RestartWorkloads { enabled, command } => {
+        ActionKind::RestartWorkloads { enabled, command, owed } => {
             assert!(!enabled);
+            assert!(!owed, "relabelled by this plan, not owed by an earlier one");
+            // Run by hand, it clears the record of the restart owed too.
             assert_eq!(
                 command,
                 "for ns in $(kubectl --context kind-c get namespaces -l istio-injection=enabled -o name) \
                  $(kubectl --context kind-c get namespaces -l istio.io/rev -o name); do \
-                 kubectl --context kind-c -n \"${ns#namespace/}\" rollout restart deployment,statefulset,daemonset; done"
+                 kubectl --context kind-c -n \"${ns#namespace/}\" rollout restart deployment,statefulset,daemonset; done \
+                 && kubectl --context kind-c annotate namespace istio-system meshform.io/restart-owed-from-"
             );
         }
         other => panic!("expected a restart, got {other:?}"),
@@ -2141,7 +2144,21 @@ mod properties {
             let after = simulate(&observed, &first, TOKEN_LIFETIME);
             let second = plan(&desired, &after, &options).expect("plans again");
             prop_assert!(second.is_empty(), "second plan: {:#?}\nfirst: {:#?}", actions(&second), actions(&first));
-            prop_assert_eq!(actions(&second), Vec::<String>::new());
+            // A restart shown but not run stays owed (issue 29): it is all that
+            // is left, for exactly the clusters whose restart was not run.
+            let shown = |plan: &Plan| -> Vec<String> {
+                plan.actions
+                    .iter()
+                    .filter(|a| matches!(a.kind, ActionKind::RestartWorkloads { enabled: false, .. }))
+                    .map(|a| a.cluster.clone())
+                    .collect()
+            };
+            let left: Vec<String> = actions(&second)
+                .into_iter()
+                .filter(|a| !a.ends_with(" restart_workloads/shown"))
+                .collect();
+            prop_assert_eq!(left, Vec::<String>::new());
+            prop_assert_eq!(shown(&second), shown(&first));
             // Only findings about what meshform leaves alone persist, and they are the same ones.
             for finding in &second.findings {
                 prop_assert!(persists(&finding.code), "unexpected finding after apply: {:?}", finding);

@@ -27,9 +27,24 @@ fn meta(name: &str, namespace: Option<&str>, mesh: &str, spec_hash: Option<&str>
     }
 }
 
-/// Only the network label, and a remote's control-plane annotation: meshform
-/// owns those fields of the namespace, not the namespace (Istio's installer does).
-pub fn network_label(namespace: &str, network: &str, control_plane: Option<&str>) -> Namespace {
+/// Only the network label, a remote's control-plane annotation and the
+/// record of a workload restart owed: meshform owns those fields of the
+/// namespace, not the namespace (Istio's installer does). One object, so
+/// the relabel and the record of what it owes land in one write.
+pub fn network_label(
+    namespace: &str,
+    network: &str,
+    control_plane: Option<&str>,
+    restart_owed: Option<&str>,
+) -> Namespace {
+    let annotations: BTreeMap<String, String> = [
+        control_plane.map(|primary| (objects::CONTROL_PLANE_ANNOTATION, primary)),
+        restart_owed.map(|from| (objects::RESTART_OWED_ANNOTATION, from)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     Namespace {
         metadata: ObjectMeta {
             name: Some(namespace.to_string()),
@@ -37,8 +52,7 @@ pub fn network_label(namespace: &str, network: &str, control_plane: Option<&str>
                 objects::NETWORK_LABEL.to_string(),
                 network.to_string(),
             )])),
-            annotations: control_plane
-                .map(|primary| BTreeMap::from([(objects::CONTROL_PLANE_ANNOTATION.to_string(), primary.to_string())])),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..ObjectMeta::default()
         },
         ..Namespace::default()

@@ -72,6 +72,10 @@ pub enum LockError {
         )
     )]
     Unreachable { cluster: String, reason: String },
+    /// Asked to stop (SIGINT, SIGTERM) while waiting for the lock.
+    #[error("stopped by {0} while waiting for the apply lock; nothing was written")]
+    #[diagnostic(code(meshform::apply::stopped))]
+    Stopped(super::Stop),
     /// The server refused to read or write the lock.
     #[error("cannot take the apply lock Lease {namespace}/{name} in cluster {cluster}: {reason}")]
     #[diagnostic(
@@ -199,6 +203,7 @@ pub async fn acquire(
     namespace: &str,
     mesh: &str,
     settings: &LockSettings,
+    cancel: &super::Cancel,
 ) -> Result<Lock, LockError> {
     let name = objects::lock_lease(mesh);
     let api: Api<Lease> = Api::namespaced(client, namespace);
@@ -286,7 +291,13 @@ pub async fn acquire(
                     // Look again soon: a renewal restarts the watch, a
                     // release frees the lease at once.
                     let next = (Instant::now() + Duration::from_millis(500)).min(free_at).min(deadline);
-                    tokio::time::sleep_until(next).await;
+                    // Asked to stop while waiting: give up the wait, never a
+                    // request in flight (a create cut off could leave a lease
+                    // nobody releases).
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next) => {}
+                        stop = cancel.wait() => return Err(LockError::Stopped(stop)),
+                    }
                     continue;
                 }
             }

@@ -21,16 +21,18 @@
 //! in the report's words), `build.rs` the objects as plain data, `tokens.rs`
 //! the reader tokens, `restart.rs` the workload restart, `diff.rs` the
 //! redacted diffs, `lock.rs` the apply lock, `sequence.rs` the order and
-//! gating of a run's actions.
+//! gating of a run's actions, `cancel.rs` a request to stop between actions.
 
 pub mod build;
 mod calls;
+mod cancel;
 pub mod diff;
 pub mod lock;
 mod restart;
 mod sequence;
 mod tokens;
 
+pub use self::cancel::{Cancel, Stop};
 pub(crate) use self::sequence::{Runner, sequence};
 
 use self::calls::{Created, describe, join_diffs};
@@ -172,6 +174,10 @@ pub struct Report {
     pub held: Vec<(usize, String)>,
     /// The apply lock could not be renewed, so no further phase was started.
     pub lock_lost: bool,
+    /// The run was asked to stop (SIGINT, SIGTERM) and left actions undone:
+    /// those in flight finished, nothing was started after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stop>,
 }
 
 impl Report {
@@ -180,9 +186,10 @@ impl Report {
         !self.halted() && self.held.is_empty()
     }
 
-    /// No further phase may start: an action failed or the lock was lost.
+    /// No further phase may start: an action failed, the lock was lost or
+    /// the run was asked to stop.
     pub fn halted(&self) -> bool {
-        !self.failed.is_empty() || self.lock_lost
+        !self.failed.is_empty() || self.lock_lost || self.stopped.is_some()
     }
 }
 
@@ -209,6 +216,18 @@ struct Run<'a> {
 /// Executes the plan. Stops after the first phase with a failure; the report
 /// says what was done, what failed and what was skipped.
 pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Progress) -> Report {
+    execute_until(target, settings, progress, &Cancel::new()).await
+}
+
+/// [`execute`], stopping between actions once `cancel` asks: what is in
+/// flight finishes, nothing further starts, and the report lists the rest
+/// as skipped.
+pub async fn execute_until(
+    target: &Target<'_>,
+    settings: &Settings,
+    progress: &dyn Progress,
+    cancel: &Cancel,
+) -> Report {
     let tokens = target
         .plan
         .actions
@@ -223,7 +242,7 @@ pub async fn execute(target: &Target<'_>, settings: &Settings, progress: &dyn Pr
         restart_stamp: jiff::Timestamp::now().to_string(),
     };
     let lock_lost = || target.lock.is_some_and(lock::Lock::lost);
-    sequence(target.plan, &run, &lock_lost, settings, progress).await
+    sequence(target.plan, &run, &lock_lost, cancel, settings, progress).await
 }
 
 /// A Secret of a remote secret's name that meshform did not make.
@@ -287,12 +306,14 @@ impl Run<'_> {
                 network,
                 control_plane,
                 force,
+                restart_owed,
                 ..
             } => {
-                // Label and annotation in one apply: an apply without a field
-                // meshform applied before would remove it.
+                // Label and annotations in one apply: an apply without a field
+                // meshform applied before would remove it, and the restart a
+                // relabel owes is recorded by the write that relabels.
                 let api: Api<Namespace> = Api::all(client);
-                let namespace = build::network_label(ns, network, control_plane.as_deref());
+                let namespace = build::network_label(ns, network, control_plane.as_deref(), restart_owed.as_deref());
                 self.ssa(cluster, &api, ns, &namespace, *force).await
             }
             ActionKind::EnsureReader {

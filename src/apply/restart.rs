@@ -1,6 +1,7 @@
 //! The workload restart a network change needs: every Deployment,
 //! StatefulSet and DaemonSet of the injected namespaces gets a new pod
-//! template annotation, as `kubectl rollout restart` does.
+//! template annotation, as `kubectl rollout restart` does; then the record
+//! of the restart owed on the mesh namespace goes.
 
 use super::*;
 
@@ -35,11 +36,39 @@ impl Run<'_> {
             restarted.extend(restart_all::<StatefulSet>(cluster, &client, ns, &patch, &params).await?);
             restarted.extend(restart_all::<DaemonSet>(cluster, &client, ns, &patch, &params).await?);
         }
+        if !self.settings.dry_run {
+            self.restart_done(cluster, &namespaces).await?;
+        }
         Ok(Some(if restarted.is_empty() {
             "no injected workloads to restart".to_string()
         } else {
             format!("restarted {}", restarted.join(", "))
         }))
+    }
+
+    /// Takes off the record of the restart owed, now that it ran: only
+    /// after it, so a run that stops before or during the restart leaves it
+    /// for the next plan. A merge patch of that one annotation, so the
+    /// label and the control-plane annotation stay as they are; absent, it
+    /// changes nothing.
+    async fn restart_done(&self, cluster: &str, namespaces: &Api<Namespace>) -> Result<(), String> {
+        let patch = serde_json::json!({"metadata": {"annotations": {objects::RESTART_OWED_ANNOTATION: null}}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        namespaces
+            .patch(self.ns(), &params, &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "the workloads were restarted, but annotation {} on Namespace {} could not be taken off, so the next plan asks for the restart again: {}",
+                    objects::RESTART_OWED_ANNOTATION,
+                    self.ns(),
+                    describe(cluster, &e)
+                )
+            })
     }
 }
 

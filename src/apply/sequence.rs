@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 
-use super::{Event, Progress, Report, Settings};
+use super::{Cancel, Event, Progress, Report, Settings};
 use crate::plan::{Action, ActionKind, Phase, Plan};
 
 /// Runs one action on the clusters: what [`sequence`] calls for each action
@@ -22,11 +22,13 @@ pub(crate) trait Runner {
 /// The order and the gating of a run, apart from what an action does:
 /// phase by phase, actions of one phase concurrently up to the limit, no
 /// phase started after a failure or once `lock_lost` says the lease could
-/// not be renewed, restarts the plan does not enable skipped.
+/// not be renewed, restarts the plan does not enable skipped; once `cancel`
+/// asks, no action is started (those in flight finish).
 pub(crate) async fn sequence(
     plan: &Plan,
     runner: &impl Runner,
     lock_lost: &dyn Fn() -> bool,
+    cancel: &Cancel,
     settings: &Settings,
     progress: &dyn Progress,
 ) -> Report {
@@ -47,17 +49,22 @@ pub(crate) async fn sequence(
         if !report.halted() && lock_lost() {
             report.lock_lost = true;
         }
+        if !report.halted() {
+            report.stopped = cancel.stopped();
+        }
         if report.halted() {
             let why = if report.lock_lost {
-                "the apply lock was lost (another apply may hold it)"
+                "the apply lock was lost (another apply may hold it)".to_string()
+            } else if let Some(stop) = report.stopped {
+                stopped(stop)
             } else {
-                "an earlier phase failed"
+                "an earlier phase failed".to_string()
             };
             for (index, action) in actions {
                 progress.event(Event::Skipped {
                     index,
                     action,
-                    why: why.into(),
+                    why: why.clone(),
                 });
                 report.skipped.push(index);
             }
@@ -100,7 +107,19 @@ pub(crate) async fn sequence(
         let namespaces = &namespaces;
         let results: Vec<(usize, Outcome)> = futures::stream::iter(actions)
             .map(|(index, action)| async move {
-                if !namespaces.ready(action).await {
+                let ready = namespaces.ready(action).await;
+                // Asked to stop: what started goes on, nothing more starts
+                // (a namespace write not started leaves what waits on it unstarted too).
+                if let Some(stop) = cancel.stopped() {
+                    progress.event(Event::Skipped {
+                        index,
+                        action,
+                        why: stopped(stop),
+                    });
+                    namespaces.written(action, false);
+                    return (index, Outcome::Stopped(stop));
+                }
+                if !ready {
                     let why = format!(
                         "not run: the write of the mesh namespace in {} failed, and this lives in it",
                         action.cluster
@@ -143,6 +162,10 @@ pub(crate) async fn sequence(
                 Outcome::Ran(Ok(_)) => report.done.push(index),
                 Outcome::Ran(Err(e)) => report.failed.push((index, e)),
                 Outcome::Skipped => report.skipped.push(index),
+                Outcome::Stopped(stop) => {
+                    report.stopped = Some(stop);
+                    report.skipped.push(index);
+                }
             }
         }
         tracing::info!(?phase, elapsed_ms = phase_started.elapsed().as_millis(), "phase done");
@@ -157,6 +180,13 @@ pub(crate) async fn sequence(
 enum Outcome {
     Ran(Result<Option<String>, String>),
     Skipped,
+    /// Not started: the run was asked to stop.
+    Stopped(super::Stop),
+}
+
+/// Why an action was not started once the run was asked to stop.
+fn stopped(stop: super::Stop) -> String {
+    format!("not run: apply was stopped by {stop} before it started")
 }
 
 /// A phase's actions run concurrently, but what lives in the mesh namespace
@@ -254,7 +284,8 @@ mod tests {
             diff: false,
             concurrency: 16,
         };
-        let report = futures::executor::block_on(sequence(&plan, &recorder, &|| false, &settings, &Quiet));
+        let report =
+            futures::executor::block_on(sequence(&plan, &recorder, &|| false, &Cancel::new(), &settings, &Quiet));
         (report, recorder.log.into_inner(), plan)
     }
 
@@ -294,6 +325,54 @@ mod tests {
                 action.cluster
             );
         }
+    }
+
+    /// Asks the run to stop while its first action is in flight.
+    struct StopsDuringFirst {
+        cancel: Cancel,
+        started: RefCell<Vec<usize>>,
+        plan: crate::plan::Plan,
+    }
+
+    impl Runner for StopsDuringFirst {
+        async fn run(&self, action: &Action) -> Result<Option<String>, String> {
+            let index = self.plan.actions.iter().position(|a| std::ptr::eq(a, action)).unwrap();
+            self.started.borrow_mut().push(index);
+            self.cancel.stop(super::super::Stop::Terminate);
+            tokio::task::yield_now().await;
+            Ok(None)
+        }
+    }
+
+    // Issue 29: SIGINT and SIGTERM stop a run between actions.
+    #[test]
+    fn a_stop_lets_the_action_in_flight_finish_and_starts_nothing_after_it() {
+        let (plan, _) = scenarios::fresh();
+        let runner = StopsDuringFirst {
+            cancel: Cancel::new(),
+            started: RefCell::default(),
+            plan: plan.clone(),
+        };
+        let settings = Settings {
+            dry_run: false,
+            diff: false,
+            concurrency: 1,
+        };
+        let report = futures::executor::block_on(sequence(
+            &runner.plan,
+            &runner,
+            &|| false,
+            &runner.cancel,
+            &settings,
+            &Quiet,
+        ));
+        assert_eq!(runner.started.into_inner(), [0], "only the first action started");
+        assert_eq!(report.done, [0], "the action in flight finished: {report:?}");
+        assert_eq!(report.stopped, Some(super::super::Stop::Terminate));
+        assert!(report.halted() && !report.succeeded());
+        let skipped: Vec<usize> = (1..plan.actions.len()).collect();
+        assert_eq!(report.skipped, skipped, "every other action is left, and said to be");
+        assert!(report.failed.is_empty());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! reconcile connects, locks, plans (or re-checks a saved plan) and
 //! executes; this shell shows the plan, asks, and hands apply's events and
 //! report to [`render::apply`]. Of the run it words only the question before it.
+//! It installs the SIGINT and SIGTERM handlers, which only ask the run to stop
+//! ([`crate::apply::Cancel`]); how the run stops is the library's.
 
 use std::io::{self, BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use std::time::Duration;
 use super::plan::{PlanArgs, read_plan, render_plan};
 use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, parse_duration, validate};
 use crate::access::Sources;
-use crate::apply::{Settings, lock};
+use crate::apply::{Cancel, Settings, Stop, lock};
 use crate::plan::Plan;
 use crate::reconcile::{self, Outcome, Planning, Request};
 use crate::render;
@@ -100,6 +102,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
             duration: args.lock_duration,
             wait: args.lock_timeout,
         },
+        cancel: Cancel::new(),
     };
     let format = match args.format {
         Format::Text => render::apply::Format::Text,
@@ -110,14 +113,61 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
         topology: &topology,
         format,
         cx,
+        cancel: request.cancel.clone(),
     };
-    let outcome = super::runtime()?.block_on(reconcile::apply(&request, &mut shell))?;
+    let outcome = super::runtime()?.block_on(async {
+        let signals = on_signals(request.cancel.clone())?;
+        let outcome = reconcile::apply(&request, &mut shell).await;
+        signals.abort();
+        outcome
+    })?;
     match outcome {
         Outcome::Converged => Ok(Exit::Success),
         Outcome::Executed { plan, report } => {
             render::apply::summary(format, &plan, &report, args.dry_run, shell.cx.out)?;
-            Ok(if report.succeeded() { Exit::Success } else { Exit::Error })
+            Ok(match report.stopped {
+                Some(stop) => Exit::stopped(stop),
+                None if report.succeeded() => Exit::Success,
+                None => Exit::Error,
+            })
         }
+    }
+}
+
+/// SIGINT and SIGTERM ask the run to stop between actions (the library's
+/// [`Cancel`]); the run then releases the lock and reports what is left. A
+/// second signal ends the process at once, leaving the lock to expire.
+fn on_signals(cancel: Cancel) -> Result<tokio::task::JoinHandle<()>, CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Runtime)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(CliError::Runtime)?;
+        Ok(tokio::spawn(async move {
+            loop {
+                let stop = tokio::select! {
+                    _ = interrupt.recv() => Stop::Interrupt,
+                    _ = terminate.recv() => Stop::Terminate,
+                };
+                if cancel.stopped().is_some() {
+                    eprintln!("\n{stop} again: exiting now; the apply lock expires once unrenewed for its duration");
+                    std::process::exit(Exit::stopped(stop) as i32);
+                }
+                eprintln!(
+                    "\n{stop}: stopping once the actions in flight finish, then releasing the apply lock \
+                     ({stop} again exits at once)"
+                );
+                cancel.stop(stop);
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.stop(Stop::Interrupt);
+            }
+        }))
     }
 }
 
@@ -128,6 +178,8 @@ struct Terminal<'a, 'c, 'x> {
     topology: &'a Topology,
     format: render::apply::Format,
     cx: &'c mut Context<'x>,
+    /// A signal while the question waits ends the run there.
+    cancel: Cancel,
 }
 
 impl reconcile::Shell for Terminal<'_, '_, '_> {
@@ -148,7 +200,7 @@ impl reconcile::Shell for Terminal<'_, '_, '_> {
         if self.args.auto_approve || self.args.dry_run {
             return Ok(());
         }
-        confirm(plan, self.cx)
+        confirm(plan, self.cx, &self.cancel)
     }
 
     fn progress<'p>(&'p mut self, plan: &'p Plan) -> render::apply::Printer<'p> {
@@ -159,7 +211,7 @@ impl reconcile::Shell for Terminal<'_, '_, '_> {
 }
 
 /// Asks on the terminal; refuses when there is none to ask on.
-fn confirm(plan: &Plan, cx: &mut Context<'_>) -> Result<(), CliError> {
+fn confirm(plan: &Plan, cx: &mut Context<'_>, cancel: &Cancel) -> Result<(), CliError> {
     if !io::stdin().is_terminal() {
         return Err(CliError::NotConfirmed(
             "stdin is not a terminal; pass --auto-approve to apply without asking".into(),
@@ -173,8 +225,28 @@ fn confirm(plan: &Plan, cx: &mut Context<'_>) -> Result<(), CliError> {
         plan.mesh
     )?;
     cx.err.flush()?;
-    let mut answer = String::new();
-    io::stdin().lock().read_line(&mut answer)?;
+    // Read aside, so that a signal (Ctrl-C at the question) ends the run
+    // at once, the lock released, instead of waiting for a line.
+    let (line, answered) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let read = io::stdin().lock().read_line(&mut answer).map(|_| answer);
+        let _ = line.send(read);
+    });
+    let answer = loop {
+        match answered.recv_timeout(Duration::from_millis(50)) {
+            Ok(read) => break read?,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(stop) = cancel.stopped() {
+                    writeln!(cx.err)?;
+                    return Err(reconcile::Error::Stopped(stop).into());
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(CliError::NotConfirmed("apply cancelled".into()));
+            }
+        }
+    };
     if answer.trim() == "yes" {
         Ok(())
     } else {

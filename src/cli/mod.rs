@@ -195,6 +195,21 @@ pub enum Exit {
     Error = 1,
     /// `plan --detailed-exitcode` found changes.
     Changes = 2,
+    /// `apply` stopped by SIGINT (128 + 2, as shells report a process
+    /// ended by the signal) with actions left undone, or before writing.
+    Interrupted = 130,
+    /// `apply` stopped by SIGTERM (128 + 15), likewise.
+    Terminated = 143,
+}
+
+impl Exit {
+    /// The status of a run stopped by `stop`.
+    pub fn stopped(stop: crate::apply::Stop) -> Exit {
+        match stop {
+            crate::apply::Stop::Interrupt => Exit::Interrupted,
+            crate::apply::Stop::Terminate => Exit::Terminated,
+        }
+    }
 }
 
 /// Errors the CLI reports; topology problems are rendered as they are found.
@@ -252,6 +267,16 @@ pub enum CliError {
     #[error("cannot start the runtime")]
     #[diagnostic(code(meshform::cli::runtime))]
     Runtime(#[source] io::Error),
+}
+
+impl CliError {
+    /// The exit status it ends the process with.
+    pub fn exit(&self) -> Exit {
+        match self {
+            CliError::Reconcile(crate::reconcile::Error::Stopped(stop)) => Exit::stopped(*stop),
+            _ => Exit::Error,
+        }
+    }
 }
 
 impl Cli {

@@ -269,6 +269,11 @@ async fn read_cluster(
                 .and_then(|a| a.get(objects::CONTROL_PLANE_ANNOTATION).cloned()),
             network_owners: objects::label_owners(&n.metadata, objects::NETWORK_LABEL),
             control_planes_by_meshform: owns_annotation(&n.metadata, objects::CONTROL_PLANE_ANNOTATION),
+            restart_owed: n
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(objects::RESTART_OWED_ANNOTATION).cloned()),
         }),
         reader: ReaderFacts {
             service_account: account.map(|a| object_facts(&a.metadata, mesh)),

@@ -239,6 +239,10 @@ pub struct NamespaceFacts {
     /// applying the namespace without it takes it off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub control_planes_by_meshform: bool,
+    /// The `meshform.io/restart-owed-from` annotation: a relabel's workload
+    /// restart has not run yet, and the sidecars have this network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_owed: Option<String>,
 }
 
 impl NamespaceFacts {

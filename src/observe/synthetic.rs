@@ -41,6 +41,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                     control_planes: None,
                     network_owners: Vec::new(),
                     control_planes_by_meshform: false,
+                    restart_owed: None,
                 }),
                 reader: ReaderFacts::default(),
                 remote_secrets: BTreeMap::new(),

@@ -294,35 +294,56 @@ impl<'a> Planner<'a> {
     }
 
     /// Sidecars keep the network they started with: after a relabel,
-    /// workloads must restart for cross-network traffic to reach them.
+    /// workloads must restart for cross-network traffic to reach them. The
+    /// restart stays in the plan until apply has run it: the relabel's write
+    /// records it on the namespace, and apply takes that off after the restart.
     pub(super) fn restarts(&mut self) {
         let relabelled: Vec<_> = self
             .clusters
             .clone()
             .into_iter()
-            .filter_map(|c| {
-                self.network_change(c)
-                    .or_else(|| self.relabel_from(c))
-                    .map(|from| (c, from))
-            })
+            .filter_map(|c| self.restart_from(c).map(|from| (c, from)))
             .collect();
         for (cluster, from) in relabelled {
             let context = shell_quote(&cluster.context);
+            // Run by hand, the restart must also clear what records it, or
+            // every later plan would ask for it again.
             let command = format!(
                 "for ns in $(kubectl --context {context} get namespaces -l istio-injection=enabled -o name) \
                  $(kubectl --context {context} get namespaces -l istio.io/rev -o name); do \
-                 kubectl --context {context} -n \"${{ns#namespace/}}\" rollout restart deployment,statefulset,daemonset; done"
+                 kubectl --context {context} -n \"${{ns#namespace/}}\" rollout restart deployment,statefulset,daemonset; done \
+                 && kubectl --context {context} annotate namespace {} {}-",
+                shell_quote(self.ns()),
+                objects::RESTART_OWED_ANNOTATION
             );
             let old = if from.is_empty() {
                 "the default network".to_string()
             } else {
                 format!("network {from:?}")
             };
-            let reason =
-                format!("running sidecars keep {old} until restarted; cross-network traffic to them fails until then");
+            // Owed, and not relabelled again by this plan: an earlier run
+            // relabelled the cluster and stopped before the restart.
+            let labelled = self
+                .facts(&cluster.name)
+                .and_then(|f| f.namespace.as_ref())
+                .is_some_and(|n| n.network.as_deref() == Some(cluster.network.as_str()));
+            let owed = labelled && self.owed_restart(cluster).is_some();
+            let reason = if owed {
+                format!(
+                    "an earlier apply moved {} from {old} to {:?} without restarting its workloads ({} on Namespace {}): \
+                     running sidecars keep {old} until restarted; cross-network traffic to them fails until then",
+                    cluster.name,
+                    cluster.network,
+                    objects::RESTART_OWED_ANNOTATION,
+                    self.ns()
+                )
+            } else {
+                format!("running sidecars keep {old} until restarted; cross-network traffic to them fails until then")
+            };
             let kind = ActionKind::RestartWorkloads {
                 enabled: self.options.restart_workloads,
                 command,
+                owed,
             };
             self.push(Phase::Update, &cluster.name, kind, reason);
         }

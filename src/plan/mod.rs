@@ -409,6 +409,22 @@ impl<'a> Planner<'a> {
         (current != cluster.network).then_some(current)
     }
 
+    /// The network the running sidecars have, as an earlier run's relabel
+    /// recorded it on the mesh namespace, while their restart is owed.
+    fn owed_restart(&self, cluster: &Cluster) -> Option<&'a str> {
+        self.facts(&cluster.name)?.namespace.as_ref()?.restart_owed.as_deref()
+    }
+
+    /// The network whose sidecars a workload restart must replace, when
+    /// one is owed (recorded by an earlier run, the oldest network first) or
+    /// this plan relabels the cluster. Both the restart and the annotation
+    /// written with the relabel come from here, so they cannot disagree.
+    fn restart_from(&self, cluster: &Cluster) -> Option<&'a str> {
+        self.owed_restart(cluster)
+            .or_else(|| self.network_change(cluster))
+            .or_else(|| self.relabel_from(cluster))
+    }
+
     /// The network an attached cluster leaves, when it moves to another.
     fn network_change(&self, cluster: &Cluster) -> Option<&'a str> {
         self.index.desired(&cluster.name).and_then(|d| d.leaves)

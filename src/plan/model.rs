@@ -122,6 +122,13 @@ pub enum ActionKind {
         /// (`--force-conflicts`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
+        /// The network the running sidecars have, while their restart is
+        /// owed: written with the label as the `meshform.io/restart-owed-from`
+        /// annotation, in the same write, so no run cut short after the
+        /// relabel loses the restart (kept in every later write of the
+        /// namespace until apply has run the restart).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restart_owed: Option<String>,
     },
     /// Service account, ClusterRole and binding that primaries use to read
     /// this cluster.
@@ -192,6 +199,10 @@ pub enum ActionKind {
         enabled: bool,
         /// Display only: the equivalent command.
         command: String,
+        /// Owed by an earlier run's relabel (the namespace's
+        /// `meshform.io/restart-owed-from` annotation), not by one this plan makes.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        owed: bool,
     },
     /// Label the network's east-west gateway Service
     /// `topology.istio.io/network=<network>` (that field only): istiod takes

@@ -52,6 +52,7 @@ impl<'a> Planner<'a> {
                     previous: current,
                     control_plane,
                     force,
+                    restart_owed: self.restart_from(cluster).map(str::to_string),
                 };
                 self.push(Phase::Network, &cluster.name, kind, reason);
             }

@@ -44,7 +44,10 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 facts.remote_secrets.remove(name);
             }
             ActionKind::SetNetwork {
-                network, control_plane, ..
+                network,
+                control_plane,
+                restart_owed,
+                ..
             } => {
                 let ns = facts.namespace.get_or_insert_with(|| NamespaceFacts {
                     object: ObjectFacts {
@@ -55,8 +58,10 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                     control_planes: None,
                     network_owners: Vec::new(),
                     control_planes_by_meshform: false,
+                    restart_owed: None,
                 });
                 ns.network = Some(network.clone());
+                ns.restart_owed.clone_from(restart_owed);
                 // One apply of both fields: an annotation meshform applied
                 // before and leaves out now is taken off.
                 match control_plane {
@@ -138,7 +143,12 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 );
                 bindings.push((peer.clone(), action.cluster.clone(), facts.identity.clone()));
             }
-            ActionKind::RestartWorkloads { .. } => {}
+            // Run, it takes off the record of the restart owed; shown only, it leaves it.
+            ActionKind::RestartWorkloads { enabled, .. } => {
+                if *enabled && let Some(ns) = facts.namespace.as_mut() {
+                    ns.restart_owed = None;
+                }
+            }
             ActionKind::SetGatewayNetwork { network, .. } => {
                 if let Some(east_west) = &mut facts.east_west {
                     east_west.network = Some(network.clone());

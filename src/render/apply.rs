@@ -152,7 +152,7 @@ pub fn summary(format: Format, plan: &Plan, report: &Report, dry_run: bool, out:
 }
 
 fn summary_json(report: &Report, dry_run: bool, out: &mut dyn Write) -> io::Result<()> {
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "event": "summary",
         "dry_run": dry_run,
         "done": report.done,
@@ -161,11 +161,22 @@ fn summary_json(report: &Report, dry_run: bool, out: &mut dyn Write) -> io::Resu
         "held": report.held.iter().map(|(i, why)| serde_json::json!({"index": i, "why": why})).collect::<Vec<_>>(),
         "lock_lost": report.lock_lost,
     });
+    if let Some(stop) = report.stopped {
+        line["stopped"] = serde_json::json!(stop.to_string());
+    }
     writeln!(out, "{line}")
 }
 
 fn summary_text(plan: &Plan, report: &Report, dry_run: bool, out: &mut dyn Write) -> io::Result<()> {
+    let stopped = report.stopped.map(|stop| {
+        if dry_run {
+            format!("Dry run stopped by {stop}")
+        } else {
+            format!("Apply stopped by {stop}")
+        }
+    });
     let verb = match (report.halted(), report.held.is_empty(), dry_run) {
+        _ if stopped.is_some() => stopped.as_deref().unwrap_or_default(),
         (false, true, true) => "Dry run complete",
         (false, true, false) => "Apply complete",
         (false, false, true) => "Dry run incomplete",
@@ -217,7 +228,24 @@ fn summary_text(plan: &Plan, report: &Report, dry_run: bool, out: &mut dyn Write
             "The rest of the mesh was kept alive. Apply again once the blockers the plan lists are fixed."
         )?;
     }
-    if report.halted() {
+    if let Some(stop) = report.stopped {
+        // What is left, by name: the run stopped by request, so nothing
+        // else in the output says why these did not happen.
+        for &index in &report.skipped {
+            let action = &plan.actions[index];
+            writeln!(
+                out,
+                "  left: {} {} in {}",
+                action.effect().symbol(),
+                action.object(&plan.namespace),
+                action.cluster
+            )?;
+        }
+        writeln!(
+            out,
+            "Stopped by {stop} between actions: every action that started finished, nothing was started after, and the apply lock was released. Run apply again to do what is left; the clusters record what a network change still owes, so the next plan has it."
+        )?;
+    } else if report.halted() {
         writeln!(
             out,
             "Nothing after the failed phase was started. Run apply again once the cause is fixed; it picks up where this run stopped."
@@ -281,7 +309,14 @@ mod tests {
         };
         let mut out = Vec::new();
         let printer = Printer::new(format, &plan.namespace, &mut out, false);
-        let report = futures::executor::block_on(crate::apply::sequence(plan, &fake, &lock_lost, &settings, &printer));
+        let report = futures::executor::block_on(crate::apply::sequence(
+            plan,
+            &fake,
+            &lock_lost,
+            &crate::apply::Cancel::new(),
+            &settings,
+            &printer,
+        ));
         printer.finish();
         drop(printer);
         summary(format, plan, &report, run.dry_run, &mut out).unwrap();
@@ -312,8 +347,10 @@ mod tests {
         let ns = "istio-system";
         let (before, after) = match &action.kind {
             ActionKind::SetNetwork { network, previous, .. } => (
-                previous.as_deref().map(|p| value(&build::network_label(ns, p, None))),
-                value(&build::network_label(ns, network, None)),
+                previous
+                    .as_deref()
+                    .map(|p| value(&build::network_label(ns, p, None, None))),
+                value(&build::network_label(ns, network, None, None)),
             ),
             ActionKind::WriteRemoteSecret {
                 name,

@@ -230,7 +230,7 @@ fn section(plan: &Plan, cluster: &str, out: &mut dyn Write) -> io::Result<()> {
                 line += " **destructive**: needs `apply --allow-detach`";
             }
             writeln!(out, "{line}")?;
-            if let ActionKind::RestartWorkloads { enabled, command } = &action.kind {
+            if let ActionKind::RestartWorkloads { enabled, command, .. } = &action.kind {
                 writeln!(out)?;
                 writeln!(out, "  {}", restart_note(*enabled))?;
                 writeln!(out)?;

@@ -201,7 +201,7 @@ fn action(action: &Action, namespace: &str, p: Paint, out: &mut dyn Write) -> io
     }
     writeln!(out, "{line}")?;
     writeln!(out, "      {}", p.paint(Tone::Dim, &action.reason))?;
-    if let ActionKind::RestartWorkloads { enabled, command } = &action.kind {
+    if let ActionKind::RestartWorkloads { enabled, command, .. } = &action.kind {
         writeln!(out, "      {}", restart_note(*enabled))?;
         // Never wrapped: it is meant to be copied and pasted.
         writeln!(out, "        {command}")?;
