@@ -270,6 +270,8 @@ mod tests {
         lock_lost_before: Option<Phase>,
         /// The diff each action that is done reports.
         diff: Option<fn(&Action) -> Option<String>>,
+        /// SIGTERM arrives while this action (by index) is in flight.
+        stop_during: Option<usize>,
     }
 
     /// Ends each action as `Run` says, and notes the phases it ran.
@@ -277,12 +279,16 @@ mod tests {
         plan: &'r Plan,
         run: &'r Run,
         ran: RefCell<Vec<Phase>>,
+        cancel: crate::apply::Cancel,
     }
 
     impl crate::apply::Runner for Fake<'_> {
         async fn run(&self, action: &Action) -> Result<Option<String>, String> {
             self.ran.borrow_mut().push(action.phase);
             let index = self.plan.actions.iter().position(|a| std::ptr::eq(a, action)).unwrap();
+            if self.run.stop_during == Some(index) {
+                self.cancel.stop(crate::apply::Stop::Terminate);
+            }
             match self.run.failing.iter().find(|(i, _)| *i == index) {
                 Some((_, error)) => Err(error.to_string()),
                 None => Ok(self.run.diff.and_then(|diff| diff(action))),
@@ -296,6 +302,7 @@ mod tests {
             plan,
             run,
             ran: RefCell::default(),
+            cancel: crate::apply::Cancel::new(),
         };
         // Lost once an action of a phase before `lock_lost_before` has run.
         let lock_lost = || {
@@ -313,7 +320,7 @@ mod tests {
             plan,
             &fake,
             &lock_lost,
-            &crate::apply::Cancel::new(),
+            &fake.cancel,
             &settings,
             &printer,
         ));
@@ -411,6 +418,27 @@ mod tests {
             ..Run::default()
         };
         snapshot("apply_text__failed", print(Format::Text, &plan, &run));
+    }
+
+    // Issue 29: a run stopped by a signal says what it did and, by name, what is left.
+    #[test]
+    fn text_and_json_of_a_run_stopped_by_a_signal() {
+        let (plan, _) = scenarios::fresh();
+        let during = first_in(&plan, Phase::Network);
+        let run = Run {
+            stop_during: Some(during),
+            ..Run::default()
+        };
+        let text = print(Format::Text, &plan, &run);
+        assert!(text.contains("Apply stopped by SIGTERM"), "{text}");
+        let left = plan.actions.len() - during - 1;
+        assert_eq!(text.matches("\n  left: ").count(), left, "{text}");
+        assert!(text.contains("not run: apply was stopped by SIGTERM"), "{text}");
+        let json = print(Format::Json, &plan, &run);
+        let summary: serde_json::Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["stopped"], "SIGTERM", "{json}");
+        assert_eq!(summary["skipped"].as_array().unwrap().len(), left, "{json}");
+        assert_eq!(summary["done"].as_array().unwrap().len(), during + 1, "{json}");
     }
 
     #[test]
