@@ -227,12 +227,22 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
             )
         }
     };
+    // The data plane: ambient where istiod runs ambient (`PILOT_ENABLE_AMBIENT`)
+    // or ztunnel is installed; said once in [mesh] when every cluster agrees.
+    let ambient: Vec<bool> = found.iter().map(|t| runs_ambient(t.facts)).collect();
+    let all_ambient = !ambient.is_empty() && ambient.iter().all(|a| *a);
     let text = &mut out.text;
     let _ = writeln!(text, "# Written by `meshform import` from what the clusters hold.");
     let _ = writeln!(text, "[mesh]");
     let _ = writeln!(text, "name = {}   # {mesh_note}", quote(&mesh));
     if settings.namespace != crate::topology::DEFAULT_NAMESPACE {
         let _ = writeln!(text, "namespace = {}", quote(settings.namespace));
+    }
+    if all_ambient {
+        let _ = writeln!(
+            text,
+            "data_plane = \"ambient\"   # every istiod runs ambient, or ztunnel is installed"
+        );
     }
     if secret_mode {
         let _ = writeln!(
@@ -242,7 +252,7 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
         );
     }
     let mut unlabelled = 0usize;
-    for ((t, name), name_note) in found.iter().zip(&names).zip(&name_notes) {
+    for (((t, name), name_note), ambient) in found.iter().zip(&names).zip(&name_notes).zip(&ambient) {
         let _ = writeln!(text, "\n[[cluster]]");
         let _ = writeln!(text, "# name: {name_note}");
         let _ = writeln!(text, "name = {}", quote(name));
@@ -323,6 +333,12 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
                 );
             }
         }
+        if *ambient && !all_ambient {
+            let _ = writeln!(
+                text,
+                "data_plane = \"ambient\"   # its istiod runs ambient, or ztunnel is installed"
+            );
+        }
         match t.other_servers.as_slice() {
             [] => {}
             [server] => {
@@ -347,6 +363,11 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
         ));
     }
     out
+}
+
+/// Whether a cluster's install runs the ambient data plane.
+fn runs_ambient(facts: &ClusterFacts) -> bool {
+    facts.ztunnel.is_some() || facts.installs.values().any(|i| i.ambient())
 }
 
 /// The mesh id of Istio's multi-cluster guides, when no install names one.

@@ -94,6 +94,31 @@ pub const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
 pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 pub const ROOT_CERT_KEY: &str = "root-cert.pem";
 
+/// Gateway API Gateways istiod takes as network gateways (istio/istio
+/// `pkg/config/constants/constants.go`): `istio-east-west` is ambient's
+/// east-west gateway, `istio-remote` names one istiod has no API access to.
+pub const EAST_WEST_GATEWAY_CLASS: &str = "istio-east-west";
+pub const REMOTE_GATEWAY_CLASS: &str = "istio-remote";
+/// The TLS option marking a Gateway API listener auto-passthrough, and its value.
+pub const LISTENER_MODE_OPTION: &str = "gateway.istio.io/listener-protocol";
+pub const LISTENER_MODE_AUTO_PASSTHROUGH: &str = "auto-passthrough";
+/// The name `samples/multicluster/gen-eastwest-gateway.sh --ambient` gives
+/// the ambient east-west Gateway.
+pub const AMBIENT_EAST_WEST_GATEWAY: &str = "istio-eastwestgateway";
+/// ztunnel's DaemonSet (`manifests/charts/ztunnel`, `resourceName` default)
+/// and the env it takes its cluster id and network from; the cluster id
+/// defaults to `Kubernetes`, the network to none.
+pub const ZTUNNEL: &str = "ztunnel";
+pub const ZTUNNEL_CLUSTER_ID_ENV: &str = "ISTIO_META_CLUSTER_ID";
+pub const ZTUNNEL_NETWORK_ENV: &str = "NETWORK";
+/// istiod's env that decides how it finds network gateways
+/// (`pilot/pkg/features/ambient.go`, `pilot/pkg/features/pilot.go`): kept
+/// in the snapshot, the rest of istiod's env is not.
+pub const AMBIENT_ENV: &str = "PILOT_ENABLE_AMBIENT";
+pub const AMBIENT_MULTI_NETWORK_ENV: &str = "AMBIENT_ENABLE_MULTI_NETWORK";
+pub const GATEWAY_API_NETWORKS_ENV: &str = "PILOT_MULTI_NETWORK_DISCOVER_GATEWAY_API";
+pub const ISTIOD_ENV_KEPT: [&str; 3] = [AMBIENT_ENV, AMBIENT_MULTI_NETWORK_ENV, GATEWAY_API_NETWORKS_ENV];
+
 /// Marks the data-less Secrets that reader tokens are bound to (value "true").
 pub const READER_BINDING_LABEL: &str = "meshform.io/reader-binding";
 /// The primary holding the tokens bound to a binding Secret, by mesh name.
@@ -252,6 +277,17 @@ pub fn gateway_resource() -> kube::core::ApiResource {
 /// The Istio VirtualService resource.
 pub fn virtual_service_resource() -> kube::core::ApiResource {
     istio_networking("VirtualService", "virtualservices")
+}
+
+/// The Gateway API Gateway resource (`gateway.networking.k8s.io/v1`).
+pub fn k8s_gateway_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "Gateway".into(),
+        plural: "gateways".into(),
+    }
 }
 
 /// Labels on every object meshform owns in `mesh`.

@@ -234,7 +234,7 @@ fn a_saved_plan_takes_no_planning_flags() {
 }
 
 /// Issue 13 bumped the snapshot format (to 2 for the installs, to 3 for
-/// istiod's exposure): an old snapshot is refused with the reason and the
+/// istiod's exposure), issue 31 to 4 (Gateway API gateways, ztunnel): an old snapshot is refused with the reason and the
 /// command that makes a new one, not a serde error.
 #[test]
 fn an_old_snapshot_is_refused_with_the_fix() {
@@ -242,7 +242,7 @@ fn an_old_snapshot_is_refused_with_the_fix() {
     let old = dir.path().join("observed.json");
     let text = std::fs::read_to_string("examples/observed.json").unwrap();
     let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    value["format_version"] = 2.into();
+    value["format_version"] = 3.into();
     std::fs::write(&old, value.to_string()).unwrap();
     let out = run(meshform()
         .env("COLUMNS", "400")
@@ -251,7 +251,7 @@ fn an_old_snapshot_is_refused_with_the_fix() {
     assert_eq!(exit_code(&out), Some(1), "{out}");
     let err = stderr(&out);
     assert!(
-        err.contains("its format_version is 2, this meshform reads version 3 (it was taken by an older meshform"),
+        err.contains("its format_version is 3, this meshform reads version 4 (it was taken by an older meshform"),
         "{err}"
     );
     assert!(err.contains("make one with `meshform snapshot -o"), "{err}");

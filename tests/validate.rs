@@ -185,6 +185,24 @@ fn cases() -> BTreeMap<&'static str, Vec<Expect>> {
                     .help(r#"did you mean "primary"?"#),
             ],
         ),
+        // --- data_plane (issue 31)
+        (
+            "ambient_remote",
+            vec![
+                error(AmbientRemote, "cluster[1].role", r#""remote""#)
+                    .label("a remote")
+                    .labels(2)
+                    .help(r#"Istio's ambient multicluster is multi-primary only: install istiod on "west" and remove `role = "remote"`, or set `data_plane = "sidecar"` on it"#),
+            ],
+        ),
+        (
+            "bad_data_plane",
+            vec![
+                error(InvalidValue, "cluster[0].data_plane", r#""ambiant""#)
+                    .label(r#"expected one of "sidecar", "ambient""#)
+                    .help(r#"did you mean "ambient"?"#),
+            ],
+        ),
         (
             "bad_role_no_suggestion",
             vec![
@@ -438,7 +456,7 @@ fn cases() -> BTreeMap<&'static str, Vec<Expect>> {
             "unknown_key_in_cluster",
             vec![
                 error(UnknownKey, "cluster[0].zone", "zone")
-                    .help("known keys here: allow_insecure_transport, api_server, context, control_plane, kubeconfig, name, network, role"),
+                    .help("known keys here: allow_insecure_transport, api_server, context, control_plane, data_plane, kubeconfig, name, network, role"),
             ],
         ),
         (
@@ -642,12 +660,13 @@ fn all_codes() -> Vec<Code> {
         UnusedNetwork,
         InvalidApiServer,
         InvalidKubeconfig,
+        AmbientRemote,
     ];
     for code in every {
         match code {
             TooLarge | NotUtf8 | Empty | Syntax | UnknownKey | MissingKey | WrongType | InvalidValue | InvalidName
             | DuplicateCluster | DuplicateContext | InvalidNetwork | NoPrimary | EmptyMesh | UnusedNetwork
-            | InvalidApiServer | InvalidKubeconfig => {}
+            | InvalidApiServer | InvalidKubeconfig | AmbientRemote => {}
         }
     }
     every.to_vec()
@@ -891,6 +910,7 @@ fn cluster(name: &str, context: &str, network: &str, role: Role) -> Cluster {
         role,
         api_server: None,
         allow_insecure_transport: false,
+        data_plane: Default::default(),
     }
 }
 
@@ -1114,6 +1134,7 @@ fn mesh_file() -> impl Strategy<Value = MeshFile> {
                 api_server,
                 control_plane,
                 allow_insecure_transport,
+                data_plane: None,
             }
         },
     );
@@ -1135,6 +1156,7 @@ fn mesh_file() -> impl Strategy<Value = MeshFile> {
                 namespace,
                 tokens: None,
                 lock_cluster: None,
+                data_plane: None,
             },
             clusters,
             networks,

@@ -52,6 +52,7 @@ pub fn topology(clusters: usize, networks: usize) -> Topology {
             api_server: None,
             control_plane: None,
             allow_insecure_transport: false,
+            data_plane: Default::default(),
         }
     });
     let remotes = (0..networks).map(|i| {
@@ -65,6 +66,7 @@ pub fn topology(clusters: usize, networks: usize) -> Topology {
             api_server: None,
             control_plane: Some(format!("c{:04}", (i + 1) % networks)),
             allow_insecure_transport: false,
+            data_plane: Default::default(),
         }
     });
     let clusters: Vec<Cluster> = primaries.chain(remotes).collect();

@@ -120,6 +120,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
                 api_server: None,
                 control_plane: None,
                 allow_insecure_transport: false,
+                data_plane: Default::default(),
             })
             .collect(),
         networks: keyed

@@ -102,6 +102,7 @@ pub fn installs(deployments: &[Deployment], configmaps: &[ConfigMap]) -> BTreeMa
         let install = out.entry(rev).or_default();
         install.istiod = deployment.metadata.name.clone();
         install.cluster_id = cluster_id;
+        install.istiod_env = super::gateway_api::istiod_env(deployment);
     }
     for configmap in configmaps {
         let Some(rev) = revision(&configmap.metadata, objects::INJECTOR_CONFIGMAP) else {
@@ -140,6 +141,9 @@ pub fn installs(deployments: &[Deployment], configmaps: &[ConfigMap]) -> BTreeMa
             configmap.data.as_ref().and_then(|d| d.get("meshNetworks")),
         ) {
             install.mesh_network_gateways = mesh_network_gateways(networks);
+        }
+        if let (Some(install), Some(mesh)) = (out.get_mut(&rev), configmap.data.as_ref().and_then(|d| d.get("mesh"))) {
+            install.service_scope_configs = super::gateway_api::service_scope_configs(mesh);
         }
     }
     out

@@ -6,12 +6,15 @@
 //! large the mesh is: GETs of named objects, one LIST of remote secrets by
 //! label, one LIST of the mesh namespace's Secret metadata (names, labels
 //! and annotations only: the API server sends no data), one LIST of the
-//! metadata of the binding Secrets reader tokens are bound to, by label, and
+//! metadata of the binding Secrets reader tokens are bound to, by label,
 //! two LISTs of the Istio install by label (a revision's objects carry names
-//! meshform cannot know; see [`istio`]). A cluster that cannot be read becomes
+//! meshform cannot know; see [`istio`]), and one LIST of the Gateway API
+//! Gateways of the mesh namespace ([`gateway_api`]; a 404, the CRDs not
+//! served, is a fact, not an error). A cluster that cannot be read becomes
 //! `Unknown` with the reason; it never fails the whole observation. What comes back is
 //! [`model::Observed`], which holds no secret data.
 
+pub(crate) mod gateway_api;
 pub mod istio;
 pub mod model;
 pub(crate) mod secrets;
@@ -19,7 +22,7 @@ pub mod synthetic;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, PartialObjectMeta};
@@ -34,7 +37,7 @@ use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
-pub const REQUESTS_PER_CLUSTER: usize = 15;
+pub const REQUESTS_PER_CLUSTER: usize = 17;
 
 /// Reads every cluster in parallel.
 pub async fn observe(topology: &Topology, connections: &Connections) -> Observed {
@@ -171,6 +174,17 @@ async fn read_cluster(
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let k8s_gateways: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &objects::k8s_gateway_resource());
+    // Without the Gateway API CRDs the list is a 404: a fact plan judges
+    // (an ambient network has no gateway then), not a failed read.
+    let k8s_gateway_list = async {
+        match k8s_gateways.list(&ListParams::default()).await {
+            Ok(list) => Ok(Some(list.items)),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+            Err(error) => Err(error),
+        }
+    };
     let by_label = ListParams::default().labels(&format!("{}=true", objects::MULTICLUSTER_LABEL));
     let all = ListParams::default();
     let bindings_by_label = ListParams::default().labels(&format!("{}=true", objects::READER_BINDING_LABEL));
@@ -181,7 +195,7 @@ async fn read_cluster(
     // The reads of REQUESTS_PER_CLUSTER: the cluster's identity first, which
     // opens the connection (HTTP/2 where the server offers it), then the
     // others at once over it. Sent together, each would open a connection
-    // of its own; an unreachable cluster also fails once, not thirteen times.
+    // of its own; an unreachable cluster also fails once, not once per read.
     let kube_system = match opened {
         Some(read) => read?,
         None => namespaces.get("kube-system").await?,
@@ -205,6 +219,8 @@ async fn read_cluster(
         root_cert,
         istiod_gateway,
         istiod_virtual_service,
+        k8s_gateway_list,
+        ztunnel,
     ) = tokio::try_join!(
         namespaces.get_opt(ns),
         accounts.get_opt(objects::READER_SERVICE_ACCOUNT),
@@ -220,6 +236,8 @@ async fn read_cluster(
         configmaps.get_opt(objects::ROOT_CERT_CONFIGMAP),
         gateways.get_opt(objects::ISTIOD_GATEWAY),
         virtual_services.get_opt(objects::ISTIOD_VIRTUAL_SERVICE),
+        k8s_gateway_list,
+        daemonsets.get_opt(objects::ZTUNNEL),
     )?;
     let token_secret = secret_metadata
         .items
@@ -299,6 +317,17 @@ async fn read_cluster(
         gateway_service: service.map(|s| object_facts(&s.metadata, mesh)),
         unlabelled_secrets,
         installs: istio::installs(&istiod.items, &install_cms.items),
+        k8s_gateways: k8s_gateway_list.map(|list| {
+            list.iter()
+                .filter_map(|g| {
+                    Some((
+                        g.metadata.name.clone()?,
+                        gateway_api::gateway(g, object_facts(&g.metadata, mesh)),
+                    ))
+                })
+                .collect()
+        }),
+        ztunnel: ztunnel.as_ref().map(gateway_api::ztunnel),
         root_certs: root_cert.as_ref().map(istio::root_fingerprints),
         reader_bindings: reader_bindings
             .items

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Version of the snapshot format; bumped on any breaking change.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 
 /// Every cluster of a topology, as observed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -114,6 +114,11 @@ pub struct ClusterFacts {
     /// nor meshform's: not in `remote_secrets`, and never to be written over.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub unlabelled_secrets: BTreeSet<String>,
+    /// Gateway API Gateways of the mesh namespace, by name; none when the
+    /// Gateway API CRDs are not served (the list answers 404).
+    pub k8s_gateways: Option<BTreeMap<String, K8sGatewayFacts>>,
+    /// ztunnel's DaemonSet in the mesh namespace; none when absent.
+    pub ztunnel: Option<ZtunnelFacts>,
     /// The data-less Secrets labelled `meshform.io/reader-binding=true` that
     /// reader tokens issued here are bound to, by name. Deleting one revokes
     /// every token bound to it.
@@ -162,6 +167,130 @@ impl EastWestFacts {
     }
 }
 
+/// A Gateway API `Gateway` as istiod's two network registries read it:
+/// the sidecar one (`pilot/pkg/serviceregistry/kube/controller/network.go`,
+/// `handleGatewayResource`) and the ambient one
+/// (`pilot/pkg/serviceregistry/ambient/networks.go`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct K8sGatewayFacts {
+    #[serde(flatten)]
+    pub object: ObjectFacts,
+    /// `spec.gatewayClassName`.
+    pub class: String,
+    /// The `topology.istio.io/network` label.
+    pub network: Option<String>,
+    /// The `networking.istio.io/gatewayPort` label, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_label: Option<String>,
+    pub listeners: Vec<ListenerFacts>,
+    /// `spec.addresses` of type `IPAddress` or `Hostname` (istiod skips the
+    /// others and those without a type): where the sidecar registry sends
+    /// other networks.
+    pub spec_addresses: Vec<String>,
+    /// `status.addresses`, filtered alike: where the ambient registry sends them.
+    pub status_addresses: Vec<String>,
+    /// Field managers other than meshform that own the network label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_owners: Vec<String>,
+}
+
+/// One listener of a Gateway API Gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListenerFacts {
+    pub name: String,
+    pub port: u16,
+    /// `protocol` (`HBONE`, `TLS`, ...).
+    pub protocol: String,
+    /// `tls.mode` when the listener has a `tls` block (the CRD defaults it
+    /// to `Terminate`); none without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_mode: Option<String>,
+    /// The `gateway.istio.io/listener-protocol` TLS option.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_mode: Option<String>,
+}
+
+impl K8sGatewayFacts {
+    /// `pilot/pkg/serviceregistry/kube/conversion.go` `IsAutoPassthrough`:
+    /// a TLS listener with the auto-passthrough option, or, on a Gateway
+    /// labelled with a network, the one on the `gatewayPort` label's port
+    /// (15443 by default).
+    pub fn is_auto_passthrough(&self, listener: &ListenerFacts) -> bool {
+        if listener.tls_mode.is_none() {
+            return false;
+        }
+        if listener.listener_mode.as_deref() == Some(crate::objects::LISTENER_MODE_AUTO_PASSTHROUGH) {
+            return true;
+        }
+        let expected = self.port_label.as_deref().unwrap_or("15443");
+        self.network.is_some() && listener.port.to_string() == expected
+    }
+
+    /// The `address:port` pairs a sidecar-mode istiod takes from this
+    /// Gateway for its network (`handleGatewayResource`): each spec address
+    /// with each auto-passthrough or HBONE listener; none without the label.
+    pub fn sidecar_gateways(&self) -> Vec<String> {
+        if self.network.as_deref().is_none_or(str::is_empty) {
+            return Vec::new();
+        }
+        let ports: Vec<u16> = self
+            .listeners
+            .iter()
+            .filter(|l| self.is_auto_passthrough(l) || l.protocol == "HBONE")
+            .map(|l| l.port)
+            .collect();
+        self.spec_addresses
+            .iter()
+            .flat_map(|a| ports.iter().map(move |p| format!("{a}:{p}")))
+            .collect()
+    }
+
+    /// Whether an ambient istiod of another cluster takes it as its
+    /// network's east-west gateway (`remoteK8sGatewayToNetworkGateways`):
+    /// class `istio-east-west`, the network label, an `HBONE` listener with
+    /// TLS `Terminate`. It is then used at its status addresses.
+    pub fn is_ambient_east_west(&self) -> bool {
+        self.class == crate::objects::EAST_WEST_GATEWAY_CLASS
+            && self.network.as_deref().is_some_and(|n| !n.is_empty())
+            && self.hbone_terminate().is_some()
+    }
+
+    /// The first `HBONE` listener with TLS `Terminate`.
+    pub fn hbone_terminate(&self) -> Option<&ListenerFacts> {
+        self.listeners
+            .iter()
+            .find(|l| l.protocol == "HBONE" && l.tls_mode.as_deref() == Some("Terminate"))
+    }
+}
+
+/// ztunnel's identity in the mesh, from its DaemonSet's env
+/// (`manifests/charts/ztunnel/templates/daemonset.yaml`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ZtunnelFacts {
+    /// `ISTIO_META_CLUSTER_ID`, as set; the chart always sets it
+    /// (`multiCluster.clusterName`, default `Kubernetes`).
+    pub cluster_id: Option<String>,
+    /// `NETWORK`; the chart sets it only when `network` is set.
+    pub network: Option<String>,
+}
+
+impl ZtunnelFacts {
+    /// The cluster id ztunnel reports: `Kubernetes` when unset.
+    pub fn effective_cluster_id(&self) -> &str {
+        self.cluster_id.as_deref().unwrap_or(crate::objects::DEFAULT_CLUSTER_ID)
+    }
+}
+
+/// A boolean of istiod's env as Go's `strconv.ParseBool` reads it (Istio's
+/// `pkg/env` registers booleans that way); none when absent or unparsable.
+fn parse_go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 /// One Istio control plane install (istiod and its injector) in the mesh namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InstallFacts {
@@ -186,6 +315,43 @@ pub struct InstallFacts {
     /// labelled Services alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mesh_network_gateways: Vec<String>,
+    /// The variables of istiod's env that say how it finds network gateways
+    /// ([`crate::objects::ISTIOD_ENV_KEPT`]), as set on its Deployment
+    /// (literal values only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub istiod_env: BTreeMap<String, String>,
+    /// The mesh config's `serviceScopeConfigs` (the `mesh` key of the
+    /// `istio[-<rev>]` ConfigMap), as compact JSON; none when not set. In
+    /// ambient, they say which services other clusters see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_scope_configs: Option<String>,
+}
+
+impl InstallFacts {
+    fn env_bool(&self, key: &str, default: bool) -> bool {
+        self.istiod_env
+            .get(key)
+            .and_then(|v| parse_go_bool(v))
+            .unwrap_or(default)
+    }
+
+    /// istiod runs ambient (`PILOT_ENABLE_AMBIENT`, set by the chart's
+    /// `ambient` profile; `pilot/pkg/features/ambient.go`, default false).
+    pub fn ambient(&self) -> bool {
+        self.env_bool(crate::objects::AMBIENT_ENV, false)
+    }
+
+    /// `AMBIENT_ENABLE_MULTI_NETWORK` (default false), which istiod ignores
+    /// without ambient (`registerAmbient`).
+    pub fn ambient_multi_network(&self) -> bool {
+        self.ambient() && self.env_bool(crate::objects::AMBIENT_MULTI_NETWORK_ENV, false)
+    }
+
+    /// `PILOT_MULTI_NETWORK_DISCOVER_GATEWAY_API` (default true): a sidecar
+    /// istiod takes labelled Gateway API Gateways as network gateways.
+    pub fn gateway_api_networks(&self) -> bool {
+        self.env_bool(crate::objects::GATEWAY_API_NETWORKS_ENV, true)
+    }
 }
 
 /// A binding Secret: it stands for the primary holding the tokens bound to it.

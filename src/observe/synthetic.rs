@@ -76,9 +76,13 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                             .as_ref()
                             .map(|primary| format!("{primary}.gateways.example.com")),
                         mesh_network_gateways: Vec::new(),
+                        istiod_env: BTreeMap::new(),
+                        service_scope_configs: None,
                     },
                 )]),
                 root_certs: Some(vec![crate::objects::sha256_hex(b"shared root")]),
+                k8s_gateways: None,
+                ztunnel: None,
                 reader_bindings: BTreeMap::new(),
             };
             let observation = ClusterObservation {

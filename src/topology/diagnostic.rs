@@ -51,6 +51,8 @@ pub enum Code {
     InvalidApiServer,
     /// A `kubeconfig` path meshform will not follow.
     InvalidKubeconfig,
+    /// A remote cluster on the ambient data plane, which Istio does not support.
+    AmbientRemote,
 }
 
 impl Code {
@@ -73,6 +75,7 @@ impl Code {
             Code::UnusedNetwork => "meshform::topology::unused_network",
             Code::InvalidApiServer => "meshform::topology::invalid_api_server",
             Code::InvalidKubeconfig => "meshform::topology::invalid_kubeconfig",
+            Code::AmbientRemote => "meshform::topology::ambient_remote",
         }
     }
 }

@@ -46,6 +46,38 @@ pub struct MeshSection {
     /// Defaults to the first primary by name. Change it only while no apply runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_cluster: Option<String>,
+    /// The data plane every cluster runs unless its own `data_plane` says
+    /// otherwise: it decides how istiod finds each network's gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "sidecar"))]
+    pub data_plane: Option<DataPlane>,
+}
+
+/// The data plane an Istio install runs, and so how its istiod finds other
+/// networks' east-west gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPlane {
+    /// Sidecars: a network's gateway is a Service (or a Gateway API Gateway)
+    /// labelled `topology.istio.io/network` with an auto-passthrough port.
+    #[default]
+    Sidecar,
+    /// Ambient (ztunnel): a network's gateway is an `istio-east-west` Gateway
+    /// API Gateway with an HBONE listener; multi-primary only.
+    Ambient,
+}
+
+impl DataPlane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPlane::Sidecar => "sidecar",
+            DataPlane::Ambient => "ambient",
+        }
+    }
+
+    pub fn is_sidecar(&self) -> bool {
+        *self == DataPlane::Sidecar
+    }
 }
 
 /// `[mesh.tokens]`: the reader tokens inside remote secrets.
@@ -133,6 +165,11 @@ pub struct ClusterEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = false))]
     pub allow_insecure_transport: Option<bool>,
+    /// The data plane this cluster's Istio install runs: `sidecar` or
+    /// `ambient`. Defaults to `[mesh] data_plane`. Ambient clusters must be
+    /// primaries (Istio's ambient multicluster is multi-primary only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<DataPlane>,
 }
 
 /// Whether a cluster runs its own control plane.

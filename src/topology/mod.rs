@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use diagnostic::{Code, Problem, Problems, Severity};
-pub use file::{MeshFile, Role, TokenMode};
+pub use file::{DataPlane, MeshFile, Role, TokenMode};
 pub use resolve::REMOTE_SECRET_PREFIX;
 
 /// Namespace Istio runs in unless `[mesh] namespace` says otherwise.
@@ -100,6 +100,10 @@ pub struct Cluster {
     /// of a file without it does not change).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_insecure_transport: bool,
+    /// The data plane its install runs (skipped when `sidecar`, so that the
+    /// topology hash of a file without it does not change).
+    #[serde(default, skip_serializing_if = "DataPlane::is_sidecar")]
+    pub data_plane: DataPlane,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::diagnostic::{Code, Problem, elided, quoted};
-use super::file::{MeshFile, Role, TokensSection};
+use super::file::{DataPlane, MeshFile, Role, TokensSection};
 use super::names::Rule;
 use super::shape::{Spans, did_you_mean};
 use super::{
@@ -139,6 +139,32 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
                     .help("write the context as `kubectl config get-contexts` prints it, without such characters"),
             );
         }
+        let data_plane = entry.data_plane.or(file.mesh.data_plane).unwrap_or_default();
+        // Istio's ambient multicluster is multi-primary only: a remote's ztunnel
+        // cannot reach istiod through the ambient east-west gateway (Istio's
+        // ambient multicluster guide; `samples/multicluster/gen-eastwest-gateway.sh
+        // --ambient` writes no istiod exposure).
+        if data_plane == DataPlane::Ambient && entry.role == Some(Role::Remote) {
+            let role_path = format!("{path}.role");
+            let plane_at = if entry.data_plane.is_some() {
+                at(&format!("{path}.data_plane"))
+            } else {
+                at("mesh.data_plane")
+            };
+            problems.push(
+                Problem::error(
+                    Code::AmbientRemote,
+                    format!("{} is a remote on the ambient data plane", quoted(&name)),
+                )
+                .at(&role_path)
+                .label(at(&role_path), "a remote")
+                .label(plane_at, "on the ambient data plane")
+                .help(format!(
+                    "Istio's ambient multicluster is multi-primary only: install istiod on {} and remove `role = \"remote\"`, or set `data_plane = \"sidecar\"` on it",
+                    quoted(&name)
+                )),
+            );
+        }
         clusters.push((
             i,
             Cluster {
@@ -150,6 +176,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
                 api_server: entry.api_server.clone(),
                 control_plane: None,
                 allow_insecure_transport: entry.allow_insecure_transport.unwrap_or(false),
+                data_plane,
             },
         ));
     }
