@@ -70,3 +70,132 @@ async fn observe_reads_gateway_api_gateways_ztunnel_and_istiods_ambient_settings
     assert!(west_facts["ztunnel"].is_null(), "{west_facts:#}");
     assert!(west_facts["installs"]["default"].get("istiod_env").is_none());
 }
+
+/// `cluster code` of every blocker and warning of `mesh`'s plan, not the
+/// warning that the test plane's API servers are on loopback.
+async fn findings(mesh: &Mesh, exit: i32) -> Vec<String> {
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(exit).json();
+    plan["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["code"] != "meshform::plan::peer_address")
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["cluster"].as_str().unwrap_or("-"),
+                f["code"].as_str().unwrap().trim_start_matches("meshform::plan::")
+            )
+        })
+        .collect()
+}
+
+/// An ambient mesh of two primaries on two networks, judged as ambient's
+/// istiod finds gateways: every missing piece is a blocker with its own
+/// code, in the order a platform team following Istio's ambient multicluster
+/// guide would fix them, and none of the classic gateway objects is asked for.
+#[tokio::test]
+async fn an_ambient_mesh_is_blocked_until_each_network_has_an_addressed_east_west_gateway() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    for (cluster, network) in [(east, "n1"), (west, "n2")] {
+        install_istio(cluster, &Install::correct(cluster.name(), network)).await;
+        make_istiod_ambient(cluster, false).await;
+    }
+    // ztunnel of east left at the chart's defaults: cluster id Kubernetes, no network.
+    install_ztunnel(east, None, None).await;
+    install_gateway_api(east).await;
+    let entries = [Entry::of(east).network("n1"), Entry::of(west).network("n2")];
+    let mesh = Mesh::new(&entries);
+    mesh.write_with(&entries, "data_plane = \"ambient\"\n");
+
+    let found = findings(&mesh, 1).await;
+    for expected in [
+        "east ztunnel_cluster_id",
+        "east ztunnel_network",
+        "east ambient_multi_network_off",
+        "east ambient_gateway_missing",
+        "west ztunnel_missing",
+        "west ambient_multi_network_off",
+        "west gateway_api_missing",
+    ] {
+        assert!(found.iter().any(|f| f == expected), "{expected} in {found:#?}");
+    }
+    // Never the classic gateway's findings: ambient has no gateway Service.
+    assert!(!found.iter().any(|f| f.contains("gateway_service")), "{found:#?}");
+
+    install_ztunnel(east, Some("east"), Some("n1")).await;
+    install_ztunnel(west, Some("west"), Some("n2")).await;
+    install_gateway_api(west).await;
+    for cluster in [east, west] {
+        make_istiod_ambient(cluster, true).await;
+    }
+    // The sample's Gateway, once with the wrong network, once pending.
+    apply_gateway(east, &ambient_east_west("n2")).await;
+    apply_gateway(west, &ambient_east_west("n2")).await;
+    let found = findings(&mesh, 1).await;
+    assert_eq!(found, ["east ambient_gateway_network", "west ambient_gateway_pending"]);
+
+    apply_gateway(east, &ambient_east_west("n1")).await;
+    set_gateway_status_address(east, "istio-eastwestgateway", "192.0.2.30").await;
+    set_gateway_status_address(west, "istio-eastwestgateway", "192.0.2.31").await;
+    let mut second = ambient_east_west("n1");
+    second["metadata"]["name"] = "istio-eastwestgateway-2".into();
+    apply_gateway(east, &second).await;
+    let found = findings(&mesh, 0).await;
+    assert_eq!(found, ["east ambient_gateway_duplicate"]);
+
+    // The plan writes no classic cross-network Gateway and no istiod exposure.
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
+    let kinds: Vec<&str> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    assert!(
+        !kinds.iter().any(|k| k.contains("gateway") || k.contains("exposure")),
+        "{kinds:?}"
+    );
+}
+
+/// A sidecar mesh whose east-west gateway is a Gateway API Gateway (no
+/// gateway Service): istiod takes it, so meshform neither blocks on a
+/// missing Service nor writes a second gateway; unlabelled, it is a blocker
+/// with the `kubectl label` that fixes it.
+#[tokio::test]
+async fn a_sidecar_mesh_with_a_gateway_api_east_west_gateway_needs_no_service() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    for (cluster, network, address) in [(east, "n1", "192.0.2.40"), (west, "n2", "192.0.2.41")] {
+        install_istio(cluster, &Install::correct(cluster.name(), network)).await;
+        install_gateway_api(cluster).await;
+        let gateway = support::ambient::sidecar_east_west("eastwest", Some(network), address);
+        apply_gateway(cluster, &gateway).await;
+    }
+    let unlabelled = support::ambient::sidecar_east_west("eastwest", None, "192.0.2.41");
+    // Server-side apply by the same manager drops the label it no longer sets.
+    apply_gateway(west, &unlabelled).await;
+    let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
+    let found = findings(&mesh, 1).await;
+    assert_eq!(found, ["west gateway_network_label"], "{found:#?}");
+
+    apply_gateway(
+        west,
+        &support::ambient::sidecar_east_west("eastwest", Some("n2"), "192.0.2.41"),
+    )
+    .await;
+    let found = findings(&mesh, 0).await;
+    assert!(found.is_empty(), "{found:#?}");
+    let plan = mesh.run("plan", &["--format", "json"]).await.expect(0).json();
+    let kinds: Vec<&str> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    assert!(
+        !kinds.iter().any(|k| k.contains("gateway")),
+        "no second gateway: {kinds:?}"
+    );
+}

@@ -91,14 +91,31 @@ fn reachable_checks(topology: &Topology, cluster: &Cluster, facts: &ClusterFacts
     }
     if topology.clusters.iter().any(|c| c.network != cluster.network) {
         let network = &topology.networks[&cluster.network];
-        let summary = match &facts.east_west {
-            Some(east_west) => format!(
+        // Ambient's gateway is the istio-east-west Gateway (plan/ambient.rs).
+        let ambient = (cluster.data_plane == crate::topology::DataPlane::Ambient).then(|| {
+            let gateway = facts
+                .k8s_gateways
+                .iter()
+                .flatten()
+                .find(|(_, g)| g.is_ambient_east_west() && g.network.as_deref() == Some(cluster.network.as_str()));
+            match gateway {
+                Some((name, g)) => format!(
+                    "ambient Gateway {ns}/{name} on network {:?}, {}",
+                    cluster.network,
+                    g.status_addresses.first().map_or("no address", String::as_str)
+                ),
+                None => format!("ambient Gateway of class {}", objects::EAST_WEST_GATEWAY_CLASS),
+            }
+        });
+        let summary = match (ambient, &facts.east_west) {
+            (Some(ambient), _) => ambient,
+            (None, Some(east_west)) => format!(
                 "Service {ns}/{} on network {:?}, {}",
                 network.gateway_service,
                 cluster.network,
                 east_west.istiod_address().unwrap_or_else(|| "no address".to_string())
             ),
-            None => format!("Service {ns}/{}", network.gateway_service),
+            (None, None) => format!("Service {ns}/{}", network.gateway_service),
         };
         checks.push(pass(CheckId::Gateway, summary));
     }

@@ -6,7 +6,7 @@
 use super::{Check, CheckId, NetworkChecks, Problem, Status, pass};
 use crate::objects;
 use crate::observe::model::Observed;
-use crate::topology::{Cluster, Topology};
+use crate::topology::{Cluster, DataPlane, Topology};
 
 /// Per network: the gateway istiod learns for it from every cluster on it
 /// (a Service labelled with the network, listing istiod's port, with an
@@ -23,13 +23,7 @@ pub(super) fn checks(topology: &Topology, observed: &Observed) -> Vec<NetworkChe
             if several && !members.is_empty() {
                 let gateways: Vec<String> = members
                     .iter()
-                    .filter_map(|c| {
-                        let east_west = observed.facts(&c.name)?.east_west.as_ref()?;
-                        let usable = east_west.network.as_deref() == Some(network.as_str())
-                            && (east_west.ports.contains(&east_west.istiod_port())
-                                || east_west.ports.contains(&objects::HBONE_GATEWAY_PORT));
-                        usable.then(|| east_west.istiod_address().map(|a| format!("{a} ({})", c.name)))?
-                    })
+                    .flat_map(|c| gateway_api(c, network, observed).into_iter().chain(service(c, network, observed)))
                     .collect();
                 let unread = members.iter().any(|c| observed.facts(&c.name).is_none());
                 checks.push(match (gateways.is_empty(), unread) {
@@ -51,7 +45,7 @@ pub(super) fn checks(topology: &Topology, observed: &Observed) -> Vec<NetworkChe
                                 "istiod knows no gateway for network {network:?}: other networks are sent its pods' IPs, which they cannot reach"
                             ),
                             fix: Some(format!(
-                                "give the east-west gateway Service of a cluster on {network:?} an address and the label {}={network} (see the clusters' east-west gateway checks)",
+                                "give the east-west gateway (Service, or Gateway API Gateway; ambient: the istio-east-west Gateway) of a cluster on {network:?} an address and the label {}={network} (see the clusters' east-west gateway checks)",
                                 objects::NETWORK_LABEL
                             )),
                         }],
@@ -63,6 +57,46 @@ pub(super) fn checks(topology: &Topology, observed: &Observed) -> Vec<NetworkChe
                 clusters: members.iter().map(|c| c.name.clone()).collect(),
                 checks,
             }
+        })
+        .collect()
+}
+
+/// The gateway Service of `cluster` as a sidecar istiod takes it for `network`.
+fn service(cluster: &Cluster, network: &str, observed: &Observed) -> Option<String> {
+    if cluster.data_plane == DataPlane::Ambient {
+        return None;
+    }
+    let east_west = observed.facts(&cluster.name)?.east_west.as_ref()?;
+    let usable = east_west.network.as_deref() == Some(network)
+        && (east_west.ports.contains(&east_west.istiod_port())
+            || east_west.ports.contains(&objects::HBONE_GATEWAY_PORT));
+    usable.then(|| east_west.istiod_address().map(|a| format!("{a} ({})", cluster.name)))?
+}
+
+/// The Gateway API Gateways of `cluster` that istiod of its data plane takes
+/// for `network` (issue 31; `plan/ambient.rs` cites Istio's rules): an
+/// ambient one at its status addresses, a sidecar one at its spec addresses.
+fn gateway_api(cluster: &Cluster, network: &str, observed: &Observed) -> Vec<String> {
+    let Some(gateways) = observed.facts(&cluster.name).and_then(|f| f.k8s_gateways.as_ref()) else {
+        return Vec::new();
+    };
+    gateways
+        .iter()
+        .filter(|(_, g)| g.network.as_deref() == Some(network))
+        .flat_map(|(name, g)| match cluster.data_plane {
+            DataPlane::Ambient if g.is_ambient_east_west() => {
+                let port = g.hbone_terminate().map_or(objects::HBONE_GATEWAY_PORT, |l| l.port);
+                g.status_addresses
+                    .iter()
+                    .map(|a| format!("{a}:{port} ({}, ambient Gateway {name})", cluster.name))
+                    .collect::<Vec<_>>()
+            }
+            DataPlane::Sidecar if g.class != objects::REMOTE_GATEWAY_CLASS => g
+                .sidecar_gateways()
+                .into_iter()
+                .map(|a| format!("{a} ({}, Gateway {name})", cluster.name))
+                .collect(),
+            _ => Vec::new(),
         })
         .collect()
 }

@@ -33,6 +33,7 @@
 //! planner's shared helpers and its findings' wording rules; it reads no
 //! cluster and imports nothing of observe's I/O, apply or render.
 
+mod ambient;
 mod attach;
 mod compare;
 mod detach;
@@ -231,6 +232,7 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
     let mut planner = Planner::new(desired, observed, options, identities, &index);
     planner.detach();
     planner.network();
+    planner.service_scopes();
     planner.istiod_exposure();
     planner.attach();
     planner.restarts();

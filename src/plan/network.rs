@@ -5,6 +5,7 @@
 
 use super::owned::Owned;
 use super::*;
+use crate::topology::DataPlane;
 
 impl<'a> Planner<'a> {
     pub(super) fn network(&mut self) {
@@ -90,9 +91,20 @@ impl<'a> Planner<'a> {
                 .filter(|d| d.name != cluster.name && d.network != cluster.network)
                 .map(|d| d.name.as_str())
                 .next();
+            // Each data plane's istiod finds the network's gateway its own way (ambient.rs).
+            self.data_plane(cluster, facts);
+            if cluster.data_plane == DataPlane::Ambient {
+                self.ambient_gateway(cluster, facts, other_network);
+                continue;
+            }
             let network = &self.desired.networks[&cluster.network];
             match (other_network, &facts.gateway) {
                 (Some(peer), gateway) => {
+                    // A Gateway API Gateway of the user's install may be the
+                    // network's gateway instead: never write a second one.
+                    if facts.gateway_service.is_none() && self.sidecar_k8s_gateway_judged(cluster, facts) {
+                        continue;
+                    }
                     if facts.gateway_service.is_none() {
                         self.finding(
                             FindingKind::Blocker,
