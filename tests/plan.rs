@@ -2000,6 +2000,7 @@ mod properties {
                 force_conflicts: false,
                 targets: Vec::new(),
                 revoke_grace_seconds: meshform::plan::DEFAULT_REVOKE_GRACE_SECONDS,
+                unattended: false,
             }
         }
 
@@ -3218,4 +3219,93 @@ fn a_root_of_trust_blocker_concerns_the_clusters_outside_the_shared_root() {
     facts_mut(&mut observed, "b").root_certs = Some(vec!["b".repeat(64)]);
     let plan = plan_with(&t, &observed, &Options::default());
     assert_eq!(plan.findings[0].concerns, ["a", "b"]);
+}
+
+/// Issue 30: a controller's plan (`unattended`) repairs what was deleted by
+/// hand and holds back for a person the detach of a cluster that left
+/// mesh.toml and the revocation of the tokens it holds; preflight then lets
+/// it run without --allow-detach.
+#[test]
+fn an_unattended_plan_repairs_and_leaves_a_detach_to_a_person() {
+    let before = three_primaries();
+    let mut observed = converge(&before, &fresh(&before));
+    facts_mut(&mut observed, "a")
+        .remote_secrets
+        .remove("istio-remote-secret-b");
+    let after = mesh_topology(&["name = \"a\"", "name = \"b\""]);
+    let unattended = Options {
+        unattended: true,
+        ..Options::default()
+    };
+    let plan = plan_with(&after, &observed, &unattended);
+    let (run, held_back) = held(&plan);
+    assert_eq!(run, ["attach a write_remote_secret/create b"], "{held_back:#?}");
+    assert!(
+        held_back
+            .iter()
+            .any(|l| l.starts_with("detach a delete_remote_secret c"))
+            && held_back.iter().any(|l| l.contains("revoke_reader_tokens/detach c")),
+        "{held_back:#?}"
+    );
+    for line in &held_back {
+        assert!(
+            line.ends_with(
+                "(held back: not safe unattended; a person applies it with `meshform apply --allow-detach`)"
+            ),
+            "{line}"
+        );
+    }
+    assert_eq!(meshform::apply::preflight(&plan, false), Ok(()));
+    // The same plan made for a person holds nothing back, and needs consent.
+    let attended = plan_ok(&after, &observed);
+    assert!(held(&attended).1.is_empty());
+    assert!(meshform::apply::preflight(&attended, false).is_err());
+}
+
+/// Issue 30: a relabel to another network is a move, and waits; the label
+/// put back where it was removed from a cluster not yet attached does not.
+#[test]
+fn unattended_safety_is_decided_by_the_action() {
+    let relabel = ActionKind::SetNetwork {
+        network: "n2".into(),
+        previous: Some("n1".into()),
+        control_plane: None,
+        force: false,
+    };
+    let put_back = ActionKind::SetNetwork {
+        network: "n2".into(),
+        previous: None,
+        control_plane: None,
+        force: false,
+    };
+    assert!(!relabel.unattended());
+    assert!(put_back.unattended());
+}
+
+/// Issue 30: the controller wakes when a plan would change on the clock
+/// alone: the earliest token rotation, or the end of a replaced token's grace.
+#[test]
+fn the_next_due_moment_is_the_earliest_rotation_or_grace_end() {
+    let t = three_primaries();
+    let mut observed = converge(&t, &fresh(&t));
+    let due = |observed: &Observed| meshform::plan::next_due(&t, observed, &Options::default());
+    // Every token was just issued: each rotates half-way through its life.
+    assert_eq!(due(&observed), now().checked_add(TOKEN_LIFETIME / 2).ok());
+    let days = |d: i64| SignedDuration::from_hours(24 * d);
+    set_token(
+        &mut observed,
+        "a",
+        "istio-remote-secret-b",
+        bound_token(days(10), days(30)),
+    );
+    assert_eq!(due(&observed), now().checked_add(days(5)).ok());
+    // a's token for c replaced one a minute ago: revoked 300 s after its successor.
+    set_token(
+        &mut observed,
+        "a",
+        "istio-remote-secret-c",
+        bound_token(SignedDuration::from_secs(60), days(30)),
+    );
+    replaced_binding(&mut observed, "c", "a");
+    assert_eq!(due(&observed), now().checked_add(SignedDuration::from_secs(240)).ok());
 }

@@ -85,6 +85,7 @@ impl PlanArgs {
             force_conflicts: self.force_conflicts,
             targets: self.targets.clone(),
             revoke_grace_seconds: i64::from(self.revoke_grace),
+            unattended: false,
         }
     }
 }

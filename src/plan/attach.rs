@@ -261,9 +261,8 @@ impl<'a> Planner<'a> {
                             // Legacy token Secrets never expire; there is nothing to rotate.
                             _ if self.desired.mesh.tokens.mode == TokenMode::Secret => None,
                             TokenFacts::Bound { issued_at, expires_at } => {
-                                let percent = i64::from(self.desired.mesh.tokens.rotate_at_percent);
-                                let life = expires_at.as_second() - issued_at.as_second();
-                                let due = issued_at.as_second() + life * percent / 100;
+                                let percent = self.desired.mesh.tokens.rotate_at_percent;
+                                let due = due::rotation_second(*issued_at, *expires_at, percent);
                                 (now.as_second() >= due).then(|| {
                                     format!("the token expires at {expires_at}, and {percent}% of its life has passed")
                                 })

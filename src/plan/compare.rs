@@ -183,6 +183,7 @@ fn held(hold: Option<Hold>) -> String {
             code.trim_start_matches("meshform::plan::")
         ),
         Some(Hold::Change { .. }) => "holds it back (the plan has blockers)".to_string(),
+        Some(Hold::Person { .. }) => "holds it back (not safe unattended)".to_string(),
     }
 }
 

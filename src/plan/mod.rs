@@ -29,6 +29,8 @@
 //! (content hashes), `owned.rs` (an object meshform writes whole judged by
 //! its spec, as the cross-network Gateway and istiod's exposure are),
 //! `compare.rs` (a saved plan against the plan made again at apply),
+//! `due.rs` (when planning again finds a rotation or a grace's end, for the
+//! controller),
 //! `simulate.rs` (a plan's expected effect). This module holds the walk, the
 //! planner's shared helpers and its findings' wording rules; it reads no
 //! cluster and imports nothing of observe's I/O, apply or render.
@@ -37,6 +39,7 @@ mod ambient;
 mod attach;
 mod compare;
 mod detach;
+mod due;
 mod exposure;
 pub mod hashes;
 mod index;
@@ -55,6 +58,7 @@ use miette::Diagnostic;
 use thiserror::Error;
 
 pub use compare::{Difference, compare};
+pub use due::next_due;
 pub use model::*;
 
 use self::index::Index;
@@ -92,6 +96,11 @@ pub struct Options {
     /// Seconds a replaced token stays valid after its successor was
     /// written, so every istiod has moved to the successor first.
     pub revoke_grace_seconds: i64,
+    /// Plan for `meshform controller --auto=safe`, which runs with no person
+    /// to consent: apply holds back what is not [`ActionKind::unattended`]
+    /// ([`Hold::Person`]). No flag of `plan` or `apply` sets it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unattended: bool,
 }
 
 impl Default for Options {
@@ -104,6 +113,7 @@ impl Default for Options {
             rotate_tokens: false,
             targets: Vec::new(),
             revoke_grace_seconds: DEFAULT_REVOKE_GRACE_SECONDS,
+            unattended: false,
         }
     }
 }

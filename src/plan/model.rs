@@ -259,6 +259,33 @@ impl ActionKind {
             ActionKind::RevokeReaderTokens { .. } => 6,
         }
     }
+
+    /// Whether the controller may run it with no person watching
+    /// (`--auto=safe`): writes that put meshform's own objects, labels,
+    /// reader accounts and remote secrets back or bring them up to date,
+    /// token rotations and the revocation of replaced tokens. Detaches,
+    /// relabels to another network, revoking a departed holder's tokens,
+    /// other deletes, adoptions and restarts wait for a person; so does
+    /// anything a detach, move or rename is about ([`Plan::holds`]).
+    pub fn unattended(&self) -> bool {
+        match self {
+            ActionKind::EnsureReader { .. }
+            | ActionKind::EnsureGateway { .. }
+            | ActionKind::EnsureIstiodExposure { .. }
+            // A gateway Service's label: a hand edit put back. On a
+            // network move it is held with the move.
+            | ActionKind::SetGatewayNetwork { .. } => true,
+            // The label (or namespace) put back, or the control-plane
+            // annotation; another network is a move.
+            ActionKind::SetNetwork { network, previous, .. } => previous.as_ref().is_none_or(|p| p == network),
+            ActionKind::WriteRemoteSecret { mode, .. } => *mode != WriteMode::Adopt,
+            ActionKind::RevokeReaderTokens { detach, .. } => !detach,
+            ActionKind::DeleteRemoteSecret { .. }
+            | ActionKind::DeleteGateway { .. }
+            | ActionKind::DeleteIstiodExposure { .. }
+            | ActionKind::RestartWorkloads { .. } => false,
+        }
+    }
 }
 
 /// What kind of change an action makes, for its symbol.
@@ -488,10 +515,27 @@ impl Plan {
             })
             .flatten()
             .collect();
+        // Of a controller's plan: the clusters whose changes take a person's
+        // consent. A new cluster attaching is safe unattended.
+        let moving = self
+            .changes
+            .iter()
+            .filter(|c| self.options.unattended && !matches!(c, Change::Attach { .. }))
+            .flat_map(|c| match c {
+                Change::Attach { cluster, .. }
+                | Change::Detach { cluster }
+                | Change::NetworkChange { cluster, .. }
+                | Change::BecameRemote { cluster } => [Some(cluster.as_str()), None],
+                Change::Rename { from, to } => [Some(from.as_str()), Some(to.as_str())],
+            })
+            .flatten()
+            .collect();
         Holds {
             blocked,
             changing,
             blockers: self.blockers().count(),
+            unattended: self.options.unattended,
+            moving,
         }
     }
 
@@ -551,6 +595,12 @@ pub enum Hold {
     Blocker { code: String, cluster: String },
     /// Not maintenance: the mesh's shape does not change while it has blockers.
     Change { blockers: usize },
+    /// Planned unattended (`meshform controller`), and not safe to run
+    /// without a person ([`ActionKind::unattended`]).
+    Person {
+        /// It detaches, or is part of a change that does: `--allow-detach`.
+        allow_detach: bool,
+    },
 }
 
 impl std::fmt::Display for Hold {
@@ -565,6 +615,11 @@ impl std::fmt::Display for Hold {
                 f,
                 "held back: the plan has {blockers} blocker(s), and while it does apply only keeps the mesh alive (token rotation, revocation of replaced tokens, repairs of meshform's objects)"
             ),
+            Hold::Person { allow_detach } => write!(
+                f,
+                "held back: not safe unattended; a person applies it with `meshform apply{}`",
+                if *allow_detach { " --allow-detach" } else { "" }
+            ),
         }
     }
 }
@@ -576,24 +631,33 @@ pub struct Holds<'a> {
     /// Clusters a [`Change`] is about: their actions change the mesh's shape.
     changing: std::collections::BTreeSet<&'a str>,
     blockers: usize,
+    /// The plan is a controller's ([`Options::unattended`](super::Options::unattended)).
+    unattended: bool,
+    /// Of an unattended plan: clusters a detach, move or rename is about.
+    moving: std::collections::BTreeSet<&'a str>,
 }
 
 impl Holds<'_> {
     /// Why `action` is held back, if it is.
     pub fn of(&self, action: &Action) -> Option<Hold> {
-        if self.blockers == 0 {
-            return None;
-        }
         let touched = || std::iter::once(action.cluster.as_str()).chain(action.peer());
-        if let Some((cluster, finding)) = touched().find_map(|c| self.blocked.get_key_value(c)) {
-            return Some(Hold::Blocker {
-                code: finding.code.clone(),
-                cluster: cluster.to_string(),
-            });
+        if self.blockers > 0 {
+            if let Some((cluster, finding)) = touched().find_map(|c| self.blocked.get_key_value(c)) {
+                return Some(Hold::Blocker {
+                    code: finding.code.clone(),
+                    cluster: cluster.to_string(),
+                });
+            }
+            if !action.maintains() || touched().any(|c| self.changing.contains(c)) {
+                return Some(Hold::Change {
+                    blockers: self.blockers,
+                });
+            }
         }
-        if !action.maintains() || touched().any(|c| self.changing.contains(c)) {
-            return Some(Hold::Change {
-                blockers: self.blockers,
+        let moving = touched().any(|c| self.moving.contains(c));
+        if self.unattended && (moving || !action.kind.unattended()) {
+            return Some(Hold::Person {
+                allow_detach: moving || action.is_destructive(),
             });
         }
         None
