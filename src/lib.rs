@@ -8,11 +8,13 @@
 //! names and hashes of what meshform writes) serves them all. [`reconcile`]
 //! runs the steps in order (connect, lock, observe, plan, execute) for every
 //! shell, and [`cli`] is one such shell: arguments in, output out.
+//! [`controller`] runs the same reconcile until stopped.
 
 pub mod access;
 pub mod apply;
 pub mod check;
 pub mod cli;
+pub mod controller;
 pub mod import;
 pub mod objects;
 pub mod observe;

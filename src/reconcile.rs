@@ -92,6 +92,10 @@ pub trait Shell {
 
     /// Where apply's events go while `plan` executes.
     fn progress<'p>(&'p mut self, plan: &'p Plan) -> Self::Progress<'p>;
+
+    /// What was read under the lock, before it is planned: a controller
+    /// works out from it when to reconcile next ([`plan::next_due`]).
+    fn observed(&mut self, _observed: &Observed) {}
 }
 
 /// How a reconcile ended that got as far as a plan it could apply.
@@ -189,6 +193,7 @@ async fn plan_and_execute<S: Shell>(
         observed = observe::observe_opened(topology, connections, opened) => observed,
         stop = cancel.wait() => return Err(Error::Stopped(stop).into()),
     };
+    shell.observed(&observed);
     let plan = match &request.planning {
         // Planned again, under the lock, with the choices the plan was made
         // with; written only if the same actions come out, and then as

@@ -3271,12 +3271,14 @@ fn unattended_safety_is_decided_by_the_action() {
         previous: Some("n1".into()),
         control_plane: None,
         force: false,
+        restart_owed: None,
     };
     let put_back = ActionKind::SetNetwork {
         network: "n2".into(),
         previous: None,
         control_plane: None,
         force: false,
+        restart_owed: None,
     };
     assert!(!relabel.unattended());
     assert!(put_back.unattended());

@@ -205,7 +205,30 @@ pub async fn acquire(
     settings: &LockSettings,
     cancel: &super::Cancel,
 ) -> Result<Lock, LockError> {
-    let name = objects::lock_lease(mesh);
+    acquire_named(
+        client,
+        cluster,
+        namespace,
+        &objects::lock_lease(mesh),
+        mesh,
+        settings,
+        cancel,
+    )
+    .await
+}
+
+/// [`acquire`] for the Lease `name`: the controller's leader election is
+/// the same lease, held and judged the same way, under another name.
+pub async fn acquire_named(
+    client: kube::Client,
+    cluster: &str,
+    namespace: &str,
+    name: &str,
+    mesh: &str,
+    settings: &LockSettings,
+    cancel: &super::Cancel,
+) -> Result<Lock, LockError> {
+    let name = name.to_string();
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let fail = |e: kube::Error| match e {
         // The server answered and refused: its words say why (RBAC, mostly).

@@ -4,6 +4,7 @@
 
 mod apply;
 mod check;
+mod controller;
 mod files;
 mod graph;
 mod import;
@@ -118,6 +119,19 @@ Examples:
   meshform import -o mesh.toml && meshform plan --adopt"
     )]
     Import(import::Args),
+    /// Reconcile continuously: on start, when mesh.toml changes, on a resync and when a token falls due,
+    /// applying only what is safe with no person watching.
+    #[command(
+        after_help = "Runs until SIGTERM or Ctrl-C, printing one JSON object per event on stdout: mesh.toml loaded or
+refused (an invalid edit keeps the last good topology), and each round with what it did, what
+it held back for a person (detaches, network moves) and why. It takes the mesh's apply lock
+while it writes, as `meshform apply` does.
+
+Examples:
+  meshform controller -f /etc/meshform/mesh.toml
+  meshform controller --auto=none --resync 10m     # report drift, write nothing"
+    )]
+    Controller(controller::Args),
     /// Print the JSON Schema of mesh.toml (the same as schemas/mesh.schema.json).
     #[command(after_help = "Example:\n  meshform schema > mesh.schema.json")]
     Schema,
@@ -384,6 +398,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<Exit, 
         Command::Graph(args) => graph::run(args, &mut cx),
         Command::Check(args) => check::run(args, &mut cx),
         Command::Import(args) => import::run(args, &mut cx),
+        Command::Controller(args) => controller::run(args, &mut cx),
         Command::Schema => {
             serde_json::to_writer_pretty(&mut *cx.out, &crate::topology::schema()).map_err(io::Error::from)?;
             writeln!(cx.out)?;

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod controller;
 pub mod diagnostics;
 pub mod graph;
 pub mod json;

@@ -1,0 +1,148 @@
+//! `meshform controller`: arguments in, [`controller::run`] until SIGTERM or
+//! Ctrl-C, its events out as JSON lines on stdout.
+
+use std::time::Duration;
+
+use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, parse_duration};
+use crate::apply::lock;
+use crate::controller::{self, Auto, Event, Settings, Stop};
+use crate::plan;
+use crate::render;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub topology: TopologyArg,
+
+    #[command(flatten)]
+    pub clusters: ClusterArgs,
+
+    /// What to apply with no person watching: `safe` repairs meshform's objects and labels, writes new and
+    /// updated remote secrets, rotates tokens and revokes replaced ones; detaches, network moves and
+    /// revoking a departed primary's tokens wait for `meshform apply --allow-detach`. `none` only reports.
+    #[arg(long, value_enum, default_value_t = AutoArg::Safe)]
+    pub auto: AutoArg,
+
+    /// Reconcile at least this often, besides on start, on a change of mesh.toml and when a token's
+    /// rotation or a replaced token's revocation falls due.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub resync: Duration,
+
+    /// How often mesh.toml is read for changes (a mounted ConfigMap swaps a symlink).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub poll: Duration,
+
+    /// The first wait before retrying a round that could not finish (a cluster out of reach, the apply
+    /// lock held); doubled each time, up to --resync.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub retry: Duration,
+
+    /// Seconds a replaced reader token stays valid after its successor was written.
+    #[arg(long, value_name = "SECONDS", default_value_t = plan::DEFAULT_REVOKE_GRACE_SECONDS as u32)]
+    pub revoke_grace: u32,
+
+    /// Actions of one phase in flight at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+
+    /// Elect one leader among replicas with a Lease `meshform-controller-<mesh>` in this cluster of
+    /// mesh.toml (the one the controller runs in); only the leader reconciles.
+    #[arg(long, value_name = "CLUSTER", requires = "leader_election_namespace")]
+    pub leader_election_cluster: Option<String>,
+
+    /// The namespace of the leader-election Lease: the controller's own.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "POD_NAMESPACE",
+        requires = "leader_election_cluster"
+    )]
+    pub leader_election_namespace: Option<String>,
+
+    /// How long a leader's lease lasts unrenewed: a dead leader is replaced after about this long.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub leader_election_duration: Duration,
+
+    /// How long the apply lock lasts without renewal, should the controller die holding it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub lock_duration: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AutoArg {
+    Safe,
+    None,
+}
+
+pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
+    let settings = Settings {
+        file: args.topology.file.clone(),
+        kubeconfig: args.clusters.kubeconfig.clone(),
+        timeout: args.clusters.timeout,
+        keepalive: args.clusters.keepalive,
+        auto: match args.auto {
+            AutoArg::Safe => Auto::Safe,
+            AutoArg::None => Auto::None,
+        },
+        resync: args.resync,
+        poll: args.poll,
+        retry: args.retry.min(args.resync),
+        revoke_grace_seconds: i64::from(args.revoke_grace),
+        concurrency: args.concurrency,
+        lock_holder: lock::process_holder(),
+        lock_duration: args.lock_duration,
+        election: args
+            .leader_election_cluster
+            .clone()
+            .zip(args.leader_election_namespace.clone())
+            .map(|(cluster, namespace)| controller::Election {
+                cluster,
+                namespace,
+                duration: args.leader_election_duration,
+            }),
+    };
+    let runtime = super::runtime()?;
+    let mut out = Lines { cx, error: None };
+    let stop = runtime.block_on(async {
+        let shutdown = shutdown()?;
+        Ok::<_, CliError>(controller::run(&settings, &mut out, shutdown).await)
+    })?;
+    match (out.error, stop) {
+        (Some(e), _) => Err(e.into()),
+        (None, Stop::Shutdown) => Ok(Exit::Success),
+        // Restarted (by its Deployment) as a follower.
+        (None, Stop::LostLeadership) => Ok(Exit::Error),
+    }
+}
+
+/// SIGTERM (a pod's deletion) or Ctrl-C; registered before the first round,
+/// so neither is lost while one runs.
+fn shutdown() -> Result<impl std::future::Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(CliError::Runtime)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(CliError::Runtime)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
+}
+
+/// Events as JSON lines on stdout; the first write error is kept for the
+/// exit status, and later events are dropped.
+struct Lines<'c, 'x> {
+    cx: &'c mut Context<'x>,
+    error: Option<std::io::Error>,
+}
+
+impl controller::Watch for Lines<'_, '_> {
+    fn event(&mut self, event: Event<'_>) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = render::controller::event(&event, self.cx.out) {
+            self.error = Some(e);
+        }
+    }
+}

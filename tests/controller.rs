@@ -1,0 +1,276 @@
+//! `meshform controller` (issue 30), run as a process against real API
+//! servers: it converges a fresh mesh, repairs hand edits with no command,
+//! reports a destructive change of mesh.toml without applying it (a person's
+//! `apply --allow-detach` does, while it runs), keeps the last good mesh.toml
+//! when an edit is invalid, writes nothing with `--auto=none`, and stops on
+//! SIGTERM with the apply lock released.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, DeleteParams};
+use serde_json::Value;
+use support::controlplane::{Cluster, ControlPlane};
+use support::mesh::{Entry, MESH, Mesh, NAMESPACE, Streamed, remote_secrets};
+
+const READER: &str = "meshform-istio-reader-istio-system";
+/// Long enough for a round on a busy 2-core machine.
+const ROUND: Duration = Duration::from_secs(120);
+
+/// `meshform controller` on `mesh` with a short resync and poll.
+fn controller(mesh: &Mesh, args: &[&str]) -> Streamed {
+    let mut all = vec!["--resync", "2s", "--poll", "500ms", "--retry", "1s"];
+    all.extend_from_slice(args);
+    mesh.stream("controller", &all)
+}
+
+/// Reads events until one matches; panics if the controller goes quiet or ends.
+async fn until(stream: &mut Streamed, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + ROUND;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let line = stream
+            .next_line(left)
+            .await
+            .unwrap_or_else(|| panic!("the controller ended before {what}"));
+        let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if matches(&event) {
+            return event;
+        }
+    }
+}
+
+fn round(event: &Value, ending: &str) -> bool {
+    event["event"] == "round" && event["ending"] == ending
+}
+
+fn held_objects(event: &Value) -> Vec<String> {
+    event["held"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|l| format!("{} {}", l["cluster"].as_str().unwrap(), l["object"].as_str().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn lease(cluster: &Cluster) -> Option<Lease> {
+    Api::<Lease>::namespaced(cluster.client(), NAMESPACE)
+        .get_opt(&format!("meshform-{MESH}"))
+        .await
+        .expect("reading the lease")
+}
+
+/// SIGTERM, then the run's whole output; it must end with `stopped`, exit 0.
+async fn terminate(stream: Streamed, mesh: &Mesh) -> support::mesh::Outcome {
+    let pid = stream.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("running kill");
+    assert!(killed.success());
+    let outcome = stream.finish(mesh).await.expect(0);
+    assert!(
+        outcome.stdout.trim_end().ends_with(r#"{"event":"stopped"}"#),
+        "{outcome}"
+    );
+    outcome
+}
+
+#[tokio::test]
+async fn converges_a_fresh_mesh_and_repairs_hand_edits_without_a_command() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let [east, west] = clusters.by_names(["east", "west"]);
+    let mesh = Mesh::flat(&[east, west]);
+    let mut stream = controller(&mesh, &[]);
+    let loaded = until(&mut stream, "loaded", |e| e["event"] == "loaded").await;
+    assert_eq!(loaded["clusters"], 2);
+    let first = until(&mut stream, "the first round", |e| e["event"] == "round").await;
+    assert_eq!(first["trigger"], "start", "{first}");
+    assert_eq!(first["ending"], "applied", "{first}");
+    assert!(first["held"].as_array().unwrap().is_empty(), "{first}");
+    // Bound tokens: the next rotation is known and scheduled.
+    assert!(first["due"].is_string(), "{first}");
+    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+    mesh.assert_plan_empty().await;
+
+    // Hand edits: a remote secret and the reader ClusterRole deleted.
+    Api::<Secret>::namespaced(east.client(), NAMESPACE)
+        .delete("istio-remote-secret-west", &DeleteParams::default())
+        .await
+        .expect("deleting a remote secret");
+    Api::<ClusterRole>::all(west.client())
+        .delete(READER, &DeleteParams::default())
+        .await
+        .expect("deleting the reader role");
+    let repaired = until(&mut stream, "the repair", |e| round(e, "applied")).await;
+    assert_eq!(repaired["trigger"], "resync", "{repaired}");
+    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+    assert!(remote_secrets(east).await.contains_key("istio-remote-secret-west"));
+    assert!(
+        Api::<ClusterRole>::all(west.client())
+            .get_opt(READER)
+            .await
+            .expect("reading the reader role")
+            .is_some()
+    );
+    mesh.assert_plan_empty().await;
+
+    terminate(stream, &mesh).await;
+    assert_eq!(lease(east).await, None, "the lock is released on SIGTERM");
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_detach_waits_for_a_person_and_an_invalid_edit_keeps_the_last_good_mesh() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let [east, west, north] = clusters.by_names(["east", "west", "north"]);
+    let mesh = Mesh::flat(&[east, west, north]);
+    let mut stream = controller(&mesh, &[]);
+    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+
+    // An invalid edit: reported, and the last good mesh is still kept.
+    let good = std::fs::read_to_string(mesh.file()).unwrap();
+    std::fs::write(mesh.file(), good.replace("name = \"north\"", "name = \"North_1\"")).unwrap();
+    let invalid = until(&mut stream, "the invalid edit", |e| e["event"] == "invalid").await;
+    assert_eq!(invalid["kept_last_good"], true, "{invalid}");
+    assert!(
+        invalid["diagnostics"][0]["code"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("meshform::topology::")),
+        "{invalid}"
+    );
+    Api::<Secret>::namespaced(west.client(), NAMESPACE)
+        .delete("istio-remote-secret-north", &DeleteParams::default())
+        .await
+        .expect("deleting a remote secret");
+    until(&mut stream, "the repair under the last good mesh", |e| {
+        round(e, "applied")
+    })
+    .await;
+    assert!(remote_secrets(west).await.contains_key("istio-remote-secret-north"));
+
+    // north leaves mesh.toml: its detach and the revocation of what it holds wait.
+    mesh.write(&[Entry::of(east).network("flat"), Entry::of(west).network("flat")]);
+    until(&mut stream, "the new mesh", |e| e["event"] == "loaded").await;
+    let held = until(&mut stream, "a round after the change", |e| e["event"] == "round").await;
+    assert_eq!(held["trigger"], "config", "{held}");
+    let objects = held_objects(&held);
+    for expected in [
+        "east Secret istio-system/istio-remote-secret-north",
+        "west Secret istio-system/istio-remote-secret-north",
+    ] {
+        assert!(objects.iter().any(|o| o == expected), "{expected} not held: {held}");
+    }
+    assert!(
+        held["held"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("meshform apply --allow-detach"),
+        "{held}"
+    );
+    assert_eq!(held["done"], 0, "{held}");
+    // Rounds go on, and still nothing is detached.
+    until(&mut stream, "another round", |e| {
+        e["event"] == "round" && e["trigger"] == "resync"
+    })
+    .await;
+    assert!(remote_secrets(east).await.contains_key("istio-remote-secret-north"));
+    assert!(remote_secrets(west).await.contains_key("istio-remote-secret-north"));
+
+    // A person applies it while the controller runs; they take turns at the lock.
+    mesh.apply(&["--allow-detach", "--lock-timeout", "2m"]).await;
+    assert!(!remote_secrets(east).await.contains_key("istio-remote-secret-north"));
+    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+
+    terminate(stream, &mesh).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn auto_none_reports_and_writes_nothing() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let [east, west] = clusters.by_names(["east", "west"]);
+    let mesh = Mesh::flat(&[east, west]);
+    let mut stream = controller(&mesh, &["--auto", "none"]);
+    let reported = until(&mut stream, "a round", |e| e["event"] == "round").await;
+    assert_eq!(reported["ending"], "reported", "{reported}");
+    let objects = held_objects(&reported);
+    assert!(
+        objects.contains(&"east Secret istio-system/istio-remote-secret-west".to_string()),
+        "{reported}"
+    );
+    until(&mut stream, "a second round", |e| e["event"] == "round").await;
+    assert!(
+        remote_secrets(east).await.is_empty(),
+        "--auto=none wrote a remote secret"
+    );
+    assert_eq!(lease(east).await, None, "--auto=none takes no lock");
+    terminate(stream, &mesh).await;
+}
+
+/// The leader-election Lease's holder, if any.
+async fn leader(cluster: &Cluster) -> Option<String> {
+    Api::<Lease>::namespaced(cluster.client(), "default")
+        .get_opt(&format!("meshform-controller-{MESH}"))
+        .await
+        .expect("reading the election lease")
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_a_killed_leader_is_replaced() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let [east, west] = clusters.by_names(["east", "west"]);
+    let mesh = Mesh::flat(&[east, west]);
+    let election = [
+        "--leader-election-cluster",
+        "east",
+        "--leader-election-namespace",
+        "default",
+        "--leader-election-duration",
+        "4s",
+        "--lock-duration",
+        "5s",
+    ];
+    let mut first = controller(&mesh, &election);
+    until(&mut first, "leadership", |e| e["event"] == "leading").await;
+    until(&mut first, "a converged round", |e| round(e, "converged")).await;
+    let first_pid = format!("pid {})", first.id());
+    let mut second = controller(&mesh, &election);
+    until(&mut second, "loaded", |e| e["event"] == "loaded").await;
+    // Longer than the lease: the first renews it, the second only waits.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let holder = leader(east).await.expect("a leader");
+    assert!(holder.ends_with(&first_pid), "{holder}");
+
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    until(&mut second, "leadership", |e| e["event"] == "leading").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?} to replace a dead leader",
+        started.elapsed()
+    );
+    let holder = leader(east).await.expect("a leader");
+    assert!(holder.ends_with(&format!("pid {})", second.id())), "{holder}");
+    // The new leader reconciles: a hand edit is repaired.
+    Api::<Secret>::namespaced(east.client(), NAMESPACE)
+        .delete("istio-remote-secret-west", &DeleteParams::default())
+        .await
+        .expect("deleting a remote secret");
+    until(&mut second, "the repair", |e| round(e, "applied")).await;
+    assert!(remote_secrets(east).await.contains_key("istio-remote-secret-west"));
+    drop(first);
+    terminate(second, &mesh).await;
+    assert_eq!(leader(east).await, None, "leadership is released on SIGTERM");
+}
