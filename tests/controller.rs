@@ -94,9 +94,11 @@ async fn converges_a_fresh_mesh_and_repairs_hand_edits_without_a_command() {
     assert_eq!(first["trigger"], "start", "{first}");
     assert_eq!(first["ending"], "applied", "{first}");
     assert!(first["held"].as_array().unwrap().is_empty(), "{first}");
-    // Bound tokens: the next rotation is known and scheduled.
-    assert!(first["due"].is_string(), "{first}");
-    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+    // A round that wrote is followed at once by one that sees the result,
+    // and learns when the tokens it wrote rotate.
+    let second = until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+    assert_eq!(second["trigger"], "after_write", "{second}");
+    assert!(second["due"].is_string(), "{second}");
     mesh.assert_plan_empty().await;
 
     // Hand edits: a remote secret and the reader ClusterRole deleted.

@@ -32,8 +32,8 @@ pub struct Args {
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub poll: Duration,
 
-    /// The first wait before retrying a round that could not finish (a cluster out of reach, the apply
-    /// lock held); doubled each time, up to --resync.
+    /// The wait before the round that confirms one that wrote, and the first wait before retrying a round
+    /// that could not finish (a cluster out of reach, the apply lock held); doubled each time, up to --resync.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub retry: Duration,
 

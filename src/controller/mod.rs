@@ -1,7 +1,8 @@
 //! `meshform controller`: the one reconcile ([`crate::reconcile`]) run until
 //! stopped. It owns when to reconcile (on start, when mesh.toml changes, on
-//! a periodic resync, at the next moment something falls due, and again
-//! with backoff after a round that could not finish) and what an unattended
+//! a periodic resync, at the next moment something falls due, soon after a
+//! round that wrote, and again with backoff after a round that could not
+//! finish) and what an unattended
 //! round may write: with `--auto=safe` the plan is made
 //! [`crate::plan::Plan::unattended`], so apply itself holds back what waits
 //! for a person; with `--auto=none` nothing is written.
@@ -77,6 +78,9 @@ pub enum Trigger {
     Due,
     /// The last round could not finish.
     Retry,
+    /// The last round wrote: this one confirms it, and learns the times of
+    /// the tokens it wrote.
+    AfterWrite,
 }
 
 /// How a round ended.
@@ -255,6 +259,9 @@ pub async fn run(settings: &Settings, watch: &mut impl Watch, shutdown: impl Fut
                 let retry = (Instant::now() + backoff, Trigger::Retry);
                 backoff = (backoff * 2).min(settings.resync);
                 retry
+            } else if round.done > 0 {
+                backoff = settings.retry;
+                (Instant::now() + settings.retry, Trigger::AfterWrite)
             } else {
                 backoff = settings.retry;
                 let resync = (Instant::now() + settings.resync, Trigger::Resync);
