@@ -276,3 +276,39 @@ async fn two_replicas_elect_one_leader_and_a_killed_leader_is_replaced() {
     terminate(second, &mesh).await;
     assert_eq!(leader(east).await, None, "leadership is released on SIGTERM");
 }
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_retried_while_the_rest_is_kept() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let [east, west, north] = clusters.by_names(["east", "west", "north"]);
+    let mesh = Mesh::flat(&[east, west, north]);
+    let mut stream = controller(&mesh, &[]);
+    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+
+    north.stop().await;
+    Api::<Secret>::namespaced(east.client(), NAMESPACE)
+        .delete("istio-remote-secret-west", &DeleteParams::default())
+        .await
+        .expect("deleting a remote secret");
+    let kept = until(&mut stream, "the repair beside a stopped cluster", |e| {
+        e["event"] == "round" && e["done"].as_u64() > Some(0)
+    })
+    .await;
+    assert_eq!(kept["deferred"], serde_json::json!(["north"]), "{kept}");
+    assert!(remote_secrets(east).await.contains_key("istio-remote-secret-west"));
+    // Nothing of north's is removed while it cannot be read, and it is retried.
+    let retried = until(&mut stream, "a retry", |e| {
+        e["event"] == "round" && e["trigger"] == "retry"
+    })
+    .await;
+    assert_eq!(retried["deferred"], serde_json::json!(["north"]), "{retried}");
+    assert!(remote_secrets(east).await.contains_key("istio-remote-secret-north"));
+
+    north.start().await;
+    until(&mut stream, "a converged round with north back", |e| {
+        round(e, "converged") && e["deferred"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    terminate(stream, &mesh).await;
+    mesh.assert_no_token_leaked(&[east, west, north]).await;
+}
