@@ -2,7 +2,8 @@
 //!
 //! The action vocabulary lives here: [`ActionKind`] with its order in a
 //! phase ([`ActionKind::rank`]), its [`Effect`] and symbol, the object it
-//! names, whether it is destructive or forces, and the peer it concerns. A
+//! names, whether it is destructive, forces or is safe unattended (what
+//! `meshform controller` may run alone), and the peer it concerns. A
 //! new action is added here first; the compiler then points at the rest: the
 //! planner phase that plans it (`plan/`), its effect on an observation
 //! (`plan/simulate.rs`), its execution (`apply/`), its line in `check`
