@@ -9,6 +9,8 @@
 //! runs the steps in order (connect, lock, observe, plan, execute) for every
 //! shell, and [`cli`] is one such shell: arguments in, output out.
 //! [`controller`] runs the same reconcile until stopped.
+//! [`trust`] (certificates, the root of trust's key, issuing intermediates)
+//! serves observe and apply, as [`objects`] does.
 
 pub mod access;
 pub mod apply;
@@ -22,3 +24,4 @@ pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod topology;
+pub mod trust;

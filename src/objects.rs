@@ -119,6 +119,17 @@ pub const AMBIENT_MULTI_NETWORK_ENV: &str = "AMBIENT_ENABLE_MULTI_NETWORK";
 pub const GATEWAY_API_NETWORKS_ENV: &str = "PILOT_MULTI_NETWORK_DISCOVER_GATEWAY_API";
 pub const ISTIOD_ENV_KEPT: [&str; 3] = [AMBIENT_ENV, AMBIENT_MULTI_NETWORK_ENV, GATEWAY_API_NETWORKS_ENV];
 
+/// Istio's plug-in CA Secret and its keys (istio/istio
+/// `security/pkg/pki/ca/ca.go`: `CACertsSecret`, `CACertFile`,
+/// `CAPrivateKeyFile`, `CertChainFile`, `RootCertFile`), mounted into istiod
+/// at /etc/cacerts.
+pub const CA_CERTS_SECRET: &str = "cacerts";
+pub const CA_CERT_KEY: &str = "ca-cert.pem";
+pub const CA_KEY_KEY: &str = "ca-key.pem";
+pub const CA_CHAIN_KEY: &str = "cert-chain.pem";
+pub const CA_ROOT_CERT_KEY: &str = "root-cert.pem";
+pub const CA_CERTS_KEYS: [&str; 4] = [CA_CERT_KEY, CA_KEY_KEY, CA_CHAIN_KEY, CA_ROOT_CERT_KEY];
+
 /// Marks the data-less Secrets that reader tokens are bound to (value "true").
 pub const READER_BINDING_LABEL: &str = "meshform.io/reader-binding";
 /// The primary holding the tokens bound to a binding Secret, by mesh name.

@@ -7,8 +7,9 @@
 //! the lock is taken before anything the plan depends on is read and
 //! released on every way out, success or not (a stop asked for through
 //! [`Request::cancel`] included: before execution it ends the run at once,
-//! during execution between actions). It must not print, ask or read
-//! files: showing the plan, asking for consent and showing progress belong to
+//! during execution between actions). It must not print or ask, and reads
+//! no file itself (the root of trust's key, when a plan signs, is loaded
+//! through [`crate::trust`]): showing the plan, asking for consent and showing progress belong to
 //! the caller, through [`Shell`]; what went wrong comes back as an [`Error`]
 //! (or the caller's own) for the caller to render.
 
@@ -44,6 +45,10 @@ pub enum Error {
         help("run apply again: nothing of this run needs undoing")
     )]
     Stopped(Stop),
+    /// The root of trust could not be loaded for the plan's `cacerts`.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 /// What to reconcile, and how.
@@ -223,12 +228,29 @@ async fn plan_and_execute<S: Shell>(
     if let Some(stop) = cancel.stopped() {
         return Err(Error::Stopped(stop).into());
     }
+    // The root's key is loaded only when the plan signs, after consent, and
+    // lives until the run ends; a key that cannot be loaded stops the run
+    // before anything is written.
+    let holds = plan.holds();
+    let signs = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a.kind, crate::plan::ActionKind::WriteCaCerts { .. }) && holds.of(a).is_none());
+    let signer = match topology.mesh.trust.managed() {
+        Some(managed) if signs => Some(
+            crate::trust::Signer::load(managed, connections.base_dir())
+                .await
+                .map_err(Error::from)?,
+        ),
+        _ => None,
+    };
     let target = Target {
         plan: &plan,
         topology,
         observed: &observed,
         connections,
         lock: held,
+        signer: signer.as_ref(),
     };
     let report = {
         let progress = shell.progress(&plan);

@@ -2392,7 +2392,16 @@ mod properties {
                         action
                     );
                 }
-                ActionKind::SetNetwork { .. } | ActionKind::RestartWorkloads { .. } => {}
+                ActionKind::WriteCaCerts { .. } => {
+                    prop_assert!(
+                        facts.ca_certs.as_ref().is_none_or(|c| c.object.managed),
+                        "writes over an unmanaged cacerts: {:?}",
+                        action
+                    );
+                }
+                ActionKind::SetNetwork { .. }
+                | ActionKind::RestartWorkloads { .. }
+                | ActionKind::RestartIstiod { .. } => {}
             }
         }
         Ok(())

@@ -932,6 +932,7 @@ fn the_example_resolves_to_four_clusters_on_three_networks() {
             namespace: "istio-system".into(),
             tokens: Tokens::default(),
             lock_cluster: None,
+            trust: Default::default(),
         },
         clusters: vec![
             cluster("eu-west", "kind-eu-west", "eu-flat", Role::Primary),
@@ -1157,6 +1158,7 @@ fn mesh_file() -> impl Strategy<Value = MeshFile> {
                 tokens: None,
                 lock_cluster: None,
                 data_plane: None,
+                trust: None,
             },
             clusters,
             networks,

@@ -86,6 +86,7 @@ pub fn topology(clusters: usize, networks: usize) -> Topology {
             namespace: DEFAULT_NAMESPACE.to_string(),
             tokens: Tokens::default(),
             lock_cluster: None,
+            trust: Default::default(),
         },
         clusters,
         networks,

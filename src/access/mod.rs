@@ -77,6 +77,8 @@ impl fmt::Debug for Connection {
 pub struct Connections {
     ready: BTreeMap<String, Connection>,
     failed: BTreeMap<String, ConnectError>,
+    /// mesh.toml's directory: where `[mesh.trust]` paths start.
+    base_dir: PathBuf,
 }
 
 impl Connections {
@@ -85,7 +87,10 @@ impl Connections {
         // Kubeconfig files are parsed once; an exec plugin runs once per
         // cluster, as kube builds the client's auth layer.
         let mut cache = kubeconfig::KubeconfigCache::default();
-        let mut connections = Connections::default();
+        let mut connections = Connections {
+            base_dir: sources.base_dir.clone(),
+            ..Connections::default()
+        };
         for cluster in &topology.clusters {
             match kubeconfig::connect(cluster, sources, &mut cache).await {
                 Ok(connection) => {
@@ -100,6 +105,11 @@ impl Connections {
     }
 
     /// The ready client of `cluster`.
+    /// mesh.toml's directory.
+    pub fn base_dir(&self) -> &std::path::Path {
+        &self.base_dir
+    }
+
     pub fn get(&self, cluster: &str) -> Option<&Connection> {
         self.ready.get(cluster)
     }

@@ -19,7 +19,8 @@
 //! Files: this one runs the phases and dispatches each action; `calls.rs` is
 //! the thin kube layer (server-side apply, create, read-live, delete, errors
 //! in the report's words), `build.rs` the objects as plain data, `tokens.rs`
-//! the reader tokens, `restart.rs` the workload restart, `diff.rs` the
+//! the reader tokens, `restart.rs` the workload restart, `trust.rs` the
+//! plug-in CA Secret and istiod's restart, `diff.rs` the
 //! redacted diffs, `lock.rs` the apply lock, `sequence.rs` the order and
 //! gating of a run's actions, `cancel.rs` a request to stop between actions.
 
@@ -31,6 +32,7 @@ pub mod lock;
 mod restart;
 mod sequence;
 mod tokens;
+mod trust;
 
 pub use self::cancel::{Cancel, Stop};
 pub(crate) use self::sequence::{Runner, sequence};
@@ -202,6 +204,8 @@ pub struct Target<'a> {
     pub connections: &'a Connections,
     /// The apply lock held for the run (none in a dry run).
     pub lock: Option<&'a lock::Lock>,
+    /// The root of trust, loaded for the run when the plan writes `cacerts`.
+    pub signer: Option<&'a crate::trust::Signer>,
 }
 
 struct Run<'a> {
@@ -503,6 +507,24 @@ impl Run<'_> {
             }
             // execute() never hands a restart the plan did not enable to here.
             ActionKind::RestartWorkloads { .. } => self.restart(cluster, client).await,
+            ActionKind::RestartIstiod { deployments, .. } => self.restart_istiod(cluster, client, deployments).await,
+            ActionKind::WriteCaCerts {
+                mode,
+                root_sha256,
+                lifetime_seconds,
+                precondition,
+                ..
+            } => {
+                self.write_ca_certs(
+                    cluster,
+                    client,
+                    *mode,
+                    root_sha256,
+                    *lifetime_seconds,
+                    precondition.as_ref(),
+                )
+                .await
+            }
             ActionKind::SetGatewayNetwork {
                 service,
                 network,

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use super::{Check, CheckId, ClusterChecks, Problem, Status, pass};
 use crate::objects;
 use crate::observe::model::{ClusterFacts, ClusterState, Observed, TokenFacts, UnknownReason};
-use crate::plan::{Action, ActionKind, WriteMode};
+use crate::plan::{Action, ActionKind, CaCertsMode, WriteMode};
 use crate::topology::{Cluster, Role, TokenMode, Topology};
 
 /// A cluster's passing lines, or the one line that says it could not be read.
@@ -221,7 +221,12 @@ pub(super) fn finding_check(code: &str) -> CheckId {
         | "gateway_address_missing"
         | "istiod_exposure_unmanaged"
         | "mesh_networks_gateways" => CheckId::Gateway,
-        "istio_not_installed" | "istiod_cluster_id" | "injection_network" | "mesh_id" => CheckId::Istio,
+        "istio_not_installed"
+        | "istiod_cluster_id"
+        | "injection_network"
+        | "mesh_id"
+        | "ca_cert_expiring"
+        | "ca_certs_unmanaged" => CheckId::Istio,
         "remote_pilot_address" | "remote_pilot_previous" | "control_plane_on_primary" => CheckId::ControlPlane,
         "remote_secret_duplicate" | "remote_secret_unmanaged" => CheckId::RemoteSecrets,
         "detached_holder" | "detach_not_revoked" | "adopted_token_outlives" => CheckId::Tokens,
@@ -245,6 +250,12 @@ pub(super) fn action_check(action: &Action, observed: &Observed) -> (CheckId, St
         ActionKind::EnsureIstiodExposure { .. } => (CheckId::Gateway, Status::Fail),
         ActionKind::DeleteIstiodExposure { .. } => (CheckId::Gateway, Status::Warn),
         ActionKind::DeleteRemoteSecret { .. } => (CheckId::RemoteSecrets, Status::Fail),
+        // A renewal ahead of the end leaves a working CA until then.
+        ActionKind::WriteCaCerts {
+            mode: CaCertsMode::Renew,
+            ..
+        } => (CheckId::Istio, Status::Warn),
+        ActionKind::WriteCaCerts { .. } | ActionKind::RestartIstiod { .. } => (CheckId::Istio, Status::Fail),
         ActionKind::WriteRemoteSecret {
             mode: WriteMode::Rotate,
             name,

@@ -108,6 +108,7 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
             namespace: args.namespace.clone(),
             tokens: Default::default(),
             lock_cluster: None,
+            trust: Default::default(),
         },
         clusters: keyed
             .iter()

@@ -37,7 +37,8 @@ use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
-pub const REQUESTS_PER_CLUSTER: usize = 17;
+
+pub const REQUESTS_PER_CLUSTER: usize = 18;
 
 /// Reads every cluster in parallel.
 pub async fn observe(topology: &Topology, connections: &Connections) -> Observed {
@@ -114,6 +115,9 @@ pub async fn observe_opened(topology: &Topology, connections: &Connections, open
         namespace: topology.mesh.namespace.clone(),
         observed_at: jiff::Timestamp::now(),
         clusters,
+        // A file beside the clusters: the root certificate is public, and
+        // the plan judges every cluster's `cacerts` against it.
+        trust_root: crate::trust::read_root(topology, connections.base_dir()),
     }
 }
 
@@ -221,6 +225,7 @@ async fn read_cluster(
         istiod_virtual_service,
         k8s_gateway_list,
         ztunnel,
+        ca_certs,
     ) = tokio::try_join!(
         namespaces.get_opt(ns),
         accounts.get_opt(objects::READER_SERVICE_ACCOUNT),
@@ -238,6 +243,7 @@ async fn read_cluster(
         virtual_services.get_opt(objects::ISTIOD_VIRTUAL_SERVICE),
         k8s_gateway_list,
         daemonsets.get_opt(objects::ZTUNNEL),
+        secrets.get_opt(objects::CA_CERTS_SECRET),
     )?;
     let token_secret = secret_metadata
         .items
@@ -344,7 +350,34 @@ async fn read_cluster(
                 ))
             })
             .collect(),
+        ca_certs: ca_certs.as_ref().map(|s| ca_certs_facts(s, mesh)),
     })
+}
+
+/// `cacerts` by its certificates; its key is dropped with the Secret, unread.
+fn ca_certs_facts(secret: &Secret, mesh: &str) -> model::CaCertsFacts {
+    let text = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|b| std::str::from_utf8(&b.0).ok())
+    };
+    let roots_pem = text(objects::CA_ROOT_CERT_KEY).unwrap_or_default();
+    let mut roots: Vec<String> = rustls_pki_types::pem::PemObject::pem_slice_iter(roots_pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|der: rustls_pki_types::CertificateDer<'_>| objects::sha256_hex(der.as_ref()))
+        .collect();
+    roots.sort();
+    roots.dedup();
+    model::CaCertsFacts {
+        object: object_facts(&secret.metadata, mesh),
+        ca_cert: text(objects::CA_CERT_KEY).and_then(|pem| crate::trust::pem_cert_facts(pem, roots_pem)),
+        roots,
+        complete: objects::CA_CERTS_KEYS
+            .iter()
+            .all(|k| secret.data.as_ref().is_some_and(|d| d.contains_key(*k))),
+    }
 }
 
 /// An object judged by its spec: who wrote it, what it holds, who owns it.

@@ -25,6 +25,55 @@ pub struct Observed {
     pub observed_at: Timestamp,
     /// By mesh name, one entry per cluster of the topology.
     pub clusters: BTreeMap<String, ClusterObservation>,
+    /// The root certificate `[mesh.trust]` names (managed trust only): read
+    /// from its file beside the clusters, public facts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root: Option<TrustRoot>,
+}
+
+/// The mesh's root certificate, as read from the file mesh.toml names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TrustRoot {
+    Read(CertFacts),
+    /// Missing, unreadable or not a CA certificate.
+    Unreadable {
+        detail: String,
+    },
+}
+
+/// A certificate, by its public facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CertFacts {
+    /// SHA-256 (hex) of its DER.
+    pub sha256: String,
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    #[schemars(with = "String")]
+    pub not_after: Timestamp,
+    /// basicConstraints CA:TRUE.
+    pub ca: bool,
+    /// SHA-256 of the root (of those it was checked against) whose key
+    /// signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<String>,
+}
+
+/// Istio's plug-in CA Secret `cacerts`, described without its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CaCertsFacts {
+    #[serde(flatten)]
+    pub object: ObjectFacts,
+    /// `ca-cert.pem`: the cluster's intermediate CA, checked against the
+    /// certificates of `root-cert.pem`; none when absent or unreadable.
+    pub ca_cert: Option<CertFacts>,
+    /// SHA-256 of each certificate in `root-cert.pem`, sorted.
+    pub roots: Vec<String>,
+    /// `ca-cert.pem`, `ca-key.pem`, `root-cert.pem` and `cert-chain.pem` are
+    /// all there: istiod refuses to start on part of them
+    /// (pilot/pkg/bootstrap/istio_ca.go, `checkCABundleCompleteness`).
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -124,6 +173,9 @@ pub struct ClusterFacts {
     /// every token bound to it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reader_bindings: BTreeMap<String, BindingFacts>,
+    /// Istio's plug-in CA Secret `cacerts` in the mesh namespace; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<CaCertsFacts>,
 }
 
 /// The east-west gateway Service as istiod's network registry reads it

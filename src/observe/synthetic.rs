@@ -84,6 +84,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 k8s_gateways: None,
                 ztunnel: None,
                 reader_bindings: BTreeMap::new(),
+                ca_certs: None,
             };
             let observation = ClusterObservation {
                 context: c.context.clone(),
@@ -98,6 +99,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
         namespace: topology.mesh.namespace.clone(),
         observed_at: now,
         clusters,
+        trust_root: None,
     }
 }
 

@@ -273,8 +273,11 @@ impl<'a> Planner<'a> {
             .flat_map(|(names, _)| names.iter().map(|n| n.to_string()))
             .collect();
         concerns.sort();
+        // Managed trust plans its own fix (cacerts from the mesh's root, then
+        // istiod restarts): a blocker would hold back exactly those writes.
+        let managed = !self.desired.mesh.trust.is_check();
         self.findings.push(Finding {
-            kind: FindingKind::Blocker,
+            kind: if managed { FindingKind::Warning } else { FindingKind::Blocker },
             code: "meshform::plan::root_of_trust".to_string(),
             cluster: None,
             concerns,
@@ -283,10 +286,14 @@ impl<'a> Planner<'a> {
                 groups.len(),
                 described.join("; ")
             ),
-            help: Some(format!(
-                "plug in intermediate CA certificates signed by one root (Secret cacerts in {} of every cluster, as in Istio's plug-in CA guide), then restart istiod",
-                self.ns()
-            )),
+            help: Some(if managed {
+                "apply with --restart-workloads: meshform writes cacerts of the mesh's root into every primary and restarts each istiod that does not serve it yet".to_string()
+            } else {
+                format!(
+                    "plug in intermediate CA certificates signed by one root (Secret cacerts in {} of every cluster, as in Istio's plug-in CA guide), then restart istiod",
+                    self.ns()
+                )
+            }),
         });
     }
 

@@ -24,7 +24,7 @@
 //! `network.rs` (labels, reader accounts, gateways), `exposure.rs` (istiod
 //! for remotes on other networks), `attach.rs` (attach and updates, workload
 //! restarts), `revocation.rs`, `install.rs` (the Istio install's settings,
-//! trust, addresses). Beside them: `model.rs` (the plan and its action
+//! trust, addresses), `trust.rs` (managed trust: `cacerts` and istiod restarts). Beside them: `model.rs` (the plan and its action
 //! vocabulary), `index.rs` (lookups over the observation), `hashes.rs`
 //! (content hashes), `owned.rs` (an object meshform writes whole judged by
 //! its spec, as the cross-network Gateway and istiod's exposure are),
@@ -49,6 +49,7 @@ mod network;
 mod owned;
 mod revocation;
 pub mod simulate;
+mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -249,6 +250,7 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
     planner.revocations();
     planner.addresses();
     planner.installs();
+    planner.ca_certs();
     planner.trust();
     Ok(planner.finish(unknown))
 }

@@ -216,6 +216,38 @@ pub enum ActionKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
     },
+    /// Write Istio's plug-in CA Secret `cacerts`: a new intermediate CA for
+    /// this primary, its key made by apply and signed by the mesh's root.
+    /// The plan carries no key: what is issued is known only in apply.
+    WriteCaCerts {
+        mode: CaCertsMode,
+        /// The common name of the intermediate to issue.
+        subject: String,
+        /// SHA-256 of the root that signs it: apply refuses another root.
+        root_sha256: String,
+        /// Lifetime of the intermediate, from when apply signs it.
+        lifetime_seconds: u64,
+        /// Display only: when the intermediate would expire, issued at the
+        /// observation's time.
+        #[schemars(with = "String")]
+        expires_about: jiff::Timestamp,
+        /// Display only: the intermediate it replaces, and its end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<Replaced>,
+        /// Present when replacing an existing Secret.
+        precondition: Option<Precondition>,
+    },
+    /// Restart istiod so that it takes up the root of `cacerts`: istiod reads
+    /// the Secret's files when it starts and afterwards only takes in a new
+    /// intermediate under the root it started with.
+    RestartIstiod {
+        /// Only with `apply --restart-workloads`; otherwise shown as a step to run.
+        enabled: bool,
+        /// The istiod Deployments of the cluster.
+        deployments: Vec<String>,
+        /// Display only: the equivalent command.
+        command: String,
+    },
     /// Delete a binding Secret in this cluster: the API server refuses every
     /// reader token bound to it from then on, wherever that token is.
     RevokeReaderTokens {
@@ -227,6 +259,29 @@ pub enum ActionKind {
         detach: bool,
         precondition: Precondition,
     },
+}
+
+/// Why a `cacerts` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaCertsMode {
+    /// None is there.
+    Create,
+    /// meshform's intermediate nears its end (`renew_before`).
+    Renew,
+    /// meshform's `cacerts` is not an intermediate of the mesh's root for
+    /// this cluster, or is incomplete.
+    Reissue,
+    /// Replace a `cacerts` meshform did not write (`--adopt`).
+    Adopt,
+}
+
+/// An intermediate CA a write replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Replaced {
+    pub sha256: String,
+    #[schemars(with = "String")]
+    pub not_after: jiff::Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -255,9 +310,11 @@ impl ActionKind {
             | ActionKind::SetGatewayNetwork { .. }
             | ActionKind::EnsureIstiodExposure { .. }
             | ActionKind::DeleteIstiodExposure { .. } => 3,
+            ActionKind::WriteCaCerts { .. } => 4,
             ActionKind::WriteRemoteSecret { .. } => 4,
-            ActionKind::RestartWorkloads { .. } => 5,
-            ActionKind::RevokeReaderTokens { .. } => 6,
+            ActionKind::RestartIstiod { .. } => 5,
+            ActionKind::RestartWorkloads { .. } => 6,
+            ActionKind::RevokeReaderTokens { .. } => 7,
         }
     }
 
@@ -334,7 +391,12 @@ impl Action {
                 ..
             } => Effect::Create,
             ActionKind::WriteRemoteSecret { .. } => Effect::Update,
-            ActionKind::RestartWorkloads { .. } => Effect::Run,
+            ActionKind::RestartWorkloads { .. } | ActionKind::RestartIstiod { .. } => Effect::Run,
+            ActionKind::WriteCaCerts {
+                mode: CaCertsMode::Create,
+                ..
+            } => Effect::Create,
+            ActionKind::WriteCaCerts { .. } => Effect::Update,
             ActionKind::SetGatewayNetwork { previous: None, .. } => Effect::Create,
             ActionKind::SetGatewayNetwork { .. } => Effect::Update,
         }
@@ -388,18 +450,25 @@ impl Action {
             ActionKind::EnsureReader { .. }
             | ActionKind::EnsureGateway { .. }
             | ActionKind::EnsureIstiodExposure { .. } => true,
+            // A renewal under the same root keeps workloads' certificates
+            // coming; a new intermediate or root changes who trusts whom.
+            ActionKind::WriteCaCerts { mode, .. } => *mode == CaCertsMode::Renew,
             ActionKind::DeleteRemoteSecret { .. }
             | ActionKind::SetNetwork { .. }
             | ActionKind::DeleteGateway { .. }
             | ActionKind::DeleteIstiodExposure { .. }
             | ActionKind::RestartWorkloads { .. }
+            | ActionKind::RestartIstiod { .. }
             | ActionKind::SetGatewayNetwork { .. } => false,
         }
     }
 
     /// Whether executing it writes to a cluster (a disabled restart does not).
     pub fn writes(&self) -> bool {
-        !matches!(self.kind, ActionKind::RestartWorkloads { enabled: false, .. })
+        !matches!(
+            self.kind,
+            ActionKind::RestartWorkloads { enabled: false, .. } | ActionKind::RestartIstiod { enabled: false, .. }
+        )
     }
 
     /// A short description of the object acted on, e.g.
@@ -424,6 +493,10 @@ impl Action {
                 crate::objects::ISTIOD_VIRTUAL_SERVICE
             ),
             ActionKind::RestartWorkloads { .. } => "injected workloads".to_string(),
+            ActionKind::WriteCaCerts { .. } => format!("Secret {namespace}/{}", crate::objects::CA_CERTS_SECRET),
+            ActionKind::RestartIstiod { deployments, .. } => {
+                format!("Deployment {namespace}/{}", deployments.join(", "))
+            }
             ActionKind::SetGatewayNetwork { service, .. } => format!("Service {namespace}/{service}"),
         }
     }

@@ -143,6 +143,32 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 );
                 bindings.push((peer.clone(), action.cluster.clone(), facts.identity.clone()));
             }
+            ActionKind::WriteCaCerts {
+                subject,
+                root_sha256,
+                expires_about,
+                ..
+            } => {
+                facts.ca_certs = Some(crate::observe::model::CaCertsFacts {
+                    object: object("cacerts", None),
+                    ca_cert: Some(crate::observe::model::CertFacts {
+                        sha256: format!("simulated-intermediate-{}", action.cluster),
+                        subject: format!("CN={subject}"),
+                        common_name: Some(subject.clone()),
+                        not_after: *expires_about,
+                        ca: true,
+                        issued_by: Some(root_sha256.clone()),
+                    }),
+                    roots: vec![root_sha256.clone()],
+                    complete: true,
+                });
+            }
+            // Restarted, istiod publishes the root of its cacerts.
+            ActionKind::RestartIstiod { enabled, .. } => {
+                if let (true, Some(ca_certs)) = (*enabled, &facts.ca_certs) {
+                    facts.root_certs = Some(ca_certs.roots.clone());
+                }
+            }
             // Run, it takes off the record of the restart owed; shown only, it leaves it.
             ActionKind::RestartWorkloads { enabled, .. } => {
                 if *enabled && let Some(ns) = facts.namespace.as_mut() {

@@ -230,7 +230,20 @@ fn section(plan: &Plan, cluster: &str, out: &mut dyn Write) -> io::Result<()> {
                 line += " **destructive**: needs `apply --allow-detach`";
             }
             writeln!(out, "{line}")?;
-            if let ActionKind::RestartWorkloads { enabled, command, .. } = &action.kind {
+            if let ActionKind::WriteCaCerts {
+                subject,
+                root_sha256,
+                expires_about,
+                replaces,
+                ..
+            } = &action.kind
+            {
+                let note = super::ca_certs_note(subject, root_sha256, *expires_about, replaces.as_ref());
+                writeln!(out, "  {}", text(&note))?;
+            }
+            if let ActionKind::RestartWorkloads { enabled, command, .. }
+            | ActionKind::RestartIstiod { enabled, command, .. } = &action.kind
+            {
                 writeln!(out)?;
                 writeln!(out, "  {}", restart_note(*enabled))?;
                 writeln!(out)?;

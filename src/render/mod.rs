@@ -119,6 +119,30 @@ fn restart_note(enabled: bool) -> &'static str {
     }
 }
 
+/// What a `cacerts` write issues: subject, root, expiry (never a key: the
+/// plan has none), for every view that shows one.
+fn ca_certs_note(
+    subject: &str,
+    root: &str,
+    expires_about: jiff::Timestamp,
+    replaces: Option<&crate::plan::Replaced>,
+) -> String {
+    let short = |sha: &str| format!("sha256:{}", &sha[..sha.len().min(16)]);
+    let mut note = format!(
+        "issues \"{subject}\" signed by root {}, valid until about {}",
+        short(root),
+        expires_about.strftime("%Y-%m-%d %H:%M UTC")
+    );
+    if let Some(old) = replaces {
+        note += &format!(
+            "; replaces {} (ends {})",
+            short(&old.sha256),
+            old.not_after.strftime("%Y-%m-%d %H:%M UTC")
+        );
+    }
+    note
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 
 use std::io::{self, Write};
 
-use super::{Style, change_symbol, count, restart_note, summary};
+use super::{Style, ca_certs_note, change_symbol, count, restart_note, summary};
 use crate::plan::{Action, ActionKind, Change, Effect, FindingKind, Phase, Plan};
 use crate::topology::Topology;
 
@@ -196,12 +196,33 @@ fn action(action: &Action, namespace: &str, p: Paint, out: &mut dyn Write) -> io
     if action.is_destructive() {
         line += &format!(" {}", p.paint(Tone::Red, "(destructive: needs apply --allow-detach)"));
     }
-    if let ActionKind::RestartWorkloads { enabled: false, .. } = action.kind {
+    if let ActionKind::RestartWorkloads { enabled: false, .. } | ActionKind::RestartIstiod { enabled: false, .. } =
+        action.kind
+    {
         line += &format!(" {}", p.paint(Tone::Yellow, "(not run by apply)"));
     }
     writeln!(out, "{line}")?;
     writeln!(out, "      {}", p.paint(Tone::Dim, &action.reason))?;
-    if let ActionKind::RestartWorkloads { enabled, command, .. } = &action.kind {
+    if let ActionKind::WriteCaCerts {
+        subject,
+        root_sha256,
+        expires_about,
+        replaces,
+        ..
+    } = &action.kind
+    {
+        writeln!(
+            out,
+            "      {}",
+            p.paint(
+                Tone::Dim,
+                &ca_certs_note(subject, root_sha256, *expires_about, replaces.as_ref())
+            )
+        )?;
+    }
+    if let ActionKind::RestartWorkloads { enabled, command, .. } | ActionKind::RestartIstiod { enabled, command, .. } =
+        &action.kind
+    {
         writeln!(out, "      {}", restart_note(*enabled))?;
         // Never wrapped: it is meant to be copied and pasted.
         writeln!(out, "        {command}")?;

@@ -51,6 +51,10 @@ pub struct MeshSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = "sidecar"))]
     pub data_plane: Option<DataPlane>,
+    /// The mesh's root of trust: checked only (the default), or kept by
+    /// meshform (Istio's plug-in CA Secret `cacerts` in every primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustSection>,
 }
 
 /// The data plane an Istio install runs, and so how its istiod finds other
@@ -78,6 +82,48 @@ impl DataPlane {
     pub fn is_sidecar(&self) -> bool {
         *self == DataPlane::Sidecar
     }
+}
+
+/// `[mesh.trust]`: one root of trust for the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// `check`: meshform only reports clusters that do not share a root.
+    /// `managed`: meshform writes an intermediate CA signed by the root into
+    /// Istio's `cacerts` Secret of every primary and renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TrustMode>,
+    /// The root certificate (PEM file), relative to mesh.toml (`managed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cert: Option<String>,
+    /// The root's private key (PEM file), relative to mesh.toml; refused
+    /// when its group or others may read it, as ssh refuses a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_key: Option<String>,
+    /// Instead of `root_key`: a command (program and arguments, run without
+    /// a shell) that prints the root's key in PEM to stdout, such as a
+    /// Vault or KMS client. Its arguments and stderr are never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_key_command: Option<Vec<String>>,
+    /// Lifetime of each cluster's intermediate CA, such as "8760h".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "8760h"))]
+    pub intermediate_lifetime: Option<String>,
+    /// Renew an intermediate this long before it expires, such as "720h".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "720h"))]
+    pub renew_before: Option<String>,
+}
+
+/// Who keeps the mesh on one root of trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustMode {
+    /// The team plugs in CA certificates; meshform checks that they agree.
+    #[default]
+    Check,
+    /// meshform issues and renews every primary's intermediate CA.
+    Managed,
 }
 
 /// `[mesh.tokens]`: the reader tokens inside remote secrets.

@@ -10,6 +10,7 @@ pub mod file;
 pub mod names;
 mod resolve;
 pub mod shape;
+pub mod trust;
 
 use std::collections::BTreeMap;
 
@@ -18,8 +19,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use diagnostic::{Code, Problem, Problems, Severity};
-pub use file::{DataPlane, MeshFile, Role, TokenMode};
+
+pub use file::{DataPlane, MeshFile, Role, TokenMode, TrustMode};
 pub use resolve::REMOTE_SECRET_PREFIX;
+pub use trust::{ManagedTrust, RootKeySource, Trust};
 
 /// Namespace Istio runs in unless `[mesh] namespace` says otherwise.
 pub const DEFAULT_NAMESPACE: &str = "istio-system";
@@ -57,6 +60,10 @@ pub struct Mesh {
     /// [`Topology::lock_cluster`] for the place it names by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_cluster: Option<String>,
+    /// `[mesh.trust]` (skipped when check-only, so that the topology hash
+    /// of a file without it does not change).
+    #[serde(default, skip_serializing_if = "Trust::is_check")]
+    pub trust: Trust,
 }
 
 /// Reader-token settings, resolved.

@@ -31,6 +31,7 @@ pub fn resolve(file: &MeshFile, spans: &Spans) -> (Option<Topology>, Vec<Problem
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
         tokens: resolve_tokens(file.mesh.tokens.as_ref(), &mut problems, &at),
         lock_cluster: file.mesh.lock_cluster.clone(),
+        trust: super::trust::resolve(file.mesh.trust.as_ref(), &mut problems, &at),
     };
     check_name(
         &mut problems,

@@ -49,6 +49,7 @@ pub async fn execute(
         observed,
         connections,
         lock: None,
+        signer: None,
     };
     let settings = Settings {
         dry_run: false,

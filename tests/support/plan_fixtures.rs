@@ -174,6 +174,17 @@ pub fn action_line(action: &Action) -> String {
                 previous.as_deref().unwrap_or("none")
             )
         }
+        ActionKind::WriteCaCerts { mode, .. } => {
+            let mode = serde_json::to_value(mode).expect("a mode serialises");
+            format!("write_ca_certs/{}", mode.as_str().expect("a mode is a string"))
+        }
+        ActionKind::RestartIstiod { enabled, .. } => {
+            if *enabled {
+                "restart_istiod/enabled".to_string()
+            } else {
+                "restart_istiod/shown".to_string()
+            }
+        }
         ActionKind::RevokeReaderTokens { detach, .. } => {
             if *detach {
                 "revoke_reader_tokens/detach".to_string()

@@ -1,0 +1,140 @@
+//! Managed trust in apply: a primary's `cacerts` Secret with an intermediate
+//! issued now by the root's [`Signer`](crate::trust::Signer), and the istiod
+//! restart that makes istiod take up a new root.
+//!
+//! The intermediate's key exists only between its making and the write of
+//! its Secret; the diff shows that the Secret's values changed, never them.
+
+use k8s_openapi::ByteString;
+use kube::core::ObjectMeta;
+use secrecy::ExposeSecret;
+
+use super::*;
+use crate::plan::CaCertsMode;
+
+impl Run<'_> {
+    pub(super) async fn write_ca_certs(
+        &self,
+        cluster: &str,
+        client: kube::Client,
+        mode: CaCertsMode,
+        root_sha256: &str,
+        lifetime_seconds: u64,
+        precondition: Option<&Precondition>,
+    ) -> Result<Option<String>, String> {
+        let signer = self
+            .target
+            .signer
+            .ok_or("the root of trust was not loaded for this run (mesh.toml has no managed [mesh.trust])")?;
+        if signer.root_sha256() != root_sha256 {
+            return Err(format!(
+                "the root certificate is not the one the plan was made for (sha256:{} now): plan again",
+                &signer.root_sha256()[..16]
+            ));
+        }
+        let issued = signer
+            .issue(self.mesh(), cluster, lifetime_seconds, jiff::Timestamp::now())
+            .map_err(|e| e.to_string())?;
+        let ns = self.ns();
+        let name = objects::CA_CERTS_SECRET;
+        let data = [
+            (objects::CA_CERT_KEY, issued.ca_cert.as_bytes()),
+            (objects::CA_KEY_KEY, issued.ca_key.expose_secret().as_bytes()),
+            (objects::CA_CHAIN_KEY, issued.cert_chain.as_bytes()),
+            (objects::CA_ROOT_CERT_KEY, issued.root_cert.as_bytes()),
+        ];
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(ns.to_string()),
+                labels: Some(objects::managed_labels(self.mesh())),
+                resource_version: precondition.map(|p| p.resource_version.clone()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".to_string()),
+            data: Some(
+                data.into_iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        drop(issued);
+        let api: Api<Secret> = Api::namespaced(client, ns);
+        match mode {
+            // A create: never merged into a `cacerts` someone made since observe.
+            CaCertsMode::Create if !self.settings.dry_run => match self.create(cluster, &api, &secret).await? {
+                Created::New(diff) => Ok(diff),
+                Created::Existing(_) => Err(format!(
+                    "Secret {ns}/{name} was created by someone else after this run read the cluster; it was left as it is: plan and apply again"
+                )),
+            },
+            CaCertsMode::Create | CaCertsMode::Renew | CaCertsMode::Reissue => {
+                self.ssa(cluster, &api, name, &secret, true).await
+            }
+            // Tools keep whole copies of what they applied in annotations: of
+            // a hand-made `cacerts`, that is the replaced intermediate's key,
+            // still trusted by the root until it ends. Removed with the take-over.
+            CaCertsMode::Adopt => self.adopt_copies(cluster, &api, name, secret).await,
+        }
+    }
+
+    async fn adopt_copies(
+        &self,
+        cluster: &str,
+        api: &Api<Secret>,
+        name: &str,
+        mut secret: Secret,
+    ) -> Result<Option<String>, String> {
+        let before = self.live(cluster, api, name).await?;
+        let annotations: serde_json::Map<String, Value> = objects::OBJECT_COPY_ANNOTATIONS
+            .iter()
+            .map(|a| (a.to_string(), Value::Null))
+            .collect();
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": secret.metadata.resource_version,
+            "annotations": annotations,
+        }});
+        let params = PatchParams {
+            dry_run: self.settings.dry_run,
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        let patched = api
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|e| describe(cluster, &e))?;
+        secret.metadata.resource_version = patched.metadata.resource_version;
+        let after = api
+            .patch(name, &self.apply_params(true), &Patch::Apply(&secret))
+            .await
+            .map_err(|e| describe(cluster, &e))?;
+        Ok(self
+            .wants_diff()
+            .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
+    }
+
+    /// `kubectl rollout restart` of each istiod Deployment.
+    pub(super) async fn restart_istiod(
+        &self,
+        cluster: &str,
+        client: kube::Client,
+        deployments: &[String],
+    ) -> Result<Option<String>, String> {
+        let api: Api<Deployment> = Api::namespaced(client, self.ns());
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": self.restart_stamp
+        }}}}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            dry_run: self.settings.dry_run,
+            ..PatchParams::default()
+        };
+        for name in deployments {
+            api.patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(|e| describe(cluster, &e))?;
+        }
+        Ok(Some(format!("restarted Deployment {}", deployments.join(", "))))
+    }
+}
