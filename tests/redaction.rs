@@ -670,3 +670,94 @@ async fn a_failing_exec_plugin_reaches_no_output_with_what_it_was_given_or_print
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     assert_no_leak(&secrets, &outcomes, mesh.dir(), &inputs);
 }
+
+/// Managed trust (issue 32): the root's key, every intermediate's key
+/// (`ca-key.pem` of each `cacerts`, first and renewed) and what the key
+/// command was given or printed to stderr reach no output of any command or
+/// format, no plan file and no snapshot, at the most verbose logs.
+#[tokio::test]
+async fn no_root_or_intermediate_key_reaches_any_output() {
+    let clusters = ControlPlane::shared().clusters(&["red", "green"]).await;
+    let (red, green) = (clusters.by_name("red"), clusters.by_name("green"));
+    let all = [red, green];
+    let entries = [Entry::of(red).network("flat"), Entry::of(green).network("flat")];
+    let mesh = Mesh::new(&entries);
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "redaction root");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root = params.self_signed(&key).expect("a root");
+    std::fs::write(mesh.dir().join("root-cert.pem"), root.pem()).unwrap();
+    // Outside the mesh's directory: the key file is the test's input, not output.
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("root-key.pem");
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let trust = |lifetimes: &str| {
+        format!(
+            "[mesh.trust]\nmode = \"managed\"\nroot_cert = \"root-cert.pem\"\nroot_key_command = [\"sh\", \"-c\", \"echo quiet-argument-marker >/dev/null; echo stderr-marker-of-the-key-command >&2; cat {}\"]\n{lifetimes}",
+            key_file.display()
+        )
+    };
+    mesh.write_with(&entries, &trust(""));
+    let mut secrets = Secrets::default();
+    let pem_secrets = |secrets: &mut Secrets, pem: &str| {
+        secrets.add(pem);
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            secrets.add(line);
+        }
+    };
+    pem_secrets(&mut secrets, &key.serialize_pem());
+    secrets.add("quiet-argument-marker");
+    secrets.add("stderr-marker-of-the-key-command");
+    let out = |name: &str| mesh.dir().join(name).display().to_string();
+    let (plan_file, snapshot_file) = (out("plan.json"), out("observed.json"));
+
+    let mut outcomes = Vec::new();
+    outcomes.push(offline(&mesh, "validate", &[]).expect(0));
+    outcomes.push(offline(&mesh, "validate", &["--format", "json"]).expect(0));
+    outcomes.push(run(&mesh, "plan", &["--format", "json", "--out", &plan_file]).await.expect(0));
+    outcomes.push(run(&mesh, "apply", &["--dry-run", "--diff"]).await.expect(0));
+    outcomes.push(run(&mesh, "apply", &["--auto-approve", "--diff", &plan_file]).await.expect(0));
+    for pem in ca_keys(&all).await {
+        pem_secrets(&mut secrets, &pem);
+    }
+    outcomes.push(run(&mesh, "plan", &["--format", "markdown"]).await.expect(0));
+    outcomes.push(run(&mesh, "check", &[]).await);
+    outcomes.push(run(&mesh, "snapshot", &["-o", &snapshot_file]).await.expect(0));
+    outcomes.push(run(&mesh, "plan", &["--observed", &snapshot_file]).await.expect(0));
+    // Renewed (a window as long as the lifetime): new keys, with a diff and JSON events.
+    mesh.write_with(&entries, &trust("intermediate_lifetime = \"8761h\"\nrenew_before = \"8760h\"\n"));
+    outcomes.push(run(&mesh, "apply", &["--auto-approve", "--diff", "--format", "json"]).await.expect(0));
+    for pem in ca_keys(&all).await {
+        pem_secrets(&mut secrets, &pem);
+    }
+    outcomes.push(run_debug(&mesh, "apply", &["--auto-approve", "--diff"]).await.expect(0));
+    for pem in ca_keys(&all).await {
+        pem_secrets(&mut secrets, &pem);
+    }
+    // A failing key command: its status, not what it printed.
+    mesh.write_with(
+        &entries,
+        &trust("intermediate_lifetime = \"8761h\"\nrenew_before = \"8760h\"\n")
+            .replace("; cat ", "; exit 7; cat "),
+    );
+    let failed = run(&mesh, "apply", &["--auto-approve"]).await.expect(1);
+    assert!(failed.stderr.contains("exited with status 7"), "{failed}");
+    outcomes.push(failed);
+    assert_no_leak(&secrets, &outcomes, mesh.dir(), &[&mesh.file()]);
+    assert!(secrets.0.len() >= 40, "{} needles", secrets.0.len());
+}
+
+/// `ca-key.pem` of `cacerts` in each of `clusters`.
+async fn ca_keys(clusters: &[&Cluster]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for cluster in clusters {
+        let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client(), NAMESPACE)
+            .get("cacerts")
+            .await
+            .unwrap_or_else(|e| panic!("cacerts in {}: {e}", cluster.name()));
+        keys.push(String::from_utf8(secret.data.unwrap()["ca-key.pem"].0.clone()).unwrap());
+    }
+    assert_eq!(keys.len(), clusters.len());
+    keys
+}

@@ -50,7 +50,8 @@ pub struct PlanArgs {
     #[arg(long)]
     pub skip_unreachable: bool,
 
-    /// Take over remote secrets meshform would write that exist but are not its own.
+    /// Take over remote secrets (and, with managed trust, a `cacerts`) meshform would write that
+    /// exist but are not its own.
     #[arg(long)]
     pub adopt: bool,
 
@@ -63,8 +64,9 @@ pub struct PlanArgs {
     #[arg(long)]
     pub force_conflicts: bool,
 
-    /// Let apply restart injected workloads after a network change (otherwise the step is shown, not
-    /// run); a plan saved with it records the decision.
+    /// Let apply restart injected workloads after a network change, and istiod until it serves the
+    /// mesh's root (managed trust); otherwise the step is shown, not run. A plan saved with it records
+    /// the decision.
     #[arg(long)]
     pub restart_workloads: bool,
 

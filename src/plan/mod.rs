@@ -81,10 +81,12 @@ pub const DEFAULT_REVOKE_GRACE_SECONDS: i64 = 300;
 pub struct Options {
     /// Plan the reachable clusters and defer the rest, instead of failing.
     pub skip_unreachable: bool,
-    /// Take over unmanaged remote secrets of the names meshform would write.
+    /// Take over unmanaged remote secrets of the names meshform would write,
+    /// and an unmanaged `cacerts` under managed trust.
     pub adopt: bool,
     /// Let apply run (rather than only show) workload restarts after a network
-    /// change; recorded in each `RestartWorkloads` action, which apply obeys.
+    /// change and istiod restarts for a new root; recorded in each
+    /// `RestartWorkloads` and `RestartIstiod` action, which apply obeys.
     pub restart_workloads: bool,
     /// Take fields meshform writes from other field managers that own them
     /// (server-side apply's force), instead of a blocker.

@@ -46,7 +46,8 @@ impl<'a> Planner<'a> {
         let now = self.observed.observed_at;
         let renew = jiff::SignedDuration::from_secs(managed.renew_before_seconds as i64);
         let lifetime = jiff::SignedDuration::from_secs(managed.intermediate_lifetime_seconds as i64);
-        if root.not_after.duration_since(now) < renew + lifetime.min(renew) {
+        // An intermediate issued now would be cut short at the root's end.
+        if root.not_after.duration_since(now) < lifetime {
             self.findings.push(Finding {
                 kind: FindingKind::Warning,
                 code: "meshform::plan::trust_root_expiring".to_string(),
