@@ -684,7 +684,9 @@ async fn no_root_or_intermediate_key_reaches_any_output() {
     let mesh = Mesh::new(&entries);
     let key = rcgen::KeyPair::generate().expect("a key");
     let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "redaction root");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "redaction root");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let root = params.self_signed(&key).expect("a root");
     std::fs::write(mesh.dir().join("root-cert.pem"), root.pem()).unwrap();
@@ -715,9 +717,17 @@ async fn no_root_or_intermediate_key_reaches_any_output() {
     let mut outcomes = Vec::new();
     outcomes.push(offline(&mesh, "validate", &[]).expect(0));
     outcomes.push(offline(&mesh, "validate", &["--format", "json"]).expect(0));
-    outcomes.push(run(&mesh, "plan", &["--format", "json", "--out", &plan_file]).await.expect(0));
+    outcomes.push(
+        run(&mesh, "plan", &["--format", "json", "--out", &plan_file])
+            .await
+            .expect(0),
+    );
     outcomes.push(run(&mesh, "apply", &["--dry-run", "--diff"]).await.expect(0));
-    outcomes.push(run(&mesh, "apply", &["--auto-approve", "--diff", &plan_file]).await.expect(0));
+    outcomes.push(
+        run(&mesh, "apply", &["--auto-approve", "--diff", &plan_file])
+            .await
+            .expect(0),
+    );
     for pem in ca_keys(&all).await {
         pem_secrets(&mut secrets, &pem);
     }
@@ -726,11 +736,23 @@ async fn no_root_or_intermediate_key_reaches_any_output() {
     outcomes.push(run(&mesh, "snapshot", &["-o", &snapshot_file]).await.expect(0));
     outcomes.push(run(&mesh, "plan", &["--observed", &snapshot_file]).await.expect(0));
     // Renewed (a window as long as the lifetime): new keys, with a diff and JSON events.
-    mesh.write_with(&entries, &trust("intermediate_lifetime = \"8761h\"\nrenew_before = \"8760h\"\n"));
-    outcomes.push(run(&mesh, "apply", &["--auto-approve", "--diff", "--format", "json"]).await.expect(0));
+    mesh.write_with(
+        &entries,
+        &trust("intermediate_lifetime = \"8761h\"\nrenew_before = \"8760h\"\n"),
+    );
+    outcomes.push(
+        run(&mesh, "apply", &["--auto-approve", "--diff", "--format", "json"])
+            .await
+            .expect(0),
+    );
     for pem in ca_keys(&all).await {
         pem_secrets(&mut secrets, &pem);
     }
+    // Each renewal window a little longer than the last intermediate's life, so each apply renews.
+    mesh.write_with(
+        &entries,
+        &trust("intermediate_lifetime = \"8762h\"\nrenew_before = \"8761h\"\n"),
+    );
     outcomes.push(run_debug(&mesh, "apply", &["--auto-approve", "--diff"]).await.expect(0));
     for pem in ca_keys(&all).await {
         pem_secrets(&mut secrets, &pem);
@@ -738,8 +760,7 @@ async fn no_root_or_intermediate_key_reaches_any_output() {
     // A failing key command: its status, not what it printed.
     mesh.write_with(
         &entries,
-        &trust("intermediate_lifetime = \"8761h\"\nrenew_before = \"8760h\"\n")
-            .replace("; cat ", "; exit 7; cat "),
+        &trust("intermediate_lifetime = \"8763h\"\nrenew_before = \"8762h\"\n").replace("; cat ", "; exit 7; cat "),
     );
     let failed = run(&mesh, "apply", &["--auto-approve"]).await.expect(1);
     assert!(failed.stderr.contains("exited with status 7"), "{failed}");
