@@ -261,7 +261,7 @@ impl Signer {
         let cert = params.signed_by(&key, &self.issuer).map_err(invalid)?;
         let ca_cert = cert.pem();
         let root_cert = self.root_pem.trim_end().to_string() + "\n";
-        let roots = [CertificateDer::from(first_cert(&self.root_pem).expect("a root"))];
+        let roots = [first_cert(&self.root_pem).expect("a root")];
         let facts = cert_facts(cert.der(), &roots)
             .ok_or_else(|| TrustError::Invalid("the issued intermediate cannot be parsed".into()))?;
         Ok(Issued {

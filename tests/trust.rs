@@ -80,7 +80,11 @@ async fn assert_ca_certs(cluster: &Cluster, root: &Root) -> (Vec<u8>, i64) {
     let data = secret.data.expect("cacerts has data");
     let get = |key: &str| data.get(key).unwrap_or_else(|| panic!("cacerts lacks {key}")).0.clone();
     let root_der = pem_ders(root.cert.as_bytes()).remove(0);
-    assert_eq!(pem_ders(&get("root-cert.pem")), [root_der.clone()], "root-cert.pem");
+    assert_eq!(
+        pem_ders(&get("root-cert.pem")),
+        std::slice::from_ref(&root_der),
+        "root-cert.pem"
+    );
     let ca = pem_ders(&get("ca-cert.pem"));
     assert_eq!(ca.len(), 1, "ca-cert.pem holds the intermediate alone");
     assert_eq!(
