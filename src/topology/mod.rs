@@ -373,6 +373,19 @@ fn redact_credentials(text: &str, spans: &shape::Spans) -> String {
         };
         shown[span.start + masked.start..span.start + masked.end].fill(b'*');
     }
+    // The key command's arguments may carry a credential (a token, a role
+    // id): everything after its program is masked, newlines kept.
+    if let Some(span) = spans.value("mesh.trust.root_key_command")
+        && let Some(raw) = text.get(span.clone())
+        && let Some(comma) = raw.find(',')
+    {
+        let end = raw.rfind(']').filter(|&e| e > comma).unwrap_or(raw.len());
+        for byte in &mut shown[span.start + comma + 1..span.start + end] {
+            if !matches!(*byte, b'\n' | b'\r' | b' ' | b'\t' | b',') {
+                *byte = b'*';
+            }
+        }
+    }
     // Only whole characters were replaced by ASCII, so this cannot fail.
     String::from_utf8(shown).unwrap_or_else(|_| text.to_string())
 }
@@ -389,6 +402,16 @@ mod tests {
         assert_eq!(duration_seconds("90s"), Some(90));
         assert_eq!(duration_seconds("soon"), None);
         assert_eq!(duration_seconds(""), None);
+    }
+
+    #[test]
+    fn diagnostics_never_quote_the_key_commands_arguments() {
+        let text = "[mesh]\nname = \"m\"\n[mesh.trust]\nmode = \"managed\"\nroot_cert = \"r.pem\"\nroot_key_command = [\"vault\", \"--token=s3cr3t-t0ken\"]\nrenew_before = \"soon\"\n[[cluster]]\nname = \"a\"\n";
+        let problems = check("t", text.as_bytes()).into_result().unwrap_err();
+        let shown = problems.source.inner();
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("[\"vault\","), "{shown}");
+        assert_eq!(shown.len(), text.len());
     }
 
     #[test]
