@@ -169,11 +169,13 @@ async fn managed_trust_writes_cacerts_that_verify_to_the_root_and_converges() {
     let root = make_root("mesh root");
     manage(&mesh, &entries, &root, 0o600, "");
     let mut outputs = Vec::new();
-    let plan = mesh.run("plan", &["--out", "plan.json"]).await.expect(0);
+    let saved = mesh.dir().join("plan.json").display().to_string();
+    let plan = mesh.run("plan", &["--out", &saved]).await.expect(0);
     assert!(plan.stdout.contains("+ Secret istio-system/cacerts"), "{plan}");
     assert!(plan.stdout.contains("east intermediate CA"), "{plan}");
     outputs.push(plan.to_string());
-    let applied = mesh.apply(&["--diff"]).await;
+    // The saved plan, made again under the lock, is the same plan.
+    let applied = mesh.apply(&["--diff", &saved]).await;
     outputs.push(applied.to_string());
     for cluster in [east, west] {
         let (_, not_after) = assert_ca_certs(cluster, &root).await;
@@ -189,7 +191,8 @@ async fn managed_trust_writes_cacerts_that_verify_to_the_root_and_converges() {
         after.map(|s| s.metadata.resource_version),
         "a second apply rewrote cacerts"
     );
-    let snapshot = mesh.run("snapshot", &["--out", "observed.json"]).await.expect(0);
+    let observed = mesh.dir().join("observed.json").display().to_string();
+    let snapshot = mesh.run("snapshot", &["--out", &observed]).await.expect(0);
     outputs.push(snapshot.to_string());
     assert_no_key_leaked(&mesh, &outputs, &[east, west], &root).await;
 }

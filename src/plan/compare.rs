@@ -132,6 +132,16 @@ fn without_versions(kind: &ActionKind) -> ActionKind {
         | ActionKind::DeleteGateway { precondition }
         | ActionKind::RevokeReaderTokens { precondition, .. } => clear(precondition),
         ActionKind::WriteRemoteSecret { precondition, .. } => precondition.iter_mut().for_each(clear),
+        // The expected end is display only, worked out from the observation's
+        // time: the plan made again under the lock is made later.
+        ActionKind::WriteCaCerts {
+            precondition,
+            expires_about,
+            ..
+        } => {
+            precondition.iter_mut().for_each(clear);
+            *expires_about = jiff::Timestamp::UNIX_EPOCH;
+        }
         ActionKind::DeleteIstiodExposure {
             gateway,
             virtual_service,
@@ -141,6 +151,7 @@ fn without_versions(kind: &ActionKind) -> ActionKind {
         | ActionKind::EnsureGateway { .. }
         | ActionKind::EnsureIstiodExposure { .. }
         | ActionKind::RestartWorkloads { .. }
+        | ActionKind::RestartIstiod { .. }
         | ActionKind::SetGatewayNetwork { .. } => {}
     }
     kind
