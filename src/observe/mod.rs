@@ -37,7 +37,6 @@ use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
-
 pub const REQUESTS_PER_CLUSTER: usize = 18;
 
 /// Reads every cluster in parallel.

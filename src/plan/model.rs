@@ -338,7 +338,12 @@ impl ActionKind {
             ActionKind::SetNetwork { network, previous, .. } => previous.as_ref().is_none_or(|p| p == network),
             ActionKind::WriteRemoteSecret { mode, .. } => *mode != WriteMode::Adopt,
             ActionKind::RevokeReaderTokens { detach, .. } => !detach,
-            ActionKind::DeleteRemoteSecret { .. }
+            // A first intermediate, or one renewed under the same root, keeps
+            // every workload's trust; a new root or someone else's Secret
+            // replaced waits, and so does istiod's restart.
+            ActionKind::WriteCaCerts { mode, .. } => matches!(mode, CaCertsMode::Create | CaCertsMode::Renew),
+            ActionKind::RestartIstiod { .. }
+            | ActionKind::DeleteRemoteSecret { .. }
             | ActionKind::DeleteGateway { .. }
             | ActionKind::DeleteIstiodExposure { .. }
             | ActionKind::RestartWorkloads { .. } => false,
