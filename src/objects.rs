@@ -38,6 +38,12 @@ pub const OBJECT_COPY_ANNOTATIONS: [&str; 3] = [
 pub const READER_SERVICE_ACCOUNT: &str = "istio-reader-service-account";
 /// The legacy token Secret of the reader account, for `tokens.mode = "secret"`.
 pub const READER_TOKEN_SECRET: &str = "istio-reader-service-account-token";
+/// The account a remote's control plane (one primary) reads and writes the
+/// remote through, apart from the read-only reader account every other
+/// primary's token comes from: meshform's own, Istio has no such account.
+pub const CONTROL_PLANE_SERVICE_ACCOUNT: &str = "meshform-control-plane";
+/// Its legacy token Secret, for `tokens.mode = "secret"`.
+pub const CONTROL_PLANE_TOKEN_SECRET: &str = "meshform-control-plane-token";
 /// The cross-network Gateway, named as in Istio's `expose-services.yaml`.
 pub const CROSS_NETWORK_GATEWAY: &str = "cross-network-gateway";
 /// What exposes a primary's istiod on its east-west gateway to remotes on
@@ -157,28 +163,90 @@ pub fn reader_cluster_role(namespace: &str) -> String {
     format!("meshform-istio-reader-{namespace}")
 }
 
-/// What the reader account may do in its cluster.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// The ClusterRole (and its binding) of a remote's control-plane account.
+pub fn control_plane_cluster_role(namespace: &str) -> String {
+    format!("meshform-istiod-control-plane-{namespace}")
+}
+
+/// Which of the two accounts a primary's token for a peer comes from, and
+/// what that account may do in the peer.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReaderScope {
-    /// Read the cluster (and review its workloads' tokens): a primary's
-    /// istiod reads its peers.
+    /// The reader account: read the cluster (and review its workloads'
+    /// tokens), as Istio's `istio-reader` role grants. Every primary's token
+    /// for a peer comes from it, except a remote's control plane's.
     #[default]
     Read,
-    /// Also what the istiod of a remote's control plane writes there through
-    /// the same account, as Istio's remote profile grants it: the
-    /// `istio-ca-root-cert` ConfigMaps and its leader-election ConfigMap, and
-    /// the CA bundle of the injection and validation webhooks
+    /// The control-plane account of a remote: what the reader reads, and
+    /// what the istiod of the remote's control plane writes there, as
+    /// Istio's remote profile grants it: the `istio-ca-root-cert` ConfigMaps
+    /// and its leader-election ConfigMap, and the CA bundle of the injection
+    /// and validation webhooks
     /// (istio/istio `manifests/charts/istio-control/istio-discovery/templates/reader-clusterrole.yaml`,
-    /// `istiodRemote.enabled`; `pilot/pkg/serviceregistry/kube/controller/multicluster.go`).
-    /// Without it the primary's istiod is refused and the remote's injected
-    /// pods never start.
+    /// `istiodRemote.enabled`; `pilot/pkg/serviceregistry/kube/controller/multicluster.go`
+    /// starts the namespace controller and `pkg/webhooks/webhookpatch.go`
+    /// for a remote only where `checkShouldLead` names this istiod). Only
+    /// that primary's token comes from it: any other primary that could
+    /// patch the remote's injection webhook could put its own injector in.
     ControlPlane,
 }
 
 impl ReaderScope {
     pub fn is_read(&self) -> bool {
         *self == ReaderScope::Read
+    }
+
+    /// The ServiceAccount tokens of this scope are issued to.
+    pub fn service_account(self) -> &'static str {
+        match self {
+            ReaderScope::Read => READER_SERVICE_ACCOUNT,
+            ReaderScope::ControlPlane => CONTROL_PLANE_SERVICE_ACCOUNT,
+        }
+    }
+
+    /// The ClusterRole and ClusterRoleBinding of the account.
+    pub fn cluster_role(self, namespace: &str) -> String {
+        match self {
+            ReaderScope::Read => reader_cluster_role(namespace),
+            ReaderScope::ControlPlane => control_plane_cluster_role(namespace),
+        }
+    }
+
+    /// The account's legacy token Secret (`tokens.mode = "secret"`).
+    pub fn token_secret(self) -> &'static str {
+        match self {
+            ReaderScope::Read => READER_TOKEN_SECRET,
+            ReaderScope::ControlPlane => CONTROL_PLANE_TOKEN_SECRET,
+        }
+    }
+
+    /// The account in words, for plans and errors.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ReaderScope::Read => "reader account",
+            ReaderScope::ControlPlane => "control-plane account",
+        }
+    }
+
+    pub fn other(self) -> ReaderScope {
+        match self {
+            ReaderScope::Read => ReaderScope::ControlPlane,
+            ReaderScope::ControlPlane => ReaderScope::Read,
+        }
     }
 }
 
@@ -195,9 +263,9 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> k8s_openapi::api
 /// The reader ClusterRole's rules: what istiod in a primary needs to read a
 /// peer cluster (its services, endpoints, pods and nodes, Istio's
 /// configuration, token and access reviews for the peer's workloads), as
-/// Istio's own reader role grants it; for a remote, also what its control
-/// plane writes ([`ReaderScope::ControlPlane`]). The one source of the rules,
-/// for apply to write and the planner to compare.
+/// Istio's own reader role grants it; for a remote's control-plane account,
+/// also what its control plane writes ([`ReaderScope::ControlPlane`]). The
+/// one source of the rules, for apply to write and the planner to compare.
 pub fn reader_rules(scope: ReaderScope) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
     let read = &["get", "list", "watch"];
     let mut rules = vec![
@@ -384,12 +452,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Who the reader ClusterRoleBinding grants the reader role to: the reader
-/// account, and nobody else.
-pub fn reader_subjects(namespace: &str) -> Vec<Subject> {
+/// Who an account's ClusterRoleBinding grants its role to: that account,
+/// and nobody else.
+pub fn reader_subjects(namespace: &str, scope: ReaderScope) -> Vec<Subject> {
     vec![Subject {
         kind: "ServiceAccount".into(),
-        name: READER_SERVICE_ACCOUNT.into(),
+        name: scope.service_account().into(),
         namespace: Some(namespace.into()),
         ..Subject::default()
     }]

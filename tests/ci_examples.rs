@@ -487,6 +487,7 @@ fn observer_rbac_grants_exactly_the_reads_of_observe() {
     }
     // The reads of observe::read_cluster, for the mesh namespace istio-system.
     let role = meshform::objects::reader_cluster_role(ns);
+    let control_plane_role = meshform::objects::control_plane_cluster_role(ns);
     let get = |scope, group: &str, resource: &str, name: &str| {
         (
             scope,
@@ -502,6 +503,19 @@ fn observer_rbac_grants_exactly_the_reads_of_observe() {
         get("", "rbac.authorization.k8s.io", "clusterroles", &role),
         get("", "rbac.authorization.k8s.io", "clusterrolebindings", &role),
         get(ns, "", "serviceaccounts", meshform::objects::READER_SERVICE_ACCOUNT),
+        get("", "rbac.authorization.k8s.io", "clusterroles", &control_plane_role),
+        get(
+            "",
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            &control_plane_role,
+        ),
+        get(
+            ns,
+            "",
+            "serviceaccounts",
+            meshform::objects::CONTROL_PLANE_SERVICE_ACCOUNT,
+        ),
         get(ns, "", "secrets", meshform::objects::READER_TOKEN_SECRET),
         (ns, String::new(), "secrets".into(), "list".into(), String::new()),
         get(

@@ -383,7 +383,10 @@ async fn reader_rules_and_subjects_edited_by_hand_are_found_and_taken_back_with_
         objects::rules_sha256(&objects::reader_rules(objects::ReaderScope::Read))
     );
     let binding = bindings.get(READER).await.unwrap();
-    assert_eq!(binding.subjects.unwrap(), objects::reader_subjects(NAMESPACE));
+    assert_eq!(
+        binding.subjects.unwrap(),
+        objects::reader_subjects(NAMESPACE, objects::ReaderScope::Read)
+    );
     mesh.assert_converged(&clusters.all()).await;
     // a still reads b through the role taken back.
     assert_reads(&remote_secrets(a).await["istio-remote-secret-b"], b).await;

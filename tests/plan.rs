@@ -227,8 +227,10 @@ fn primaries_hold_a_secret_for_every_other_cluster_and_remotes_none() {
             "network a ensure_reader",
             "network b set_network none->n",
             "network b ensure_reader",
+            "network b ensure_reader/control_plane",
             "network c set_network none->n",
             "network c ensure_reader",
+            "network c ensure_reader/control_plane",
             "network d set_network none->n",
             "network d ensure_reader",
             "attach a write_remote_secret/create b",
@@ -254,6 +256,7 @@ fn reader_account_only_where_a_primary_peer_reads_it_and_not_replanned() {
             "network a set_network none->n",
             "network b set_network none->n",
             "network b ensure_reader",
+            "network b ensure_reader/control_plane",
             "attach a write_remote_secret/create b",
         ])
     );
@@ -292,24 +295,36 @@ fn primary_turned_remote_loses_its_managed_secrets() {
             // Its namespace names its control plane a, whose secret for it
             // gets a new token so that istiod reads the annotation.
             "network b set_network n->n",
-            "network b ensure_reader",
+            "network b ensure_reader/control_plane",
             "update a write_remote_secret/rotate b",
         ])
     );
     let reader = &plan.actions[5];
     let detach = &plan.actions[..4];
     assert!(detach.iter().all(|a| a.reason.contains("b is now a remote cluster")));
-    // Its control plane, a, now writes there through the reader account.
+    // Its control plane, a, now writes there through an account of its own;
+    // b's reader account stays read-only.
     assert!(
         matches!(
             reader.kind,
             ActionKind::EnsureReader {
                 scope: ReaderScope::ControlPlane,
-                update: true,
+                update: false,
                 ..
             }
         ),
         "{reader:?}"
+    );
+    assert!(
+        matches!(
+            plan.actions[6].kind,
+            ActionKind::WriteRemoteSecret {
+                account: ReaderScope::ControlPlane,
+                ..
+            }
+        ),
+        "a's new token for b is the control-plane account's: {:?}",
+        plan.actions[6]
     );
     assert!(reader.reason.contains("istio-ca-root-cert"), "{}", reader.reason);
     assert_eq!(
@@ -445,6 +460,7 @@ fn relabel_of_an_unattached_cluster_is_relabel_and_attach_without_detach() {
             "network a ensure_istiod_exposure",
             "network c set_network old->c",
             "network c ensure_reader",
+            "network c ensure_reader/control_plane",
             "network c ensure_gateway/create",
             "attach a write_remote_secret/create c",
             "attach b write_remote_secret/create c",
@@ -623,11 +639,11 @@ fn primary_turned_remote_keeps_its_secret_for_an_unknown_cluster() {
         ..Options::default()
     };
     let plan = plan_with(&after, &observed, &options);
-    // Only a's own namespace, now naming its control plane b, and its
-    // reader's rights for that control plane.
+    // Only a's own namespace, now naming its control plane b, and the
+    // account that control plane's token comes from.
     assert_eq!(
         actions(&plan),
-        ["network a set_network a->a", "network a ensure_reader"]
+        ["network a set_network a->a", "network a ensure_reader/control_plane"]
     );
     assert!(plan.changes.is_empty(), "{:?}", plan.changes);
     assert_eq!(plan.deferred.len(), 1);
@@ -945,7 +961,7 @@ fn reader_rules_edited_by_hand_are_written_back_saying_what_changed() {
     assert_eq!(findings(&plan), Vec::<String>::new());
 
     // A subject added to the binding as well.
-    let mut subjects = meshform::objects::reader_subjects("istio-system");
+    let mut subjects = meshform::objects::reader_subjects("istio-system", ReaderScope::Read);
     subjects.push(k8s_openapi::api::rbac::v1::Subject {
         kind: "User".into(),
         name: "someone".into(),
@@ -966,18 +982,34 @@ fn reader_rules_edited_by_hand_are_written_back_saying_what_changed() {
 }
 
 #[test]
-fn a_remotes_reader_rules_are_judged_against_its_own() {
-    // A remote's reader carries more rules than a primary's: its own set
-    // is no drift, a primary's set on it is.
+fn a_remotes_reader_is_read_only_and_its_control_plane_account_carries_the_writes() {
+    // The control plane's writes on the reader role of a remote are drift
+    // (every primary's token comes from it); on the control-plane account's
+    // role they are its own rules.
     let topology = topology(PRIMARY_REMOTE);
     let mut observed = converge(&topology, &fresh(&topology));
-    let remote = meshform::objects::rules_sha256(&meshform::objects::reader_rules(ReaderScope::ControlPlane));
-    reader_role_of(&mut observed, "r").content_sha256 = Some(remote);
+    let writes = meshform::objects::rules_sha256(&meshform::objects::reader_rules(ReaderScope::ControlPlane));
+    facts_mut(&mut observed, "r")
+        .control_plane_account
+        .cluster_role
+        .as_mut()
+        .expect("r has a control-plane account")
+        .content_sha256 = Some(writes.clone());
     assert_eq!(actions(&plan_ok(&topology, &observed)), Vec::<String>::new());
-    let primary = meshform::objects::rules_sha256(&meshform::objects::reader_rules(ReaderScope::Read));
-    reader_role_of(&mut observed, "r").content_sha256 = Some(primary);
+    reader_role_of(&mut observed, "r").content_sha256 = Some(writes);
     let plan = plan_ok(&topology, &observed);
     assert_eq!(actions(&plan), lines(&["network r ensure_reader"]));
+    assert!(
+        matches!(
+            plan.actions[0].kind,
+            ActionKind::EnsureReader {
+                scope: ReaderScope::Read,
+                ..
+            }
+        ),
+        "{:?}",
+        plan.actions[0]
+    );
     assert!(
         plan.actions[0].reason.contains("changed in the cluster"),
         "{:?}",
@@ -2354,8 +2386,9 @@ mod properties {
                         action
                     );
                 }
-                ActionKind::EnsureReader { .. } => {
-                    let foreign = [&facts.reader.cluster_role, &facts.reader.cluster_role_binding]
+                ActionKind::EnsureReader { scope, .. } => {
+                    let account = facts.account(*scope);
+                    let foreign = [&account.cluster_role, &account.cluster_role_binding]
                         .into_iter()
                         .flatten()
                         .any(|o| !o.managed);
@@ -2770,10 +2803,12 @@ fn roots_of_trust_that_share_no_certificate_block_but_a_rotation_does_not() {
     assert!(message.contains("c (root sha256:cccccccccccccccc)"), "{message}");
 }
 
-/// A remote's reader account also carries what its control plane writes
-/// there (Istio's remote profile); a primary's stays read-only.
+/// Only a remote's control plane holds a token of the remote's
+/// control-plane account, which alone carries what istiod writes there; the
+/// reader account every other primary's token comes from is read-only on a
+/// remote too (issue 29 item 9).
 #[test]
-fn a_remotes_reader_account_lets_its_control_plane_write_there() {
+fn only_a_remotes_control_plane_holds_a_token_that_writes_there() {
     let topology = mesh_topology(&[
         "name = \"a\"",
         "name = \"b\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
@@ -2792,27 +2827,197 @@ fn a_remotes_reader_account_lets_its_control_plane_write_there() {
         scopes,
         [
             ("a", ReaderScope::Read),
+            ("b", ReaderScope::Read),
             ("b", ReaderScope::ControlPlane),
             ("c", ReaderScope::Read)
         ]
     );
-    // Converged, and stays so; a primary turned back leaves the extra rights.
-    let observed = converge(&topology, &fresh(&topology));
-    assert!(plan_ok(&topology, &observed).actions.is_empty());
+    let tokens: Vec<(&str, &str, ReaderScope)> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::WriteRemoteSecret { peer, account, .. } => Some((a.cluster.as_str(), peer.as_str(), *account)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        tokens,
+        [
+            ("a", "b", ReaderScope::ControlPlane),
+            ("a", "c", ReaderScope::Read),
+            ("c", "a", ReaderScope::Read),
+            ("c", "b", ReaderScope::Read)
+        ]
+    );
+    // Converged (tokens read back as issued), and stays so.
+    let mut observed = converge(&topology, &fresh(&topology));
+    meshform::observe::synthetic::as_read(&mut observed, &topology);
+    assert_eq!(actions(&plan_ok(&topology, &observed)), Vec::<String>::new());
+
+    // A token of the wrong account is replaced by one of the right one.
+    let reader = |o: &mut Observed| facts_mut(o, "b").reader.service_account.as_ref().unwrap().uid.clone();
+    let mut wrong = observed.clone();
+    let uid = reader(&mut wrong);
+    facts_mut(&mut wrong, "c")
+        .remote_secrets
+        .get_mut("istio-remote-secret-b")
+        .unwrap()
+        .token_account_uid = facts_mut(&mut observed, "b")
+        .control_plane_account
+        .service_account
+        .as_ref()
+        .map(|a| a.uid.clone());
+    let plan = plan_ok(&topology, &wrong);
+    assert_eq!(actions(&plan), lines(&["update c write_remote_secret/rotate b"]));
+    assert!(
+        plan.actions[0].reason.contains("c is not b's control plane"),
+        "{}",
+        plan.actions[0].reason
+    );
+    // The other way round is the layout the next test migrates; a token of
+    // an account that is gone is revoked, as before.
+    facts_mut(&mut wrong, "c")
+        .remote_secrets
+        .get_mut("istio-remote-secret-b")
+        .unwrap()
+        .token_account_uid = Some(uid);
+    assert_eq!(actions(&plan_ok(&topology, &wrong)), Vec::<String>::new());
+
+    // b made a primary: a's token for it moves to the reader account.
     let back = mesh_topology(&["name = \"a\"", "name = \"b\"", "name = \"c\""]);
     let plan = plan_ok(&back, &observed);
+    let rotation = plan
+        .actions
+        .iter()
+        .find(|a| a.cluster == "a" && a.peer() == Some("b"))
+        .expect("a's secret for b is written");
     assert!(
-        plan.actions.iter().any(|a| a.cluster == "b"
-            && matches!(
-                a.kind,
-                ActionKind::EnsureReader {
-                    scope: ReaderScope::Read,
-                    update: true,
-                    ..
-                }
-            )),
-        "{plan:#?}"
+        matches!(
+            rotation.kind,
+            ActionKind::WriteRemoteSecret {
+                account: ReaderScope::Read,
+                mode: WriteMode::Rotate,
+                ..
+            }
+        ),
+        "{rotation:?}"
     );
+    assert!(
+        rotation.reason.contains("a is not b's control plane"),
+        "{}",
+        rotation.reason
+    );
+}
+
+/// A remote attached before its control plane had an account of its own
+/// (its reader role carried the control plane's writes, and every
+/// primary's token came from it) moves on the next apply: the control
+/// plane's token is replaced by one of its own account while the reader
+/// keeps the writes, so istiod is never refused; the apply after makes the
+/// reader read-only and revokes the replaced token.
+#[test]
+fn a_remote_with_one_shared_reader_moves_its_control_plane_to_its_own_account() {
+    let t = mesh_topology(&[
+        "name = \"a\"",
+        "name = \"b\"\nrole = \"remote\"\ncontrol_plane = \"a\"",
+        "name = \"c\"",
+    ]);
+    let mut observed = converge(&t, &fresh(&t));
+    meshform::observe::synthetic::as_read(&mut observed, &t);
+    // The layout meshform wrote before: no control-plane account, the
+    // reader's role with the writes, a's token issued to the reader.
+    let shared =
+        meshform::plan::hashes::shared_remote_reader_hash("istio-system", meshform::topology::TokenMode::Request);
+    let writes = meshform::objects::rules_sha256(&meshform::objects::reader_rules(ReaderScope::ControlPlane));
+    let b = facts_mut(&mut observed, "b");
+    b.control_plane_account = Default::default();
+    let role = b.reader.cluster_role.as_mut().unwrap();
+    role.spec_hash = Some(shared.clone());
+    role.content_sha256 = Some(writes);
+    b.reader.cluster_role_binding.as_mut().unwrap().spec_hash = Some(shared);
+    let reader_uid = b.reader.service_account.as_ref().unwrap().uid.clone();
+    let holder = b.reader_bindings.keys().find(|k| k.contains("-a-")).unwrap().clone();
+    let mut binding = b.reader_bindings.remove(&holder).unwrap();
+    binding.object.uid = "old-a-b".into();
+    b.reader_bindings
+        .insert("meshform-reader-binding-a-old".into(), binding);
+    let secret = facts_mut(&mut observed, "a")
+        .remote_secrets
+        .get_mut("istio-remote-secret-b")
+        .unwrap();
+    secret.token_account_uid = Some(reader_uid);
+    secret.token_binding_uid = Some("old-a-b".into());
+
+    let plan = plan_ok(&t, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "network b ensure_reader/control_plane",
+            "update a write_remote_secret/rotate b"
+        ])
+    );
+    assert!(
+        matches!(
+            plan.actions[0].kind,
+            ActionKind::EnsureReader {
+                scope: ReaderScope::ControlPlane,
+                update: false,
+                ..
+            }
+        ),
+        "{:?}",
+        plan.actions[0]
+    );
+    assert!(
+        matches!(
+            plan.actions[1].kind,
+            ActionKind::WriteRemoteSecret {
+                account: ReaderScope::ControlPlane,
+                ..
+            }
+        ),
+        "{:?}",
+        plan.actions[1]
+    );
+    assert!(
+        plan.actions[1].reason.contains("through a token of the reader account")
+            && plan.actions[1].reason.contains("meshform-control-plane"),
+        "{}",
+        plan.actions[1].reason
+    );
+
+    // The next apply: the reader becomes read-only, the replaced token goes.
+    let mut after = meshform::plan::simulate::simulate(&observed, &plan, TOKEN_LIFETIME);
+    meshform::observe::synthetic::as_read(&mut after, &t);
+    let options = Options {
+        revoke_grace_seconds: 0,
+        ..Options::default()
+    };
+    let next = plan_with(&t, &after, &options);
+    assert_eq!(
+        actions(&next),
+        lines(&["network b ensure_reader", "update b revoke_reader_tokens/replaced a"])
+    );
+    assert!(
+        matches!(
+            next.actions[0].kind,
+            ActionKind::EnsureReader {
+                scope: ReaderScope::Read,
+                update: true,
+                ..
+            }
+        ),
+        "{:?}",
+        next.actions[0]
+    );
+    assert!(
+        next.actions[0].reason.contains("becomes read-only"),
+        "{}",
+        next.actions[0].reason
+    );
+    let mut done = meshform::plan::simulate::simulate(&after, &next, TOKEN_LIFETIME);
+    meshform::observe::synthetic::as_read(&mut done, &t);
+    assert_eq!(actions(&plan_with(&t, &done, &options)), Vec::<String>::new());
 }
 
 /// A remote on another network than its control plane reaches istiod only

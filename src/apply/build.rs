@@ -76,20 +76,21 @@ pub fn gateway_network_label(namespace: &str, service: &str, network: &str) -> S
     }
 }
 
-pub fn reader_account(namespace: &str, mesh: &str) -> ServiceAccount {
+/// The reader account, or a remote's control-plane account.
+pub fn reader_account(namespace: &str, mesh: &str, scope: ReaderScope) -> ServiceAccount {
     ServiceAccount {
-        metadata: meta(objects::READER_SERVICE_ACCOUNT, Some(namespace), mesh, None),
+        metadata: meta(scope.service_account(), Some(namespace), mesh, None),
         ..Default::default()
     }
 }
 
-/// A legacy token Secret for the reader account: the token controller fills
-/// it with a token that never expires (`tokens.mode = "secret"`).
-pub fn reader_token_secret(namespace: &str, mesh: &str) -> Secret {
-    let mut metadata = meta(objects::READER_TOKEN_SECRET, Some(namespace), mesh, None);
+/// A legacy token Secret for the account of `scope`: the token controller
+/// fills it with a token that never expires (`tokens.mode = "secret"`).
+pub fn reader_token_secret(namespace: &str, mesh: &str, scope: ReaderScope) -> Secret {
+    let mut metadata = meta(scope.token_secret(), Some(namespace), mesh, None);
     metadata.annotations = Some(BTreeMap::from([(
         "kubernetes.io/service-account.name".to_string(),
-        objects::READER_SERVICE_ACCOUNT.to_string(),
+        scope.service_account().to_string(),
     )]));
     Secret {
         metadata,
@@ -123,18 +124,18 @@ pub fn token_binding(namespace: &str, mesh: &str, holder: &str, holder_identity:
     }
 }
 
-/// The reader ClusterRole: its rules are `objects::reader_rules(scope)`.
+/// The account's ClusterRole: its rules are `objects::reader_rules(scope)`.
 /// Changing the rules means bumping the reader version in plan::hashes.
 pub fn reader_role(namespace: &str, mesh: &str, spec_hash: &str, scope: ReaderScope) -> ClusterRole {
     ClusterRole {
-        metadata: meta(&objects::reader_cluster_role(namespace), None, mesh, Some(spec_hash)),
+        metadata: meta(&scope.cluster_role(namespace), None, mesh, Some(spec_hash)),
         rules: Some(objects::reader_rules(scope)),
         ..ClusterRole::default()
     }
 }
 
-pub fn reader_binding(namespace: &str, mesh: &str, spec_hash: &str) -> ClusterRoleBinding {
-    let name = objects::reader_cluster_role(namespace);
+pub fn reader_binding(namespace: &str, mesh: &str, spec_hash: &str, scope: ReaderScope) -> ClusterRoleBinding {
+    let name = scope.cluster_role(namespace);
     ClusterRoleBinding {
         metadata: meta(&name, None, mesh, Some(spec_hash)),
         role_ref: RoleRef {
@@ -142,7 +143,7 @@ pub fn reader_binding(namespace: &str, mesh: &str, spec_hash: &str) -> ClusterRo
             kind: "ClusterRole".into(),
             name,
         },
-        subjects: Some(objects::reader_subjects(namespace)),
+        subjects: Some(objects::reader_subjects(namespace, scope)),
     }
 }
 
@@ -362,13 +363,21 @@ mod tests {
                 objects::rules_sha256(&objects::reader_rules(scope))
             );
         }
-        let binding: ClusterRoleBinding =
-            serde_json::from_value(serde_json::to_value(reader_binding("istio-system", "m", "h")).unwrap()).unwrap();
-        assert_eq!(
-            objects::subjects_sha256(binding.subjects.as_deref().unwrap()),
-            objects::subjects_sha256(&objects::reader_subjects("istio-system"))
-        );
-        assert_eq!(binding.role_ref.name, objects::reader_cluster_role("istio-system"));
+        for scope in [ReaderScope::Read, ReaderScope::ControlPlane] {
+            let binding: ClusterRoleBinding =
+                serde_json::from_value(serde_json::to_value(reader_binding("istio-system", "m", "h", scope)).unwrap())
+                    .unwrap();
+            assert_eq!(
+                objects::subjects_sha256(binding.subjects.as_deref().unwrap()),
+                objects::subjects_sha256(&objects::reader_subjects("istio-system", scope))
+            );
+            assert_eq!(binding.role_ref.name, scope.cluster_role("istio-system"));
+            assert_eq!(
+                binding.subjects.unwrap()[0].name,
+                scope.service_account(),
+                "each account's role is bound to that account alone"
+            );
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ use thiserror::Error;
 use tokio::sync::OnceCell;
 
 use crate::access::{Connection, Connections, error_chain, is_timeout};
-use crate::objects::{self, FIELD_MANAGER};
+use crate::objects::{self, FIELD_MANAGER, ReaderScope};
 use crate::observe::model::Observed;
 use crate::plan::{Action, ActionKind, Phase, Plan, Precondition, WriteMode};
 use crate::topology::{TokenMode, Topology};
@@ -211,9 +211,10 @@ pub struct Target<'a> {
 struct Run<'a> {
     target: &'a Target<'a>,
     settings: &'a Settings,
-    /// `secret` mode: one legacy token per peer per run, shared by every
-    /// primary that needs it. Requested tokens are one per primary and peer.
-    tokens: HashMap<&'a str, OnceCell<Result<SecretString, String>>>,
+    /// `secret` mode: one legacy token per peer and account per run, shared
+    /// by every primary that needs it. Requested tokens are one per primary
+    /// and peer.
+    tokens: HashMap<(&'a str, ReaderScope), OnceCell<Result<SecretString, String>>>,
     restart_stamp: String,
 }
 
@@ -237,7 +238,8 @@ pub async fn execute_until(
         .actions
         .iter()
         .filter_map(Action::peer)
-        .map(|p| (p, OnceCell::new()))
+        .flat_map(|p| [(p, ReaderScope::Read), (p, ReaderScope::ControlPlane)])
+        .map(|key| (key, OnceCell::new()))
         .collect();
     let run = Run {
         target,
@@ -329,10 +331,10 @@ impl Run<'_> {
                 let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
                 let roles: Api<ClusterRole> = Api::all(client.clone());
                 let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
-                let role = objects::reader_cluster_role(ns);
-                let account = build::reader_account(ns, self.mesh());
+                let role = scope.cluster_role(ns);
+                let account = build::reader_account(ns, self.mesh(), *scope);
                 let role_object = build::reader_role(ns, self.mesh(), spec_hash, *scope);
-                let binding = build::reader_binding(ns, self.mesh(), spec_hash);
+                let binding = build::reader_binding(ns, self.mesh(), spec_hash, *scope);
                 // Three independent objects, written at once (a binding may
                 // name a role that does not exist yet). Istio's charts may
                 // have made the account already: use it, never touch it.
@@ -350,9 +352,9 @@ impl Run<'_> {
                 if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
                     // The token controller fills this Secret for an account that exists: after it.
                     let secrets: Api<Secret> = Api::namespaced(client, ns);
-                    let token_secret = build::reader_token_secret(ns, self.mesh());
+                    let token_secret = build::reader_token_secret(ns, self.mesh(), *scope);
                     diffs.push(
-                        self.ssa(cluster, &secrets, objects::READER_TOKEN_SECRET, &token_secret, false)
+                        self.ssa(cluster, &secrets, scope.token_secret(), &token_secret, false)
                             .await?,
                     );
                 }
@@ -413,6 +415,7 @@ impl Run<'_> {
                 peer,
                 name,
                 server,
+                account,
                 mode,
                 spec_hash,
                 precondition,
@@ -440,7 +443,7 @@ impl Run<'_> {
                         return Err(not_ours(ns, name));
                     }
                 }
-                let minted = self.token(cluster, peer).await?;
+                let minted = self.token(cluster, peer, *account).await?;
                 let endpoint = build::PeerEndpoint {
                     server,
                     ca_pem: peer_connection.ca_pem.as_deref(),

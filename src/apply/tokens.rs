@@ -12,12 +12,14 @@ pub(super) struct Minted {
 }
 
 impl Run<'_> {
-    /// A reader token of `peer` for `holder`. A requested token is bound to
-    /// a binding Secret made for it in the peer, which stands for the holder:
-    /// deleting it revokes the token (pkg/serviceaccount/claims.go in
-    /// Kubernetes checks that the bound Secret exists with the same UID).
+    /// A token of `peer`'s account `account` for `holder` (the plan says
+    /// which: the control-plane account for a remote's control plane, else
+    /// the reader). A requested token is bound to a binding Secret made for
+    /// it in the peer, which stands for the holder: deleting it revokes the
+    /// token, whichever account it was issued to (pkg/serviceaccount/claims.go
+    /// in Kubernetes checks that the bound Secret exists with the same UID).
     /// A legacy token is shared by every primary: read once per run.
-    pub(super) async fn token(&self, holder: &str, peer: &str) -> Result<Minted, String> {
+    pub(super) async fn token(&self, holder: &str, peer: &str, account: ReaderScope) -> Result<Minted, String> {
         let unbound = |token| Minted { token, binding: None };
         if self.settings.dry_run {
             // Nothing persists in a dry run, so no credential is minted for it.
@@ -27,9 +29,12 @@ impl Run<'_> {
         if self.target.topology.mesh.tokens.mode == TokenMode::Secret {
             let cell = self
                 .tokens
-                .get(peer)
+                .get(&(peer, account))
                 .ok_or_else(|| format!("no token slot for {peer}"))?;
-            let token = cell.get_or_init(|| legacy_token(connection, self.ns())).await.clone();
+            let token = cell
+                .get_or_init(|| legacy_token(connection, self.ns(), account))
+                .await
+                .clone();
             return token.map(unbound);
         }
         let identity = self
@@ -70,9 +75,16 @@ impl Run<'_> {
             ..TokenRequest::default()
         };
         let response = accounts
-            .create_token_request(objects::READER_SERVICE_ACCOUNT, &PostParams::default(), &request)
+            .create_token_request(account.service_account(), &PostParams::default(), &request)
             .await
-            .map_err(|e| format!("cannot get a reader token from {peer}: {}", describe(peer, &e)))?;
+            .map_err(|e| {
+                format!(
+                    "cannot get a token of the {} {} from {peer}: {}",
+                    account.describe(),
+                    account.service_account(),
+                    describe(peer, &e)
+                )
+            })?;
         let token = response
             .status
             .map(|s| SecretString::from(s.token))
@@ -104,14 +116,18 @@ impl Run<'_> {
     }
 }
 
-/// The token the token controller put into the reader's legacy Secret; it
+/// The token the token controller put into the account's legacy Secret; it
 /// may take a moment after the Secret is created.
-pub(super) async fn legacy_token(connection: &Connection, ns: &str) -> Result<SecretString, String> {
+pub(super) async fn legacy_token(
+    connection: &Connection,
+    ns: &str,
+    account: ReaderScope,
+) -> Result<SecretString, String> {
     let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), ns);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let secret = secrets
-            .get_opt(objects::READER_TOKEN_SECRET)
+            .get_opt(account.token_secret())
             .await
             .map_err(|e| describe(&connection.cluster, &e))?;
         let token = secret
@@ -124,7 +140,7 @@ pub(super) async fn legacy_token(connection: &Connection, ns: &str) -> Result<Se
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
                 "Secret {ns}/{} in {} has no token after 30s: is the token controller running?",
-                objects::READER_TOKEN_SECRET,
+                account.token_secret(),
                 connection.cluster
             ));
         }

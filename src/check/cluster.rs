@@ -82,9 +82,17 @@ fn reachable_checks(topology: &Topology, cluster: &Cluster, facts: &ClusterFacts
     ));
     let read_by_primaries = topology.primaries().any(|p| p.name != cluster.name);
     if read_by_primaries {
+        // A remote's control plane holds a token of an account of its own.
+        let control_plane = match (&cluster.role, cluster.control_plane.as_deref()) {
+            (crate::topology::Role::Remote, Some(primary)) => format!(
+                ", read-only; {primary}'s {ns}/{} writes what its istiod writes there",
+                objects::CONTROL_PLANE_SERVICE_ACCOUNT
+            ),
+            _ => String::new(),
+        };
         checks.push(pass(
             CheckId::ReaderAccount,
-            format!("{ns}/{}", objects::READER_SERVICE_ACCOUNT),
+            format!("{ns}/{}{control_plane}", objects::READER_SERVICE_ACCOUNT),
         ));
         let server = cluster.api_server.as_deref().unwrap_or(&facts.server);
         checks.push(pass(CheckId::ApiServer, format!("primaries reach it at {server}")));
@@ -265,17 +273,19 @@ pub(super) fn action_check(action: &Action, observed: &Observed) -> (CheckId, St
             // an expired or revoked one (its reader account deleted) reads nothing.
             let secret = observed.facts(&action.cluster).and_then(|f| f.remote_secrets.get(name));
             let peer = action.peer().and_then(|p| observed.facts(p));
-            let account = peer.and_then(|f| f.reader.service_account.as_ref());
             let works = secret.is_some_and(|s| {
                 let live = match s.token {
                     TokenFacts::Bound { expires_at, .. } => expires_at > observed.observed_at,
                     TokenFacts::Unbounded => true,
                     TokenFacts::Unknown => false,
                 };
+                // Issued to an account that is gone; a token of the other
+                // account (the reader's where the control plane's is due)
+                // still works until it is replaced.
                 let revoked = s
                     .token_account_uid
                     .as_ref()
-                    .is_some_and(|uid| account.is_none_or(|a| a.uid != *uid));
+                    .is_some_and(|uid| peer.is_none_or(|f| f.account_of(uid).is_none()));
                 // A token whose binding Secret in the peer is gone is revoked too.
                 let unbound = s
                     .token_binding_uid

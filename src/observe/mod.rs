@@ -37,7 +37,7 @@ use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
-pub const REQUESTS_PER_CLUSTER: usize = 18;
+pub const REQUESTS_PER_CLUSTER: usize = 21;
 
 /// Reads every cluster in parallel.
 pub async fn observe(topology: &Topology, connections: &Connections) -> Observed {
@@ -165,6 +165,7 @@ async fn read_cluster(
         .expect("connection of a topology cluster");
     let gateway_service = &topology.networks[&cluster.network].gateway_service;
     let role_name = objects::reader_cluster_role(ns);
+    let control_plane_role = objects::control_plane_cluster_role(ns);
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let gateways: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &objects::gateway_resource());
@@ -225,6 +226,9 @@ async fn read_cluster(
         k8s_gateway_list,
         ztunnel,
         ca_certs,
+        control_plane_account,
+        control_plane_role,
+        control_plane_binding,
     ) = tokio::try_join!(
         namespaces.get_opt(ns),
         accounts.get_opt(objects::READER_SERVICE_ACCOUNT),
@@ -243,11 +247,38 @@ async fn read_cluster(
         k8s_gateway_list,
         daemonsets.get_opt(objects::ZTUNNEL),
         secrets.get_opt(objects::CA_CERTS_SECRET),
+        // Read in every cluster, whatever its role, so that the count stays
+        // fixed and an account left from when a cluster was a remote shows.
+        accounts.get_opt(objects::CONTROL_PLANE_SERVICE_ACCOUNT),
+        roles.get_opt(&control_plane_role),
+        bindings.get_opt(&control_plane_role),
     )?;
-    let token_secret = secret_metadata
-        .items
-        .iter()
-        .find(|s| s.metadata.name.as_deref() == Some(objects::READER_TOKEN_SECRET));
+    let token_secret = |name: &str| {
+        secret_metadata
+            .items
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .map(|s| object_facts(&s.metadata, mesh))
+    };
+    // What they grant, hashed as the planner hashes what meshform writes: a
+    // rule edited by hand shows, though the annotation does not.
+    let account_facts = |account: Option<ServiceAccount>,
+                         role: Option<ClusterRole>,
+                         binding: Option<ClusterRoleBinding>,
+                         scope: objects::ReaderScope| ReaderFacts {
+        service_account: account.map(|a| object_facts(&a.metadata, mesh)),
+        cluster_role: role.map(|r| ObjectFacts {
+            content_sha256: Some(objects::rules_sha256(r.rules.as_deref().unwrap_or_default())),
+            content_owners: objects::rules_owners(&r.metadata),
+            ..object_facts(&r.metadata, mesh)
+        }),
+        cluster_role_binding: binding.map(|b| ObjectFacts {
+            content_sha256: Some(objects::subjects_sha256(b.subjects.as_deref().unwrap_or_default())),
+            content_owners: objects::subjects_owners(&b.metadata),
+            ..object_facts(&b.metadata, mesh)
+        }),
+        token_secret: token_secret(scope.token_secret()),
+    };
     let unlabelled_secrets = secret_metadata
         .items
         .iter()
@@ -298,22 +329,13 @@ async fn read_cluster(
                 .as_ref()
                 .and_then(|a| a.get(objects::RESTART_OWED_ANNOTATION).cloned()),
         }),
-        reader: ReaderFacts {
-            service_account: account.map(|a| object_facts(&a.metadata, mesh)),
-            // What they grant, hashed as the planner hashes what meshform
-            // writes: a rule edited by hand shows, though the annotation does not.
-            cluster_role: role.map(|r| ObjectFacts {
-                content_sha256: Some(objects::rules_sha256(r.rules.as_deref().unwrap_or_default())),
-                content_owners: objects::rules_owners(&r.metadata),
-                ..object_facts(&r.metadata, mesh)
-            }),
-            cluster_role_binding: binding.map(|b| ObjectFacts {
-                content_sha256: Some(objects::subjects_sha256(b.subjects.as_deref().unwrap_or_default())),
-                content_owners: objects::subjects_owners(&b.metadata),
-                ..object_facts(&b.metadata, mesh)
-            }),
-            token_secret: token_secret.map(|s| object_facts(&s.metadata, mesh)),
-        },
+        reader: account_facts(account, role, binding, objects::ReaderScope::Read),
+        control_plane_account: account_facts(
+            control_plane_account,
+            control_plane_role,
+            control_plane_binding,
+            objects::ReaderScope::ControlPlane,
+        ),
         remote_secrets,
         gateway: gateway.map(|g| spec_facts(&g, mesh)),
         istiod_gateway: istiod_gateway.map(|g| spec_facts(&g, mesh)),

@@ -136,6 +136,11 @@ pub struct ClusterFacts {
     /// The mesh namespace; none when it does not exist.
     pub namespace: Option<NamespaceFacts>,
     pub reader: ReaderFacts,
+    /// The account a remote's control plane holds its token of, with its
+    /// role and binding (`meshform-control-plane`); absent in snapshots
+    /// taken before it existed.
+    #[serde(default, skip_serializing_if = "ReaderFacts::is_absent")]
+    pub control_plane_account: ReaderFacts,
     /// Secrets labelled `istio/multiCluster=true` in the mesh namespace, by name.
     pub remote_secrets: BTreeMap<String, RemoteSecretFacts>,
     /// The `cross-network-gateway` Gateway; none when absent.
@@ -481,6 +486,41 @@ pub struct ReaderFacts {
     /// The legacy token Secret of the reader account (`tokens.mode = "secret"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<ObjectFacts>,
+}
+
+impl ReaderFacts {
+    /// None of the account's objects exists.
+    pub fn is_absent(&self) -> bool {
+        *self == ReaderFacts::default()
+    }
+}
+
+impl ClusterFacts {
+    /// The objects of the account of `scope`.
+    pub fn account(&self, scope: crate::objects::ReaderScope) -> &ReaderFacts {
+        match scope {
+            crate::objects::ReaderScope::Read => &self.reader,
+            crate::objects::ReaderScope::ControlPlane => &self.control_plane_account,
+        }
+    }
+
+    pub fn account_mut(&mut self, scope: crate::objects::ReaderScope) -> &mut ReaderFacts {
+        match scope {
+            crate::objects::ReaderScope::Read => &mut self.reader,
+            crate::objects::ReaderScope::ControlPlane => &mut self.control_plane_account,
+        }
+    }
+
+    /// Which of the two accounts a token issued to the account of UID `uid`
+    /// comes from; none when neither is that account (deleted since).
+    pub fn account_of(&self, uid: &str) -> Option<crate::objects::ReaderScope> {
+        [
+            crate::objects::ReaderScope::Read,
+            crate::objects::ReaderScope::ControlPlane,
+        ]
+        .into_iter()
+        .find(|s| self.account(*s).service_account.as_ref().is_some_and(|a| a.uid == uid))
+    }
 }
 
 /// A remote secret, described without its content.

@@ -44,6 +44,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                     restart_owed: None,
                 }),
                 reader: ReaderFacts::default(),
+                control_plane_account: ReaderFacts::default(),
                 remote_secrets: BTreeMap::new(),
                 gateway: None,
                 istiod_gateway: None,
@@ -123,35 +124,55 @@ pub fn reinstall_for(observed: &mut Observed, topology: &Topology) {
 /// Fills in what observe reads of a mesh meshform has written, beyond what
 /// [`crate::plan::simulate::simulate`] records of its writes: the service
 /// account UID in each remote secret's token claims (the peer's reader
-/// account, as TokenRequest issues it) and the content of the reader's
-/// ClusterRole and binding. The planner benchmarks plan against this, so
-/// that every check the planner makes of an observation is in what they
-/// measure.
+/// account, or for a remote's control plane its control-plane account, as
+/// TokenRequest issues it) and the content of each account's ClusterRole
+/// and binding. The planner benchmarks plan against this, so that every
+/// check the planner makes of an observation is in what they measure.
 pub fn as_read(observed: &mut Observed, topology: &Topology) {
-    let accounts: BTreeMap<String, String> = observed
+    use crate::objects::ReaderScope;
+    let uid = |observed: &Observed, name: &str, scope: ReaderScope| {
+        Some(
+            observed
+                .facts(name)?
+                .account(scope)
+                .service_account
+                .as_ref()?
+                .uid
+                .clone(),
+        )
+    };
+    let accounts: BTreeMap<(String, ReaderScope), String> = topology
         .clusters
         .iter()
-        .filter_map(|(name, c)| Some((name.clone(), c.facts()?.reader.service_account.as_ref()?.uid.clone())))
+        .flat_map(|c| [(c, ReaderScope::Read), (c, ReaderScope::ControlPlane)])
+        .filter_map(|(c, scope)| Some(((c.name.clone(), scope), uid(observed, &c.name, scope)?)))
         .collect();
-    let subjects = objects::subjects_sha256(&objects::reader_subjects(&observed.namespace));
     for cluster in &topology.clusters {
         let Some(facts) = observed.facts_mut(&cluster.name) else {
             continue;
         };
-        let scope = match cluster.role {
-            Role::Primary => objects::ReaderScope::Read,
-            Role::Remote => objects::ReaderScope::ControlPlane,
-        };
-        let rules = objects::rules_sha256(&objects::reader_rules(scope));
-        if let Some(role) = facts.reader.cluster_role.as_mut().filter(|r| r.managed) {
-            role.content_sha256 = Some(rules);
-        }
-        if let Some(binding) = facts.reader.cluster_role_binding.as_mut().filter(|b| b.managed) {
-            binding.content_sha256 = Some(subjects.clone());
+        for scope in [ReaderScope::Read, ReaderScope::ControlPlane] {
+            let rules = objects::rules_sha256(&objects::reader_rules(scope));
+            let subjects = objects::subjects_sha256(&objects::reader_subjects(&topology.mesh.namespace, scope));
+            let account = facts.account_mut(scope);
+            if let Some(role) = account.cluster_role.as_mut().filter(|r| r.managed) {
+                role.content_sha256 = Some(rules);
+            }
+            if let Some(binding) = account.cluster_role_binding.as_mut().filter(|b| b.managed) {
+                binding.content_sha256 = Some(subjects);
+            }
         }
         for secret in facts.remote_secrets.values_mut().filter(|s| s.object.managed) {
-            let peer = secret.cluster_ids.first().and_then(|p| accounts.get(p));
-            secret.token_account_uid = peer.cloned();
+            let Some(peer) = secret.cluster_ids.first() else {
+                continue;
+            };
+            let scope = match topology.cluster(peer) {
+                Some(p) if p.role == Role::Remote && p.control_plane.as_deref() == Some(cluster.name.as_str()) => {
+                    ReaderScope::ControlPlane
+                }
+                _ => ReaderScope::Read,
+            };
+            secret.token_account_uid = accounts.get(&(peer.clone(), scope)).cloned();
         }
     }
 }

@@ -68,10 +68,12 @@ impl<'a> Planner<'a> {
                 let existing = held.peek().filter(|(held, _)| *held == name).map(|(_, s)| *s);
                 let ours = existing
                     .filter(|s| s.object.managed && !self.removed.contains(&(primary.name.as_str(), name.as_str())));
+                let account = Self::token_scope(primary, peer);
                 let write = |mode, precondition: Option<&RemoteSecretFacts>, force| ActionKind::WriteRemoteSecret {
                     peer: peer.name.clone(),
                     name: name.clone(),
                     server: server.clone(),
+                    account,
                     mode,
                     spec_hash: hash.clone(),
                     precondition: precondition.map(|s| Precondition {
@@ -215,13 +217,19 @@ impl<'a> Planner<'a> {
                         );
                     }
                     Some(secret) => {
-                        // Deleting the reader account revokes its tokens, and a
-                        // re-created account has another UID: no expiry shows that.
-                        let account = peer_facts.reader.service_account.as_ref();
-                        let revoked = secret
-                            .token_account_uid
-                            .as_ref()
-                            .filter(|uid| account.is_none_or(|a| a.uid != **uid));
+                        // Deleting the account revokes its tokens, and a
+                        // re-created account has another UID: no expiry shows
+                        // that. A token of the other account is no revocation
+                        // but the wrong account: the control plane's write
+                        // access, or a read-only token where it writes.
+                        let expected = peer_facts.account(account).service_account.as_ref();
+                        let issued_to = secret.token_account_uid.as_deref();
+                        let wrong = issued_to
+                            .and_then(|uid| peer_facts.account_of(uid))
+                            .filter(|s| *s != account);
+                        let revoked = issued_to
+                            .filter(|_| wrong.is_none())
+                            .filter(|uid| expected.is_none_or(|a| a.uid != *uid));
                         // Likewise a token whose binding Secret is gone (deleted by hand).
                         let unbound = secret
                             .token_binding_uid
@@ -239,6 +247,13 @@ impl<'a> Planner<'a> {
                                 .as_ref()
                                 .and_then(|n| n.control_planes.as_deref())
                                 .is_some_and(|ids| ids.split(',').any(|id| id == primary.name || id == "*"));
+                        // A legacy token is shared and dies with its token
+                        // Secret, not with a binding.
+                        let replaced = if self.desired.mesh.tokens.mode == TokenMode::Secret {
+                            "and the replaced legacy token stays valid with its account's role"
+                        } else {
+                            "and the replaced one is revoked after the grace period"
+                        };
                         let rotate = match &secret.token {
                             _ if self.options.rotate_tokens => Some("--rotate-tokens".to_string()),
                             _ if newly_named => Some(format!(
@@ -250,13 +265,27 @@ impl<'a> Planner<'a> {
                                 peer.name
                             )),
                             _ if revoked.is_some() => Some(format!(
-                                "its token is revoked: the reader account {} it was issued to {}",
-                                objects::READER_SERVICE_ACCOUNT,
-                                if account.is_none() {
+                                "its token is revoked: the {} {} it was issued to {}",
+                                account.describe(),
+                                account.service_account(),
+                                if expected.is_none() {
                                     "was deleted"
                                 } else {
                                     "was deleted and re-created"
                                 }
+                            )),
+                            _ if wrong == Some(ReaderScope::Read) => Some(format!(
+                                "{} is {}'s control plane and writes there through a token of the reader account, which \
+                                 every primary's token comes from: a token of its own account {} replaces it, {}",
+                                primary.name,
+                                peer.name,
+                                objects::CONTROL_PLANE_SERVICE_ACCOUNT,
+                                replaced
+                            )),
+                            _ if wrong.is_some() => Some(format!(
+                                "{} is not {}'s control plane: a token of the read-only reader account replaces the \
+                                 control-plane account's, {}",
+                                primary.name, peer.name, replaced
                             )),
                             // Legacy token Secrets never expire; there is nothing to rotate.
                             _ if self.desired.mesh.tokens.mode == TokenMode::Secret => None,
@@ -400,7 +429,12 @@ impl Planner<'_> {
         }
         let ns = self.ns().to_string();
         let (which, command) = match &secret.token_secret {
-            Some(token_secret) if token_secret == objects::READER_TOKEN_SECRET => return,
+            Some(token_secret)
+                if token_secret == objects::READER_TOKEN_SECRET
+                    || token_secret == objects::CONTROL_PLANE_TOKEN_SECRET =>
+            {
+                return;
+            }
             Some(token_secret) => (
                 format!("Secret {ns}/{token_secret} in {}", peer.name),
                 format!(

@@ -25,13 +25,20 @@ fn digest(parts: &[&str]) -> String {
     out.iter().take(10).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The reader's role and binding, and in `secret` mode its token Secret.
-/// A primary's reader keeps the hash it had before scopes existed.
+/// An account's role and binding, and in `secret` mode its token Secret.
+/// The reader keeps the hash it had before scopes existed.
 pub fn reader_hash(namespace: &str, mode: TokenMode, scope: ReaderScope) -> String {
     match scope {
         ReaderScope::Read => digest(&[READER_RULES_VERSION, namespace, mode.as_str()]),
-        ReaderScope::ControlPlane => digest(&[READER_RULES_VERSION, namespace, mode.as_str(), "control-plane"]),
+        ReaderScope::ControlPlane => digest(&[READER_RULES_VERSION, namespace, mode.as_str(), "control-plane-account"]),
     }
+}
+
+/// What a remote's reader role was written with before the control plane
+/// had an account of its own: the reader account carried the control
+/// plane's writes (`reader_rules(ControlPlane)`), for every primary.
+pub fn shared_remote_reader_hash(namespace: &str, mode: TokenMode) -> String {
+    digest(&[READER_RULES_VERSION, namespace, mode.as_str(), "control-plane"])
 }
 
 pub fn gateway_hash(port: u16) -> String {

@@ -16,6 +16,9 @@
 //!   flow: the gateway Service's port and address, istiod's cluster id, the
 //!   injection network, the mesh id, one root of trust (blockers, with the
 //!   install setting that fixes each).
+//! - every primary's token for a peer is of the peer's read-only reader
+//!   account, except a remote's control plane's, which is of the remote's
+//!   control-plane account (what istiod writes in a remote it manages);
 //! - a reader token dies with the binding Secret it is bound to: a holder
 //!   that leaves loses its tokens at once, a replaced token goes once its
 //!   successor has been in place for the grace period.
@@ -444,6 +447,36 @@ impl<'a> Planner<'a> {
     /// The network an attached cluster leaves, when it moves to another.
     fn network_change(&self, cluster: &Cluster) -> Option<&'a str> {
         self.index.desired(&cluster.name).and_then(|d| d.leaves)
+    }
+
+    /// Which account `primary`'s token for `peer` comes from: a remote's
+    /// control plane holds one of the control-plane account, every other
+    /// primary one of the read-only reader account.
+    fn token_scope(primary: &Cluster, peer: &Cluster) -> ReaderScope {
+        if peer.role == Role::Remote && peer.control_plane.as_deref() == Some(primary.name.as_str()) {
+            ReaderScope::ControlPlane
+        } else {
+            ReaderScope::Read
+        }
+    }
+
+    /// A remote whose control plane still writes there through a token of
+    /// the reader account (as meshform set remotes up before the control
+    /// plane had an account of its own): the reader role keeps the control
+    /// plane's writes until that token is replaced, so istiod is never
+    /// refused in between.
+    fn control_plane_on_reader_token(&self, remote: &Cluster, facts: &ClusterFacts) -> bool {
+        let Some(reader) = facts.reader.service_account.as_ref() else {
+            return false;
+        };
+        let Some(control_plane) = remote.control_plane.as_deref().filter(|_| remote.role == Role::Remote) else {
+            return false;
+        };
+        self.facts(control_plane).is_some_and(|f| {
+            f.remote_secrets
+                .get(&remote_secret_name(&remote.name))
+                .is_some_and(|s| s.object.managed && s.token_account_uid.as_deref() == Some(reader.uid.as_str()))
+        })
     }
 
     fn peer_server(&self, cluster: &Cluster, facts: &ClusterFacts) -> String {

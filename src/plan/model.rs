@@ -132,10 +132,12 @@ pub enum ActionKind {
         restart_owed: Option<String>,
     },
     /// Service account, ClusterRole and binding that primaries use to read
-    /// this cluster.
+    /// this cluster: the reader account, or on a remote the account its
+    /// control plane alone holds a token of.
     EnsureReader {
         spec_hash: String,
-        /// Read-only, or (on a remote) also what its control plane writes.
+        /// The read-only reader account, or (on a remote) the control
+        /// plane's, which also writes what istiod writes there.
         #[serde(default, skip_serializing_if = "crate::objects::ReaderScope::is_read")]
         scope: crate::objects::ReaderScope,
         /// The role exists already and is brought up to date.
@@ -166,6 +168,11 @@ pub enum ActionKind {
         name: String,
         /// The address this primary's istiod will use for the peer's API.
         server: String,
+        /// The account in the peer the token comes from: the control plane
+        /// of a remote holds the control-plane account's, every other
+        /// primary the read-only reader's.
+        #[serde(default, skip_serializing_if = "crate::objects::ReaderScope::is_read")]
+        account: crate::objects::ReaderScope,
         mode: WriteMode,
         spec_hash: String,
         /// Present when replacing an existing object.
@@ -486,8 +493,8 @@ impl Action {
                 format!("Secret {namespace}/{name}")
             }
             ActionKind::SetNetwork { .. } => format!("Namespace {namespace}"),
-            ActionKind::EnsureReader { .. } => {
-                format!("reader account {namespace}/{}", crate::objects::READER_SERVICE_ACCOUNT)
+            ActionKind::EnsureReader { scope, .. } => {
+                format!("{} {namespace}/{}", scope.describe(), scope.service_account())
             }
             ActionKind::EnsureGateway { .. } | ActionKind::DeleteGateway { .. } => {
                 format!("Gateway {namespace}/{}", crate::objects::CROSS_NETWORK_GATEWAY)

@@ -1,7 +1,8 @@
 //! Phase 2, network: each cluster's network label (and a remote's control
-//! plane), the reader account primaries read it with, and, with peers on
-//! other networks, the cross-network Gateway and the east-west gateway
-//! Service as istiod judges it.
+//! plane), the read-only reader account primaries read it with (on a remote,
+//! also the account its control plane alone reads and writes it with), and,
+//! with peers on other networks, the cross-network Gateway and the east-west
+//! gateway Service as istiod judges it.
 
 use super::owned::Owned;
 use super::*;
@@ -79,9 +80,19 @@ impl<'a> Planner<'a> {
                 );
             }
 
-            // The reader account primaries use to read this cluster.
+            // The reader account primaries use to read this cluster, and on
+            // a remote the account its control plane alone holds a token of.
             if self.index.has_primary_peer(cluster) {
-                self.reader(cluster, facts);
+                self.reader(cluster, facts, ReaderScope::Read);
+            }
+            let controlled = cluster.role == Role::Remote
+                && cluster
+                    .control_plane
+                    .as_deref()
+                    .and_then(|p| self.index.desired(p))
+                    .is_some_and(|d| d.cluster.role == Role::Primary);
+            if controlled {
+                self.reader(cluster, facts, ReaderScope::ControlPlane);
             }
 
             // The cross-network gateway: needed while any peer is on another network.
@@ -205,29 +216,41 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The reader account, ClusterRole and binding primaries read `cluster`
-    /// through: judged by what the role grants and whom the binding names,
-    /// not only by the spec-hash annotation meshform wrote.
-    pub(super) fn reader(&mut self, cluster: &Cluster, facts: &ClusterFacts) {
-        // A remote's control plane writes there through the same account.
-        let scope = match cluster.role {
-            Role::Primary => ReaderScope::Read,
-            Role::Remote => ReaderScope::ControlPlane,
-        };
-        let hash = hashes::reader_hash(self.ns(), self.desired.mesh.tokens.mode, scope);
-        let reader = &facts.reader;
-        let name = objects::reader_cluster_role(self.ns());
+    /// The account of `scope`, its ClusterRole and binding in `cluster`:
+    /// judged by what the role grants and whom the binding names, not only
+    /// by the spec-hash annotation meshform wrote.
+    pub(super) fn reader(&mut self, cluster: &Cluster, facts: &ClusterFacts, scope: ReaderScope) {
+        let mode = self.desired.mesh.tokens.mode;
+        let hash = hashes::reader_hash(self.ns(), mode, scope);
+        let reader = facts.account(scope);
+        let name = scope.cluster_role(self.ns());
+        let account = scope.service_account();
         // Hashed from what apply writes (the same functions, never a copy of
         // the rules), here per cluster, so rules that differ between clusters
         // are judged against each cluster's own.
         let rules = objects::rules_sha256(&objects::reader_rules(scope));
-        let subjects = objects::subjects_sha256(&objects::reader_subjects(self.ns()));
+        let subjects = objects::subjects_sha256(&objects::reader_subjects(self.ns(), scope));
+        let needs_token_secret = mode == TokenMode::Secret;
+        let shared = hashes::shared_remote_reader_hash(self.ns(), mode);
+        if scope == ReaderScope::Read && self.control_plane_on_reader_token(cluster, facts) {
+            // The reader role as meshform wrote it for a remote before, with
+            // the control plane's writes: kept while the control plane
+            // writes through a reader token; its rotation (phase 4) moves it
+            // to its own account, and the next plan makes the reader read-only.
+            let writes = objects::rules_sha256(&objects::reader_rules(ReaderScope::ControlPlane));
+            let kept = Owned::judge(reader.cluster_role.as_ref(), &shared, &writes) == Owned::Current
+                && Owned::judge(reader.cluster_role_binding.as_ref(), &shared, &subjects) == Owned::Current
+                && reader.service_account.is_some()
+                && (!needs_token_secret || reader.token_secret.is_some());
+            if kept {
+                return;
+            }
+        }
         let role = Owned::judge(reader.cluster_role.as_ref(), &hash, &rules);
         let binding = Owned::judge(reader.cluster_role_binding.as_ref(), &hash, &subjects);
         let foreign = matches!(role, Owned::Unmanaged { .. }) || matches!(binding, Owned::Unmanaged { .. });
         let rules_edited = role == Owned::Edited;
         let subjects_edited = binding == Owned::Edited;
-        let needs_token_secret = self.desired.mesh.tokens.mode == TokenMode::Secret;
         let current = reader.service_account.is_some()
             && (!needs_token_secret || reader.token_secret.is_some())
             && role == Owned::Current
@@ -252,43 +275,50 @@ impl<'a> Planner<'a> {
         .into_iter()
         .flatten()
         .collect();
-        // Something of the reader exists: it was made before, and a missing
+        let (who, needs) = match scope {
+            ReaderScope::Read => ("primaries", "primaries need"),
+            ReaderScope::ControlPlane => ("its control plane", "its control plane needs"),
+        };
+        // Something of the account exists: it was made before, and a missing
         // part was deleted since.
         let made_before =
             reader.cluster_role_binding.is_some() || reader.service_account.as_ref().is_some_and(|a| a.managed);
         let reason = if reader.cluster_role.is_none() && !made_before {
             match scope {
-                ReaderScope::Read => "primaries read this cluster through a read-only reader account",
-                ReaderScope::ControlPlane => {
-                    "primaries read this cluster, and its control plane publishes its roots there, through a reader account"
-                }
+                ReaderScope::Read => "primaries read this cluster through a read-only reader account".to_string(),
+                ReaderScope::ControlPlane => format!(
+                    "{}, the remote's control plane, reads it and writes istio-ca-root-cert and the webhooks' CA \
+                     bundle there through an account of its own ({account}); every other primary's token stays read-only",
+                    cluster.control_plane.as_deref().unwrap_or_default()
+                ),
             }
-            .to_string()
         } else if reader.service_account.is_none() {
-            format!("the reader account {} is missing", objects::READER_SERVICE_ACCOUNT)
+            format!("the {} {account} is missing", scope.describe())
         } else if reader.cluster_role.is_none() {
-            format!("the ClusterRole {name} is missing; without it primaries cannot read this cluster")
+            format!("the ClusterRole {name} is missing; without it {who} cannot read this cluster")
         } else if reader.cluster_role_binding.is_none() {
-            format!("the ClusterRoleBinding {name} is missing; without it primaries cannot read this cluster")
+            format!("the ClusterRoleBinding {name} is missing; without it {who} cannot read this cluster")
         } else if !edits.is_empty() {
             format!(
-                "{} changed in the cluster; meshform writes back what primaries need to read this cluster",
+                "{} changed in the cluster; meshform writes back what {needs} to read this cluster",
                 edits.join(" and ")
             )
-        } else if reader.cluster_role.as_ref().and_then(|r| r.spec_hash.as_deref())
-            == Some(&hashes::reader_hash(
-                self.ns(),
-                self.desired.mesh.tokens.mode,
-                ReaderScope::Read,
-            ))
-            && scope == ReaderScope::ControlPlane
+        } else if scope == ReaderScope::Read
+            && reader.cluster_role.as_ref().and_then(|r| r.spec_hash.as_deref()) == Some(shared.as_str())
         {
-            "a remote's control plane writes istio-ca-root-cert and the webhooks' CA bundle there through the reader account"
-                .to_string()
+            format!(
+                "the reader account, which every primary's token but the control plane's comes from, becomes \
+                 read-only: the control plane's writes (istio-ca-root-cert, the webhooks' CA bundle) moved to {}",
+                objects::CONTROL_PLANE_SERVICE_ACCOUNT
+            )
         } else if needs_token_secret && reader.token_secret.is_none() {
-            format!("the reader token Secret {} is missing", objects::READER_TOKEN_SECRET)
+            format!(
+                "the {} token Secret {} is missing",
+                scope.describe(),
+                scope.token_secret()
+            )
         } else {
-            "the reader account's role is not what meshform writes".to_string()
+            format!("the {}'s role is not what meshform writes", scope.describe())
         };
         // Content read (not in older snapshots) that is not meshform's, in
         // any state: another manager's fields there are what a write would

@@ -170,9 +170,11 @@ impl<'a> Planner<'a> {
                     ),
                     format!(
                         "use tokens.mode = \"request\" (the default), whose tokens a detach revokes; or delete \
-                         Secret {}/{} in every peer and apply again, which gives every primary a new token",
-                        self.ns(),
-                        objects::READER_TOKEN_SECRET
+                         Secret {ns}/{} in every peer (and {ns}/{} in a remote it was the control plane of) and \
+                         apply again, which gives every primary a new token",
+                        objects::READER_TOKEN_SECRET,
+                        objects::CONTROL_PLANE_TOKEN_SECRET,
+                        ns = self.ns(),
                     ),
                 );
             }

@@ -76,13 +76,18 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                     None => {}
                 }
             }
-            ActionKind::EnsureReader { spec_hash, .. } => {
+            ActionKind::EnsureReader { spec_hash, scope, .. } => {
                 // Content left unread (None), as in an older snapshot: the
                 // rules meshform writes may depend on the cluster's place in
                 // the topology, which this function is not given. The
                 // planner then judges the role by its spec-hash alone.
-                facts.reader = ReaderFacts {
-                    service_account: facts.reader.service_account.clone().or(Some(object("sa", None))),
+                let account = facts.account_mut(*scope);
+                let tag = match scope {
+                    crate::objects::ReaderScope::Read => "sa",
+                    crate::objects::ReaderScope::ControlPlane => "control-plane-sa",
+                };
+                *account = ReaderFacts {
+                    service_account: account.service_account.clone().or(Some(object(tag, None))),
                     cluster_role: Some(object("role", Some(spec_hash.clone()))),
                     cluster_role_binding: Some(object("binding", Some(spec_hash.clone()))),
                     // Written in `secret` mode only; the planner ignores it otherwise.

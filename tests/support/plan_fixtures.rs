@@ -149,6 +149,7 @@ pub fn action_line(action: &Action) -> String {
         ActionKind::SetNetwork { network, previous, .. } => {
             format!("set_network {}->{network}", previous.as_deref().unwrap_or("none"))
         }
+        ActionKind::EnsureReader { scope, .. } if !scope.is_read() => "ensure_reader/control_plane".to_string(),
         ActionKind::EnsureReader { .. } => "ensure_reader".to_string(),
         ActionKind::EnsureGateway { update, .. } => {
             if *update {
