@@ -135,10 +135,22 @@ async fn assert_remote_secret(primary: &Cluster, peer: &Cluster, peer_name: &str
     );
     let token = support::mesh::token_of(&secret.data.as_ref().unwrap()[peer_name].0).expect("a token");
     let claims = claims(&token);
+    // A remote's control plane (named on the remote's namespace, as meshform
+    // writes it) holds a token of the remote's control-plane account; every
+    // other primary one of the read-only reader account.
+    let namespace = Api::<Namespace>::all(peer.client())
+        .get(NAMESPACE)
+        .await
+        .expect("the peer's namespace");
+    let account = if annotation(&namespace.metadata, "topology.istio.io/controlPlaneClusters") == Some(primary.name()) {
+        "meshform-control-plane"
+    } else {
+        READER
+    };
     assert_eq!(
         claims["sub"],
-        format!("system:serviceaccount:{NAMESPACE}:{READER}"),
-        "{what}: the token is the peer's reader account's"
+        format!("system:serviceaccount:{NAMESPACE}:{account}"),
+        "{what}: the token is the peer's {account}'s"
     );
     assert!(
         claims["exp"].is_i64(),

@@ -11,9 +11,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
@@ -21,7 +23,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use support::controlplane::{Cluster, ControlPlane};
 use support::install::{Install, install_istio};
-use support::mesh::{Entry, Mesh, NAMESPACE, eventually, install_eastwest_gateway};
+use support::mesh::{Entry, MESH, Mesh, NAMESPACE, eventually, install_eastwest_gateway};
 
 const RBAC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rbac/meshform.yaml");
 const ACCOUNT: &str = "meshform";
@@ -301,4 +303,264 @@ async fn plan_and_apply_need_exactly_the_example_role() {
         mesh.assert_converged(&all).await;
     }
     mesh.assert_no_token_leaked(&all[..2]).await;
+}
+
+// ---------------------------------------------------------------------------
+// Issue 29 item 9: on a remote, only its control plane's token writes.
+
+const CONTROL_PLANE_ACCOUNT: &str = "meshform-control-plane";
+const REMOTE_SECRET: &str = "istio-remote-secret-lp-remote";
+
+/// The token `holder`'s remote secret for lp-remote carries.
+async fn token_for_remote(holder: &Cluster) -> String {
+    let secrets = support::mesh::remote_secrets(holder).await;
+    let secret = secrets.get(REMOTE_SECRET).expect("a remote secret for lp-remote");
+    support::mesh::token_of(&secret.data.as_ref().expect("data")["lp-remote"].0).expect("a token")
+}
+
+/// Who the API server of `cluster` takes `token` for.
+async fn whoami(cluster: &Cluster, token: &str) -> String {
+    let review = Api::<SelfSubjectReview>::all(cluster.client_with_token(token).await)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect("who am I");
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default()
+}
+
+/// What istiod writes in a remote it manages, tried with `token`: a patch
+/// of the injection webhook (its CA bundle, `pkg/webhooks/webhookpatch.go`)
+/// and a ConfigMap (`istio-ca-root-cert` in every namespace, by the
+/// namespace controller). Whether each was allowed; any other error panics.
+async fn writes(cluster: &Cluster, token: &str, probe: &str) -> (bool, bool) {
+    let client = cluster.client_with_token(token).await;
+    let allowed = |result: Result<(), kube::Error>, what: &str| match result {
+        Ok(()) => true,
+        Err(kube::Error::Api(status)) if status.code == 403 => false,
+        Err(e) => panic!("{what} with the token of {probe}: {e}"),
+    };
+    let label = serde_json::json!({"metadata": {"labels": {"probed-by": probe}}});
+    let patched = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(WEBHOOK, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .map(drop);
+    let configmap = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            // A new name every try: a retry must not meet its own ConfigMap.
+            name: Some(format!(
+                "probe-{probe}-{}",
+                PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let created = Api::<ConfigMap>::namespaced(client, "default")
+        .create(&PostParams::default(), &configmap)
+        .await
+        .map(drop);
+    (
+        allowed(patched, "patching the webhook"),
+        allowed(created, "creating a ConfigMap"),
+    )
+}
+
+const WEBHOOK: &str = "istio-sidecar-injector";
+static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The remote's injection webhook, as Istio's remote profile installs it.
+async fn install_webhook(cluster: &Cluster) {
+    let webhook: MutatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": WEBHOOK },
+        "webhooks": [{
+            "name": "rev.namespace.sidecar-injector.istio.io",
+            "clientConfig": { "url": "https://istiod.example.com:15017/inject" },
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "failurePolicy": "Ignore",
+        }],
+    }))
+    .expect("a webhook");
+    Api::<MutatingWebhookConfiguration>::all(cluster.client())
+        .patch(
+            WEBHOOK,
+            &PatchParams::apply("istio-installer").force(),
+            &Patch::Apply(&webhook),
+        )
+        .await
+        .expect("installing the injection webhook");
+}
+
+/// The remote as meshform laid it out before the control plane had an
+/// account of its own: the reader role carries the control plane's writes
+/// and the control plane's token is the reader's. Returns that token.
+async fn old_layout(remote: &Cluster, control_plane: &Cluster) -> String {
+    use meshform::objects::ReaderScope;
+    let apply = PatchParams::apply("meshform").force();
+    let role = meshform::objects::control_plane_cluster_role(NAMESPACE);
+    Api::<ClusterRoleBinding>::all(remote.client())
+        .delete(&role, &Default::default())
+        .await
+        .expect("deleting the control-plane binding");
+    Api::<ClusterRole>::all(remote.client())
+        .delete(&role, &Default::default())
+        .await
+        .expect("deleting the control-plane role");
+    Api::<ServiceAccount>::namespaced(remote.client(), NAMESPACE)
+        .delete(CONTROL_PLANE_ACCOUNT, &Default::default())
+        .await
+        .expect("deleting the control-plane account");
+    let shared = meshform::plan::hashes::shared_remote_reader_hash(NAMESPACE, meshform::topology::TokenMode::Request);
+    let mut reader = meshform::apply::build::reader_role(NAMESPACE, MESH, &shared, ReaderScope::Read);
+    reader.rules = Some(meshform::objects::reader_rules(ReaderScope::ControlPlane));
+    Api::<ClusterRole>::all(remote.client())
+        .patch(READER_ROLE, &apply, &Patch::Apply(&reader))
+        .await
+        .expect("the reader role with the control plane's writes");
+    let binding = meshform::apply::build::reader_binding(NAMESPACE, MESH, &shared, ReaderScope::Read);
+    Api::<ClusterRoleBinding>::all(remote.client())
+        .patch(READER_ROLE, &apply, &Patch::Apply(&binding))
+        .await
+        .expect("the reader binding");
+    // A reader token for the control plane, bound as meshform binds one.
+    let bound =
+        meshform::apply::build::token_binding(NAMESPACE, MESH, control_plane.name(), control_plane.kube_system_uid());
+    let bound = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(remote.client(), NAMESPACE)
+        .create(&PostParams::default(), &bound)
+        .await
+        .expect("a binding Secret");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            bound_object_ref: Some(k8s_openapi::api::authentication::v1::BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                name: bound.metadata.name,
+                uid: bound.metadata.uid,
+            }),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(remote.client(), NAMESPACE)
+        .create_token_request("istio-reader-service-account", &PostParams::default(), &request)
+        .await
+        .expect("a reader token")
+        .status
+        .expect("status")
+        .token;
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(control_plane.client(), NAMESPACE);
+    let secret = secrets.get(REMOTE_SECRET).await.expect("the control plane's secret");
+    let mut kubeconfig: Value =
+        serde_json::from_slice(&secret.data.expect("data")["lp-remote"].0).expect("meshform writes JSON");
+    kubeconfig["users"][0]["user"]["token"] = token.clone().into();
+    let data = base64::engine::general_purpose::STANDARD.encode(kubeconfig.to_string());
+    // As meshform's own field manager: no other manager owns its fields.
+    let params = PatchParams {
+        field_manager: Some("meshform".into()),
+        ..PatchParams::default()
+    };
+    secrets
+        .patch(
+            REMOTE_SECRET,
+            &params,
+            &Patch::Merge(serde_json::json!({"data": {"lp-remote": data}})),
+        )
+        .await
+        .expect("the reader token into the control plane's secret");
+    token
+}
+
+async fn until_writes(cluster: &Cluster, token: &str, probe: &str, want: (bool, bool)) {
+    eventually(
+        &format!("{probe} writes {want:?}"),
+        Duration::from_secs(30),
+        async || (writes(cluster, token, probe).await == want).then_some(()),
+    )
+    .await;
+}
+
+/// On a remote, only the token its control plane holds can patch the
+/// injection webhook and write ConfigMaps (a control-plane account of its
+/// own); every other primary's token is the read-only reader's. meshform
+/// runs with exactly `examples/rbac/meshform.yaml`. A remote laid out as
+/// before (one reader account with the writes, the control plane's token
+/// of it) moves: the next apply gives the control plane a token of its own
+/// account while the reader keeps the writes, the apply after makes the
+/// reader read-only and revokes the replaced token.
+#[tokio::test]
+async fn only_the_control_planes_token_writes_in_its_remote_and_an_old_layout_moves() {
+    let names = ["lp-cp", "lp-remote", "lp-other"];
+    let clusters = ControlPlane::shared().clusters(&names).await;
+    let [primary, remote, other] = clusters.by_names(names);
+    let all = [primary, remote, other];
+    let mut tokens = Vec::new();
+    for &c in &all {
+        let istio = if c.name() == "lp-remote" {
+            // Its sidecars find lp-cp's istiod there (same network: any address).
+            Install::remote(c.name(), "n1", Some("192.0.2.10"))
+        } else {
+            Install::correct(c.name(), "n1")
+        };
+        install_istio(c, &istio).await;
+        tokens.push(install(c).await);
+    }
+    install_webhook(remote).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = kubeconfig(dir.path(), &all, &tokens);
+    let mesh = Mesh::new(&[
+        Entry::of(primary).network("n1").kubeconfig(&path),
+        Entry::of(remote).network("n1").served_by("lp-cp").kubeconfig(&path),
+        Entry::of(other).network("n1").kubeconfig(&path),
+    ]);
+    let out = mesh.apply(&[]).await;
+    assert!(out.stdout.contains("Apply complete"), "{out}");
+    mesh.assert_converged(&all).await;
+
+    let control_planes = token_for_remote(primary).await;
+    let others = token_for_remote(other).await;
+    assert_eq!(
+        whoami(remote, &control_planes).await,
+        format!("system:serviceaccount:{NAMESPACE}:{CONTROL_PLANE_ACCOUNT}")
+    );
+    assert_eq!(
+        whoami(remote, &others).await,
+        format!("system:serviceaccount:{NAMESPACE}:istio-reader-service-account")
+    );
+    until_writes(remote, &control_planes, "lp-cp", (true, true)).await;
+    assert_eq!(writes(remote, &others, "lp-other").await, (false, false));
+
+    // The layout before: any primary's token could patch the webhook.
+    let old = old_layout(remote, primary).await;
+    until_writes(remote, &others, "lp-other-old", (true, true)).await;
+    let out = mesh.apply(&[]).await;
+    assert!(out.stdout.contains("Apply complete"), "{out}");
+    let moved = token_for_remote(primary).await;
+    assert_eq!(
+        whoami(remote, &moved).await,
+        format!("system:serviceaccount:{NAMESPACE}:{CONTROL_PLANE_ACCOUNT}")
+    );
+    until_writes(remote, &moved, "lp-cp-moved", (true, true)).await;
+    // The reader keeps the writes until the control plane's token is its own:
+    // the replaced token still works through the grace period.
+    assert_eq!(writes(remote, &old, "lp-cp-old").await, (true, true));
+
+    let out = mesh.apply(&["--revoke-grace", "0"]).await;
+    assert!(out.stdout.contains("Apply complete"), "{out}");
+    until_writes(remote, &others, "lp-other-after", (false, false)).await;
+    // The replaced token is revoked: its binding Secret is gone, and the API
+    // server refuses it once its token cache lets go of it.
+    eventually("the replaced token refused", Duration::from_secs(30), async || {
+        let answer = Api::<SelfSubjectReview>::all(remote.client_with_token(&old).await)
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await;
+        matches!(answer, Err(kube::Error::Api(status)) if status.code == 401).then_some(())
+    })
+    .await;
+    until_writes(remote, &moved, "lp-cp-after", (true, true)).await;
+    mesh.assert_converged(&all).await;
+    mesh.assert_no_token_leaked(&[primary, other]).await;
 }

@@ -433,8 +433,9 @@ async fn endpoints_stay_through_a_token_rotation_and_go_with_a_detach() {
 /// names it (`checkShouldLead` in
 /// pilot/pkg/serviceregistry/kube/controller/multicluster.go, read when the
 /// cluster is added, hence the new token when the name is written), and
-/// writes there through the remote secret's account: meshform's reader,
-/// whose role on a remote grants those writes.
+/// writes there through the remote secret's account: the remote's
+/// control-plane account, whose role grants those writes (the reader
+/// account every other primary's token comes from is read-only).
 #[tokio::test]
 async fn external_istiod_manages_a_remote_only_when_meshform_names_it_its_control_plane() {
     let under_test = MeshUnderTest::prepare().await;
