@@ -9,22 +9,16 @@ impl<'a> Planner<'a> {
         let primaries: Vec<_> = self.reachable().filter(|(c, _)| c.role == Role::Primary).collect();
         // What a remote secret for a peer holds does not depend on the
         // primary holding it: work it out once per peer, not per pair.
-        let renamed: BTreeSet<&str> = self
-            .changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Rename { to, .. } => Some(to.as_str()),
-                _ => None,
-            })
-            .collect();
         let mut peers: Vec<Peer> = self
             .reachable()
-            .map(|(cluster, facts)| {
+            .enumerate()
+            .map(|(at, (cluster, facts))| {
                 let server = self.peer_server(cluster, facts);
                 let moving = self.network_change(cluster).is_some();
                 Peer {
                     cluster,
                     facts,
+                    at,
                     secret: remote_secret_name(&cluster.name),
                     spec_hash: hashes::remote_secret_hash(
                         &cluster.name,
@@ -37,7 +31,8 @@ impl<'a> Planner<'a> {
                     ),
                     server,
                     moving,
-                    joins: !moving && !self.index.attached(&cluster.name) && !renamed.contains(cluster.name.as_str()),
+                    // A renamed cluster is taken out once detach has judged every secret.
+                    joins: !moving && !self.index.attached(&cluster.name),
                 }
             })
             .collect();
@@ -49,7 +44,10 @@ impl<'a> Planner<'a> {
         let mut joining: BTreeMap<&str, &str> = BTreeMap::new();
         let now = self.observed.observed_at;
         let ns = self.desired.mesh.namespace.as_str();
-        for (primary, facts) in primaries {
+        // Positions as `Bindings::new` gave them: the reachable primaries in name order.
+        for (at, (primary, facts)) in primaries.into_iter().enumerate() {
+            // Each secret is judged for detach as the walk reaches it, and
+            // its token marks its binding: one walk for the three phases.
             let mut held = facts.remote_secrets.iter().peekable();
             let unmanaged = self.index.unmanaged_in(&primary.name);
             for peer_entry in &peers {
@@ -64,10 +62,25 @@ impl<'a> Planner<'a> {
                 if peer.name == primary.name {
                     continue;
                 }
-                while held.next_if(|(held, _)| *held < name).is_some() {}
-                let existing = held.peek().filter(|(held, _)| *held == name).map(|(_, s)| *s);
-                let ours = existing
-                    .filter(|s| s.object.managed && !self.removed.contains(&(primary.name.as_str(), name.as_str())));
+                while let Some((held, secret)) = held.next_if(|(held, _)| *held < name) {
+                    self.not_at_pair(primary, held, secret);
+                }
+                let existing = held.next_if(|(held, _)| *held == name);
+                let (existing, stays, matched) = match existing {
+                    Some((held, secret)) => {
+                        let stays = !self.detach_secret(primary, held, secret);
+                        let uid = secret.token_binding_uid.as_deref();
+                        let matched = if stays {
+                            self.bindings.token_at(at, peer_entry.at, uid)
+                        } else {
+                            Matched::Unbound
+                        };
+                        (Some(secret), stays, matched)
+                    }
+                    None => (None, false, Matched::Unbound),
+                };
+                // Only meshform's secrets are detached: a removed one was.
+                let ours = existing.filter(|s| s.object.managed && stays);
                 let account = Self::token_scope(primary, peer);
                 let write = |mode, precondition: Option<&RemoteSecretFacts>, force| ActionKind::WriteRemoteSecret {
                     peer: peer.name.clone(),
@@ -234,7 +247,7 @@ impl<'a> Planner<'a> {
                         let unbound = secret
                             .token_binding_uid
                             .as_ref()
-                            .filter(|uid| !self.bindings.contains_key(uid.as_str()));
+                            .filter(|uid| matched != Matched::AtPair && !self.bindings.observed(uid));
                         // istiod reads a remote's control-plane annotation only
                         // when it adds the cluster (`checkShouldLead`, istio/istio
                         // pilot/pkg/serviceregistry/kube/controller/multicluster.go):
@@ -312,7 +325,22 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
+            // Those after the last peer's name.
+            for (held, secret) in held {
+                self.not_at_pair(primary, held, secret);
+            }
         }
+        let renamed: BTreeSet<&str> = self
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Rename { to, .. } => Some(to.as_str()),
+                _ => None,
+            })
+            .collect();
+        joining.retain(|cluster, _| !renamed.contains(cluster));
+        let detached = std::mem::take(&mut self.detached);
+        self.actions.extend(detached);
         for (cluster, network) in joining {
             self.changes.insert(Change::Attach {
                 cluster: cluster.to_string(),

@@ -5,73 +5,15 @@
 use super::*;
 
 impl<'a> Planner<'a> {
+    /// The remote secrets held by clusters that are not primaries (a
+    /// primary turned remote), and the network changes. A primary's own
+    /// secrets are judged by [`Planner::detach_secret`] as attach walks
+    /// them: one walk over a million secrets, not two.
     pub(super) fn detach(&mut self) {
-        let reachable: Vec<_> = self.reachable().collect();
-        for (primary, facts) in reachable {
+        let others: Vec<_> = self.reachable().filter(|(c, _)| c.role != Role::Primary).collect();
+        for (cluster, facts) in others {
             for (name, secret) in &facts.remote_secrets {
-                if !secret.object.managed {
-                    continue;
-                }
-                let Some(target) = secret_target(secret) else { continue };
-                let desired_target = self.index.desired(target);
-                if desired_target.is_some_and(|d| d.facts.is_none()) {
-                    // Unknown clusters are never detached, not even from a
-                    // primary turned remote: their actions are deferred.
-                    continue;
-                }
-                let reason = if primary.role == Role::Remote {
-                    self.changes.insert(Change::BecameRemote {
-                        cluster: primary.name.clone(),
-                    });
-                    format!(
-                        "{} is now a remote cluster, and remotes hold no remote secrets",
-                        primary.name
-                    )
-                } else if target == primary.name {
-                    "a primary needs no remote secret for itself".to_string()
-                } else if let Some(target_cluster) = desired_target {
-                    if let Some(from) = target_cluster.leaves {
-                        format!(
-                            "{target} moves from network {from:?} to {:?}: Istio only sees a new network on re-attach",
-                            target_cluster.cluster.network
-                        )
-                    } else if name.strip_prefix(REMOTE_SECRET_PREFIX) != Some(target) || secret.cluster_ids.len() != 1 {
-                        format!("the secret is not in the form meshform writes for {target}; it is replaced")
-                    } else {
-                        continue;
-                    }
-                } else {
-                    let renamed = secret
-                        .peer_identity
-                        .as_deref()
-                        .and_then(|id| self.identities.get(id))
-                        .filter(|new| **new != target);
-                    match renamed {
-                        Some(new) => {
-                            self.changes.insert(Change::Rename {
-                                from: target.to_string(),
-                                to: new.to_string(),
-                            });
-                            format!("{target} is renamed to {new}: detach the old name, attach the new")
-                        }
-                        None => {
-                            self.changes.insert(Change::Detach {
-                                cluster: target.to_string(),
-                            });
-                            format!("{target} is no longer in the topology")
-                        }
-                    }
-                };
-                self.removed.insert((&primary.name, name));
-                let kind = ActionKind::DeleteRemoteSecret {
-                    peer: target.to_string(),
-                    name: name.clone(),
-                    precondition: Precondition {
-                        uid: secret.object.uid.clone(),
-                        resource_version: secret.object.resource_version.clone(),
-                    },
-                };
-                self.push(Phase::Detach, &primary.name, kind, reason);
+                self.not_at_pair(cluster, name, secret);
             }
         }
         let unknown_primaries: Vec<&str> = self
@@ -105,5 +47,93 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+    }
+
+    /// A remote secret of `holder` that is not the one of a pair attach
+    /// checks (another name, the primary's own, a remote's): judged for
+    /// detach, and its token, if it stays, counts for revocation.
+    pub(super) fn not_at_pair(&mut self, holder: &'a Cluster, name: &'a str, secret: &'a RemoteSecretFacts) {
+        if !self.detach_secret(holder, name, secret) {
+            self.bindings.token_elsewhere(secret.token_binding_uid.as_deref());
+        }
+    }
+
+    /// Whether meshform's remote secret `name` in `holder` goes in the
+    /// detach phase: a leaving, renamed or re-networked cluster's, a
+    /// primary's own, a remote's, or one not in meshform's form. The
+    /// action, the change and the removal are recorded.
+    pub(super) fn detach_secret(&mut self, holder: &'a Cluster, name: &'a str, secret: &'a RemoteSecretFacts) -> bool {
+        if !secret.object.managed {
+            return false;
+        }
+        let Some(target) = secret_target(secret) else {
+            return false;
+        };
+        let desired_target = self.index.desired(target);
+        if desired_target.is_some_and(|d| d.facts.is_none()) {
+            // Unknown clusters are never detached, not even from a
+            // primary turned remote: their actions are deferred.
+            return false;
+        }
+        let reason = if holder.role == Role::Remote {
+            self.changes.insert(Change::BecameRemote {
+                cluster: holder.name.clone(),
+            });
+            format!(
+                "{} is now a remote cluster, and remotes hold no remote secrets",
+                holder.name
+            )
+        } else if target == holder.name {
+            "a primary needs no remote secret for itself".to_string()
+        } else if let Some(target_cluster) = desired_target {
+            if let Some(from) = target_cluster.leaves {
+                format!(
+                    "{target} moves from network {from:?} to {:?}: Istio only sees a new network on re-attach",
+                    target_cluster.cluster.network
+                )
+            } else if name.strip_prefix(REMOTE_SECRET_PREFIX) != Some(target) || secret.cluster_ids.len() != 1 {
+                format!("the secret is not in the form meshform writes for {target}; it is replaced")
+            } else {
+                return false;
+            }
+        } else {
+            let renamed = secret
+                .peer_identity
+                .as_deref()
+                .and_then(|id| self.identities.get(id))
+                .filter(|new| **new != target);
+            match renamed {
+                Some(new) => {
+                    self.changes.insert(Change::Rename {
+                        from: target.to_string(),
+                        to: new.to_string(),
+                    });
+                    format!("{target} is renamed to {new}: detach the old name, attach the new")
+                }
+                None => {
+                    self.changes.insert(Change::Detach {
+                        cluster: target.to_string(),
+                    });
+                    format!("{target} is no longer in the topology")
+                }
+            }
+        };
+        self.removed.insert((holder.name.as_str(), name));
+        // Kept apart until attach's walk ends, so that the plan's sort finds
+        // each phase's actions in runs, not interleaved pair by pair.
+        self.detached.push(Action {
+            phase: Phase::Detach,
+            cluster: holder.name.clone(),
+            kind: ActionKind::DeleteRemoteSecret {
+                peer: target.to_string(),
+                name: name.to_string(),
+                precondition: Precondition {
+                    uid: secret.object.uid.clone(),
+                    resource_version: secret.object.resource_version.clone(),
+                },
+            },
+            reason,
+        });
+        true
     }
 }

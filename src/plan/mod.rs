@@ -27,8 +27,10 @@
 //! `network.rs` (labels, reader accounts, gateways), `exposure.rs` (istiod
 //! for remotes on other networks), `attach.rs` (attach and updates, workload
 //! restarts), `revocation.rs`, `install.rs` (the Istio install's settings,
-//! trust, addresses), `trust.rs` (managed trust: `cacerts` and istiod restarts). Beside them: `model.rs` (the plan and its action
-//! vocabulary), `index.rs` (lookups over the observation), `hashes.rs`
+//! trust, addresses), `trust.rs` (managed trust: `cacerts` and istiod
+//! restarts). Beside them: `model.rs` (the plan and its action
+//! vocabulary), `index.rs` (lookups over the observation), `bindings.rs`
+//! (binding Secrets placed by holder and peer), `hashes.rs`
 //! (content hashes), `owned.rs` (an object meshform writes whole judged by
 //! its spec, as the cross-network Gateway and istiod's exposure are),
 //! `compare.rs` (a saved plan against the plan made again at apply),
@@ -40,6 +42,7 @@
 
 mod ambient;
 mod attach;
+mod bindings;
 mod compare;
 mod detach;
 mod due;
@@ -65,6 +68,7 @@ pub use compare::{Difference, compare};
 pub use due::next_due;
 pub use model::*;
 
+use self::bindings::{Bindings, Matched};
 use self::index::Index;
 use crate::objects::{self, ReaderScope, remote_secret_name};
 use crate::observe::model::{
@@ -275,24 +279,25 @@ struct Planner<'a> {
     /// secret absent.
     removed: HashSet<(&'a str, &'a str)>,
     actions: Vec<Action>,
+    /// Detach's deletions of primaries' secrets, made during attach's walk,
+    /// until it ends.
+    detached: Vec<Action>,
     changes: BTreeSet<Change>,
     findings: Vec<Finding>,
-    /// UIDs of every binding Secret observed, each with a slot of its own
-    /// (for revocation's table of those still referenced): a token bound to
-    /// none of them is revoked. (UIDs are unique across clusters.)
-    bindings: HashMap<&'a str, usize>,
+    /// The binding Secrets observed and which of them a token that stays is
+    /// bound to: a token bound to none of them is revoked. (UIDs are unique
+    /// across clusters.)
+    bindings: Bindings<'a>,
 }
 
-/// Every binding Secret's UID, numbered in the order first seen.
-fn binding_slots(observed: &Observed) -> HashMap<&str, usize> {
-    let facts = || observed.clusters.values().filter_map(|c| c.facts());
-    // Sized at once: a large mesh has a binding per remote secret.
-    let mut slots = HashMap::with_capacity(facts().map(|f| f.reader_bindings.len()).sum());
-    for binding in facts().flat_map(|f| f.reader_bindings.values()) {
-        let next = slots.len();
-        slots.entry(binding.object.uid.as_str()).or_insert(next);
-    }
-    slots
+/// The desired-or-departed mesh name of a binding's holder: a holder
+/// renamed since is found by its identity.
+fn holder_of<'a>(identities: &BTreeMap<&'a str, &'a str>, binding: &'a BindingFacts) -> Option<&'a str> {
+    let renamed = binding
+        .holder_identity
+        .as_deref()
+        .and_then(|id| identities.get(id).copied());
+    renamed.or(binding.holder.as_deref())
 }
 
 /// The cluster id a remote secret registers: Istio takes its data keys.
@@ -313,6 +318,8 @@ struct Peer<'a> {
     /// The address primaries reach it at.
     server: String,
     spec_hash: String,
+    /// Its position among the reachable clusters, in name order.
+    at: usize,
     /// It moves to another network: re-attached, not attached.
     moving: bool,
     /// Attached nowhere yet, under this name or an old one: writing its
@@ -330,6 +337,32 @@ impl<'a> Planner<'a> {
     ) -> Self {
         let mut clusters: Vec<&Cluster> = desired.clusters.iter().collect();
         clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        let reachable: Vec<(&Cluster, &ClusterFacts)> = clusters
+            .iter()
+            .filter_map(|c| index.facts(&c.name).map(|f| (*c, f)))
+            .collect();
+        // The reachable primaries' positions, in name order, as attach walks
+        // them, with the identity a binding's holder annotation must match.
+        let mut primaries: HashMap<&str, (usize, &str)> = HashMap::new();
+        let mut count = 0;
+        for (cluster, facts) in reachable.iter().filter(|(c, _)| c.role == Role::Primary) {
+            primaries
+                .entry(cluster.name.as_str())
+                .or_insert((count, facts.identity.as_str()));
+            count += 1;
+        }
+        let facts: Vec<&ClusterFacts> = reachable.iter().map(|(_, f)| *f).collect();
+        let bindings = Bindings::new(observed, &facts, count, |binding| {
+            // Mostly the annotation names the holder as it is now: one
+            // lookup, no search of the identities.
+            let fast = binding.holder.as_deref().filter(|h| {
+                primaries
+                    .get(h)
+                    .is_some_and(|(_, id)| binding.holder_identity.as_deref().is_none_or(|i| i == *id))
+            });
+            let holder = fast.or_else(|| holder_of(&identities, binding))?;
+            primaries.get(holder).map(|(at, _)| *at)
+        });
         Planner {
             desired,
             observed,
@@ -339,9 +372,10 @@ impl<'a> Planner<'a> {
             index,
             removed: HashSet::new(),
             actions: Vec::new(),
+            detached: Vec::new(),
             changes: BTreeSet::new(),
             findings: Vec::new(),
-            bindings: binding_slots(observed),
+            bindings,
         }
     }
 

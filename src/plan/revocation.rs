@@ -15,28 +15,10 @@ impl<'a> Planner<'a> {
         self.secret_mode_detaches();
         // Without a binding observed there is nothing to revoke, and a large
         // fresh mesh need not index its million writes for it.
-        if self.bindings.is_empty() {
+        if self.bindings.count == 0 {
             return;
         }
         let now = self.observed.observed_at.as_second();
-        // Which binding Secrets the tokens in remote secrets that stay are
-        // bound to, by the binding's slot: a lookup per remote secret, no
-        // second table of a million UIDs.
-        let mut referenced = vec![false; self.bindings.len()];
-        for (holder, facts) in self.reachable() {
-            for (name, secret) in &facts.remote_secrets {
-                let Some(&slot) = secret
-                    .token_binding_uid
-                    .as_deref()
-                    .and_then(|uid| self.bindings.get(uid))
-                else {
-                    continue;
-                };
-                if !referenced[slot] && !self.removed.contains(&(holder.name.as_str(), name.as_str())) {
-                    referenced[slot] = true;
-                }
-            }
-        }
         // When each holder's current token (in a secret meshform wrote) for
         // each peer was issued; a legacy token has no issue time. Only a
         // replaced token asks, and a mesh without one need not build it.
@@ -49,14 +31,15 @@ impl<'a> Planner<'a> {
             .collect();
         let mut left: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut revoked = Vec::new();
+        // Which binding Secrets the tokens that stay are bound to was marked
+        // as detach and attach walked the secrets, by the binding's place in
+        // this same walk.
+        let mut at = 0;
         for (peer, facts) in self.reachable() {
             for (name, binding) in &facts.reader_bindings {
-                if !binding.object.managed
-                    || self
-                        .bindings
-                        .get(binding.object.uid.as_str())
-                        .is_some_and(|s| referenced[*s])
-                {
+                let index = at;
+                at += 1;
+                if !binding.object.managed || self.bindings.referenced(index) {
                     continue;
                 }
                 let Some(holder) = self.holder(binding) else { continue };
@@ -206,10 +189,6 @@ impl<'a> Planner<'a> {
     /// The desired-or-departed mesh name of a binding's holder: a holder
     /// renamed since is found by its identity.
     pub(super) fn holder(&self, binding: &'a BindingFacts) -> Option<&'a str> {
-        let renamed = binding
-            .holder_identity
-            .as_deref()
-            .and_then(|id| self.identities.get(id).copied());
-        renamed.or(binding.holder.as_deref())
+        holder_of(&self.identities, binding)
     }
 }
