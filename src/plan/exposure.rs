@@ -37,7 +37,8 @@ impl<'a> Planner<'a> {
                 .into_iter()
                 .flatten()
                 .any(|o| o.managed);
-            let user = self.pilot_users(facts).next().filter(|_| ours).map(|(remote, address)| {
+            // Asked only of meshform's own exposure: every primary asking every cluster showed at 1,000.
+            let user = ours.then(|| self.pilot_users(facts).next()).flatten().map(|(remote, address)| {
                 format!("remote {remote}'s Istio install still reaches istiod at {address}, this cluster's east-west gateway")
             });
             match remote.or(user) {
