@@ -85,12 +85,27 @@ pub const RESTART_OWED_ANNOTATION: &str = "meshform.io/restart-owed-from";
 /// (istio/istio `manifests/charts/istio-control/istio-discovery/templates/`).
 pub const ISTIOD_SELECTOR: &str = "app=istiod";
 pub const INSTALL_CONFIGMAP_SELECTOR: &str = "operator.istio.io/component=Pilot";
+/// A remote-profile install (no istiod of its own) writes a selector-less
+/// Service `istiod[-<rev>]` (ExternalName when `remotePilotAddress` is a
+/// hostname) and, for an IP, an EndpointSlice of that name holding it, both
+/// labelled `app.kubernetes.io/name=istiod` (istio/istio
+/// `manifests/charts/istio-control/istio-discovery/templates/remote-istiod-service.yaml`,
+/// `remote-istiod-endpointslices.yaml`). Kubernetes' EndpointSlice controller
+/// copies a Service's labels onto the slices it makes for a primary's istiod,
+/// so those are left out by their `managed-by`.
+pub const REMOTE_ISTIOD_SLICE_SELECTOR: &str =
+    "app.kubernetes.io/name=istiod,endpointslice.kubernetes.io/managed-by!=endpointslice-controller.k8s.io";
+pub const ISTIOD_NAME_LABEL: (&str, &str) = ("app.kubernetes.io/name", "istiod");
+/// The Service an EndpointSlice belongs to.
+pub const SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
 pub const REVISION_LABEL: &str = "istio.io/rev";
 /// istiod's Deployment and injector ConfigMap, `-<rev>` appended for a revision.
 pub const ISTIOD: &str = "istiod";
 pub const INJECTOR_CONFIGMAP: &str = "istio-sidecar-injector";
 /// The install's mesh config ConfigMap (`mesh`, `meshNetworks`), `-<rev>` appended.
 pub const MESH_CONFIGMAP: &str = "istio";
+/// The install's record of its Helm values (`merged-values`), `-<rev>` appended.
+pub const VALUES_CONFIGMAP: &str = "values";
 /// The cluster id istiod runs with (istiod's Deployment env), and Istio's
 /// default when `global.multiCluster.clusterName` is unset.
 pub const CLUSTER_ID_ENV: &str = "CLUSTER_ID";

@@ -1715,11 +1715,36 @@ fn a_remote_install_that_cannot_reach_its_control_plane_blocks() {
         "{:?}",
         plan.findings
     );
+    // Istio's remote profile: its istiod Service without the EndpointSlice
+    // holding the address, then installed without one (no istiod Service at
+    // all, only Helm's values ConfigMap shows the install).
     install(&mut observed).remote_pilot_address = None;
     let plan = plan_ok(&topology, &observed);
     assert_eq!(findings(&plan), ["blocker r remote_pilot_address"]);
     assert!(
-        plan.findings[0].message.contains("has no global.remotePilotAddress"),
+        plan.findings[0]
+            .message
+            .contains("Service istiod in remote r has no EndpointSlice with an address"),
+        "{:?}",
+        plan.findings
+    );
+    install(&mut observed).remote_istiod = None;
+    let plan = plan_ok(&topology, &observed);
+    assert_eq!(findings(&plan), ["blocker r remote_pilot_address"]);
+    assert!(
+        plan.findings[0]
+            .message
+            .contains("(ConfigMap values) without global.remotePilotAddress"),
+        "{:?}",
+        plan.findings
+    );
+    // An install that writes the injector ConfigMap says so there.
+    install(&mut observed).injector = Some("istio-sidecar-injector".into());
+    let plan = plan_ok(&topology, &observed);
+    assert!(
+        plan.findings.iter().any(|f| f
+            .message
+            .contains("injector ConfigMap istio-sidecar-injector in remote r has no global.remotePilotAddress")),
         "{:?}",
         plan.findings
     );

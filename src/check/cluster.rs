@@ -135,7 +135,14 @@ fn reachable_checks(topology: &Topology, cluster: &Cluster, facts: &ClusterFacts
                 .istiod
                 .clone()
                 .or_else(|| install.injector.clone())
+                .or_else(|| install.remote_istiod.clone().map(|s| format!("Service {s}")))
+                .or_else(|| install.remote_values.clone().map(|c| format!("ConfigMap {c}")))
                 .unwrap_or_else(|| revision.clone());
+            // The remote profile records neither: its pods are injected by
+            // its control plane's istiod.
+            if install.istiod.is_none() && install.injector.is_none() {
+                return format!("{name} (Istio's remote profile)");
+            }
             format!(
                 "{name} (cluster id {}, network {})",
                 install

@@ -248,8 +248,9 @@ pub(super) fn read_snapshot(path: &Path) -> Result<Observed, CliError> {
         .and_then(serde_json::Value::as_u64);
     if version != Some(u64::from(SNAPSHOT_FORMAT_VERSION)) {
         // Version 2 added what the Istio installs hold (gateway address,
-        // cluster id, roots of trust), 4 the Gateway API gateways and the
-        // ambient data plane: an older snapshot cannot be judged.
+        // cluster id, roots of trust), 4 the Gateway API gateways, the
+        // ambient data plane and a remote-profile install's istiod Service
+        // and pilot address: an older snapshot cannot be judged.
         let older = version.is_some_and(|v| v < u64::from(SNAPSHOT_FORMAT_VERSION));
         return Err(bad(format!(
             "its format_version is {}, this meshform reads version {SNAPSHOT_FORMAT_VERSION}{}",

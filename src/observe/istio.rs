@@ -1,6 +1,7 @@
 //! What an Istio install tells about the mesh, drawn from the objects it
 //! writes: the east-west gateway Service, istiod's Deployment, the injector
-//! ConfigMap and the root-of-trust ConfigMap.
+//! ConfigMap, a remote install's `istiod` Service and EndpointSlice, and the
+//! root-of-trust ConfigMap.
 //!
 //! Pure functions from Kubernetes objects to [`model`](super::model) facts:
 //! they keep only the few values the planner judges, never a whole object.
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -77,11 +79,21 @@ fn revision(meta: &kube::core::ObjectMeta, base: &str) -> Option<String> {
     Some(label.or(suffix).unwrap_or("default").to_string())
 }
 
-/// Istio installs by revision, from istiod Deployments (`app=istiod`) and
-/// the install's ConfigMaps (`operator.istio.io/component=Pilot`), of which
-/// only `istio-sidecar-injector[-<rev>]` counts. A revision appears when
-/// either is found.
-pub fn installs(deployments: &[Deployment], configmaps: &[ConfigMap]) -> BTreeMap<String, InstallFacts> {
+/// Istio installs by revision, from istiod Deployments (`app=istiod`), the
+/// install's ConfigMaps (`operator.istio.io/component=Pilot`), of which only
+/// `istio-sidecar-injector[-<rev>]` counts, and a remote install's
+/// selector-less `istiod[-<rev>]` Service among the mesh namespace's
+/// `services`, with its EndpointSlices among `slices`. A revision appears
+/// when any of them is found: Istio's `remote` profile writes neither istiod
+/// nor the injector ConfigMap (`files/profile-remote.yaml` sets
+/// `global.omitSidecarInjectorConfigMap`; `templates/deployment.yaml` skips
+/// istiod under `istiodRemote.enabled`).
+pub fn installs(
+    deployments: &[Deployment],
+    configmaps: &[ConfigMap],
+    services: &[Service],
+    slices: &[EndpointSlice],
+) -> BTreeMap<String, InstallFacts> {
     let mut out: BTreeMap<String, InstallFacts> = BTreeMap::new();
     for deployment in deployments {
         let Some(rev) = revision(&deployment.metadata, objects::ISTIOD) else {
@@ -128,6 +140,36 @@ pub fn installs(deployments: &[Deployment], configmaps: &[ConfigMap]) -> BTreeMa
         // (`manifests/charts/istio-control/istio-discovery/templates/remote-istiod-service.yaml`).
         install.remote_pilot_address = text(&global["remotePilotAddress"]);
     }
+    // Helm's values as rendered, in `values[-<rev>]` (labelled like the
+    // injector ConfigMap; `templates/configmap-values.yaml`): the one object
+    // of a remote install without `remotePilotAddress` in the mesh
+    // namespace, as it then writes no `istiod` Service either.
+    for configmap in configmaps {
+        let Some(rev) = revision(&configmap.metadata, objects::VALUES_CONFIGMAP) else {
+            continue;
+        };
+        let values: serde_json::Value = configmap
+            .data
+            .as_ref()
+            .and_then(|d| d.get("merged-values"))
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default();
+        if values["istiodRemote"]["enabled"] == serde_json::Value::Bool(true) {
+            out.entry(rev).or_default().remote_values = configmap.metadata.name.clone();
+        }
+    }
+    for service in services {
+        let Some((rev, address)) = remote_istiod(service, slices) else {
+            continue;
+        };
+        let install = out.entry(rev).or_default();
+        install.remote_istiod = service.metadata.name.clone();
+        // What the webhook and sidecars reach is what the Service points at,
+        // whatever the injector's values say (an older install's only record).
+        if address.is_some() {
+            install.remote_pilot_address = address;
+        }
+    }
     // The mesh config ConfigMap `istio[-<rev>]` of an install found above:
     // its `meshNetworks` (istiod's --meshNetworks file, from
     // `values.global.meshNetworks`; manifests/charts/istio-control/istio-discovery/templates/configmap.yaml).
@@ -147,6 +189,45 @@ pub fn installs(deployments: &[Deployment], configmaps: &[ConfigMap]) -> BTreeMa
         }
     }
     out
+}
+
+/// A remote install's `istiod[-<rev>]` Service: labelled
+/// `app.kubernetes.io/name=istiod` and without a selector (a primary's
+/// istiod Service selects its pods), with its revision and the address it
+/// points at: its `externalName` when `remotePilotAddress` is a hostname,
+/// else the first address of its EndpointSlice (istio/istio
+/// `manifests/charts/istio-control/istio-discovery/templates/remote-istiod-service.yaml`,
+/// `remote-istiod-endpointslices.yaml`).
+fn remote_istiod(service: &Service, slices: &[EndpointSlice]) -> Option<(String, Option<String>)> {
+    let meta = &service.metadata;
+    let (key, value) = objects::ISTIOD_NAME_LABEL;
+    if meta.labels.as_ref().and_then(|l| l.get(key)).map(String::as_str) != Some(value) {
+        return None;
+    }
+    let spec = service.spec.as_ref();
+    if spec.and_then(|s| s.selector.as_ref()).is_some_and(|s| !s.is_empty()) {
+        return None;
+    }
+    let rev = revision(meta, objects::ISTIOD)?;
+    let name = meta.name.as_deref()?;
+    let address = if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        spec.and_then(|s| s.external_name.clone())
+    } else {
+        slices
+            .iter()
+            .filter(|slice| {
+                let labels = slice.metadata.labels.as_ref();
+                labels
+                    .and_then(|l| l.get(objects::SLICE_SERVICE_LABEL))
+                    .map(String::as_str)
+                    == Some(name)
+            })
+            .flat_map(|slice| slice.endpoints.iter())
+            .flat_map(|endpoint| endpoint.addresses.iter())
+            .next()
+            .cloned()
+    };
+    Some((rev, address.filter(|a| !a.is_empty())))
 }
 
 /// The networks of a `meshNetworks` document that declare gateways, sorted.
@@ -267,13 +348,105 @@ mod tests {
             injector("istio", "default", "{}"),
             injector("istio-sidecar-injectorx", "x", "{}"),
         ];
-        let installs = installs(&[], &configmaps);
+        let installs = installs(&[], &configmaps, &[], &[]);
         assert_eq!(installs.keys().collect::<Vec<_>>(), ["canary", "default"]);
         let default = &installs["default"];
         assert_eq!(default.injected_cluster_id.as_deref(), Some("a"));
         assert_eq!(default.injected_network.as_deref(), Some("n"));
         assert_eq!(default.mesh_id.as_deref(), Some("m"));
         assert_eq!(installs["canary"].injected_cluster_id, None);
+    }
+
+    /// Istio's remote profile: no istiod, no injector ConfigMap; a
+    /// selector-less `istiod[-<rev>]` Service and, for an IP, its
+    /// EndpointSlice. A primary's istiod Service (with a selector) and the
+    /// slices Kubernetes makes for it are not a remote install.
+    #[test]
+    fn a_remote_profile_install_is_found_by_its_istiod_service() {
+        use k8s_openapi::api::discovery::v1::Endpoint;
+        let service = |name: &str, rev: &str, spec: ServiceSpec| Service {
+            metadata: meta(
+                name,
+                &[(objects::REVISION_LABEL, rev), ("app.kubernetes.io/name", "istiod")],
+            ),
+            spec: Some(spec),
+            ..Service::default()
+        };
+        let slice = |name: &str, service: &str, ip: &str| EndpointSlice {
+            metadata: meta(
+                name,
+                &[
+                    (objects::SLICE_SERVICE_LABEL, service),
+                    ("app.kubernetes.io/name", "istiod"),
+                ],
+            ),
+            address_type: "IPv4".into(),
+            endpoints: vec![Endpoint {
+                addresses: vec![ip.into()],
+                ..Endpoint::default()
+            }],
+            ..EndpointSlice::default()
+        };
+        let services = [
+            service("istiod", "default", ServiceSpec::default()),
+            service(
+                "istiod-canary",
+                "canary",
+                ServiceSpec {
+                    type_: Some("ExternalName".into()),
+                    external_name: Some("istiod.example.com".into()),
+                    ..ServiceSpec::default()
+                },
+            ),
+            service(
+                "istiod-primary",
+                "primary",
+                ServiceSpec {
+                    selector: Some(BTreeMap::from([("app".into(), "istiod".into())])),
+                    ..ServiceSpec::default()
+                },
+            ),
+            Service {
+                metadata: meta("istiod-unlabelled", &[]),
+                ..Service::default()
+            },
+        ];
+        let slices = [
+            slice("istiod-primary-x7k2p", "istiod-primary", "10.0.0.9"),
+            slice("istiod", "istiod", "192.0.2.10"),
+        ];
+        let found = installs(&[], &[], &services, &slices);
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["canary", "default"]);
+        assert_eq!(found["default"].remote_istiod.as_deref(), Some("istiod"));
+        assert_eq!(found["default"].remote_pilot_address.as_deref(), Some("192.0.2.10"));
+        assert_eq!(found["default"].istiod, None);
+        assert_eq!(
+            found["canary"].remote_pilot_address.as_deref(),
+            Some("istiod.example.com")
+        );
+        // Without its EndpointSlice, the Service shows the install, with no address.
+        let found = installs(&[], &[], &services[..1], &slices[..1]);
+        assert_eq!(found["default"].remote_istiod.as_deref(), Some("istiod"));
+        assert_eq!(found["default"].remote_pilot_address, None);
+
+        // Installed without remotePilotAddress: only Helm's values record shows it.
+        let values = |name: &str, rev: &str, remote: bool| ConfigMap {
+            metadata: meta(name, &[(objects::REVISION_LABEL, rev)]),
+            data: Some(BTreeMap::from([(
+                "merged-values".to_string(),
+                format!(r#"{{"istiodRemote":{{"enabled":{remote}}},"global":{{}}}}"#),
+            )])),
+            ..ConfigMap::default()
+        };
+        let found = installs(
+            &[],
+            &[values("values", "default", true), values("values-b", "b", false)],
+            &[],
+            &[],
+        );
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["default"]);
+        assert_eq!(found["default"].remote_values.as_deref(), Some("values"));
+        assert_eq!(found["default"].remote_pilot_address, None);
     }
 
     #[test]

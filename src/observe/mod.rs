@@ -7,8 +7,10 @@
 //! label, one LIST of the mesh namespace's Secret metadata (names, labels
 //! and annotations only: the API server sends no data), one LIST of the
 //! metadata of the binding Secrets reader tokens are bound to, by label,
-//! two LISTs of the Istio install by label (a revision's objects carry names
-//! meshform cannot know; see [`istio`]), and one LIST of the Gateway API
+//! one LIST of the mesh namespace's Services (the east-west gateway's, and a
+//! remote install's `istiod` Service), three LISTs of the Istio install by
+//! label (a revision's objects carry names meshform cannot know; see
+//! [`istio`]), and one LIST of the Gateway API
 //! Gateways of the mesh namespace ([`gateway_api`]; a 404, the CRDs not
 //! served, is a fact, not an error). A cluster that cannot be read becomes
 //! `Unknown` with the reason; it never fails the whole observation. What comes back is
@@ -24,6 +26,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, PartialObjectMeta};
 use kube::core::ObjectMeta;
@@ -189,6 +192,7 @@ async fn read_cluster(
             Err(error) => Err(error),
         }
     };
+    let endpoint_slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
     let by_label = ListParams::default().labels(&format!("{}=true", objects::MULTICLUSTER_LABEL));
     let all = ListParams::default();
     let bindings_by_label = ListParams::default().labels(&format!("{}=true", objects::READER_BINDING_LABEL));
@@ -196,6 +200,7 @@ async fn read_cluster(
     // name meshform cannot know (`istiod-<rev>`, `istio-sidecar-injector-<rev>`).
     let istiods = ListParams::default().labels(objects::ISTIOD_SELECTOR);
     let install_configmaps = ListParams::default().labels(objects::INSTALL_CONFIGMAP_SELECTOR);
+    let remote_slices = ListParams::default().labels(objects::REMOTE_ISTIOD_SLICE_SELECTOR);
     // The reads of REQUESTS_PER_CLUSTER: the cluster's identity first, which
     // opens the connection (HTTP/2 where the server offers it), then the
     // others at once over it. Sent together, each would open a connection
@@ -215,11 +220,12 @@ async fn read_cluster(
         binding,
         remote_secrets,
         gateway,
-        service,
+        services_listed,
         secret_metadata,
         reader_bindings,
         istiod,
         install_cms,
+        slices,
         root_cert,
         istiod_gateway,
         istiod_virtual_service,
@@ -236,11 +242,15 @@ async fn read_cluster(
         bindings.get_opt(&role_name),
         secrets.list(&by_label),
         gateways.get_opt(objects::CROSS_NETWORK_GATEWAY),
-        services.get_opt(gateway_service),
+        // One LIST for the gateway Service (named in mesh.toml) and a remote
+        // install's `istiod` Service (see `istio::installs`): a request
+        // fewer than reading them apart.
+        services.list(&all),
         secrets.list_metadata(&all),
         secrets.list_metadata(&bindings_by_label),
         deployments.list(&istiods),
         configmaps.list(&install_configmaps),
+        endpoint_slices.list(&remote_slices),
         configmaps.get_opt(objects::ROOT_CERT_CONFIGMAP),
         gateways.get_opt(objects::ISTIOD_GATEWAY),
         virtual_services.get_opt(objects::ISTIOD_VIRTUAL_SERVICE),
@@ -253,6 +263,10 @@ async fn read_cluster(
         roles.get_opt(&control_plane_role),
         bindings.get_opt(&control_plane_role),
     )?;
+    let service = services_listed
+        .items
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(gateway_service.as_str()));
     let token_secret = |name: &str| {
         secret_metadata
             .items
@@ -340,10 +354,10 @@ async fn read_cluster(
         gateway: gateway.map(|g| spec_facts(&g, mesh)),
         istiod_gateway: istiod_gateway.map(|g| spec_facts(&g, mesh)),
         istiod_virtual_service: istiod_virtual_service.map(|v| spec_facts(&v, mesh)),
-        east_west: service.as_ref().map(istio::east_west),
+        east_west: service.map(istio::east_west),
         gateway_service: service.map(|s| object_facts(&s.metadata, mesh)),
         unlabelled_secrets,
-        installs: istio::installs(&istiod.items, &install_cms.items),
+        installs: istio::installs(&istiod.items, &install_cms.items, &services_listed.items, &slices.items),
         k8s_gateways: k8s_gateway_list.map(|list| {
             list.iter()
                 .filter_map(|g| {

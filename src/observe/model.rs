@@ -363,8 +363,19 @@ pub struct InstallFacts {
     pub injected_network: Option<String>,
     /// `global.meshID`.
     pub mesh_id: Option<String>,
-    /// `global.remotePilotAddress`: where a remote install's sidecars find
-    /// istiod (its `istiod` Service points there).
+    /// The selector-less Service (`istiod` or `istiod-<rev>`) of a remote
+    /// install (Istio's `remote` profile): it stands in for the istiod the
+    /// install does not run, at `remote_pilot_address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_istiod: Option<String>,
+    /// The `values[-<rev>]` ConfigMap of a remote install
+    /// (`istiodRemote.enabled` in its `merged-values`): found even when the
+    /// install has no pilot address, so no `istiod` Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_values: Option<String>,
+    /// Where a remote install's sidecars and injection webhook find istiod:
+    /// the address its `remote_istiod` Service points at (the EndpointSlice's
+    /// IP, or the ExternalName), else the injector's `global.remotePilotAddress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_pilot_address: Option<String>,
     /// Networks whose gateways the install's `meshNetworks` declares (the

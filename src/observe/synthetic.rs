@@ -66,10 +66,15 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                         // A remote's install runs no istiod (Istio's `remote` profile).
                         istiod: (c.role == Role::Primary).then(|| objects::ISTIOD.to_string()),
                         cluster_id: (c.role == Role::Primary).then(|| c.name.clone()),
-                        injector: Some(objects::INJECTOR_CONFIGMAP.to_string()),
-                        injected_cluster_id: Some(c.name.clone()),
-                        injected_network: Some(c.network.clone()),
-                        mesh_id: Some(topology.mesh.name.clone()),
+                        // Istio's `remote` profile writes no injector ConfigMap
+                        // but a selector-less `istiod` Service pointing at istiod.
+                        injector: (c.role == Role::Primary).then(|| objects::INJECTOR_CONFIGMAP.to_string()),
+                        remote_istiod: (c.role == Role::Remote).then(|| objects::ISTIOD.to_string()),
+                        remote_values: (c.role == Role::Remote).then(|| objects::VALUES_CONFIGMAP.to_string()),
+                        // Read from the injector ConfigMap's values.
+                        injected_cluster_id: (c.role == Role::Primary).then(|| c.name.clone()),
+                        injected_network: (c.role == Role::Primary).then(|| c.network.clone()),
+                        mesh_id: (c.role == Role::Primary).then(|| topology.mesh.name.clone()),
                         // A remote's sidecars reach istiod through its control
                         // plane's east-west gateway, as Istio's guides install it.
                         remote_pilot_address: c
@@ -113,9 +118,11 @@ pub fn reinstall_for(observed: &mut Observed, topology: &Topology) {
         if let Some(ClusterState::Reachable(facts)) = observed.clusters.get_mut(&cluster.name).map(|c| &mut c.state) {
             for install in facts.installs.values_mut() {
                 install.cluster_id = Some(cluster.name.clone());
-                install.injected_cluster_id = Some(cluster.name.clone());
-                install.injected_network = Some(cluster.network.clone());
-                install.mesh_id = Some(topology.mesh.name.clone());
+                if install.injector.is_some() {
+                    install.injected_cluster_id = Some(cluster.name.clone());
+                    install.injected_network = Some(cluster.network.clone());
+                    install.mesh_id = Some(topology.mesh.name.clone());
+                }
             }
         }
     }

@@ -40,7 +40,7 @@ impl<'a> Planner<'a> {
                     "istio_not_installed",
                     &cluster.name,
                     format!(
-                        "no Istio install (istiod Deployment or istio-sidecar-injector ConfigMap) was found in {} of {}",
+                        "no Istio install (istiod Deployment, istio-sidecar-injector ConfigMap, or a remote install's istiod Service) was found in {} of {}",
                         self.ns(),
                         cluster.name
                     ),
@@ -85,6 +85,8 @@ impl<'a> Planner<'a> {
                     .istiod
                     .clone()
                     .or_else(|| install.injector.clone())
+                    .or_else(|| install.remote_istiod.clone())
+                    .or_else(|| install.remote_values.clone())
                     .unwrap_or_else(|| revision.clone());
                 let ids = [
                     install.istiod.as_ref().map(|d| {
@@ -116,17 +118,17 @@ impl<'a> Planner<'a> {
                         break;
                     }
                 }
-                // A remote install (no istiod of its own) finds istiod at its pilot address.
-                if let (Some(injector), Some(primary), None) =
-                    (&install.injector, &cluster.control_plane, &install.istiod)
-                {
-                    self.remote_pilot(
-                        cluster,
-                        primary,
-                        injector,
-                        install.remote_pilot_address.as_deref(),
-                        &set,
-                    );
+                // A remote install (no istiod of its own) finds istiod at its
+                // pilot address: as Istio's remote profile writes it, through
+                // its `istiod` Service; an older shape, its injector's values.
+                let source = match (&install.remote_istiod, &install.injector, &install.remote_values) {
+                    (Some(service), ..) => Some(PilotSource::Service(service)),
+                    (None, Some(injector), _) => Some(PilotSource::Injector(injector)),
+                    (None, None, Some(values)) => Some(PilotSource::Values(values)),
+                    (None, None, None) => None,
+                };
+                if let (Some(source), Some(primary), None) = (source, &cluster.control_plane, &install.istiod) {
+                    self.remote_pilot(cluster, primary, source, install.remote_pilot_address.as_deref(), &set);
                 }
                 if let Some(injector) = &install.injector {
                     if install.injected_network.as_deref() != Some(cluster.network.as_str()) {
@@ -174,7 +176,7 @@ impl<'a> Planner<'a> {
         &mut self,
         cluster: &Cluster,
         primary: &str,
-        injector: &str,
+        source: PilotSource,
         address: Option<&str>,
         set: &dyn Fn(&str, &str) -> String,
     ) {
@@ -226,10 +228,20 @@ impl<'a> Planner<'a> {
             return;
         }
         let problem = match (address, gateway) {
-            (None, _) => format!(
-                "injector ConfigMap {injector} in remote {} has no global.remotePilotAddress: its sidecars cannot find {primary}'s istiod",
-                cluster.name
-            ),
+            (None, _) => match source {
+                PilotSource::Injector(injector) => format!(
+                    "injector ConfigMap {injector} in remote {} has no global.remotePilotAddress: its sidecars cannot find {primary}'s istiod",
+                    cluster.name
+                ),
+                PilotSource::Values(values) => format!(
+                    "remote {} has Istio's remote profile installed (ConfigMap {values}) without global.remotePilotAddress, so no istiod Service: its sidecars cannot find {primary}'s istiod",
+                    cluster.name
+                ),
+                PilotSource::Service(service) => format!(
+                    "Service {service} in remote {} has no EndpointSlice with an address (the install's global.remotePilotAddress): its sidecars cannot find {primary}'s istiod",
+                    cluster.name
+                ),
+            },
             (Some(address), Some(gateway)) if !gateway.addresses.iter().any(|a| a == address) => format!(
                 "remote {} reaches istiod at {address}, but on another network than {primary} only {primary}'s east-west gateway ({}) gets there",
                 cluster.name,
@@ -355,4 +367,15 @@ pub(super) fn unreachable_from_peers(server: &str) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Where a remote install records its pilot address.
+#[derive(Clone, Copy)]
+pub(super) enum PilotSource<'a> {
+    /// Its selector-less `istiod[-<rev>]` Service (Istio's `remote` profile).
+    Service(&'a str),
+    /// Its injector ConfigMap's `values` (an install that writes one).
+    Injector(&'a str),
+    /// Only its `values[-<rev>]` ConfigMap: installed without a pilot address.
+    Values(&'a str),
 }

@@ -1,10 +1,14 @@
 //! The objects an Istio install writes into a cluster's mesh namespace, as
 //! Istio writes them, for tests that judge an install (issue 13): istiod's
-//! Deployment with its `CLUSTER_ID`, the `istio-sidecar-injector` ConfigMap
-//! with its `values`, the `istio-ca-root-cert` ConfigMap istiod publishes, and
-//! the east-west gateway Service whose address a load balancer controller sets
-//! through the status subresource. Labels and names follow Istio's charts
-//! (istio/istio `manifests/charts/istio-control/istio-discovery/templates/`).
+//! Deployment with its `CLUSTER_ID` and its Service, the `istio-sidecar-injector`
+//! ConfigMap with its `values`, the `values` ConfigMap of Helm's values, the
+//! `istio-ca-root-cert` ConfigMap istiod publishes, and the east-west gateway
+//! Service whose address a load balancer controller sets through the status
+//! subresource. A remote install is Istio's `remote` profile: no istiod, no
+//! injector ConfigMap, a selector-less `istiod` Service and, for an IP pilot
+//! address, its EndpointSlice. Labels and names follow Istio's charts
+//! (istio/istio `manifests/charts/istio-control/istio-discovery/templates/`,
+//! `files/profile-remote.yaml`).
 //!
 //! There is no data plane: nothing runs istiod, the objects only say what an
 //! install would run with.
@@ -13,8 +17,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PodSpec, PodTemplateSpec, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::controlplane::Cluster;
@@ -41,9 +46,15 @@ pub struct Install {
     /// `root-cert.pem` of `istio-ca-root-cert`.
     pub roots: String,
     /// Istio's `remote` profile: no istiod Deployment, sidecars find istiod
-    /// at `values.global.remotePilotAddress` (when set).
+    /// at `values.global.remotePilotAddress` (when set), through the
+    /// `istiod` Service it writes (`templates/remote-istiod-service.yaml`,
+    /// `remote-istiod-endpointslices.yaml`).
     pub remote: bool,
     pub remote_pilot_address: Option<String>,
+    /// `values.global.omitSidecarInjectorConfigMap`, which the remote profile
+    /// sets: no `istio-sidecar-injector` ConfigMap. Unset on a remote, the
+    /// shape of an install that writes one beside its `istiod` Service.
+    pub omit_injector: bool,
     /// `values.global.meshNetworks` (YAML, the map of networks): written into
     /// the `istio` ConfigMap's `meshNetworks` as `networks:`. The ConfigMap
     /// is written only then (istiod also watches a remote's).
@@ -61,6 +72,7 @@ impl Install {
             roots: MESH_ROOT.to_string(),
             remote: false,
             remote_pilot_address: None,
+            omit_injector: false,
             mesh_networks: None,
         }
     }
@@ -70,6 +82,7 @@ impl Install {
         Install {
             remote: true,
             remote_pilot_address: pilot.map(str::to_string),
+            omit_injector: true,
             ..Install::correct(name, network)
         }
     }
@@ -168,6 +181,25 @@ pub async fn install_istio(cluster: &Cluster, install: &Install) {
         global["remotePilotAddress"] = pilot.clone().into();
     }
     let values = json!({ "global": global, "revision": install.revision, "sidecarInjectorWebhook": {} });
+    // Helm's values as rendered, kept for tooling (`templates/configmap-values.yaml`).
+    let mut merged = values.clone();
+    merged["istiodRemote"] = json!({ "enabled": install.remote });
+    let values_record = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("values{}", install.suffix())),
+            namespace: Some(NAMESPACE.into()),
+            labels: Some(install.labels(None)),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([
+            ("original-values".to_string(), "{}".to_string()),
+            (
+                "merged-values".to_string(),
+                serde_json::to_string_pretty(&merged).unwrap(),
+            ),
+        ])),
+        ..ConfigMap::default()
+    };
     let injector = ConfigMap {
         metadata: ObjectMeta {
             name: Some(format!("istio-sidecar-injector{}", install.suffix())),
@@ -218,8 +250,10 @@ pub async fn install_istio(cluster: &Cluster, install: &Install) {
             .await
             .unwrap_or_else(|e| what(e));
     }
+    write_istiod_service(cluster, install, &name, &params).await;
+    let injector = (!install.omit_injector).then_some(&injector);
     let configmaps = Api::<ConfigMap>::namespaced(cluster.client(), NAMESPACE);
-    for configmap in [Some(&injector), Some(&roots), mesh_config.as_ref()]
+    for configmap in [injector, Some(&values_record), Some(&roots), mesh_config.as_ref()]
         .into_iter()
         .flatten()
     {
@@ -231,6 +265,81 @@ pub async fn install_istio(cluster: &Cluster, install: &Install) {
             )
             .await
             .unwrap_or_else(|e| what(e));
+    }
+}
+
+/// The `istiod[-<rev>]` Service: a primary's selects istiod's pods
+/// (`templates/service.yaml`); a remote's has no selector and points at
+/// `remotePilotAddress`: an ExternalName for a hostname, else an
+/// EndpointSlice of its name holding the IP
+/// (`templates/remote-istiod-service.yaml`, `remote-istiod-endpointslices.yaml`).
+/// What an install no longer renders is deleted, as `helm upgrade` does.
+async fn write_istiod_service(cluster: &Cluster, install: &Install, name: &str, params: &PatchParams) {
+    let services = Api::<Service>::namespaced(cluster.client(), NAMESPACE);
+    let slices = Api::<EndpointSlice>::namespaced(cluster.client(), NAMESPACE);
+    let pilot = install.remote_pilot_address.as_deref().filter(|_| install.remote);
+    let ip = pilot.and_then(|p| p.parse::<std::net::IpAddr>().ok());
+    let mut labels = install.labels(None);
+    labels.insert("app.kubernetes.io/part-of".into(), "istio".into());
+    labels.insert("app.kubernetes.io/managed-by".into(), "Helm".into());
+    let webhook = json!({ "port": 443, "targetPort": 15017, "name": "tcp-webhook", "protocol": "TCP" });
+    let xds = json!({ "port": 15012, "name": "tcp-istiod", "protocol": "TCP" });
+    let service = match (install.remote, pilot) {
+        (false, _) => Some(json!({
+            "type": "ClusterIP",
+            "selector": { "app": "istiod", "istio.io/rev": labels["istio.io/rev"] },
+            "ports": [xds, webhook],
+        })),
+        (true, None) => None,
+        (true, Some(_)) if ip.is_some() => Some(json!({ "type": "ClusterIP", "ports": [xds, webhook] })),
+        (true, Some(host)) => Some(json!({ "type": "ExternalName", "externalName": host, "ports": [xds, webhook] })),
+    };
+    let what = |e: kube::Error| -> ! { panic!("writing the istiod Service of {}: {e}", cluster.name()) };
+    match service {
+        Some(spec) => {
+            let body = json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": name, "namespace": NAMESPACE, "labels": labels },
+                "spec": spec,
+            });
+            services
+                .patch(name, params, &Patch::Apply(&body))
+                .await
+                .unwrap_or_else(|e| what(e));
+        }
+        None => gone(services.delete(name, &DeleteParams::default()).await).unwrap_or_else(|e| what(e)),
+    }
+    match ip {
+        Some(ip) => {
+            let mut labels = labels.clone();
+            labels.remove("istio.io/rev");
+            labels.insert("kubernetes.io/service-name".into(), name.to_string());
+            labels.insert("endpointslice.kubernetes.io/managed-by".into(), "Helm".into());
+            let body = json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": { "name": name, "namespace": NAMESPACE, "labels": labels },
+                "addressType": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+                "endpoints": [{ "addresses": [ip.to_string()] }],
+                "ports": [
+                    { "port": 15012, "name": "tcp-istiod", "protocol": "TCP" },
+                    { "port": 15017, "name": "tcp-webhook", "protocol": "TCP" },
+                ],
+            });
+            slices
+                .patch(name, params, &Patch::Apply(&body))
+                .await
+                .unwrap_or_else(|e| what(e));
+        }
+        None => gone(slices.delete(name, &DeleteParams::default()).await).unwrap_or_else(|e| what(e)),
+    }
+}
+
+/// A delete's result, an object already absent counting as deleted.
+fn gone<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
