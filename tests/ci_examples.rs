@@ -542,6 +542,14 @@ fn observer_rbac_grants_exactly_the_reads_of_observe() {
         (ns, "apps".into(), "deployments".into(), "list".into(), String::new()),
         (ns, String::new(), "configmaps".into(), "list".into(), String::new()),
         get(ns, "", "configmaps", meshform::objects::ROOT_CERT_CONFIGMAP),
+        (
+            ns,
+            "gateway.networking.k8s.io".into(),
+            "gateways".into(),
+            "list".into(),
+            String::new(),
+        ),
+        get(ns, "apps", "daemonsets", meshform::objects::ZTUNNEL),
     ]);
     assert_eq!(granted, expected);
     // A new read in observe changes this count: grant it in rbac.yaml too. The
