@@ -550,6 +550,7 @@ fn observer_rbac_grants_exactly_the_reads_of_observe() {
             String::new(),
         ),
         get(ns, "apps", "daemonsets", meshform::objects::ZTUNNEL),
+        get(ns, "", "secrets", meshform::objects::CA_CERTS_SECRET),
     ]);
     assert_eq!(granted, expected);
     // A new read in observe changes this count: grant it in rbac.yaml too. The

@@ -40,7 +40,7 @@ use crate::objects;
 use crate::topology::Topology;
 
 /// API requests observe makes per reachable cluster; constant by design.
-pub const REQUESTS_PER_CLUSTER: usize = 21;
+pub const REQUESTS_PER_CLUSTER: usize = 22;
 
 /// Reads every cluster in parallel.
 pub async fn observe(topology: &Topology, connections: &Connections) -> Observed {
