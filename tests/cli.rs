@@ -188,7 +188,7 @@ fn verbose_logs_to_stderr_and_quiet_keeps_it_clean() {
     let verbose = run(meshform().arg("-v").args(PLAN_EXAMPLE));
     assert_eq!(stdout(&verbose), stdout(&normal), "logs never go to stdout");
     assert!(stderr(&verbose).contains("read snapshot"), "{verbose}");
-    assert!(stderr(&verbose).contains("planned actions=21"), "{verbose}");
+    assert!(stderr(&verbose).contains("planned actions=22"), "{verbose}");
     // RUST_LOG wins over -v.
     let filtered = run(meshform().arg("-vv").args(PLAN_EXAMPLE).env("RUST_LOG", "error"));
     assert_eq!(stderr(&filtered), "", "{filtered}");
