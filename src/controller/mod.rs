@@ -365,9 +365,13 @@ async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigg
                 lock: lock::LockSettings {
                     holder: settings.lock_holder.clone(),
                     duration: settings.lock_duration,
-                    // A person's apply holds it: the round is retried with
-                    // backoff rather than waiting on it.
-                    wait: Duration::ZERO,
+                    // Long enough to see a lock stay unrenewed for its whole
+                    // duration: each acquire starts that watch afresh, so
+                    // with no wait a lock left by a killed holder (a leader
+                    // SIGKILLed mid-round) would never be judged free. A
+                    // live holder (a person's apply) outlasts it: the round
+                    // is then retried with backoff.
+                    wait: settings.lock_duration + Duration::from_secs(2),
                 },
             };
             let mut shell = Unattended {
