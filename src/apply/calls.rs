@@ -42,9 +42,10 @@ impl Run<'_> {
             .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
     }
 
-    /// Takes over a remote secret someone else made: first removes the
-    /// copies of it that tools keep in annotations (observe named them), then
-    /// applies meshform's secret, forced, over what is left.
+    /// Takes over a Secret someone else made (a remote secret, `cacerts`):
+    /// first removes `copies`, the annotations in which tools keep a whole
+    /// copy of what they applied, then applies meshform's Secret, forced,
+    /// over what is left.
     ///
     /// Server-side apply cannot do the first part: it removes only fields
     /// its own manager applied before, and the annotation belongs to
@@ -61,15 +62,9 @@ impl Run<'_> {
         api: &Api<Secret>,
         name: &str,
         mut secret: Secret,
+        copies: &[String],
     ) -> Result<Option<String>, String> {
         let before = self.live(cluster, api, name).await?;
-        let copies = self
-            .target
-            .observed
-            .facts(cluster)
-            .and_then(|f| f.remote_secrets.get(name))
-            .map(|s| s.object_copies.clone())
-            .unwrap_or_default();
         if !copies.is_empty() {
             let annotations: serde_json::Map<String, Value> = copies.iter().map(|a| (a.clone(), Value::Null)).collect();
             let patch = serde_json::json!({"metadata": {

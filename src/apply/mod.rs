@@ -505,7 +505,17 @@ impl Run<'_> {
                     // --force-conflicts), and the resourceVersion the Secret
                     // carries fails the write if it changed since.
                     WriteMode::Update | WriteMode::Rotate => self.ssa(cluster, &api, name, &secret, true).await,
-                    WriteMode::Adopt => self.adopt(cluster, &api, name, secret).await,
+                    WriteMode::Adopt => {
+                        // Observe named the copies this secret carries.
+                        let copies = self
+                            .target
+                            .observed
+                            .facts(cluster)
+                            .and_then(|f| f.remote_secrets.get(name))
+                            .map(|s| s.object_copies.clone())
+                            .unwrap_or_default();
+                        self.adopt(cluster, &api, name, secret, &copies).await
+                    }
                 }
             }
             // execute() never hands a restart the plan did not enable to here.

@@ -75,43 +75,13 @@ impl Run<'_> {
             // Tools keep whole copies of what they applied in annotations: of
             // a hand-made `cacerts`, that is the replaced intermediate's key,
             // still trusted by the root until it ends. Removed with the take-over.
-            CaCertsMode::Adopt => self.adopt_copies(cluster, &api, name, secret).await,
+            // Observe reads no annotation of `cacerts`, so every kind of copy
+            // is removed.
+            CaCertsMode::Adopt => {
+                let copies = objects::OBJECT_COPY_ANNOTATIONS.map(String::from);
+                self.adopt(cluster, &api, name, secret, &copies).await
+            }
         }
-    }
-
-    async fn adopt_copies(
-        &self,
-        cluster: &str,
-        api: &Api<Secret>,
-        name: &str,
-        mut secret: Secret,
-    ) -> Result<Option<String>, String> {
-        let before = self.live(cluster, api, name).await?;
-        let annotations: serde_json::Map<String, Value> = objects::OBJECT_COPY_ANNOTATIONS
-            .iter()
-            .map(|a| (a.to_string(), Value::Null))
-            .collect();
-        let patch = serde_json::json!({"metadata": {
-            "resourceVersion": secret.metadata.resource_version,
-            "annotations": annotations,
-        }});
-        let params = PatchParams {
-            dry_run: self.settings.dry_run,
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PatchParams::default()
-        };
-        let patched = api
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await
-            .map_err(|e| describe(cluster, &e))?;
-        secret.metadata.resource_version = patched.metadata.resource_version;
-        let after = api
-            .patch(name, &self.apply_params(true), &Patch::Apply(&secret))
-            .await
-            .map_err(|e| describe(cluster, &e))?;
-        Ok(self
-            .wants_diff()
-            .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
     }
 
     /// `kubectl rollout restart` of each istiod Deployment.
