@@ -6,6 +6,20 @@
 use super::*;
 
 impl Run<'_> {
+    /// What `kubectl rollout restart` sends: a merge patch of the pod
+    /// template's `restartedAt`, one stamp for the whole run.
+    pub(super) fn rollout_restart(&self) -> (Value, PatchParams) {
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": self.restart_stamp
+        }}}}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            dry_run: self.settings.dry_run,
+            ..PatchParams::default()
+        };
+        (patch, params)
+    }
+
     /// `kubectl rollout restart` for every injected workload: a new
     /// pod-template annotation makes the controllers replace the pods.
     pub(super) async fn restart(&self, cluster: &str, client: kube::Client) -> Result<Option<String>, String> {
@@ -22,14 +36,7 @@ impl Run<'_> {
                 }
             }
         }
-        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
-            "kubectl.kubernetes.io/restartedAt": self.restart_stamp
-        }}}}});
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            dry_run: self.settings.dry_run,
-            ..PatchParams::default()
-        };
+        let (patch, params) = self.rollout_restart();
         let mut restarted = Vec::new();
         for ns in &injected {
             restarted.extend(restart_all::<Deployment>(cluster, &client, ns, &patch, &params).await?);

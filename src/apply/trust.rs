@@ -92,14 +92,7 @@ impl Run<'_> {
         deployments: &[String],
     ) -> Result<Option<String>, String> {
         let api: Api<Deployment> = Api::namespaced(client, self.ns());
-        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
-            "kubectl.kubernetes.io/restartedAt": self.restart_stamp
-        }}}}});
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            dry_run: self.settings.dry_run,
-            ..PatchParams::default()
-        };
+        let (patch, params) = self.rollout_restart();
         for name in deployments {
             api.patch(name, &params, &Patch::Merge(&patch))
                 .await
