@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, PodTemplateSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::config::KubeConfigOptions;
 use meshform::observe;
@@ -30,11 +29,11 @@ use support::library;
 use support::mesh::{Entry, MESH, Mesh, NAMESPACE, eventually, install_eastwest_gateway, remote_secrets};
 use support::snapshot::assert_outcome;
 use support::state::{network_label, object_state};
+use support::workload::{injected_deployment, restarted_at};
 
 const READER: &str = "istio-reader-service-account";
 const READER_ROLE: &str = "meshform-istio-reader-istio-system";
 const GATEWAY: &str = "cross-network-gateway";
-const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 fn gateways(cluster: &Cluster) -> Api<DynamicObject> {
     Api::namespaced_with(
@@ -451,63 +450,6 @@ fn done_at(events: &[Value], action: &str, cluster: &str, peer: Option<&str>) ->
         .unwrap_or_else(|| panic!("no done {action} in {cluster} ({peer:?}): {events:#?}"))
 }
 
-/// A namespace with sidecar injection and a Deployment in it, as an Istio user has.
-async fn injected_workload(cluster: &Cluster) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some("shop".into()),
-            labels: Some(BTreeMap::from([("istio-injection".into(), "enabled".into())])),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(cluster.client())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace shop");
-    let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
-    let deployment = Deployment {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(DeploymentSpec {
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "web".into(),
-                        image: Some("nginx".into()),
-                        ..Container::default()
-                    }],
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        ..Deployment::default()
-    };
-    Api::<Deployment>::namespaced(cluster.client(), "shop")
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("deployment web");
-}
-
-async fn restarted_at(cluster: &Cluster) -> Option<String> {
-    let web = Api::<Deployment>::namespaced(cluster.client(), "shop")
-        .get("web")
-        .await
-        .expect("deployment web");
-    web.spec?.template.metadata?.annotations?.get(RESTARTED_AT).cloned()
-}
-
 #[tokio::test]
 async fn a_network_change_detaches_relabels_and_reattaches_in_that_order() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
@@ -515,7 +457,7 @@ async fn a_network_change_detaches_relabels_and_reattaches_in_that_order() {
     for c in clusters.iter() {
         install_eastwest_gateway(c).await;
     }
-    injected_workload(west).await;
+    injected_deployment(west).await;
     let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n1")]);
     mesh.apply(&[]).await;
     let first = remote_secrets(east).await["istio-remote-secret-west"].clone();
@@ -751,7 +693,7 @@ async fn a_dry_run_persists_nothing_and_redacts_secret_data() {
 
     // A dry run of a network change with restarts: deletes, relabels and
     // restarts are sent with dryRun=All too.
-    injected_workload(west).await;
+    injected_deployment(west).await;
     mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n3")]);
     let before = object_state(&[east, west]).await;
     let dry = mesh

@@ -27,31 +27,6 @@ async fn two_networks(east: &Cluster, west: &Cluster) -> Mesh {
     Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")])
 }
 
-/// `kind cluster code` of every finding, and the findings themselves; not
-/// the warning that the test plane's API servers are on loopback.
-async fn findings(mesh: &Mesh, code: i32) -> (Vec<String>, Vec<Value>) {
-    let plan = mesh.run("plan", &["--format", "json"]).await.expect(code).json();
-    let all: Vec<Value> = plan["findings"]
-        .as_array()
-        .expect("findings")
-        .iter()
-        .filter(|f| f["code"] != "meshform::plan::peer_address")
-        .cloned()
-        .collect();
-    let lines = all
-        .iter()
-        .map(|f| {
-            format!(
-                "{} {} {}",
-                f["kind"].as_str().unwrap(),
-                f["cluster"].as_str().unwrap_or("-"),
-                f["code"].as_str().unwrap().trim_start_matches("meshform::plan::")
-            )
-        })
-        .collect();
-    (lines, all)
-}
-
 async fn gateway_labels(cluster: &Cluster) -> std::collections::BTreeMap<String, String> {
     Api::<Service>::namespaced(cluster.client(), NAMESPACE)
         .get(GATEWAY)
@@ -67,7 +42,7 @@ async fn a_correct_install_converges_with_the_gateway_labelled_by_meshform() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
     let mesh = two_networks(east, west).await;
-    let (lines, _) = findings(&mesh, 0).await;
+    let (lines, _) = mesh.findings(0).await;
     assert_eq!(lines, Vec::<String>::new());
     let plan = mesh.run("plan", &[]).await.expect(0);
     assert!(
@@ -110,7 +85,7 @@ async fn a_pending_load_balancer_or_a_missing_port_blocks_naming_the_service() {
     install_istio(east, &Install::correct("east", "n1")).await;
     install_istio(west, &Install::correct("west", "n2")).await;
     let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
-    let (lines, all) = findings(&mesh, 1).await;
+    let (lines, all) = mesh.findings(1).await;
     assert_eq!(lines, ["blocker west gateway_address_missing"]);
     let message = all[0]["message"].as_str().unwrap();
     assert!(message.contains("istio-system/istio-eastwestgateway"), "{message}");
@@ -123,7 +98,7 @@ async fn a_pending_load_balancer_or_a_missing_port_blocks_naming_the_service() {
         .patch(GATEWAY, &PatchParams::default(), &Patch::Merge(&ports))
         .await
         .expect("taking the tls port off");
-    let (lines, all) = findings(&mesh, 1).await;
+    let (lines, all) = mesh.findings(1).await;
     assert_eq!(lines, ["blocker west gateway_port_missing"]);
     assert!(
         all[0]["help"].as_str().unwrap().contains("add port 15443"),
@@ -150,7 +125,7 @@ async fn an_install_with_the_default_cluster_id_another_network_or_mesh_id_block
         },
     )
     .await;
-    let (lines, all) = findings(&mesh, 1).await;
+    let (lines, all) = mesh.findings(1).await;
     assert_eq!(
         lines,
         [
@@ -183,7 +158,7 @@ async fn an_install_with_the_default_cluster_id_another_network_or_mesh_id_block
         },
     )
     .await;
-    let (lines, all) = findings(&mesh, 1).await;
+    let (lines, all) = mesh.findings(1).await;
     assert_eq!(lines, ["blocker west istiod_cluster_id"]);
     assert!(
         all[0]["message"].as_str().unwrap().contains("istiod-canary"),
@@ -211,7 +186,7 @@ async fn clusters_with_separate_roots_of_trust_block_but_a_rotation_does_not() {
         },
     )
     .await;
-    let (lines, all) = findings(&mesh, 1).await;
+    let (lines, all) = mesh.findings(1).await;
     assert_eq!(lines, ["blocker - root_of_trust"]);
     let message = all[0]["message"].as_str().unwrap();
     // By fingerprint (sha256 of the DER): the shared test root and the other one.
@@ -228,7 +203,7 @@ async fn clusters_with_separate_roots_of_trust_block_but_a_rotation_does_not() {
         },
     )
     .await;
-    let (lines, _) = findings(&mesh, 0).await;
+    let (lines, _) = mesh.findings(0).await;
     assert_eq!(lines, Vec::<String>::new());
 }
 
@@ -239,7 +214,7 @@ async fn a_cluster_without_istio_is_a_warning_and_can_be_prepared() {
     // Istio's guides label the namespace before installing Istio.
     let mesh = Mesh::flat(&[east, west]);
     install_istio(east, &Install::correct("east", "flat")).await;
-    let (lines, all) = findings(&mesh, 0).await;
+    let (lines, all) = mesh.findings(0).await;
     assert_eq!(lines, ["warning west istio_not_installed"]);
     assert!(
         all[0]["help"]
@@ -380,7 +355,7 @@ async fn a_remote_names_its_control_plane_and_loses_the_name_when_it_runs_its_ow
         Entry::of(east).network("flat"),
         Entry::of(west).network("flat").remote(),
     ]);
-    let (lines, all) = findings(&mesh, 1).await;
+    let (lines, all) = mesh.findings(1).await;
     assert_eq!(lines, ["blocker west remote_pilot_address"]);
     assert!(
         all[0]["message"].as_str().unwrap().contains("east's istiod"),
@@ -389,7 +364,7 @@ async fn a_remote_names_its_control_plane_and_loses_the_name_when_it_runs_its_ow
     );
 
     install_istio(west, &Install::remote("west", "flat", Some("192.0.2.10"))).await;
-    let (lines, _) = findings(&mesh, 0).await;
+    let (lines, _) = mesh.findings(0).await;
     assert_eq!(lines, Vec::<String>::new());
     mesh.apply(&[]).await;
     // The one primary there is serves it (the default), named as istiod reads it.
@@ -446,7 +421,7 @@ async fn a_remote_across_networks_gets_istiod_exposed_on_its_control_planes_gate
     // Its sidecars reach istiod at east's east-west gateway (192.0.2.10).
     install_istio(west, &Install::remote("west", "n2", Some("192.0.2.10"))).await;
     let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2").remote()]);
-    let (lines, _) = findings(&mesh, 0).await;
+    let (lines, _) = mesh.findings(0).await;
     assert_eq!(lines, Vec::<String>::new());
     let plan = mesh.run("plan", &[]).await.expect(0);
     assert!(
@@ -495,7 +470,7 @@ async fn a_remote_across_networks_gets_istiod_exposed_on_its_control_planes_gate
     )
     .await
     .expect("editing istiod-vs");
-    let (lines, all) = findings(&mesh, 1).await;
+    let (lines, all) = mesh.findings(1).await;
     assert_eq!(lines, ["blocker east field_conflict"]);
     assert!(
         all[0]["message"].as_str().unwrap().contains("kubectl-patch"),
@@ -594,7 +569,7 @@ async fn gateways_declared_in_mesh_networks_are_named_as_not_judged() {
     )
     .await;
     let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);
-    let (lines, all) = findings(&mesh, 0).await;
+    let (lines, all) = mesh.findings(0).await;
     assert_eq!(lines, ["warning east mesh_networks_gateways"]);
     let message = all[0]["message"].as_str().unwrap();
     assert!(

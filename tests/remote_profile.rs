@@ -13,35 +13,9 @@ mod support;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject};
-use serde_json::Value;
 use support::controlplane::{Cluster, ControlPlane};
 use support::install::{Install, install_istio, set_gateway_address};
 use support::mesh::{Entry, Mesh, NAMESPACE, install_eastwest_gateway};
-
-/// The plan's findings as `kind cluster code` lines (peer addresses on
-/// loopback left out), and as JSON.
-async fn findings(mesh: &Mesh, code: i32) -> (Vec<String>, Vec<Value>) {
-    let plan = mesh.run("plan", &["--format", "json"]).await.expect(code).json();
-    let all: Vec<Value> = plan["findings"]
-        .as_array()
-        .expect("findings")
-        .iter()
-        .filter(|f| f["code"] != "meshform::plan::peer_address")
-        .cloned()
-        .collect();
-    let lines = all
-        .iter()
-        .map(|f| {
-            format!(
-                "{} {} {}",
-                f["kind"].as_str().unwrap(),
-                f["cluster"].as_str().unwrap_or("-"),
-                f["code"].as_str().unwrap().trim_start_matches("meshform::plan::")
-            )
-        })
-        .collect();
-    (lines, all)
-}
 
 /// Whether `cluster` holds meshform's `istiod-gateway` and `istiod-vs`.
 async fn exposed(cluster: &Cluster) -> bool {
@@ -98,7 +72,7 @@ async fn a_remote_profile_install_is_read_and_keeps_its_primarys_istiod_exposure
 
     let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2").remote()]);
     // Not `istio_not_installed`, and its address is east's gateway: nothing to say.
-    let (lines, _) = findings(&mesh, 0).await;
+    let (lines, _) = mesh.findings(0).await;
     assert_eq!(lines, Vec::<String>::new());
     mesh.apply(&[]).await;
     mesh.assert_converged(&clusters.all()).await;
@@ -115,7 +89,7 @@ async fn a_remote_profile_install_is_read_and_keeps_its_primarys_istiod_exposure
         Entry::of(west).network("n2").served_by("rp-south"),
         Entry::of(south).network("n3"),
     ]);
-    let (lines, _) = findings(&mesh, 0).await;
+    let (lines, _) = mesh.findings(0).await;
     assert_eq!(lines, ["warning rp-west remote_pilot_previous"]);
     mesh.apply(&["--allow-detach"]).await;
     mesh.assert_converged(&clusters.all()).await;
@@ -129,7 +103,7 @@ async fn a_remote_profile_install_is_read_and_keeps_its_primarys_istiod_exposure
     // IP (the EndpointSlice) and by hostname (the ExternalName Service).
     for address in ["192.0.2.99", "istiod.rp-south.example.com"] {
         install_istio(west, &Install::remote("rp-west", "n2", Some(address))).await;
-        let (lines, all) = findings(&mesh, 1).await;
+        let (lines, all) = mesh.findings(1).await;
         assert_eq!(lines, ["blocker rp-west remote_pilot_address"], "{address}");
         let message = all[0]["message"].as_str().unwrap();
         assert!(message.contains(address), "{message}");
@@ -138,7 +112,7 @@ async fn a_remote_profile_install_is_read_and_keeps_its_primarys_istiod_exposure
 
     // Reinstalled for its control plane: east's exposure goes, south's stays.
     install_istio(west, &Install::remote("rp-west", "n2", Some("192.0.2.20"))).await;
-    let (lines, _) = findings(&mesh, 0).await;
+    let (lines, _) = mesh.findings(0).await;
     assert_eq!(lines, Vec::<String>::new());
     mesh.apply(&[]).await;
     mesh.assert_converged(&clusters.all()).await;

@@ -8,13 +8,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
 use meshform::objects::RESTART_OWED_ANNOTATION;
 use meshform::plan::simulate::simulate;
 use meshform::plan::{ActionKind, Options, Phase, Plan};
@@ -22,6 +19,7 @@ use serde_json::Value;
 use support::controlplane::{Cluster, ControlPlane};
 use support::mesh::{Entry, Mesh, NAMESPACE, install_eastwest_gateway};
 use support::plan_fixtures::*;
+use support::workload::{injected_deployment, restarted_at};
 
 // ---------------------------------------------------------------------------
 // The planner
@@ -157,69 +155,6 @@ fn a_run_cut_short_after_the_relabel_owes_the_reattach_and_the_restart() {
 // ---------------------------------------------------------------------------
 // On the test control plane
 
-/// A namespace with sidecar injection and a Deployment in it, as an Istio user has.
-async fn injected_workload(cluster: &Cluster) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some("shop".into()),
-            labels: Some(BTreeMap::from([("istio-injection".into(), "enabled".into())])),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(cluster.client())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace shop");
-    let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
-    let deployment = Deployment {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(DeploymentSpec {
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "web".into(),
-                        image: Some("nginx".into()),
-                        ..Container::default()
-                    }],
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        ..Deployment::default()
-    };
-    Api::<Deployment>::namespaced(cluster.client(), "shop")
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("deployment web");
-}
-
-/// The pod template's `kubectl rollout restart` stamp of the workload.
-async fn restarted_at(cluster: &Cluster) -> Option<String> {
-    let web = Api::<Deployment>::namespaced(cluster.client(), "shop")
-        .get("web")
-        .await
-        .expect("deployment web");
-    web.spec?
-        .template
-        .metadata?
-        .annotations?
-        .get("kubectl.kubernetes.io/restartedAt")
-        .cloned()
-}
-
 /// The record of a restart owed, on the mesh namespace.
 async fn owed(cluster: &Cluster) -> Option<String> {
     let ns = Api::<Namespace>::all(cluster.client())
@@ -242,7 +177,7 @@ async fn west_moving(east: &Cluster, west: &Cluster) -> Mesh {
     for c in [east, west] {
         install_eastwest_gateway(c).await;
     }
-    injected_workload(west).await;
+    injected_deployment(west).await;
     let mesh = Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n1")]);
     mesh.apply(&[]).await;
     mesh.write(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")]);

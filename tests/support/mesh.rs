@@ -247,6 +247,33 @@ impl Mesh {
         outcome
     }
 
+    /// `meshform plan --format json`, expected to exit with `code`: each
+    /// finding as a `kind cluster code` line (code without its
+    /// `meshform::plan::` prefix), and the findings themselves; never the
+    /// warning that the test plane's API servers are on loopback.
+    pub async fn findings(&self, code: i32) -> (Vec<String>, Vec<serde_json::Value>) {
+        let plan = self.run("plan", &["--format", "json"]).await.expect(code).json();
+        let all: Vec<serde_json::Value> = plan["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["code"] != "meshform::plan::peer_address")
+            .cloned()
+            .collect();
+        let lines = all
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} {}",
+                    f["kind"].as_str().unwrap(),
+                    f["cluster"].as_str().unwrap_or("-"),
+                    f["code"].as_str().unwrap().trim_start_matches("meshform::plan::")
+                )
+            })
+            .collect();
+        (lines, all)
+    }
+
     /// Starts `meshform <command> ...` and leaves it running; pass what it
     /// printed to [`Mesh::record`] so the leak check sees it.
     pub fn spawn(&self, command: &str, args: &[&str]) -> tokio::process::Child {

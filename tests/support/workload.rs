@@ -180,3 +180,68 @@ fn injected_pod(name: &str) -> Pod {
         ..Pod::default()
     }
 }
+
+/// The `kubectl rollout restart` stamp on a pod template.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// Namespace `shop`, labelled for sidecar injection, with a Deployment `web`
+/// in it: what a network move's workload restart acts on.
+pub async fn injected_deployment(cluster: &Cluster) {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some("shop".into()),
+            labels: labels(&[("istio-injection", "enabled")]),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(cluster.client())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace shop");
+    let deployment = Deployment {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            selector: LabelSelector {
+                match_labels: labels(&[("app", "web")]),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: labels(&[("app", "web")]),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "web".into(),
+                        image: Some("nginx".into()),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    Api::<Deployment>::namespaced(cluster.client(), "shop")
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("deployment web");
+}
+
+/// The restart stamp on `shop/web`'s pod template; none before any restart.
+pub async fn restarted_at(cluster: &Cluster) -> Option<String> {
+    let web = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(cluster.client(), "shop")
+        .get("web")
+        .await
+        .expect("deployment web");
+    web.spec?.template.metadata?.annotations?.get(RESTARTED_AT).cloned()
+}
