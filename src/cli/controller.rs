@@ -1,10 +1,13 @@
 //! `meshform controller`: arguments in, [`controller::run`] until SIGTERM or
-//! Ctrl-C, its events out as JSON lines on stdout.
+//! Ctrl-C, its events out as JSON lines on stdout and into its
+//! [`controller::status::Status`] (metrics, probes, Events, status object).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{CliError, ClusterArgs, Context, Exit, TopologyArg, parse_duration};
 use crate::apply::lock;
+use crate::controller::status::{self, Status};
 use crate::controller::{self, Auto, Event, Settings, Stop};
 use crate::plan;
 use crate::render;
@@ -63,6 +66,11 @@ pub struct Args {
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub leader_election_duration: Duration,
 
+    /// Where to serve Prometheus metrics (`/metrics`) and the probes (`/healthz`, `/readyz`); port 0
+    /// picks a free one (its address is the first line of output).
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDRESS")]
+    pub metrics_address: SocketAddr,
+
     /// How long the apply lock lasts without renewal, should the controller die holding it.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
     pub lock_duration: Duration,
@@ -101,13 +109,35 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
                 duration: args.leader_election_duration,
             }),
     };
+    let status_settings = status::Settings {
+        address: args.metrics_address,
+        // Events and the status object live beside the election's Lease,
+        // in the controller's own namespace.
+        home: settings.election.clone(),
+        sources: controller::sources(&settings),
+        election: settings.election.is_some(),
+        // A round may wait for the apply lock and read every cluster with
+        // its timeouts; a loop quiet much longer than that is stuck.
+        wedged_after: (settings.resync * 2).max(Duration::from_secs(600)),
+    };
     let runtime = super::runtime()?;
-    let mut out = Lines { cx, error: None };
     let stop = runtime.block_on(async {
         let shutdown = shutdown()?;
-        Ok::<_, CliError>(controller::run(&settings, &mut out, shutdown).await)
-    })?;
-    match (out.error, stop) {
+        let status = Status::start(status_settings).await.map_err(|source| CliError::Serve {
+            address: args.metrics_address,
+            source,
+        })?;
+        render::controller::serving(status.address(), cx.out)?;
+        let mut out = Lines {
+            cx: &mut *cx,
+            status,
+            error: None,
+        };
+        let stop = controller::run(&settings, &mut out, shutdown).await;
+        Ok::<_, CliError>((stop, out.error))
+    });
+    let (stop, error) = stop?;
+    match (error, stop) {
         (Some(e), _) => Err(e.into()),
         (None, Stop::Shutdown) => Ok(Exit::Success),
         // Restarted (by its Deployment) as a follower.
@@ -129,20 +159,26 @@ fn shutdown() -> Result<impl std::future::Future<Output = ()>, CliError> {
     })
 }
 
-/// Events as JSON lines on stdout; the first write error is kept for the
-/// exit status, and later events are dropped.
+/// Events as JSON lines on stdout, and into the status; the first write
+/// error is kept for the exit status, and later lines are dropped.
 struct Lines<'c, 'x> {
     cx: &'c mut Context<'x>,
+    status: Status,
     error: Option<std::io::Error>,
 }
 
 impl controller::Watch for Lines<'_, '_> {
     fn event(&mut self, event: Event<'_>) {
+        self.status.event(&event);
         if self.error.is_some() {
             return;
         }
         if let Err(e) = render::controller::event(&event, self.cx.out) {
             self.error = Some(e);
         }
+    }
+
+    fn tick(&mut self) {
+        self.status.tick();
     }
 }

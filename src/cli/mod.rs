@@ -277,6 +277,17 @@ pub enum CliError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Plan(#[from] crate::plan::PlanError),
+    /// `meshform controller` cannot serve its metrics and probes.
+    #[error("cannot serve metrics on {address}")]
+    #[diagnostic(
+        code(meshform::cli::serve),
+        help("another process may use the port: pick a free one with --metrics-address (port 0 picks any)")
+    )]
+    Serve {
+        address: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     /// The async runtime could not start.
     #[error("cannot start the runtime")]
     #[diagnostic(code(meshform::cli::runtime))]

@@ -8,11 +8,13 @@
 //! for a person; with `--auto=none` nothing is written.
 //!
 //! It must not print: what happens is handed to a [`Watch`] as [`Event`]s,
-//! which `render::controller` words. Reading and validating mesh.toml is
-//! `source.rs`.
+//! which `render::controller` words and `status/` turns into metrics,
+//! Kubernetes Events and a status object. Reading and validating mesh.toml
+//! is `source.rs`.
 
 mod election;
 mod source;
+pub mod status;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -158,16 +160,18 @@ pub enum Event<'a> {
         reason: &'a str,
         kept: bool,
     },
-    Round(&'a Round),
+    /// A round ended; `seen` is what it observed and planned, when it got
+    /// that far (status views are made of it, never recomputed).
+    Round {
+        round: &'a Round,
+        topology: &'a Topology,
+        seen: Option<&'a Seen>,
+    },
     /// Leader election could not be run (its cluster out of reach, no
     /// access to Leases there); tried again after `retry`.
-    ElectionFailed {
-        reason: String,
-    },
+    ElectionFailed { reason: String },
     /// This replica leads now, and reconciles.
-    Leading {
-        lease: &'a str,
-    },
+    Leading { lease: &'a str },
     /// The leader's lease could not be renewed: another replica may lead
     /// now, so this one stops (as client-go's leader election has its
     /// callers do) and is restarted as a follower.
@@ -185,9 +189,22 @@ pub enum Stop {
     LostLeadership,
 }
 
+/// What a round observed and planned, and which of the plan's actions it did.
+#[derive(Debug)]
+pub struct Seen {
+    pub observed: Observed,
+    pub plan: Plan,
+    /// Indices into `plan.actions`.
+    pub done: Vec<usize>,
+}
+
 /// Receives the controller's events.
 pub trait Watch {
     fn event(&mut self, event: Event<'_>);
+
+    /// The loop came round (it does at least every `poll`, between rounds):
+    /// a liveness probe's sign that it is not wedged.
+    fn tick(&mut self) {}
 }
 
 /// Runs until `shutdown` completes. A round in progress when it does is let
@@ -200,6 +217,7 @@ pub async fn run(settings: &Settings, watch: &mut impl Watch, shutdown: impl Fut
     let mut backoff = settings.retry;
     let mut leader: Option<lock::Lock> = None;
     let stop = loop {
+        watch.tick();
         match source.poll().await {
             Some(Read::Valid(new, warnings)) => {
                 watch.event(Event::Loaded {
@@ -253,8 +271,12 @@ pub async fn run(settings: &Settings, watch: &mut impl Watch, shutdown: impl Fut
             && (settings.election.is_none() || leader.is_some())
             && Instant::now() >= next.0
         {
-            let round = reconcile_once(topology, settings, next.1).await;
-            watch.event(Event::Round(&round));
+            let (round, seen) = reconcile_once(topology, settings, next.1).await;
+            watch.event(Event::Round {
+                round: &round,
+                topology,
+                seen: seen.as_ref(),
+            });
             next = if round.unfinished() {
                 let retry = (Instant::now() + backoff, Trigger::Retry);
                 backoff = (backoff * 2).min(settings.resync);
@@ -286,7 +308,8 @@ pub async fn run(settings: &Settings, watch: &mut impl Watch, shutdown: impl Fut
     stop
 }
 
-fn sources(settings: &Settings) -> Sources {
+/// Where the clusters' kubeconfigs are, for `settings`.
+pub fn sources(settings: &Settings) -> Sources {
     Sources {
         base_dir: settings.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         kubeconfig: settings.kubeconfig.clone(),
@@ -313,7 +336,7 @@ fn options(settings: &Settings) -> Options {
     }
 }
 
-async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigger) -> Round {
+async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigger) -> (Round, Option<Seen>) {
     let started = std::time::Instant::now();
     let sources = sources(settings);
     let options = options(settings);
@@ -329,6 +352,7 @@ async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigg
         due: None,
         duration_ms: 0,
     };
+    let mut seen = None;
     match settings.auto {
         Auto::None => {
             let observed = reconcile::observe(topology, &sources).await;
@@ -345,6 +369,11 @@ async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigg
                     if !round.held.is_empty() {
                         round.ending = Ending::Reported;
                     }
+                    seen = Some(Seen {
+                        observed,
+                        plan,
+                        done: Vec::new(),
+                    });
                 }
                 Err(e) => fail(&mut round, &e),
             }
@@ -378,8 +407,19 @@ async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigg
                 topology,
                 options: &options,
                 round: &mut round,
+                observed: None,
+                plan: None,
             };
-            match reconcile::apply(&request, &mut shell).await {
+            let outcome = reconcile::apply(&request, &mut shell).await;
+            let (observed, planned) = (shell.observed.take(), shell.plan.take());
+            let done = match &outcome {
+                Ok(Outcome::Executed { report, .. }) => report.done.clone(),
+                _ => Vec::new(),
+            };
+            seen = observed
+                .zip(planned)
+                .map(|(observed, plan)| Seen { observed, plan, done });
+            match outcome {
                 Ok(Outcome::Converged) => {}
                 Ok(Outcome::Executed { plan, report }) => {
                     round.done = report.done.len();
@@ -397,7 +437,7 @@ async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigg
         }
     }
     round.duration_ms = started.elapsed().as_millis();
-    round
+    (round, seen)
 }
 
 fn summarise(round: &mut Round, plan: &Plan) {
@@ -420,11 +460,13 @@ fn line(plan: &Plan, action: &plan::Action, why: String) -> Line {
 
 /// The reconcile's shell with no person: approves what the plan leaves free
 /// (apply holds back the rest), logs progress, and keeps what the round
-/// reports.
+/// reports, and what it observed and planned for the status views.
 struct Unattended<'a> {
     topology: &'a Topology,
     options: &'a Options,
     round: &'a mut Round,
+    observed: Option<Observed>,
+    plan: Option<Plan>,
 }
 
 impl reconcile::Shell for Unattended<'_> {
@@ -436,10 +478,12 @@ impl reconcile::Shell for Unattended<'_> {
 
     fn observed(&mut self, observed: &Observed) {
         self.round.due = plan::next_due(self.topology, observed, self.options);
+        self.observed = Some(observed.clone());
     }
 
     fn planned(&mut self, plan: &Plan) -> Result<(), reconcile::Error> {
         summarise(self.round, plan);
+        self.plan = Some(plan.clone());
         Ok(())
     }
 

@@ -9,6 +9,13 @@ use serde_json::json;
 
 use crate::controller::Event;
 
+/// The first line: where metrics and probes are served.
+pub fn serving(address: std::net::SocketAddr, out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &json!({"event": "serving", "address": address.to_string()}))?;
+    writeln!(out)?;
+    out.flush()
+}
+
 /// Writes `event` as one line of JSON.
 pub fn event(event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
     let value = match event {
@@ -36,7 +43,7 @@ pub fn event(event: &Event<'_>, out: &mut dyn Write) -> io::Result<()> {
             "message": format!("cannot read {}: {reason}", file.display()),
             "kept_last_good": kept,
         }),
-        Event::Round(round) => {
+        Event::Round { round, .. } => {
             let mut value = serde_json::to_value(round).map_err(io::Error::other)?;
             value["event"] = "round".into();
             value
