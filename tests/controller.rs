@@ -3,27 +3,41 @@
 //! reports a destructive change of mesh.toml without applying it (a person's
 //! `apply --allow-detach` does, while it runs), keeps the last good mesh.toml
 //! when an edit is invalid, writes nothing with `--auto=none`, and stops on
-//! SIGTERM with the apply lock released.
+//! SIGTERM with the apply lock released. Its status (issue 30 item 3): the
+//! metrics Prometheus scrapes match the clusters, the probes answer, Events
+//! mark transitions and the status ConfigMap holds the plan's summary and no
+//! secret.
 
 mod support;
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams};
 use serde_json::Value;
 use support::controlplane::{Cluster, ControlPlane};
 use support::mesh::{Entry, MESH, Mesh, NAMESPACE, Streamed, remote_secrets};
+use support::metrics;
 
 const READER: &str = "meshform-istio-reader-istio-system";
 /// Long enough for a round on a busy 2-core machine.
 const ROUND: Duration = Duration::from_secs(120);
 
-/// `meshform controller` on `mesh` with a short resync and poll.
+/// `meshform controller` on `mesh` with a short resync and poll, serving
+/// metrics on a free port (tests run side by side).
 fn controller(mesh: &Mesh, args: &[&str]) -> Streamed {
-    let mut all = vec!["--resync", "2s", "--poll", "500ms", "--retry", "1s"];
+    let mut all = vec![
+        "--resync",
+        "2s",
+        "--poll",
+        "500ms",
+        "--retry",
+        "1s",
+        "--metrics-address",
+        "127.0.0.1:0",
+    ];
     all.extend_from_slice(args);
     mesh.stream("controller", &all)
 }
@@ -311,4 +325,289 @@ async fn an_unreachable_cluster_is_retried_while_the_rest_is_kept() {
     .await;
     terminate(stream, &mesh).await;
     mesh.assert_no_token_leaked(&[east, west, north]).await;
+}
+
+/// Where the controller serves metrics and probes: its first line says.
+async fn serving(stream: &mut Streamed) -> String {
+    let line = until(stream, "serving", |e| e["event"] == "serving").await;
+    line["address"].as_str().expect("an address").to_string()
+}
+
+/// Every ordered pair of distinct clusters: each a primary whose istiod reads the other.
+fn pairs<'a>(names: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    names
+        .iter()
+        .flat_map(|h| names.iter().filter(move |p| p != &h).map(move |p| (*h, *p)))
+        .collect()
+}
+
+/// Events about the election Lease in `default` of `cluster`, by reason.
+async fn events(cluster: &Cluster) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(cluster.client(), "default")
+        .list(&Default::default())
+        .await
+        .expect("listing Events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(&format!("meshform-controller-{MESH}"))
+        })
+        .collect()
+}
+
+/// Waits until an Event with `reason` is there (they are written beside the rounds).
+async fn event(cluster: &Cluster, reason: &str) -> k8s_openapi::api::events::v1::Event {
+    let deadline = tokio::time::Instant::now() + ROUND;
+    loop {
+        if let Some(e) = events(cluster)
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some(reason))
+        {
+            return e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {reason} Event; there are {:?}",
+            events(cluster)
+                .await
+                .iter()
+                .map(|e| e.reason.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the status ConfigMap's status.json matches.
+async fn status_object(cluster: &Cluster, matches: impl Fn(&Value) -> bool) -> ConfigMap {
+    let api = Api::<ConfigMap>::namespaced(cluster.client(), "default");
+    let deadline = tokio::time::Instant::now() + ROUND;
+    loop {
+        let found = api
+            .get_opt(&format!("meshform-status-{MESH}"))
+            .await
+            .expect("reading the status ConfigMap");
+        let json = found
+            .as_ref()
+            .and_then(|c| c.data.as_ref()?.get("status.json"))
+            .map(|j| serde_json::from_str::<Value>(j).expect("status.json is JSON"));
+        if json.as_ref().is_some_and(&matches) {
+            return found.unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the status object is {json:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const ELECTION: [&str; 4] = [
+    "--leader-election-cluster",
+    "east",
+    "--leader-election-namespace",
+    "default",
+];
+
+#[tokio::test]
+async fn metrics_probes_events_and_the_status_object_match_the_clusters() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let [east, west, north] = clusters.by_names(["east", "west", "north"]);
+    let mesh = Mesh::flat(&[east, west, north]);
+    let mut stream = controller(&mesh, &ELECTION);
+    let address = serving(&mut stream).await;
+    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+
+    let scrape = metrics::scrape(&address).await;
+    let now = jiff::Timestamp::now().as_second() as f64;
+    for cluster in ["east", "west", "north"] {
+        assert_eq!(scrape.value("meshform_cluster_reachable", &[("cluster", cluster)]), 1.0);
+        let seen = scrape.value(
+            "meshform_cluster_last_observed_timestamp_seconds",
+            &[("cluster", cluster)],
+        );
+        assert!(
+            seen > now - 120.0 && seen <= now + 1.0,
+            "{cluster} last observed at {seen}"
+        );
+    }
+    let all = pairs(&["east", "west", "north"]);
+    assert_eq!(
+        scrape.series("meshform_pair_attached", &[]).len(),
+        all.len(),
+        "{}",
+        scrape.body
+    );
+    for (holder, peer) in &all {
+        let labels = [("holder", *holder), ("peer", *peer)];
+        assert_eq!(
+            scrape.value("meshform_pair_attached", &labels),
+            1.0,
+            "{holder} reads {peer}"
+        );
+        // Bound tokens, as the clusters hold them.
+        let secret = remote_secrets(clusters.by_names([*holder])[0]).await;
+        assert!(secret.contains_key(&format!("istio-remote-secret-{peer}")));
+        let expiry = scrape.value("meshform_reader_token_expiry_timestamp_seconds", &labels);
+        assert!(expiry > now, "{holder}'s token for {peer} expires at {expiry}");
+    }
+    assert_eq!(scrape.sum("meshform_pending_actions", &[]), 0.0, "{}", scrape.body);
+    assert!(scrape.series("meshform_blockers", &[]).is_empty(), "{}", scrape.body);
+    assert_eq!(
+        scrape.sum("meshform_check_results", &[("result", "fail")]),
+        0.0,
+        "{}",
+        scrape.body
+    );
+    assert_eq!(
+        scrape.value(
+            "meshform_check_results",
+            &[("scope", "cluster"), ("check", "reachable"), ("result", "pass")]
+        ),
+        3.0
+    );
+    // The first round wrote, the second (converged) confirmed it.
+    assert!(scrape.value("meshform_reconcile_duration_seconds_count", &[("result", "success")]) >= 2.0);
+    assert_eq!(
+        scrape.series("meshform_reconcile_duration_seconds_count", &[])[0].kind,
+        "histogram"
+    );
+    assert!(scrape.value("meshform_last_success_timestamp_seconds", &[]) > now - 120.0);
+    assert_eq!(scrape.value("meshform_leader", &[]), 1.0);
+    assert_eq!(metrics::get(&address, "/healthz").await.status, 200);
+    assert_eq!(metrics::get(&address, "/readyz").await.status, 200);
+    assert_eq!(metrics::get(&address, "/nothing").await.status, 404);
+
+    // A standby: ready (mesh.toml loaded), not leading.
+    let mut standby = controller(&mesh, &ELECTION);
+    let standby_address = serving(&mut standby).await;
+    until(&mut standby, "loaded", |e| e["event"] == "loaded").await;
+    let standby_scrape = metrics::scrape(&standby_address).await;
+    assert_eq!(standby_scrape.value("meshform_leader", &[]), 0.0);
+    assert!(standby_scrape.series("meshform_cluster_reachable", &[]).is_empty());
+    let ready = metrics::get(&standby_address, "/readyz").await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+    assert_eq!(metrics::get(&standby_address, "/healthz").await.status, 200);
+    drop(standby);
+
+    // Events about the election Lease: its leader, and the first round's writes.
+    event(east, "LeaderElected").await;
+    let applied = event(east, "Applied").await;
+    assert_eq!(applied.type_.as_deref(), Some("Normal"));
+    assert_eq!(applied.reporting_controller.as_deref(), Some("meshform-controller"));
+    // The status object: the converged plan's summary.
+    let status = status_object(east, |s| s["ending"] == "converged").await;
+    let json: Value = serde_json::from_str(&status.data.as_ref().unwrap()["status.json"]).unwrap();
+    assert_eq!(json["pending"], serde_json::json!([]), "{json:#}");
+    assert_eq!(json["pairs"].as_array().unwrap().len(), all.len(), "{json:#}");
+    assert!(
+        status.data.as_ref().unwrap()["summary"].starts_with("converged: 3/3 clusters reachable, 6/6 pairs attached"),
+        "{status:?}"
+    );
+
+    // A cluster out of reach: reachable 0, its last read kept, what it holds
+    // unknown (its pairs gone), what the others hold for it still attached.
+    north.stop().await;
+    until(&mut stream, "a round without north", |e| {
+        e["event"] == "round" && e["deferred"] == serde_json::json!(["north"])
+    })
+    .await;
+    let scrape = metrics::scrape(&address).await;
+    assert_eq!(scrape.value("meshform_cluster_reachable", &[("cluster", "north")]), 0.0);
+    assert_eq!(scrape.value("meshform_cluster_reachable", &[("cluster", "east")]), 1.0);
+    assert!(
+        scrape.value(
+            "meshform_cluster_last_observed_timestamp_seconds",
+            &[("cluster", "north")]
+        ) > 0.0
+    );
+    assert!(
+        scrape
+            .series("meshform_pair_attached", &[("holder", "north")])
+            .is_empty(),
+        "{}",
+        scrape.body
+    );
+    assert_eq!(
+        scrape.value("meshform_pair_attached", &[("holder", "east"), ("peer", "north")]),
+        1.0
+    );
+    assert!(scrape.value("meshform_reconcile_duration_seconds_count", &[("result", "incomplete")]) >= 1.0);
+    let unreachable = event(east, "ClusterUnreachable").await;
+    assert_eq!(unreachable.type_.as_deref(), Some("Warning"));
+    assert!(
+        unreachable.note.as_deref().unwrap().contains("north"),
+        "{unreachable:?}"
+    );
+    status_object(east, |s| s["deferred"] == serde_json::json!(["north"])).await;
+    north.start().await;
+    until(&mut stream, "north back", |e| {
+        round(e, "converged") && e["deferred"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    event(east, "ClusterReachable").await;
+
+    terminate(stream, &mesh).await;
+    // What was written about the mesh goes where the leak check looks: no
+    // token of a remote secret may be in the Events or the status object.
+    let notes: Vec<String> = events(east).await.iter().filter_map(|e| e.note.clone()).collect();
+    let object = Api::<ConfigMap>::namespaced(east.client(), "default")
+        .get(&format!("meshform-status-{MESH}"))
+        .await
+        .expect("reading the status ConfigMap");
+    std::fs::write(
+        mesh.dir().join("written-status.txt"),
+        format!("{}\n{}", serde_json::to_string(&object).unwrap(), notes.join("\n")),
+    )
+    .unwrap();
+    mesh.assert_no_token_leaked(&[east, west, north]).await;
+}
+
+#[tokio::test]
+async fn auto_none_shows_every_pending_write_in_the_metrics() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let [east, west] = clusters.by_names(["east", "west"]);
+    let mesh = Mesh::flat(&[east, west]);
+    let mut stream = controller(&mesh, &["--auto", "none"]);
+    let address = serving(&mut stream).await;
+    let reported = until(&mut stream, "a round", |e| e["event"] == "round").await;
+    let held = held_objects(&reported);
+    let scrape = metrics::scrape(&address).await;
+    assert_eq!(
+        scrape.sum("meshform_pending_actions", &[]),
+        held.len() as f64,
+        "{}",
+        scrape.body
+    );
+    assert_eq!(
+        scrape.value(
+            "meshform_pending_actions",
+            &[("kind", "write_remote_secret"), ("destructive", "false")]
+        ),
+        2.0,
+        "{}",
+        scrape.body
+    );
+    // Nothing attached yet; failing checks name what is missing.
+    for (holder, peer) in pairs(&["east", "west"]) {
+        assert_eq!(
+            scrape.value("meshform_pair_attached", &[("holder", holder), ("peer", peer)]),
+            0.0
+        );
+    }
+    assert!(scrape.sum("meshform_check_results", &[("result", "fail")]) > 0.0);
+    // Reporting is what --auto=none is for: a success, with no Lease to be about.
+    assert!(scrape.value("meshform_reconcile_duration_seconds_count", &[("result", "success")]) >= 1.0);
+    assert_eq!(scrape.value("meshform_leader", &[]), 1.0);
+    terminate(stream, &mesh).await;
+}
+
+#[test]
+fn prometheus_refuses_a_broken_exposition() {
+    // The parser the tests trust must be able to say no.
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    assert!(metrics::parse(content_type, "# TYPE a gauge\na 1\n# EOF\n").is_ok());
+    assert!(
+        metrics::parse(content_type, "# TYPE a gauge\na 1\n").is_err(),
+        "no # EOF"
+    );
+    assert!(metrics::parse(content_type, "# TYPE a gauge\na{x=\"1} 1\n# EOF\n").is_err());
 }

@@ -13,6 +13,7 @@ pub mod istio;
 pub mod istiod;
 pub mod library;
 pub mod mesh;
+pub mod metrics;
 pub mod plan_fixtures;
 pub mod reporter;
 pub mod snapshot;
