@@ -99,6 +99,9 @@ type options struct {
 	// externalIstiod: EXTERNAL_ISTIOD, istiod also manages the remotes whose
 	// mesh namespace names it (topology.istio.io/controlPlaneClusters).
 	externalIstiod bool
+	// ambient: run as an ambient multi-network control plane (wds.go).
+	ambient  bool
+	ztunnels proxyFlags
 }
 
 func main() {
@@ -116,6 +119,9 @@ func main() {
 	flag.Var(&o.services, "service", "ask for the endpoints of HOST:PORT (repeatable)")
 	flag.BoolVar(&o.externalIstiod, "external-istiod", false, "run with EXTERNAL_ISTIOD: also manage the remotes "+
 		"whose mesh namespace names this cluster id in topology.istio.io/controlPlaneClusters")
+	flag.BoolVar(&o.ambient, "ambient", false, "run with PILOT_ENABLE_AMBIENT and AMBIENT_ENABLE_MULTI_NETWORK, "+
+		"services labelled istio.io/global=true global (the ambient profile)")
+	flag.Var(&o.ztunnels, "ztunnel", "ask for workloads as this ztunnel (WDS, delta xDS): NAME=NETWORK,CLUSTER (repeatable; needs -ambient)")
 	flag.Parse()
 	if *makeRootDir != "" {
 		if err := makeRoot(*makeRootDir); err != nil {
@@ -126,7 +132,8 @@ func main() {
 	}
 	if o.kubeconfig == "" || o.clusterID == "" || o.meshID == "" {
 		fmt.Fprintln(os.Stderr, "usage: istiod -kubeconfig PATH [-context NAME] -cluster-id ID -mesh-id MESH "+
-			"[-namespace NS] [-root-ca DIR] [-external-istiod] [-proxy NAME=NETWORK,CLUSTER]... [-service HOST:PORT]...")
+			"[-namespace NS] [-root-ca DIR] [-external-istiod] [-proxy NAME=NETWORK,CLUSTER]... [-service HOST:PORT]... "+
+			"[-ambient [-ztunnel NAME=NETWORK,CLUSTER]...]")
 		os.Exit(2)
 	}
 	if os.Getenv(childMarker) == "" {
@@ -166,6 +173,8 @@ func reexecWithEnvironment(o options) error {
 		// pilot/pkg/serviceregistry/kube/controller/multicluster.go.
 		"EXTERNAL_ISTIOD="+strconv.FormatBool(o.externalIstiod),
 	)
+	env = append(env, gatewayControllersOff...)
+	env = append(env, ambientEnvironment(o)...)
 	return syscall.Exec(self, os.Args, env)
 }
 
@@ -274,6 +283,12 @@ func run(o options) error {
 		go p.run(stop)
 		proxies = append(proxies, p)
 	}
+	ztunnels := make([]*ztunnelClient, 0, len(o.ztunnels))
+	for i, spec := range o.ztunnels {
+		z := newZtunnelClient(grpcAddr, spec, i, o)
+		go z.run(stop)
+		ztunnels = append(ztunnels, z)
+	}
 
 	out := bufio.NewWriter(os.Stdout)
 	debug := &http.Client{Timeout: 5 * time.Second}
@@ -292,6 +307,9 @@ func run(o options) error {
 		}
 		for _, p := range proxies {
 			s.Proxies = append(s.Proxies, p.view())
+		}
+		for _, z := range ztunnels {
+			s.Ztunnels = append(s.Ztunnels, z.view())
 		}
 		line, err := json.Marshal(s)
 		if err != nil {
@@ -322,6 +340,8 @@ type snapshot struct {
 	ClusterID string      `json:"cluster_id"`
 	RootCert  string      `json:"root_cert"`
 	Proxies   []proxyView `json:"proxies"`
+	// Ztunnels: one per -ztunnel, the workloads istiod last sent it.
+	Ztunnels []ztunnelView `json:"ztunnels,omitempty"`
 	// Networkz and Clusterz are istiod's debug answers as it gives them.
 	Networkz json.RawMessage `json:"networkz"`
 	Clusterz json.RawMessage `json:"clusterz"`
@@ -372,7 +392,7 @@ rootNamespace: %[1]s
 defaultConfig:
   meshId: %[2]q
   discoveryAddress: istiod.%[1]s.svc:15012
-`, o.namespace, o.meshID)
+`, o.namespace, o.meshID) + ambientMeshConfig(o)
 }
 
 // freeLoopbackAddr asks the kernel for a free port on 127.0.0.1. istiod

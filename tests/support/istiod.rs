@@ -30,6 +30,7 @@ use super::controlplane::Cluster;
 use super::gobuild;
 use super::mesh::{MESH, NAMESPACE};
 use super::reporter::Reporter;
+use super::wds::ZtunnelView;
 
 /// The Go program's sources.
 const GO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/istiod");
@@ -48,6 +49,9 @@ pub struct Snapshot {
     /// The root certificate istiod's CA signs under (public).
     pub root_cert: String,
     pub proxies: Vec<ProxyView>,
+    /// The ztunnels asking an ambient istiod (`support::wds`).
+    #[serde(default)]
+    pub ztunnels: Vec<ZtunnelView>,
     /// `/debug/networkz`: the cross-network gateways istiod knows.
     pub networkz: Option<Vec<NetworkGateway>>,
     /// `/debug/clusterz`: the clusters istiod reads, its own included.
@@ -118,6 +122,13 @@ impl Snapshot {
             .iter()
             .find(|p| p.name == name)
             .unwrap_or_else(|| panic!("no proxy {name:?} asks this istiod"))
+    }
+
+    pub fn ztunnel(&self, name: &str) -> &ZtunnelView {
+        self.ztunnels
+            .iter()
+            .find(|z| z.name == name)
+            .unwrap_or_else(|| panic!("no ztunnel {name:?} asks this istiod"))
     }
 
     /// `/debug/networkz`, sorted.
@@ -199,6 +210,8 @@ pub struct IstiodConfig {
     proxies: Vec<(String, String, String)>,
     services: Vec<String>,
     external: bool,
+    ambient: bool,
+    ztunnels: Vec<(String, String, String)>,
 }
 
 impl IstiodConfig {
@@ -210,6 +223,8 @@ impl IstiodConfig {
             proxies: Vec::new(),
             services: Vec::new(),
             external: false,
+            ambient: false,
+            ztunnels: Vec::new(),
         }
     }
 
@@ -217,6 +232,21 @@ impl IstiodConfig {
     /// namespace names it as their control plane.
     pub fn external(mut self) -> IstiodConfig {
         self.external = true;
+        self
+    }
+
+    /// Ambient multi-network istiod (`PILOT_ENABLE_AMBIENT`,
+    /// `AMBIENT_ENABLE_MULTI_NETWORK`), Services labelled `istio.io/global=true`
+    /// global, as the ambient profile makes them.
+    pub fn ambient(mut self) -> IstiodConfig {
+        self.ambient = true;
+        self
+    }
+
+    /// Ask for workloads as a ztunnel named `name` on `network` in `cluster` (needs [`IstiodConfig::ambient`]).
+    pub fn ztunnel(mut self, name: &str, network: &str, cluster: &str) -> IstiodConfig {
+        self.ztunnels
+            .push((name.to_string(), network.to_string(), cluster.to_string()));
         self
     }
 
@@ -265,6 +295,12 @@ impl Istiod {
         }
         if config.external {
             cmd.arg("-external-istiod");
+        }
+        if config.ambient {
+            cmd.arg("-ambient");
+        }
+        for (name, network, cluster) in &config.ztunnels {
+            cmd.arg("-ztunnel").arg(format!("{name}={network},{cluster}"));
         }
         Istiod {
             reports: Reporter::spawn(cmd, "istiod", &config.cluster_id),

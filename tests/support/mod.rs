@@ -18,4 +18,5 @@ pub mod plan_fixtures;
 pub mod reporter;
 pub mod snapshot;
 pub mod state;
+pub mod wds;
 pub mod workload;
