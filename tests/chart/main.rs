@@ -75,11 +75,6 @@ priorityClassName: system-cluster-critical
 nodeSelector: {kubernetes.io/os: linux}
 "#;
 
-/// Flags the chart passes that `meshform controller` gains with the metrics
-/// server of issue 30 item 3 (being added beside this chart); until then they
-/// are taken off before parsing. Empty once it is merged.
-const PENDING_FLAGS: &[&str] = &["--metrics-address"];
-
 /// Helm, inside the checker program: `tests/chartcheck` pins helm.sh/helm/v4.
 pub fn chartcheck() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
@@ -420,17 +415,7 @@ fn controller_args(deployment: &Value) -> ControllerArgs {
         .map(|a| a.as_str().expect("arguments are strings").to_string())
         .collect();
     let mut words = vec!["meshform".to_string()];
-    let mut skip = false;
-    for arg in &args {
-        if std::mem::take(&mut skip) {
-            continue;
-        }
-        if PENDING_FLAGS.contains(&arg.as_str()) {
-            skip = true;
-            continue;
-        }
-        words.push(arg.clone());
-    }
+    words.extend(args.iter().cloned());
     words.extend(["--leader-election-namespace".into(), NAMESPACE.into()]);
     let cli = Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("`{}` does not parse:\n{e}", words.join(" ")));
     let Sub::Controller(args) = cli.command else {

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -58,15 +59,10 @@ pub fn expected_grants(mesh: &str) -> BTreeSet<(String, String, String, String)>
         }
     };
     add("coordination.k8s.io", "leases", &["create"], "");
-    add(
-        "coordination.k8s.io",
-        "leases",
-        &["get", "update", "delete", "watch", "list"],
-        &lease,
-    );
+    add("coordination.k8s.io", "leases", &["get", "update", "delete"], &lease);
     add("events.k8s.io", "events", &["create", "patch"], "");
     add("", "configmaps", &["create"], "");
-    add("", "configmaps", &["get", "update", "patch"], &status);
+    add("", "configmaps", &["patch"], &status);
     grants
 }
 
@@ -223,6 +219,8 @@ async fn the_controller_leads_with_the_chart_s_role_and_not_without_it() {
             NAMESPACE,
             "--leader-election-duration",
             "3s",
+            "--metrics-address",
+            "127.0.0.1:0",
         ],
     );
     let failed = until(&mut stream, "election_failed").await;
@@ -248,6 +246,24 @@ async fn the_controller_leads_with_the_chart_s_role_and_not_without_it() {
     eventually("a renewal of the Lease", Duration::from_secs(30), async || {
         let now = spec(lease(home).await?);
         (now.renew_time != taken.renew_time).then_some(())
+    })
+    .await;
+    // The status ConfigMap (create, then patch by name) and the Events, with
+    // nothing but the Role's rights.
+    eventually("the status ConfigMap", Duration::from_secs(60), async || {
+        Api::<ConfigMap>::namespaced(home.client(), NAMESPACE)
+            .get_opt(&format!("meshform-status-{MESH}"))
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    eventually("an Event about the Lease", Duration::from_secs(60), async || {
+        let events = Api::<Event>::namespaced(home.client(), NAMESPACE)
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        (!events.items.is_empty()).then_some(())
     })
     .await;
 
