@@ -48,6 +48,7 @@ import (
 	"istio.io/istio/pkg/config/constants"
 	"istio.io/istio/pkg/kube"
 	"istio.io/istio/pkg/log"
+	"k8s.io/client-go/kubernetes"
 )
 
 // How often the snapshot is rebuilt (and the debug endpoints read).
@@ -102,6 +103,10 @@ type options struct {
 	// ambient: run as an ambient multi-network control plane (wds.go).
 	ambient  bool
 	ztunnels proxyFlags
+	// caCerts: start on the cluster's cacerts Secret (csr.go).
+	caCerts bool
+	// workloadCert: NAMESPACE/SERVICEACCOUNT to ask the CA for a certificate as (csr.go).
+	workloadCert string
 }
 
 func main() {
@@ -114,6 +119,10 @@ func main() {
 	flag.StringVar(&o.workDir, "work-dir", "", "directory for istiod's files (mesh config, kubeconfig); a temporary one if empty")
 	flag.StringVar(&o.rootCA, "root-ca", "", "plug in an intermediate CA signed by the root CA in this directory "+
 		"(root-cert.pem, root-key.pem); istiod's own self-signed CA if empty")
+	flag.BoolVar(&o.caCerts, "cacerts", false, "plug in the cluster's own cacerts Secret (of the mesh namespace), "+
+		"written where its volume would be mounted (./etc/cacerts)")
+	flag.StringVar(&o.workloadCert, "workload-cert", "", "ask istiod's CA, as a sidecar of NAMESPACE/SERVICEACCOUNT does, "+
+		"for a workload certificate on the secure gRPC port (then enabled); print the chain")
 	makeRootDir := flag.String("make-root", "", "only write a new root CA into this directory, and exit")
 	flag.Var(&o.proxies, "proxy", "ask as this sidecar: NAME=NETWORK,CLUSTER (repeatable)")
 	flag.Var(&o.services, "service", "ask for the endpoints of HOST:PORT (repeatable)")
@@ -130,9 +139,9 @@ func main() {
 		}
 		return
 	}
-	if o.kubeconfig == "" || o.clusterID == "" || o.meshID == "" {
+	if o.kubeconfig == "" || o.clusterID == "" || o.meshID == "" || (o.caCerts && o.rootCA != "") {
 		fmt.Fprintln(os.Stderr, "usage: istiod -kubeconfig PATH [-context NAME] -cluster-id ID -mesh-id MESH "+
-			"[-namespace NS] [-root-ca DIR] [-external-istiod] [-proxy NAME=NETWORK,CLUSTER]... [-service HOST:PORT]... "+
+			"[-namespace NS] [-root-ca DIR | -cacerts] [-workload-cert NS/SA] [-external-istiod] [-proxy NAME=NETWORK,CLUSTER]... [-service HOST:PORT]... "+
 			"[-ambient [-ztunnel NAME=NETWORK,CLUSTER]...]")
 		os.Exit(2)
 	}
@@ -236,6 +245,11 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("kube config: %v", err)
 	}
+	if o.caCerts {
+		if err := writeCACerts(kubernetes.NewForConfigOrDie(restConfig), o.namespace, filepath.Join("etc", "cacerts")); err != nil {
+			return fmt.Errorf("plugging in cacerts: %v", err)
+		}
+	}
 	recorder, proxyKubeconfig, err := startRecordingProxy(restConfig, stop)
 	if err != nil {
 		return fmt.Errorf("starting the recording proxy: %v", err)
@@ -262,6 +276,20 @@ func run(o options) error {
 		return err
 	}
 	args := pilotArgs(o, kubeconfigPath, meshConfig, meshNetworks, httpAddr, grpcAddr)
+	var workload *workloadRequester
+	if o.workloadCert != "" {
+		// The CA service is on the secure port when there is one
+		// (pilot/pkg/bootstrap/server.go startCA), with istiod's DNS
+		// certificate from its own CA, as sidecars reach it (15012).
+		if args.ServerOptions.SecureGRPCAddr, err = freeLoopbackAddr(); err != nil {
+			return err
+		}
+		workload, err = newWorkloadRequester(restConfig, o.workloadCert, o.clusterID, o.namespace,
+			args.ServerOptions.SecureGRPCAddr, workDir)
+		if err != nil {
+			return err
+		}
+	}
 	if err := args.Complete(); err != nil {
 		return err
 	}
@@ -277,6 +305,9 @@ func run(o options) error {
 		rootCert = string(server.CA.GetCAKeyCertBundle().GetRootCertPem())
 	}
 
+	if workload != nil {
+		go workload.run(stop)
+	}
 	proxies := make([]*proxyClient, 0, len(o.proxies))
 	for i, spec := range o.proxies {
 		p := newProxyClient(grpcAddr, spec, i, o, o.services)
@@ -304,6 +335,9 @@ func run(o options) error {
 			Clusterz:  rawJSON(get(debug, httpAddr, "/debug/clusterz")),
 			Proxies:   make([]proxyView, 0, len(proxies)),
 			Writes:    recorder.writes(),
+		}
+		if workload != nil {
+			s.Workload = workload.view()
 		}
 		for _, p := range proxies {
 			s.Proxies = append(s.Proxies, p.view())
@@ -346,6 +380,8 @@ type snapshot struct {
 	Networkz json.RawMessage `json:"networkz"`
 	Clusterz json.RawMessage `json:"clusterz"`
 	Writes   []write         `json:"writes"`
+	// Workload is what istiod's CA answered a sidecar (-workload-cert).
+	Workload *workloadCert `json:"workload,omitempty"`
 }
 
 // pilotArgs are pilot-discovery's defaults (pilot/cmd/pilot-discovery/app/cmd.go,
