@@ -58,6 +58,21 @@ pub struct Snapshot {
     pub clusterz: Option<Vec<ClusterStatus>>,
     /// Every request other than a read istiod sent to the cluster it serves.
     pub writes: Vec<Write>,
+    /// What istiod's CA answered a sidecar ([`IstiodConfig::workload_cert`]).
+    #[serde(default)]
+    pub workload: Option<WorkloadCert>,
+}
+
+/// A workload certificate istiod's CA issued to a sidecar's CSR, or why not yet.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkloadCert {
+    /// The SPIFFE identity asked for.
+    pub identity: String,
+    /// PEM, leaf first and istiod's root last, as `CreateCertificate` answered.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// The last attempt's error.
+    pub error: Option<String>,
 }
 
 /// One asking sidecar and the endpoints istiod last pushed to it.
@@ -207,6 +222,8 @@ impl RootCa {
 pub struct IstiodConfig {
     cluster_id: String,
     root_ca: Option<PathBuf>,
+    cacerts: bool,
+    workload_cert: Option<String>,
     proxies: Vec<(String, String, String)>,
     services: Vec<String>,
     external: bool,
@@ -220,6 +237,8 @@ impl IstiodConfig {
         IstiodConfig {
             cluster_id: cluster_id.to_string(),
             root_ca: None,
+            cacerts: false,
+            workload_cert: None,
             proxies: Vec::new(),
             services: Vec::new(),
             external: false,
@@ -256,6 +275,21 @@ impl IstiodConfig {
         self
     }
 
+    /// Plug in the cluster's own `cacerts` Secret (as meshform's managed
+    /// trust writes it), where its volume would be mounted.
+    pub fn cacerts(mut self) -> IstiodConfig {
+        self.cacerts = true;
+        self
+    }
+
+    /// Ask istiod's CA for a workload certificate as a sidecar of
+    /// `namespace/account` does (over TLS on istiod's secure gRPC port, with
+    /// a token of that ServiceAccount); see [`Snapshot::workload`].
+    pub fn workload_cert(mut self, namespace_account: &str) -> IstiodConfig {
+        self.workload_cert = Some(namespace_account.to_string());
+        self
+    }
+
     /// Ask as a sidecar named `name` on `network` in cluster `cluster`.
     pub fn proxy(mut self, name: &str, network: &str, cluster: &str) -> IstiodConfig {
         self.proxies
@@ -286,6 +320,12 @@ impl Istiod {
             .args(["-mesh-id", MESH, "-namespace", NAMESPACE]);
         if let Some(root) = &config.root_ca {
             cmd.arg("-root-ca").arg(root);
+        }
+        if config.cacerts {
+            cmd.arg("-cacerts");
+        }
+        if let Some(account) = &config.workload_cert {
+            cmd.args(["-workload-cert", account]);
         }
         for (name, network, cluster) in &config.proxies {
             cmd.arg("-proxy").arg(format!("{name}={network},{cluster}"));
