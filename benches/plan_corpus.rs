@@ -46,8 +46,8 @@ fn mixed(topology: &Topology) -> (Topology, Observed) {
                 content_owners: Vec::new(),
             },
             cluster_ids: ids.iter().map(|s| s.to_string()).collect(),
-            annotated_cluster: ids.first().map(|s| s.to_string()),
-            server: Some("https://somewhere.example.com:6443".to_string()),
+            annotated_cluster: ids.first().map(|s| (*s).into()),
+            server: Some("https://somewhere.example.com:6443".into()),
             ca_sha256: None,
             tls_server_name: None,
             peer_identity: None,
@@ -107,8 +107,8 @@ fn mixed(topology: &Topology) -> (Topology, Observed) {
                     content_sha256: None,
                     content_owners: Vec::new(),
                 },
-                holder: Some(holder.to_string()),
-                holder_identity: Some(format!("kube-system-{holder}")),
+                holder: Some(holder.into()),
+                holder_identity: Some(format!("kube-system-{holder}").into()),
             };
             facts
                 .reader_bindings

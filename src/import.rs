@@ -95,7 +95,7 @@ pub fn describe(settings: &Settings<'_>, contexts: &[Context], observed: &Observ
             });
             let id = secret.cluster_ids.first().cloned().unwrap_or_else(|| name.clone());
             match target {
-                Some(t) => claims.push((t, id, secret.server.clone())),
+                Some(t) => claims.push((t, id, secret.server.as_deref().map(str::to_string))),
                 None => out.problems.push(format!(
                     "{} holds remote secret {name} for cluster id {id:?} at {}, which none of the contexts reach; \
                      import with that cluster's context too, or remove the secret",

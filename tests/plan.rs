@@ -1434,8 +1434,8 @@ fn replaced_binding(observed: &mut Observed, peer: &str, holder: &str) {
                 content_sha256: None,
                 content_owners: Vec::new(),
             },
-            holder: Some(holder.to_string()),
-            holder_identity: Some(holder_identity),
+            holder: Some(holder.into()),
+            holder_identity: Some(holder_identity.into()),
         },
     );
 }

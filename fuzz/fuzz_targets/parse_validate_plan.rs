@@ -67,11 +67,11 @@ fuzz_target!(|data: &[u8]| {
                     RemoteSecretFacts {
                         object: object(arg),
                         cluster_ids: vec![other.clone()],
-                        annotated_cluster: Some(other.clone()),
-                        server: Some(format!("https://{other}.clusters.example.com:6443")),
+                        annotated_cluster: Some(other.as_str().into()),
+                        server: Some(format!("https://{other}.clusters.example.com:6443").into()),
                         ca_sha256: None,
                         tls_server_name: None,
-                        peer_identity: Some(format!("kube-system-{other}")),
+                        peer_identity: Some(format!("kube-system-{other}").into()),
                         token: match arg % 3 {
                             0 => TokenFacts::Unbounded,
                             1 => TokenFacts::Unknown,
@@ -81,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
                             },
                         },
                         // A token of a reader account that is gone or was re-created.
-                        token_account_uid: (arg % 5 == 0).then(|| format!("sa-{arg}")),
+                        token_account_uid: (arg % 5 == 0).then(|| format!("sa-{arg}").into()),
                         token_binding_uid: (arg % 3 == 0).then(|| format!("binding-{arg}")),
                         token_secret: None,
                         object_copies: Vec::new(),

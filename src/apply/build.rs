@@ -296,7 +296,10 @@ mod tests {
         assert_eq!(facts.annotated_cluster.as_deref(), Some("b"));
         assert_eq!(facts.peer_identity.as_deref(), Some("uid-b"));
         assert_eq!(facts.server.as_deref(), Some("https://b.example.com:6443"));
-        assert_eq!(facts.ca_sha256, Some(crate::objects::sha256_hex(b"PEM")));
+        assert_eq!(
+            facts.ca_sha256.as_deref(),
+            Some(crate::objects::sha256_hex(b"PEM").as_str())
+        );
         assert_eq!(facts.tls_server_name.as_deref(), Some("apiserver.b.internal"));
         assert_eq!(facts.token, TokenFacts::Unbounded);
     }

@@ -496,7 +496,7 @@ mod tests {
                 content_sha256: None,
                 content_owners: Vec::new(),
             },
-            holder: Some(holder.to_string()),
+            holder: Some(holder.into()),
             holder_identity: None,
         };
         facts(observed, cluster)

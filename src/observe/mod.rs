@@ -111,7 +111,7 @@ pub async fn observe_opened(topology: &Topology, connections: &Connections, open
         elapsed_ms = started.elapsed().as_millis(),
         "observed mesh"
     );
-    Observed {
+    let mut observed = Observed {
         format_version: SNAPSHOT_FORMAT_VERSION,
         mesh: topology.mesh.name.clone(),
         namespace: topology.mesh.namespace.clone(),
@@ -120,7 +120,9 @@ pub async fn observe_opened(topology: &Topology, connections: &Connections, open
         // A file beside the clusters: the root certificate is public, and
         // the plan judges every cluster's `cacerts` against it.
         trust_root: crate::trust::read_root(topology, connections.base_dir()),
-    }
+    };
+    observed.share_strings();
+    observed
 }
 
 /// Classifies a failed read. The detail is kube's message, which names
@@ -149,7 +151,8 @@ fn object_facts(meta: &ObjectMeta, mesh: &str) -> ObjectFacts {
         spec_hash: meta
             .annotations
             .as_ref()
-            .and_then(|a| a.get(objects::SPEC_HASH_ANNOTATION).cloned()),
+            .and_then(|a| a.get(objects::SPEC_HASH_ANNOTATION))
+            .map(|h| h.as_str().into()),
         content_sha256: None,
         content_owners: Vec::new(),
     }
@@ -374,7 +377,10 @@ async fn read_cluster(
             .items
             .iter()
             .filter_map(|b| {
-                let annotation = |key: &str| b.metadata.annotations.as_ref().and_then(|a| a.get(key).cloned());
+                let annotation = |key: &str| {
+                    let value = b.metadata.annotations.as_ref().and_then(|a| a.get(key))?;
+                    Some(value.as_str().into())
+                };
                 Some((
                     b.metadata.name.clone()?,
                     BindingFacts {

@@ -6,7 +6,9 @@
 //! CA fingerprint, a token's expiry).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use foldhash::HashSet;
 use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -428,10 +430,14 @@ pub struct BindingFacts {
     #[serde(flatten)]
     pub object: ObjectFacts,
     /// The `meshform.io/holder` annotation: the primary's mesh name.
-    pub holder: Option<String>,
+    /// Shared by the holder's bindings in every peer ([`Observed::share_strings`]).
+    #[serde(default, with = "shared")]
+    #[schemars(with = "Option<String>")]
+    pub holder: Option<Arc<str>>,
     /// The `meshform.io/holder-identity` annotation: its kube-system UID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub holder_identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "shared")]
+    #[schemars(with = "Option<String>")]
+    pub holder_identity: Option<Arc<str>>,
 }
 
 /// Identity and ownership of one object.
@@ -441,9 +447,11 @@ pub struct ObjectFacts {
     pub resource_version: String,
     /// Labelled as meshform's, for this mesh.
     pub managed: bool,
-    /// The spec-hash annotation meshform wrote, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec_hash: Option<String>,
+    /// The spec-hash annotation meshform wrote, if any: shared by every
+    /// primary's secret for one peer ([`Observed::share_strings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "shared")]
+    #[schemars(with = "Option<String>")]
+    pub spec_hash: Option<Arc<str>>,
     /// SHA-256 of the content meshform writes, as the cluster holds it now
     /// (the Gateway's spec, the reader ClusterRole's rules, its binding's
     /// subjects): edits by hand show here, not in the annotation. None when
@@ -535,6 +543,12 @@ impl ClusterFacts {
 }
 
 /// A remote secret, described without its content.
+///
+/// What every primary's secret for one peer repeats (its address, CA,
+/// identity, the account its token is of) is held as shared strings: a mesh
+/// of N primaries has N² remote secrets, and one copy per peer of these is
+/// a third of the observation's heap at 1,000 primaries
+/// ([`Observed::share_strings`]). They serialise as plain strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RemoteSecretFacts {
     #[serde(flatten)]
@@ -542,21 +556,31 @@ pub struct RemoteSecretFacts {
     /// The cluster ids Istio takes from it: its data keys.
     pub cluster_ids: Vec<String>,
     /// The `networking.istio.io/cluster` annotation.
-    pub annotated_cluster: Option<String>,
+    #[serde(default, with = "shared")]
+    #[schemars(with = "Option<String>")]
+    pub annotated_cluster: Option<Arc<str>>,
     /// The API server address in the kubeconfig it carries.
-    pub server: Option<String>,
-    pub ca_sha256: Option<String>,
+    #[serde(default, with = "shared")]
+    #[schemars(with = "Option<String>")]
+    pub server: Option<Arc<str>>,
+    #[serde(default, with = "shared")]
+    #[schemars(with = "Option<String>")]
+    pub ca_sha256: Option<Arc<str>>,
     /// The `tls-server-name` of the kubeconfig it carries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "shared")]
+    #[schemars(with = "Option<String>")]
+    pub tls_server_name: Option<Arc<str>>,
     /// The peer's identity, as recorded by meshform when it wrote the secret.
-    pub peer_identity: Option<String>,
+    #[serde(default, with = "shared")]
+    #[schemars(with = "Option<String>")]
+    pub peer_identity: Option<Arc<str>>,
     pub token: TokenFacts,
     /// UID of the service account the token was issued to, from its claims.
     /// Deleting that account revokes the token (a re-created account has
     /// another UID), which its validity period does not show.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_account_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "shared")]
+    #[schemars(with = "Option<String>")]
+    pub token_account_uid: Option<Arc<str>>,
     /// UID of the binding Secret the token is bound to, from its claims;
     /// none for a token bound to nothing (legacy, or issued before binding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -639,6 +663,84 @@ impl Observed {
         match &mut self.clusters.get_mut(cluster)?.state {
             ClusterState::Reachable(facts) => Some(facts),
             ClusterState::Unknown { .. } => None,
+        }
+    }
+
+    /// Holds each string the remote secrets and binding Secrets of every
+    /// cluster repeat per peer or holder once, shared by all of them (see
+    /// [`RemoteSecretFacts`]). Observe reads each Secret on its own; this
+    /// joins equal strings afterwards. UIDs, resourceVersions and names are
+    /// left alone: each object has its own.
+    pub fn share_strings(&mut self) {
+        let mut strings = SharedStrings::default();
+        for observation in self.clusters.values_mut() {
+            let ClusterState::Reachable(facts) = &mut observation.state else {
+                continue;
+            };
+            for secret in facts.remote_secrets.values_mut() {
+                let fields = [
+                    &mut secret.object.spec_hash,
+                    &mut secret.annotated_cluster,
+                    &mut secret.server,
+                    &mut secret.ca_sha256,
+                    &mut secret.tls_server_name,
+                    &mut secret.peer_identity,
+                    &mut secret.token_account_uid,
+                ];
+                fields.into_iter().flatten().for_each(|s| strings.share(s));
+            }
+            for binding in facts.reader_bindings.values_mut() {
+                let fields = [&mut binding.holder, &mut binding.holder_identity];
+                fields.into_iter().flatten().for_each(|s| strings.share(s));
+            }
+        }
+    }
+}
+
+/// Serde of the shared strings: as plain strings, which is what serde's own
+/// `Arc` support (its `rc` feature) would give, without rebuilding every
+/// crate built on serde with that feature.
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Arc<str>>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(text) => serializer.serialize_some(&**text),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Arc<str>>, D::Error> {
+        Ok(Option::<String>::deserialize(deserializer)?.map(Arc::from))
+    }
+}
+
+/// Equal strings held once ([`Observed::share_strings`]).
+#[derive(Default)]
+pub struct SharedStrings(HashSet<Arc<str>>);
+
+impl SharedStrings {
+    /// The one shared copy of `text`.
+    pub fn get(&mut self, text: &str) -> Arc<str> {
+        match self.0.get(text) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(text);
+                self.0.insert(shared.clone());
+                shared
+            }
+        }
+    }
+
+    /// `text` replaced by the one shared copy of it.
+    pub fn share(&mut self, text: &mut Arc<str>) {
+        match self.0.get(text.as_ref()) {
+            Some(shared) => *text = shared.clone(),
+            None => {
+                self.0.insert(text.clone());
+            }
         }
     }
 }

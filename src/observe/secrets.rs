@@ -40,16 +40,20 @@ pub fn facts(secret: &Secret, object: ObjectFacts) -> RemoteSecretFacts {
     RemoteSecretFacts {
         object,
         cluster_ids,
-        annotated_cluster: annotations.and_then(|a| a.get(objects::CLUSTER_ANNOTATION).cloned()),
+        annotated_cluster: annotations
+            .and_then(|a| a.get(objects::CLUSTER_ANNOTATION))
+            .map(|id| id.as_str().into()),
         server: cluster
-            .and_then(|c| c.server.clone())
-            .map(|s| s.trim_end_matches('/').to_string()),
+            .and_then(|c| c.server.as_deref())
+            .map(|s| s.trim_end_matches('/').into()),
         ca_sha256: cluster
             .and_then(|c| c.certificate_authority_data.as_ref())
             .and_then(|data| base64::engine::general_purpose::STANDARD.decode(data.trim()).ok())
-            .map(|pem| sha256_hex(&pem)),
-        tls_server_name: cluster.and_then(|c| c.tls_server_name.clone()),
-        peer_identity: annotations.and_then(|a| a.get(objects::PEER_IDENTITY_ANNOTATION).cloned()),
+            .map(|pem| sha256_hex(&pem).into()),
+        tls_server_name: cluster.and_then(|c| c.tls_server_name.as_deref()).map(Into::into),
+        peer_identity: annotations
+            .and_then(|a| a.get(objects::PEER_IDENTITY_ANNOTATION))
+            .map(|id| id.as_str().into()),
         token: claims.as_ref().map_or(TokenFacts::Unknown, token_facts),
         token_account_uid: claims.as_ref().and_then(account_uid),
         token_binding_uid: claims
@@ -82,12 +86,12 @@ fn claims(token: &str) -> Option<serde_json::Value> {
 /// The service account's UID: TokenRequest tokens carry it under
 /// `kubernetes.io.serviceaccount.uid`, legacy token Secrets' tokens under
 /// `kubernetes.io/serviceaccount/service-account.uid`.
-fn account_uid(claims: &serde_json::Value) -> Option<String> {
+fn account_uid(claims: &serde_json::Value) -> Option<std::sync::Arc<str>> {
     claims
         .pointer("/kubernetes.io/serviceaccount/uid")
         .or_else(|| claims.get("kubernetes.io/serviceaccount/service-account.uid"))
         .and_then(|v| v.as_str())
-        .map(str::to_string)
+        .map(Into::into)
 }
 
 /// Reads `iat` and `exp` from a service-account JWT's claims. Legacy token
@@ -153,7 +157,7 @@ mod tests {
         let facts = facts(&secret(&token), object());
         assert_eq!(facts.cluster_ids, ["b"]);
         assert_eq!(facts.server.as_deref(), Some("https://b.example.com:6443"));
-        assert_eq!(facts.ca_sha256, Some(sha256_hex(b"PEM")));
+        assert_eq!(facts.ca_sha256.as_deref(), Some(sha256_hex(b"PEM").as_str()));
         assert_eq!(
             facts.token,
             TokenFacts::Bound {

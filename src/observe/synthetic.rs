@@ -133,7 +133,8 @@ pub fn reinstall_for(observed: &mut Observed, topology: &Topology) {
 /// account UID in each remote secret's token claims (the peer's reader
 /// account, or for a remote's control plane its control-plane account, as
 /// TokenRequest issues it) and the content of each account's ClusterRole
-/// and binding, and the maps laid out as observe builds them. The planner
+/// and binding, and the maps laid out and the strings shared as observe
+/// builds them ([`Observed::share_strings`]). The planner
 /// benchmarks plan against this, so that every check the planner makes of
 /// an observation is in what they measure.
 pub fn as_read(observed: &mut Observed, topology: &Topology) {
@@ -146,10 +147,11 @@ pub fn as_read(observed: &mut Observed, topology: &Topology) {
                 .service_account
                 .as_ref()?
                 .uid
-                .clone(),
+                .as_str()
+                .into(),
         )
     };
-    let accounts: BTreeMap<(String, ReaderScope), String> = topology
+    let accounts: BTreeMap<(String, ReaderScope), std::sync::Arc<str>> = topology
         .clusters
         .iter()
         .flat_map(|c| [(c, ReaderScope::Read), (c, ReaderScope::ControlPlane)])
@@ -189,4 +191,5 @@ pub fn as_read(observed: &mut Observed, topology: &Topology) {
         facts.remote_secrets = std::mem::take(&mut facts.remote_secrets).into_iter().collect();
         facts.reader_bindings = std::mem::take(&mut facts.reader_bindings).into_iter().collect();
     }
+    observed.share_strings();
 }

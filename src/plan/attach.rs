@@ -14,10 +14,16 @@ impl<'a> Planner<'a> {
             .enumerate()
             .map(|(at, (cluster, facts))| {
                 let server = self.peer_server(cluster, facts);
-                let moving = self.network_change(cluster).is_some();
+                let desired = self
+                    .index
+                    .desired(&cluster.name)
+                    .expect("a reachable cluster is desired");
+                let moving = desired.leaves.is_some();
                 Peer {
                     cluster,
                     facts,
+                    desired,
+                    reattach: moving.then(|| format!("re-attach {} on network {:?}", cluster.name, cluster.network)),
                     at,
                     secret: remote_secret_name(&cluster.name),
                     spec_hash: hashes::remote_secret_hash(
@@ -30,7 +36,6 @@ impl<'a> Planner<'a> {
                         self.desired.mesh.tokens.mode,
                     ),
                     server,
-                    moving,
                     // A renamed cluster is taken out once detach has judged every secret.
                     joins: !moving && !self.index.attached(&cluster.name),
                 }
@@ -68,7 +73,7 @@ impl<'a> Planner<'a> {
                 let existing = held.next_if(|(held, _)| *held == name);
                 let (existing, stays, matched) = match existing {
                     Some((held, secret)) => {
-                        let stays = !self.detach_secret(primary, held, secret);
+                        let stays = !self.detach_secret(primary, held, secret, Some(peer_entry.desired));
                         let uid = secret.token_binding_uid.as_deref();
                         let matched = if stays {
                             self.bindings.token_at(at, peer_entry.at, uid)
@@ -174,10 +179,9 @@ impl<'a> Planner<'a> {
                 }
                 match ours {
                     None => {
-                        let reason = if peer_entry.moving {
-                            format!("re-attach {} on network {:?}", peer.name, peer.network)
-                        } else {
-                            format!("attach {} to {}", peer.name, primary.name)
+                        let reason = match &peer_entry.reattach {
+                            Some(reattach) => reattach.clone(),
+                            None => format!("attach {} to {}", peer.name, primary.name),
                         };
                         if peer_entry.joins {
                             joining.insert(&peer.name, &peer.network);
@@ -196,9 +200,9 @@ impl<'a> Planner<'a> {
                                 peer.name,
                                 secret.server.as_deref().unwrap_or("none")
                             )
-                        } else if secret.ca_sha256 != peer_facts.ca_sha256 {
+                        } else if secret.ca_sha256.as_deref() != peer_facts.ca_sha256.as_deref() {
                             format!("the CA of {} has changed", peer.name)
-                        } else if secret.tls_server_name != peer_facts.tls_server_name {
+                        } else if secret.tls_server_name.as_deref() != peer_facts.tls_server_name.as_deref() {
                             format!(
                                 "the TLS server name of {} changes from {} to {}",
                                 peer.name,
@@ -340,6 +344,7 @@ impl<'a> Planner<'a> {
             .collect();
         joining.retain(|cluster, _| !renamed.contains(cluster));
         let detached = std::mem::take(&mut self.detached);
+        self.actions.reserve_exact(detached.len());
         self.actions.extend(detached);
         for (cluster, network) in joining {
             self.changes.insert(Change::Attach {

@@ -53,7 +53,7 @@ impl<'a> Planner<'a> {
     /// checks (another name, the primary's own, a remote's): judged for
     /// detach, and its token, if it stays, counts for revocation.
     pub(super) fn not_at_pair(&mut self, holder: &'a Cluster, name: &'a str, secret: &'a RemoteSecretFacts) {
-        if !self.detach_secret(holder, name, secret) {
+        if !self.detach_secret(holder, name, secret, None) {
             self.bindings.token_elsewhere(secret.token_binding_uid.as_deref());
         }
     }
@@ -61,15 +61,25 @@ impl<'a> Planner<'a> {
     /// Whether meshform's remote secret `name` in `holder` goes in the
     /// detach phase: a leaving, renamed or re-networked cluster's, a
     /// primary's own, a remote's, or one not in meshform's form. The
-    /// action, the change and the removal are recorded.
-    pub(super) fn detach_secret(&mut self, holder: &'a Cluster, name: &'a str, secret: &'a RemoteSecretFacts) -> bool {
+    /// action and the change are recorded. `peer`: the desired cluster the
+    /// walk expects the secret to be for, which spares a lookup when it is.
+    pub(super) fn detach_secret(
+        &mut self,
+        holder: &'a Cluster,
+        name: &'a str,
+        secret: &'a RemoteSecretFacts,
+        peer: Option<&'a Desired<'a>>,
+    ) -> bool {
         if !secret.object.managed {
             return false;
         }
         let Some(target) = secret_target(secret) else {
             return false;
         };
-        let desired_target = self.index.desired(target);
+        let desired_target = match peer {
+            Some(peer) if peer.cluster.name == target => Some(peer),
+            _ => self.index.desired(target),
+        };
         if desired_target.is_some_and(|d| d.facts.is_none()) {
             // Unknown clusters are never detached, not even from a
             // primary turned remote: their actions are deferred.
@@ -87,10 +97,12 @@ impl<'a> Planner<'a> {
             "a primary needs no remote secret for itself".to_string()
         } else if let Some(target_cluster) = desired_target {
             if let Some(from) = target_cluster.leaves {
-                format!(
-                    "{target} moves from network {from:?} to {:?}: Istio only sees a new network on re-attach",
-                    target_cluster.cluster.network
-                )
+                self.target_reason(target, || {
+                    format!(
+                        "{target} moves from network {from:?} to {:?}: Istio only sees a new network on re-attach",
+                        target_cluster.cluster.network
+                    )
+                })
             } else if name.strip_prefix(REMOTE_SECRET_PREFIX) != Some(target) || secret.cluster_ids.len() != 1 {
                 format!("the secret is not in the form meshform writes for {target}; it is replaced")
             } else {
@@ -100,8 +112,8 @@ impl<'a> Planner<'a> {
             let renamed = secret
                 .peer_identity
                 .as_deref()
-                .and_then(|id| self.identities.get(id))
-                .filter(|new| **new != target);
+                .and_then(|id| self.identities.get(id).copied())
+                .filter(|new| *new != target);
             match renamed {
                 Some(new) => {
                     self.changes.insert(Change::Rename {
@@ -110,15 +122,9 @@ impl<'a> Planner<'a> {
                     });
                     format!("{target} is renamed to {new}: detach the old name, attach the new")
                 }
-                None => {
-                    self.changes.insert(Change::Detach {
-                        cluster: target.to_string(),
-                    });
-                    format!("{target} is no longer in the topology")
-                }
+                None => self.target_reason(target, || format!("{target} is no longer in the topology")),
             }
         };
-        self.removed.insert((holder.name.as_str(), name));
         // Kept apart until attach's walk ends, so that the plan's sort finds
         // each phase's actions in runs, not interleaved pair by pair.
         self.detached.push(Action {
@@ -135,5 +141,23 @@ impl<'a> Planner<'a> {
             reason,
         });
         true
+    }
+
+    /// The reason every primary's secret for `target` is detached with, when
+    /// it depends on the target alone (it moves, or left the topology):
+    /// worded once, not once per primary. A target that left is recorded as
+    /// a detach the first time.
+    fn target_reason(&mut self, target: &'a str, word: impl FnOnce() -> String) -> String {
+        if let Some(reason) = self.detach_reasons.get(target) {
+            return reason.clone();
+        }
+        if self.index.desired(target).is_none() {
+            self.changes.insert(Change::Detach {
+                cluster: target.to_string(),
+            });
+        }
+        let reason = word();
+        self.detach_reasons.insert(target, reason.clone());
+        reason
     }
 }

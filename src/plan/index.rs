@@ -145,7 +145,7 @@ mod tests {
                 content_owners: Vec::new(),
             },
             cluster_ids: ids.iter().map(|s| s.to_string()).collect(),
-            annotated_cluster: annotated.map(str::to_string),
+            annotated_cluster: annotated.map(Into::into),
             server: None,
             ca_sha256: None,
             tls_server_name: None,

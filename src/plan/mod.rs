@@ -59,7 +59,7 @@ mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use miette::Diagnostic;
 use thiserror::Error;
@@ -69,7 +69,7 @@ pub use due::next_due;
 pub use model::*;
 
 use self::bindings::{Bindings, Matched};
-use self::index::Index;
+use self::index::{Desired, Index};
 use crate::objects::{self, ReaderScope, remote_secret_name};
 use crate::observe::model::{
     BindingFacts, ClusterFacts, ClusterState, EastWestFacts, ObjectFacts, Observed, RemoteSecretFacts, TokenFacts,
@@ -274,10 +274,9 @@ struct Planner<'a> {
     identities: BTreeMap<&'a str, &'a str>,
     /// What the walks over (primary, peer) pairs look up.
     index: &'a Index<'a>,
-    /// (primary, secret name) of the secrets the detach phase removes: a
-    /// stale copy under another name going does not make the peer's own
-    /// secret absent.
-    removed: HashSet<(&'a str, &'a str)>,
+    /// Detach's reasons that depend on the target cluster alone, by target:
+    /// worded once, for the thousand primaries that hold its secret.
+    detach_reasons: HashMap<&'a str, String>,
     actions: Vec<Action>,
     /// Detach's deletions of primaries' secrets, made during attach's walk,
     /// until it ends.
@@ -305,14 +304,19 @@ fn secret_target(secret: &RemoteSecretFacts) -> Option<&str> {
     secret
         .cluster_ids
         .first()
-        .or(secret.annotated_cluster.as_ref())
         .map(String::as_str)
+        .or(secret.annotated_cluster.as_deref())
 }
 
 /// A reachable cluster as its peers' remote secrets hold it.
 struct Peer<'a> {
     cluster: &'a Cluster,
     facts: &'a ClusterFacts,
+    /// Its entry in the index, which detach would otherwise look up for
+    /// every secret held for it.
+    desired: &'a Desired<'a>,
+    /// The reason of its re-attach when it moves: the same in every primary.
+    reattach: Option<String>,
     /// `istio-remote-secret-<peer>`.
     secret: String,
     /// The address primaries reach it at.
@@ -320,8 +324,6 @@ struct Peer<'a> {
     spec_hash: String,
     /// Its position among the reachable clusters, in name order.
     at: usize,
-    /// It moves to another network: re-attached, not attached.
-    moving: bool,
     /// Attached nowhere yet, under this name or an old one: writing its
     /// secrets attaches it to the mesh.
     joins: bool,
@@ -370,7 +372,7 @@ impl<'a> Planner<'a> {
             clusters,
             identities,
             index,
-            removed: HashSet::new(),
+            detach_reasons: HashMap::new(),
             actions: Vec::new(),
             detached: Vec::new(),
             changes: BTreeSet::new(),
@@ -519,9 +521,7 @@ impl<'a> Planner<'a> {
 
     /// Orders the plan.
     fn finish(mut self, unknown: Vec<(String, String)>) -> Plan {
-        self.actions.sort_by(|a, b| {
-            (a.phase, &a.cluster, a.kind.rank(), a.peer()).cmp(&(b.phase, &b.cluster, b.kind.rank(), b.peer()))
-        });
+        sort_actions(&mut self.actions);
         let mut changes: Vec<Change> = self.changes.into_iter().collect();
         if !self.options.targets.is_empty() {
             let mut targets: BTreeSet<String> = self.options.targets.iter().cloned().collect();
@@ -574,6 +574,30 @@ impl<'a> Planner<'a> {
             topology_sha256: hashes::topology_hash(self.desired),
             options: self.options.clone(),
         }
+    }
+}
+
+/// Orders actions by phase, cluster, rank and peer, keeping the order they
+/// were planned in among equals (a stable sort). The sort moves their
+/// positions, not the actions: sorting 200,000 actions in place took a
+/// scratch copy of half of them, the plan's largest allocation.
+fn sort_actions(actions: &mut [Action]) {
+    fn key(a: &Action) -> (Phase, &str, u8, Option<&str>) {
+        (a.phase, a.cluster.as_str(), a.kind.rank(), a.peer())
+    }
+    let mut order: Vec<usize> = (0..actions.len()).collect();
+    order.sort_by(|a, b| key(&actions[*a]).cmp(&key(&actions[*b])));
+    // Position `to` takes the action at `order[to]`: follow each cycle of
+    // the permutation, marking positions done as they are filled.
+    for start in 0..order.len() {
+        let mut to = start;
+        while order[to] != start {
+            let from = order[to];
+            actions.swap(to, from);
+            order[to] = to;
+            to = from;
+        }
+        order[to] = to;
     }
 }
 

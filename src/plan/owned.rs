@@ -54,7 +54,7 @@ mod tests {
             uid: "uid".to_string(),
             resource_version: "1".to_string(),
             managed,
-            spec_hash: spec_hash.map(str::to_string),
+            spec_hash: spec_hash.map(Into::into),
             content_sha256: content.map(str::to_string),
             content_owners: Vec::new(),
         }

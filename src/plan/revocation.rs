@@ -29,7 +29,7 @@ impl<'a> Planner<'a> {
             .filter(|a| matches!(a.kind, ActionKind::WriteRemoteSecret { .. }))
             .filter_map(|a| Some((a.cluster.as_str(), a.peer()?)))
             .collect();
-        let mut left: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut left: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let mut revoked = Vec::new();
         // Which binding Secrets the tokens that stay are bound to was marked
         // as detach and attach walked the secrets, by the binding's place in
@@ -79,7 +79,7 @@ impl<'a> Planner<'a> {
                         )
                     }
                     None => {
-                        left.entry(holder.to_string()).or_default().push(peer.name.clone());
+                        left.entry(holder).or_default().push(&peer.name);
                         (
                             true,
                             format!(
@@ -116,7 +116,7 @@ impl<'a> Planner<'a> {
             self.finding(
                 FindingKind::Warning,
                 "detached_holder",
-                &holder,
+                holder,
                 format!(
                     "{holder} left the mesh and cannot be reached; the remote secrets it holds for {} stay there, \
                      but their tokens are revoked and no longer authenticate",
@@ -168,10 +168,21 @@ impl<'a> Planner<'a> {
     /// each peer was issued, by (holder, peer); `None` for a legacy token.
     /// Of two secrets for one peer, the last by name counts.
     fn issued(&self) -> BTreeMap<(&'a str, &'a str), Option<i64>> {
+        // (primary, secret name) of the secrets the detach phase removes: a
+        // stale copy under another name going does not make the peer's own
+        // secret absent.
+        let removed: HashSet<(&str, &str)> = self
+            .actions
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::DeleteRemoteSecret { name, .. } => Some((a.cluster.as_str(), name.as_str())),
+                _ => None,
+            })
+            .collect();
         let mut issued = BTreeMap::new();
         for (holder, facts) in self.reachable() {
             for (name, secret) in &facts.remote_secrets {
-                if !secret.object.managed || self.removed.contains(&(holder.name.as_str(), name.as_str())) {
+                if !secret.object.managed || removed.contains(&(holder.name.as_str(), name.as_str())) {
                     continue;
                 }
                 if let Some(target) = secret_target(secret) {

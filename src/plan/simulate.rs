@@ -7,15 +7,16 @@ use jiff::SignedDuration;
 
 use super::{ActionKind, Plan};
 use crate::observe::model::{
-    BindingFacts, ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts, RemoteSecretFacts, TokenFacts,
+    BindingFacts, ClusterState, NamespaceFacts, ObjectFacts, Observed, ReaderFacts, RemoteSecretFacts, SharedStrings,
+    TokenFacts,
 };
 
-fn object(tag: &str, spec_hash: Option<String>) -> ObjectFacts {
+fn object(tag: &str, spec_hash: Option<&str>) -> ObjectFacts {
     ObjectFacts {
         uid: format!("simulated-{tag}"),
         resource_version: "simulated".to_string(),
         managed: true,
-        spec_hash,
+        spec_hash: spec_hash.map(Into::into),
         content_sha256: None,
         content_owners: Vec::new(),
     }
@@ -28,6 +29,9 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
     let now = observed.observed_at;
     // (peer, holder, holder identity) of the binding Secrets the writes create.
     let mut bindings = Vec::new();
+    // What every primary's secret for a peer repeats is held once, as
+    // observe holds it.
+    let mut strings = SharedStrings::default();
     for action in &plan.actions {
         // The peer's facts are read from before the plan: its identity and CA
         // do not change. Borrowed, not cloned: a primary's facts hold a
@@ -88,8 +92,8 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 };
                 *account = ReaderFacts {
                     service_account: account.service_account.clone().or(Some(object(tag, None))),
-                    cluster_role: Some(object("role", Some(spec_hash.clone()))),
-                    cluster_role_binding: Some(object("binding", Some(spec_hash.clone()))),
+                    cluster_role: Some(object("role", Some(spec_hash.as_str()))),
+                    cluster_role_binding: Some(object("binding", Some(spec_hash.as_str()))),
                     // Written in `secret` mode only; the planner ignores it otherwise.
                     token_secret: Some(object("token", None)),
                 };
@@ -97,7 +101,7 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
             ActionKind::EnsureGateway { spec_hash, port, .. } => {
                 facts.gateway = Some(ObjectFacts {
                     content_sha256: Some(crate::objects::content_sha256(&crate::objects::gateway_spec(*port))),
-                    ..object("gateway", Some(spec_hash.clone()))
+                    ..object("gateway", Some(spec_hash.as_str()))
                 });
             }
             ActionKind::DeleteGateway { .. } => facts.gateway = None,
@@ -106,13 +110,13 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
             } => {
                 facts.istiod_gateway = Some(ObjectFacts {
                     content_sha256: Some(crate::objects::content_sha256(&crate::objects::istiod_gateway_spec())),
-                    ..object("istiod-gateway", Some(spec_hash.clone()))
+                    ..object("istiod-gateway", Some(spec_hash.as_str()))
                 });
                 facts.istiod_virtual_service = Some(ObjectFacts {
                     content_sha256: Some(crate::objects::content_sha256(
                         &crate::objects::istiod_virtual_service_spec(&plan.namespace, revision.as_deref()),
                     )),
-                    ..object("istiod-vs", Some(spec_hash.clone()))
+                    ..object("istiod-vs", Some(spec_hash.as_str()))
                 });
             }
             ActionKind::DeleteIstiodExposure { .. } => {
@@ -129,13 +133,18 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 facts.remote_secrets.insert(
                     name.clone(),
                     RemoteSecretFacts {
-                        object: object(name, Some(spec_hash.clone())),
+                        object: ObjectFacts {
+                            spec_hash: Some(strings.get(spec_hash)),
+                            ..object(name, None)
+                        },
                         cluster_ids: vec![peer.clone()],
-                        annotated_cluster: Some(peer.clone()),
-                        server: Some(server.clone()),
-                        ca_sha256: peer_facts.and_then(|f| f.ca_sha256.clone()),
-                        tls_server_name: peer_facts.and_then(|f| f.tls_server_name.clone()),
-                        peer_identity: peer_facts.map(|f| f.identity.clone()),
+                        annotated_cluster: Some(strings.get(peer)),
+                        server: Some(strings.get(server)),
+                        ca_sha256: peer_facts.and_then(|f| f.ca_sha256.as_deref()).map(|c| strings.get(c)),
+                        tls_server_name: peer_facts
+                            .and_then(|f| f.tls_server_name.as_deref())
+                            .map(|n| strings.get(n)),
+                        peer_identity: peer_facts.map(|f| strings.get(&f.identity)),
                         token: TokenFacts::Bound {
                             issued_at: now,
                             expires_at: now.checked_add(token_lifetime).unwrap_or(now),
@@ -195,8 +204,8 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
             let name = format!("{}simulated", crate::objects::reader_binding_prefix(&holder));
             let binding = BindingFacts {
                 object: object(&format!("binding-{holder}-{peer}"), None),
-                holder: Some(holder),
-                holder_identity: Some(identity),
+                holder: Some(strings.get(&holder)),
+                holder_identity: Some(strings.get(&identity)),
             };
             facts.reader_bindings.insert(name, binding);
         }
