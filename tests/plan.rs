@@ -1270,7 +1270,7 @@ fn a_token_of_a_deleted_or_recreated_reader_account_is_rotated() {
         .remote_secrets
         .get_mut("istio-remote-secret-b")
         .expect("a holds b's secret")
-        .token_account_uid = Some(account_uid.clone());
+        .token_account_uid = Some(account_uid.as_str().into());
     assert_eq!(
         actions(&plan_ok(&t, &converged)),
         lines(&[]),
@@ -2891,7 +2891,7 @@ fn only_a_remotes_control_plane_holds_a_token_that_writes_there() {
         .control_plane_account
         .service_account
         .as_ref()
-        .map(|a| a.uid.clone());
+        .map(|a| a.uid.as_str().into());
     let plan = plan_ok(&topology, &wrong);
     assert_eq!(actions(&plan), lines(&["update c write_remote_secret/rotate b"]));
     assert!(
@@ -2905,7 +2905,7 @@ fn only_a_remotes_control_plane_holds_a_token_that_writes_there() {
         .remote_secrets
         .get_mut("istio-remote-secret-b")
         .unwrap()
-        .token_account_uid = Some(uid);
+        .token_account_uid = Some(uid.into());
     assert_eq!(actions(&plan_ok(&topology, &wrong)), Vec::<String>::new());
 
     // b made a primary: a's token for it moves to the reader account.
@@ -2957,9 +2957,9 @@ fn a_remote_with_one_shared_reader_moves_its_control_plane_to_its_own_account() 
     let b = facts_mut(&mut observed, "b");
     b.control_plane_account = Default::default();
     let role = b.reader.cluster_role.as_mut().unwrap();
-    role.spec_hash = Some(shared.clone());
+    role.spec_hash = Some(shared.as_str().into());
     role.content_sha256 = Some(writes);
-    b.reader.cluster_role_binding.as_mut().unwrap().spec_hash = Some(shared);
+    b.reader.cluster_role_binding.as_mut().unwrap().spec_hash = Some(shared.into());
     let reader_uid = b.reader.service_account.as_ref().unwrap().uid.clone();
     let holder = b.reader_bindings.keys().find(|k| k.contains("-a-")).unwrap().clone();
     let mut binding = b.reader_bindings.remove(&holder).unwrap();
@@ -2970,7 +2970,7 @@ fn a_remote_with_one_shared_reader_moves_its_control_plane_to_its_own_account() 
         .remote_secrets
         .get_mut("istio-remote-secret-b")
         .unwrap();
-    secret.token_account_uid = Some(reader_uid);
+    secret.token_account_uid = Some(reader_uid.into());
     secret.token_binding_uid = Some("old-a-b".into());
 
     let plan = plan_ok(&t, &observed);
