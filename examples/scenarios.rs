@@ -49,6 +49,9 @@ pub fn scenario_snapshot(dir: &Path) -> Result<String, String> {
     if dir.file_name().is_some_and(|n| n == "not-ready") {
         not_ready(&mut observed);
     }
+    if dir.file_name().is_some_and(|n| n == "ambient") {
+        ambient(&mut observed);
+    }
     Ok(to_json(&observed))
 }
 
@@ -81,6 +84,43 @@ fn not_ready(observed: &mut Observed) {
         f.installs.clear();
         f.root_certs = None;
     });
+}
+
+/// `examples/ambient`: west's user applied Istio's ambient sample without
+/// its network label, and Istio's gateway controller gave it an address.
+fn ambient(observed: &mut Observed) {
+    use meshform::observe::model::{K8sGatewayFacts, ListenerFacts, ObjectFacts};
+    let Some(facts) = observed.facts_mut("west") else {
+        return;
+    };
+    facts.k8s_gateways.get_or_insert_default().insert(
+        meshform::objects::AMBIENT_EAST_WEST_GATEWAY.to_string(),
+        K8sGatewayFacts {
+            object: ObjectFacts {
+                uid: "gateway-west".to_string(),
+                resource_version: "1".to_string(),
+                managed: false,
+                spec_hash: None,
+                content_sha256: Some(meshform::objects::content_sha256(
+                    &meshform::objects::ambient_gateway_content(&meshform::objects::ambient_gateway_spec()),
+                )),
+                content_owners: vec!["kubectl".to_string()],
+            },
+            class: meshform::objects::EAST_WEST_GATEWAY_CLASS.to_string(),
+            network: None,
+            port_label: None,
+            listeners: vec![ListenerFacts {
+                name: "mesh".to_string(),
+                port: meshform::objects::HBONE_GATEWAY_PORT,
+                protocol: "HBONE".to_string(),
+                tls_mode: Some("Terminate".to_string()),
+                listener_mode: None,
+            }],
+            spec_addresses: Vec::new(),
+            status_addresses: vec!["192.0.2.80".to_string()],
+            network_owners: Vec::new(),
+        },
+    );
 }
 
 /// The snapshot of a freshly installed mesh of `mesh_toml`.

@@ -413,6 +413,55 @@ pub fn gateway_spec(port: u16) -> serde_json::Value {
     })
 }
 
+/// The name of the listener of the ambient east-west Gateway.
+pub const AMBIENT_LISTENER: &str = "mesh";
+
+/// The spec of the ambient east-west Gateway meshform writes when a network
+/// has none: what istio/istio `samples/multicluster/gen-eastwest-gateway.sh
+/// --ambient` renders (class `istio-east-west`, listener `mesh`, HBONE on
+/// 15008, TLS Terminate with Istio mTLS). Its network is a label, written
+/// beside it.
+pub fn ambient_gateway_spec() -> serde_json::Value {
+    serde_json::json!({
+        "gatewayClassName": EAST_WEST_GATEWAY_CLASS,
+        "listeners": [{
+            "name": AMBIENT_LISTENER,
+            "port": HBONE_GATEWAY_PORT,
+            "protocol": "HBONE",
+            "tls": {
+                "mode": "Terminate",
+                "options": { "gateway.istio.io/tls-terminate-mode": "ISTIO_MUTUAL" },
+            },
+        }],
+    })
+}
+
+/// The part of a Gateway API Gateway's spec meshform writes, for its
+/// content hash: the class and the `mesh` listener's name, port, protocol
+/// and TLS. What the API server defaults (`allowedRoutes`, `tls.mode`) and
+/// what others add beside it (another listener, addresses) are left out:
+/// server-side apply leaves them be, so they are no edit meshform puts back.
+pub fn ambient_gateway_content(spec: &serde_json::Value) -> serde_json::Value {
+    let listener = spec["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["name"] == AMBIENT_LISTENER)
+        .map(|l| {
+            let tls = &l["tls"];
+            serde_json::json!({
+                "name": l["name"],
+                "port": l["port"],
+                "protocol": l["protocol"],
+                "tls": {
+                    "mode": tls["mode"].as_str().unwrap_or("Terminate"),
+                    "options": tls.get("options").cloned().unwrap_or_else(|| serde_json::json!({})),
+                },
+            })
+        });
+    serde_json::json!({ "gatewayClassName": spec["gatewayClassName"], "listener": listener })
+}
+
 /// The spec of the `istiod-gateway` Gateway: TLS passthrough of istiod's
 /// xDS and webhook ports on the east-west gateway
 /// (istio/istio `samples/multicluster/expose-istiod.yaml`).

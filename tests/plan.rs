@@ -2457,6 +2457,25 @@ mod properties {
                         action
                     );
                 }
+                ActionKind::SetK8sGatewayNetwork { gateway, .. } => {
+                    prop_assert!(
+                        facts.k8s_gateways.as_ref().is_some_and(|g| g.contains_key(gateway)),
+                        "labels a Gateway {} that was not found: {:?}",
+                        gateway,
+                        action
+                    );
+                }
+                ActionKind::EnsureAmbientGateway { .. } => {
+                    prop_assert!(
+                        facts
+                            .k8s_gateways
+                            .as_ref()
+                            .and_then(|g| g.get(meshform::objects::AMBIENT_EAST_WEST_GATEWAY))
+                            .is_none_or(|g| g.object.managed),
+                        "writes over an unmanaged east-west Gateway: {:?}",
+                        action
+                    );
+                }
                 ActionKind::SetNetwork { .. }
                 | ActionKind::RestartWorkloads { .. }
                 | ActionKind::RestartIstiod { .. } => {}

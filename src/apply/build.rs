@@ -157,6 +157,41 @@ pub fn cross_network_gateway(namespace: &str, mesh: &str, port: u16, spec_hash: 
     gateway
 }
 
+/// Only the network label of a Gateway API Gateway of the user's install:
+/// meshform owns that one field, as on the gateway Service.
+pub fn k8s_gateway_network_label(namespace: &str, gateway: &str, network: &str) -> DynamicObject {
+    let mut object = DynamicObject::new(gateway, &objects::k8s_gateway_resource())
+        .within(namespace)
+        .data(json!({}));
+    object.metadata.labels = Some(BTreeMap::from([(
+        objects::NETWORK_LABEL.to_string(),
+        network.to_string(),
+    )]));
+    object
+}
+
+/// The ambient east-west Gateway as istio/istio
+/// `samples/multicluster/gen-eastwest-gateway.sh --ambient --network
+/// <network>` renders it, with meshform's labels and spec hash beside the
+/// network label.
+pub fn ambient_gateway(namespace: &str, mesh: &str, network: &str, spec_hash: &str) -> DynamicObject {
+    let mut gateway = DynamicObject::new(objects::AMBIENT_EAST_WEST_GATEWAY, &objects::k8s_gateway_resource())
+        .within(namespace)
+        .data(json!({ "spec": objects::ambient_gateway_spec() }));
+    gateway.metadata = meta(
+        objects::AMBIENT_EAST_WEST_GATEWAY,
+        Some(namespace),
+        mesh,
+        Some(spec_hash),
+    );
+    gateway
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert(objects::NETWORK_LABEL.to_string(), network.to_string());
+    gateway
+}
+
 /// The `istiod-gateway` and `istiod-vs` of Istio's `expose-istiod.yaml`:
 /// istiod's ports on the east-west gateway, routed to its Service.
 pub fn istiod_exposure(
@@ -381,6 +416,44 @@ mod tests {
                 "each account's role is bound to that account alone"
             );
         }
+    }
+
+    /// istio/istio `samples/multicluster/gen-eastwest-gateway.sh --network n1 --ambient`.
+    #[test]
+    fn ambient_gateway_matches_istios_sample_and_reads_back_as_written() {
+        let gw = ambient_gateway("istio-system", "m", "n1", "h");
+        let sample = json!({
+            "gatewayClassName": "istio-east-west",
+            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE",
+                "tls": {"mode": "Terminate", "options": {"gateway.istio.io/tls-terminate-mode": "ISTIO_MUTUAL"}}}]
+        });
+        assert_eq!(gw.data["spec"], sample);
+        assert_eq!(gw.types.as_ref().unwrap().api_version, "gateway.networking.k8s.io/v1");
+        assert_eq!(gw.metadata.name.as_deref(), Some("istio-eastwestgateway"));
+        let labels = gw.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[objects::NETWORK_LABEL], "n1");
+        assert!(objects::is_managed(Some(labels), "m"));
+        // As the API server returns it: the listener's defaults filled in,
+        // and a listener of someone else's beside it. Still meshform's content.
+        let mut served = sample.clone();
+        served["listeners"][0]["allowedRoutes"] = json!({"namespaces": {"from": "Same"}});
+        served["listeners"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "other", "port": 15443, "protocol": "TLS"}));
+        assert_eq!(
+            objects::content_sha256(&objects::ambient_gateway_content(&served)),
+            objects::content_sha256(&objects::ambient_gateway_content(&sample))
+        );
+        served["listeners"][0]["port"] = 15009.into();
+        assert_ne!(
+            objects::content_sha256(&objects::ambient_gateway_content(&served)),
+            objects::content_sha256(&objects::ambient_gateway_content(&sample))
+        );
+        // The user's Gateway gets a label and nothing else.
+        let label = serde_json::to_value(k8s_gateway_network_label("istio-system", "eastwest", "n1")).unwrap();
+        assert_eq!(label["metadata"]["labels"], json!({objects::NETWORK_LABEL: "n1"}));
+        assert!(label.get("spec").is_none(), "{label}");
     }
 
     #[test]

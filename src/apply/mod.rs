@@ -554,6 +554,33 @@ impl Run<'_> {
                 )
                 .await
             }
+            ActionKind::SetK8sGatewayNetwork {
+                gateway,
+                network,
+                force,
+                ..
+            } => {
+                let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::k8s_gateway_resource());
+                self.ssa(
+                    cluster,
+                    &api,
+                    gateway,
+                    &build::k8s_gateway_network_label(ns, gateway, network),
+                    *force,
+                )
+                .await
+            }
+            ActionKind::EnsureAmbientGateway {
+                network,
+                spec_hash,
+                force,
+                ..
+            } => {
+                let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::k8s_gateway_resource());
+                let gateway = build::ambient_gateway(ns, self.mesh(), network, spec_hash);
+                self.ssa(cluster, &api, objects::AMBIENT_EAST_WEST_GATEWAY, &gateway, *force)
+                    .await
+            }
             ActionKind::RevokeReaderTokens { name, precondition, .. } => {
                 self.delete(cluster, &Api::<Secret>::namespaced(client, ns), name, precondition)
                     .await

@@ -99,31 +99,33 @@ fn reachable_checks(topology: &Topology, cluster: &Cluster, facts: &ClusterFacts
     }
     if topology.clusters.iter().any(|c| c.network != cluster.network) {
         let network = &topology.networks[&cluster.network];
-        // Ambient's gateway is the istio-east-west Gateway (plan/ambient.rs).
-        let ambient = (cluster.data_plane == crate::topology::DataPlane::Ambient).then(|| {
-            let gateway = facts
-                .k8s_gateways
-                .iter()
-                .flatten()
-                .find(|(_, g)| g.is_ambient_east_west() && g.network.as_deref() == Some(cluster.network.as_str()));
-            match gateway {
+        // Each data plane's istiod finds the network's gateway its own way
+        // (plan/ambient.rs): ambient the istio-east-west Gateway, sidecar the
+        // labelled Service or else a labelled Gateway API Gateway.
+        let summary = if cluster.data_plane == crate::topology::DataPlane::Ambient {
+            match facts.ambient_gateway(&cluster.network) {
                 Some((name, g)) => format!(
-                    "ambient Gateway {ns}/{name} on network {:?}, {}",
+                    "ambient (istio-east-west Gateway {ns}/{name} on network {:?}, {})",
                     cluster.network,
                     g.status_addresses.first().map_or("no address", String::as_str)
                 ),
-                None => format!("ambient Gateway of class {}", objects::EAST_WEST_GATEWAY_CLASS),
+                None => format!("ambient (Gateway of class {})", objects::EAST_WEST_GATEWAY_CLASS),
             }
-        });
-        let summary = match (ambient, &facts.east_west) {
-            (Some(ambient), _) => ambient,
-            (None, Some(east_west)) => format!(
-                "Service {ns}/{} on network {:?}, {}",
-                network.gateway_service,
-                cluster.network,
-                east_west.istiod_address().unwrap_or_else(|| "no address".to_string())
-            ),
-            (None, None) => format!("Service {ns}/{}", network.gateway_service),
+        } else {
+            match (&facts.east_west, facts.sidecar_k8s_gateway(&cluster.network)) {
+                (Some(east_west), _) => format!(
+                    "sidecar (Service {ns}/{} on network {:?}, {})",
+                    network.gateway_service,
+                    cluster.network,
+                    east_west.istiod_address().unwrap_or_else(|| "no address".to_string())
+                ),
+                (None, Some((name, g))) => format!(
+                    "sidecar (Gateway API Gateway {ns}/{name} on network {:?}, {})",
+                    cluster.network,
+                    g.sidecar_gateways().first().map_or("no address", String::as_str)
+                ),
+                (None, None) => format!("sidecar (Service {ns}/{})", network.gateway_service),
+            }
         };
         checks.push(pass(CheckId::Gateway, summary));
     }
@@ -235,8 +237,18 @@ pub(super) fn finding_check(code: &str) -> CheckId {
         | "gateway_port_mismatch"
         | "gateway_address_missing"
         | "istiod_exposure_unmanaged"
-        | "mesh_networks_gateways" => CheckId::Gateway,
+        | "mesh_networks_gateways"
+        | "gateway_api_missing"
+        | "ambient_gateway_missing"
+        | "ambient_gateway_listener"
+        | "ambient_gateway_pending"
+        | "ambient_gateway_duplicate" => CheckId::Gateway,
         "istio_not_installed"
+        | "data_plane_mismatch"
+        | "ambient_multi_network_off"
+        | "ztunnel_missing"
+        | "ztunnel_cluster_id"
+        | "ztunnel_network"
         | "istiod_cluster_id"
         | "injection_network"
         | "mesh_id"
@@ -258,7 +270,10 @@ pub(super) fn action_check(action: &Action, observed: &Observed) -> (CheckId, St
         }
         ActionKind::SetNetwork { .. } | ActionKind::RestartWorkloads { .. } => (CheckId::NetworkLabel, Status::Fail),
         ActionKind::EnsureReader { .. } => (CheckId::ReaderAccount, Status::Fail),
-        ActionKind::EnsureGateway { .. } | ActionKind::SetGatewayNetwork { .. } => (CheckId::Gateway, Status::Fail),
+        ActionKind::EnsureGateway { .. }
+        | ActionKind::SetGatewayNetwork { .. }
+        | ActionKind::SetK8sGatewayNetwork { .. }
+        | ActionKind::EnsureAmbientGateway { .. } => (CheckId::Gateway, Status::Fail),
         // Left over from a network layout that is gone: harmless until removed.
         ActionKind::DeleteGateway { .. } => (CheckId::Gateway, Status::Warn),
         // A remote on another network cannot reach its istiod without it.

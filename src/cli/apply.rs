@@ -191,7 +191,7 @@ impl reconcile::Shell for Terminal<'_, '_, '_> {
 
     fn planned(&mut self, plan: &Plan) -> Result<(), CliError> {
         if self.args.format == Format::Text {
-            render_plan(plan, self.topology, super::plan::Format::Text, self.cx)?;
+            render_plan(plan, self.topology, None, super::plan::Format::Text, self.cx)?;
         }
         Ok(())
     }

@@ -120,18 +120,24 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
     if let Some(path) = &args.out {
         files::write_atomic(path, &plan_json(&plan))?;
     }
-    render_plan(&plan, &topology, args.format, cx)?;
+    render_plan(&plan, &topology, Some(&observed), args.format, cx)?;
     Ok(exit_status(&plan, args.detailed_exitcode))
 }
 
 /// Shows a plan in the chosen format on stdout.
-pub fn render_plan(plan: &Plan, topology: &Topology, format: Format, cx: &mut Context<'_>) -> Result<(), CliError> {
+pub fn render_plan(
+    plan: &Plan,
+    topology: &Topology,
+    observed: Option<&crate::observe::model::Observed>,
+    format: Format,
+    cx: &mut Context<'_>,
+) -> Result<(), CliError> {
     let format = match format {
         Format::Text => render::Format::Text,
         Format::Markdown => render::Format::Markdown,
         Format::Json => render::Format::Json,
     };
-    render::plan(format, plan, topology, cx.style, cx.out)?;
+    render::plan(format, plan, topology, observed, cx.style, cx.out)?;
     Ok(())
 }
 

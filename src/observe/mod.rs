@@ -366,7 +366,17 @@ async fn read_cluster(
                 .filter_map(|g| {
                     Some((
                         g.metadata.name.clone()?,
-                        gateway_api::gateway(g, object_facts(&g.metadata, mesh)),
+                        gateway_api::gateway(
+                            g,
+                            // Judged by what meshform would write of it, were it meshform's.
+                            ObjectFacts {
+                                content_sha256: Some(objects::content_sha256(&objects::ambient_gateway_content(
+                                    &g.data["spec"],
+                                ))),
+                                content_owners: objects::spec_owners(&g.metadata),
+                                ..object_facts(&g.metadata, mesh)
+                            },
+                        ),
                     ))
                 })
                 .collect()

@@ -515,6 +515,30 @@ impl ReaderFacts {
 }
 
 impl ClusterFacts {
+    /// The Gateway API Gateway istiod of a sidecar cluster on another
+    /// network takes as `network`'s gateway here: not `istio-remote` (only
+    /// the istiod holding it reads one), labelled with the network, at a
+    /// spec address with an auto-passthrough or HBONE listener. By name.
+    pub fn sidecar_k8s_gateway(&self, network: &str) -> Option<(&str, &K8sGatewayFacts)> {
+        self.k8s_gateways
+            .iter()
+            .flatten()
+            .filter(|(_, g)| g.class != crate::objects::REMOTE_GATEWAY_CLASS)
+            .find(|(_, g)| g.network.as_deref() == Some(network) && !g.sidecar_gateways().is_empty())
+            .map(|(name, g)| (name.as_str(), g))
+    }
+
+    /// The `istio-east-west` Gateway an ambient istiod of another cluster
+    /// takes as `network`'s gateway here, by name (its status address may
+    /// still be pending).
+    pub fn ambient_gateway(&self, network: &str) -> Option<(&str, &K8sGatewayFacts)> {
+        self.k8s_gateways
+            .iter()
+            .flatten()
+            .find(|(_, g)| g.is_ambient_east_west() && g.network.as_deref() == Some(network))
+            .map(|(name, g)| (name.as_str(), g))
+    }
+
     /// The objects of the account of `scope`.
     pub fn account(&self, scope: crate::objects::ReaderScope) -> &ReaderFacts {
         match scope {

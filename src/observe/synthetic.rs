@@ -7,15 +7,18 @@ use jiff::Timestamp;
 
 use super::model::{
     ClusterFacts, ClusterObservation, ClusterState, EastWestFacts, InstallFacts, NamespaceFacts, ObjectFacts, Observed,
-    ReaderFacts, SNAPSHOT_FORMAT_VERSION,
+    ReaderFacts, SNAPSHOT_FORMAT_VERSION, ZtunnelFacts,
 };
 use crate::objects::{self, DEFAULT_GATEWAY_PORT};
-use crate::topology::{Role, Topology};
+use crate::topology::{DataPlane, Role, Topology};
 
 /// Each cluster as Istio installs it, correctly for the topology: the mesh
 /// namespace (unlabelled), istiod with the cluster's name, network and mesh
 /// id, one shared root of trust, and the east-west gateway Service labelled
 /// with its network and given an address; meshform has written nothing yet.
+/// An ambient cluster runs ambient's install instead: istiod with ambient
+/// multi-network on, ztunnel with the cluster's name and network, the
+/// Gateway API CRDs, and no east-west gateway yet.
 pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
     let clusters = topology
         .clusters
@@ -29,6 +32,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 content_sha256: None,
                 content_owners: Vec::new(),
             };
+            let ambient = c.data_plane == DataPlane::Ambient;
             let facts = ClusterFacts {
                 identity: format!("kube-system-{}", c.name),
                 server: format!("https://{}.clusters.example.com:6443", c.name),
@@ -49,9 +53,9 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                 gateway: None,
                 istiod_gateway: None,
                 istiod_virtual_service: None,
-                gateway_service: Some(object("svc")),
+                gateway_service: (!ambient).then(|| object("svc")),
                 unlabelled_secrets: Default::default(),
-                east_west: Some(EastWestFacts {
+                east_west: (!ambient).then(|| EastWestFacts {
                     network: Some(c.network.clone()),
                     port_label: None,
                     ports: vec![DEFAULT_GATEWAY_PORT],
@@ -82,13 +86,23 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
                             .as_ref()
                             .map(|primary| format!("{primary}.gateways.example.com")),
                         mesh_network_gateways: Vec::new(),
-                        istiod_env: BTreeMap::new(),
+                        istiod_env: if ambient {
+                            [objects::AMBIENT_ENV, objects::AMBIENT_MULTI_NETWORK_ENV]
+                                .into_iter()
+                                .map(|k| (k.to_string(), "true".to_string()))
+                                .collect()
+                        } else {
+                            BTreeMap::new()
+                        },
                         service_scope_configs: None,
                     },
                 )]),
                 root_certs: Some(vec![crate::objects::sha256_hex(b"shared root")]),
-                k8s_gateways: None,
-                ztunnel: None,
+                k8s_gateways: ambient.then(BTreeMap::new),
+                ztunnel: ambient.then(|| ZtunnelFacts {
+                    cluster_id: Some(c.name.clone()),
+                    network: Some(c.network.clone()),
+                }),
                 reader_bindings: BTreeMap::new(),
                 ca_certs: None,
             };

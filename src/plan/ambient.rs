@@ -14,10 +14,13 @@
 //!   `remoteK8sGatewayToNetworkGateways`), and only with
 //!   `AMBIENT_ENABLE_MULTI_NETWORK` (`pilot/pkg/features/ambient.go`).
 //!
-//! Findings and the removal of meshform's own classic Gateway only: meshform
-//! does not yet write a Gateway API Gateway's label or the ambient Gateway
-//! itself; each blocker names the command that does.
+//! meshform writes the network label of the Gateway API Gateway the user's
+//! install made (that field only), or, on an ambient cluster with none, the
+//! `istio-east-west` Gateway itself as Istio's sample renders it (meshform's
+//! own then, written back when edited). What it cannot write (the CRDs,
+//! istiod's and ztunnel's settings, an address) is a blocker naming the fix.
 
+use super::owned::Owned;
 use super::*;
 use crate::observe::model::K8sGatewayFacts;
 use crate::topology::DataPlane;
@@ -125,9 +128,7 @@ impl<'a> Planner<'a> {
     /// A Gateway API Gateway of `facts` that other networks' sidecar istiods
     /// take as the gateway of `cluster`'s network, by name.
     pub(super) fn sidecar_k8s_gateway(&self, cluster: &Cluster, facts: &'a ClusterFacts) -> Option<&'a str> {
-        self.sidecar_k8s_candidates(facts)
-            .find(|(_, g)| g.network.as_deref() == Some(cluster.network.as_str()) && !g.sidecar_gateways().is_empty())
-            .map(|(name, _)| name)
+        facts.sidecar_k8s_gateway(&cluster.network).map(|(name, _)| name)
     }
 
     /// Gateway API Gateways peers' istiods read (not `istio-remote`) with an
@@ -148,7 +149,8 @@ impl<'a> Planner<'a> {
 
     /// A sidecar cluster with peers on other networks and no gateway
     /// Service: whether a Gateway API Gateway stands in for it. Returns
-    /// true when one is there (usable or not, with a blocker saying why).
+    /// true when one is there (usable, labelled by this plan, or with a
+    /// blocker saying why not).
     pub(super) fn sidecar_k8s_gateway_judged(&mut self, cluster: &Cluster, facts: &'a ClusterFacts) -> bool {
         if self.sidecar_k8s_gateway(cluster, facts).is_some() {
             return true;
@@ -156,28 +158,13 @@ impl<'a> Planner<'a> {
         let Some((name, gateway)) = self.sidecar_k8s_candidates(facts).next() else {
             return false;
         };
-        let resource = format!("gateway.gateway.networking.k8s.io/{name}");
+        // The user's install made it: meshform writes its network label
+        // (that field only), never a second gateway.
         if gateway.network.as_deref() != Some(cluster.network.as_str()) {
-            self.finding(
-                FindingKind::Blocker,
-                "gateway_network_label",
-                &cluster.name,
-                format!(
-                    "Gateway {}/{name} in {} is not labelled {}={:?}, so istiod does not take it as the network's gateway",
-                    self.ns(),
-                    cluster.name,
-                    objects::NETWORK_LABEL,
-                    cluster.network
-                ),
-                format!(
-                    "kubectl --context {} label --overwrite -n {} {resource} {}={}",
-                    cluster.context,
-                    self.ns(),
-                    objects::NETWORK_LABEL,
-                    cluster.network
-                ),
-            );
-        } else {
+            self.label_k8s_gateway(cluster, name, gateway);
+        }
+        if gateway.spec_addresses.is_empty() {
+            let resource = format!("gateway.gateway.networking.k8s.io/{name}");
             self.finding(
                 FindingKind::Blocker,
                 "gateway_address_missing",
@@ -194,6 +181,30 @@ impl<'a> Planner<'a> {
             );
         }
         true
+    }
+
+    /// Plans the network label of the user's Gateway API Gateway `name`,
+    /// blocked (unless `--force-conflicts`) when another field manager owns it.
+    fn label_k8s_gateway(&mut self, cluster: &Cluster, name: &str, gateway: &K8sGatewayFacts) {
+        let reason = match &gateway.network {
+            None => format!(
+                "istiod takes the Gateway as the gateway of network {:?} only with this label",
+                cluster.network
+            ),
+            Some(old) => format!(
+                "the Gateway's network label is {old:?}, the topology says {:?}",
+                cluster.network
+            ),
+        };
+        let what = format!("label {} of Gateway {}/{name}", objects::NETWORK_LABEL, self.ns());
+        let force = self.conflict(cluster, &what, &gateway.network_owners);
+        let kind = ActionKind::SetK8sGatewayNetwork {
+            gateway: name.to_string(),
+            network: cluster.network.clone(),
+            previous: gateway.network.clone(),
+            force,
+        };
+        self.push(Phase::Network, &cluster.name, kind, reason);
     }
 
     /// An ambient cluster with peers on other networks (`peer`, one of them):
@@ -253,6 +264,43 @@ impl<'a> Planner<'a> {
             );
             return;
         };
+        // meshform's own east-west Gateway, judged by content as the classic one is.
+        let hash = hashes::ambient_gateway_hash(&cluster.network);
+        let content = objects::content_sha256(&objects::ambient_gateway_content(&objects::ambient_gateway_spec()));
+        let named = gateways.get(objects::AMBIENT_EAST_WEST_GATEWAY);
+        if let Some(own) = named.filter(|g| g.object.managed) {
+            let mut state = Owned::judge(Some(&own.object), &hash, &content);
+            if state == Owned::Current && own.network.as_deref() != Some(cluster.network.as_str()) {
+                state = Owned::Edited;
+            }
+            let reason = match state {
+                Owned::Edited => format!(
+                    "it was changed in the cluster; meshform writes it back (class {}, listener {} HBONE on {}, TLS Terminate, network {:?})",
+                    objects::EAST_WEST_GATEWAY_CLASS,
+                    objects::AMBIENT_LISTENER,
+                    objects::HBONE_GATEWAY_PORT,
+                    cluster.network
+                ),
+                Owned::Outdated => "the east-west Gateway is not what meshform writes".to_string(),
+                _ => String::new(),
+            };
+            if matches!(state, Owned::Edited | Owned::Outdated) {
+                let mut owners = own.object.content_owners.clone();
+                owners.extend(own.network_owners.iter().cloned());
+                owners.sort();
+                owners.dedup();
+                let what = format!("Gateway {ns}/{}", objects::AMBIENT_EAST_WEST_GATEWAY);
+                let force = self.conflict(cluster, &what, &owners);
+                let kind = ActionKind::EnsureAmbientGateway {
+                    network: cluster.network.clone(),
+                    spec_hash: hash,
+                    update: true,
+                    force,
+                };
+                self.push(Phase::Network, &cluster.name, kind, reason);
+                return;
+            }
+        }
         let east_west: Vec<(&String, &K8sGatewayFacts)> = gateways
             .iter()
             .filter(|(_, g)| g.class == objects::EAST_WEST_GATEWAY_CLASS)
@@ -267,24 +315,8 @@ impl<'a> Planner<'a> {
         );
         let Some((name, gateway)) = ours.first() else {
             if let Some((name, g)) = east_west.iter().find(|(_, g)| g.hbone_terminate().is_some()) {
-                self.finding(
-                    FindingKind::Blocker,
-                    "ambient_gateway_network",
-                    &cluster.name,
-                    format!(
-                        "the east-west Gateway {ns}/{name} in {} is labelled {}, not {}={:?}: istiod of other networks does not take it as this network's gateway",
-                        cluster.name,
-                        g.network.as_deref().map_or("with no network".to_string(), |n| format!("{}={n:?}", objects::NETWORK_LABEL)),
-                        objects::NETWORK_LABEL,
-                        cluster.network
-                    ),
-                    format!(
-                        "kubectl --context {} label --overwrite -n {ns} gateway.gateway.networking.k8s.io/{name} {}={}",
-                        cluster.context,
-                        objects::NETWORK_LABEL,
-                        cluster.network
-                    ),
-                );
+                // The user's east-west Gateway: meshform labels it (that field only).
+                self.label_k8s_gateway(cluster, name, g);
             } else if let Some((name, _)) = east_west.first() {
                 self.finding(
                     FindingKind::Blocker,
@@ -299,19 +331,37 @@ impl<'a> Planner<'a> {
                         objects::HBONE_GATEWAY_PORT
                     ),
                 );
-            } else {
+            } else if named.is_some() {
+                // The name is someone else's, of another class: never written over.
                 self.finding(
                     FindingKind::Blocker,
                     "ambient_gateway_missing",
                     &cluster.name,
                     format!(
-                        "{} runs ambient with peers on other networks (such as {peer}), but has no {} Gateway for network {:?}: istiod of other networks drops its workloads (\"No network gateway found\")",
+                        "{} runs ambient with peers on other networks (such as {peer}), but has no {} Gateway for network {:?}, and the Gateway {ns}/{} meshform would write is another's, of another class",
                         cluster.name,
                         objects::EAST_WEST_GATEWAY_CLASS,
-                        cluster.network
+                        cluster.network,
+                        objects::AMBIENT_EAST_WEST_GATEWAY
                     ),
-                    generate,
+                    format!(
+                        "rename or delete Gateway {ns}/{} in {}, or make an east-west Gateway yourself: {generate}",
+                        objects::AMBIENT_EAST_WEST_GATEWAY,
+                        cluster.name
+                    ),
                 );
+            } else {
+                let kind = ActionKind::EnsureAmbientGateway {
+                    network: cluster.network.clone(),
+                    spec_hash: hash,
+                    update: false,
+                    force: false,
+                };
+                let reason = format!(
+                    "peers on other networks (such as {peer}) reach this ambient cluster only through an {} Gateway; Istio deploys it and gives it its address",
+                    objects::EAST_WEST_GATEWAY_CLASS
+                );
+                self.push(Phase::Network, &cluster.name, kind, reason);
             }
             return;
         };
@@ -346,6 +396,60 @@ impl<'a> Planner<'a> {
                 format!("delete all but one of them in {}", cluster.name),
             );
         }
+    }
+
+    /// Sidecar and ambient clusters on different networks: Istio has no
+    /// cross-network path between the two data planes. A sidecar drops a
+    /// gateway with no mTLS port, which the ambient `istio-east-west` one is
+    /// (`pilot/pkg/xds/endpoints/ep_filters.go`, `selectNetworkGateways`:
+    /// "Sidecar proxies cannot talk to ambient E/W gateway for now"), and
+    /// an ambient istiod takes only HBONE gateways (same function), which a
+    /// sidecar network's AUTO_PASSTHROUGH gateway is not. Upstream:
+    /// https://github.com/istio/istio/issues/60716 (the question, open),
+    /// https://github.com/istio/istio/issues/57878 (sidecars sent to the
+    /// ambient gateway fail), https://github.com/istio/istio/pull/61704
+    /// (experimental interop, open), and enabling ambient multi-network in
+    /// a sidecar mesh changes its traffic
+    /// (https://github.com/istio/istio/issues/61746, #60609, #61713).
+    /// Clusters of both data planes on one network reach each other's pods
+    /// directly, which is not judged here. A warning, said once for the
+    /// mesh: each data plane's own pairs still work.
+    pub(super) fn mixed_data_planes(&mut self) {
+        let mut sidecars: Vec<&str> = Vec::new();
+        let mut ambients: Vec<&str> = Vec::new();
+        for s in self.clusters.iter().filter(|c| c.data_plane == DataPlane::Sidecar) {
+            for a in self.clusters.iter().filter(|c| c.data_plane == DataPlane::Ambient) {
+                if s.network != a.network {
+                    sidecars.push(&s.name);
+                    ambients.push(&a.name);
+                }
+            }
+        }
+        if sidecars.is_empty() {
+            return;
+        }
+        for names in [&mut sidecars, &mut ambients] {
+            names.sort();
+            names.dedup();
+        }
+        let message = format!(
+            "sidecar clusters {} and ambient clusters {} are on different networks: Istio has no cross-network path between the two data planes (sidecars skip the ambient east-west gateway, ambient skips the sidecar one), so their calls to each other reach only endpoints on the caller's network",
+            sidecars.join(", "),
+            ambients.join(", ")
+        );
+        let mut concerns: Vec<String> = sidecars.iter().chain(&ambients).map(|c| c.to_string()).collect();
+        concerns.sort();
+        self.findings.push(Finding {
+            kind: FindingKind::Warning,
+            code: "meshform::plan::mixed_data_plane_networks".to_string(),
+            cluster: None,
+            message,
+            help: Some(
+                "put clusters whose workloads call each other on one data plane (data_plane in mesh.toml, after migrating the workloads) or on one network; cross-network interop is experimental upstream (istio/istio#61704)"
+                    .to_string(),
+            ),
+            concerns,
+        });
     }
 
     /// Ambient clusters whose mesh configs scope services differently: a

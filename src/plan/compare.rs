@@ -152,7 +152,9 @@ fn without_versions(kind: &ActionKind) -> ActionKind {
         | ActionKind::EnsureIstiodExposure { .. }
         | ActionKind::RestartWorkloads { .. }
         | ActionKind::RestartIstiod { .. }
-        | ActionKind::SetGatewayNetwork { .. } => {}
+        | ActionKind::SetGatewayNetwork { .. }
+        | ActionKind::SetK8sGatewayNetwork { .. }
+        | ActionKind::EnsureAmbientGateway { .. } => {}
     }
     kind
 }

@@ -13,6 +13,8 @@ const READER_RULES_VERSION: &str = "reader-v2";
 const GATEWAY_VERSION: &str = "gateway-v1";
 const REMOTE_SECRET_VERSION: &str = "remote-secret-v1";
 const ISTIOD_EXPOSURE_VERSION: &str = "istiod-exposure-v1";
+/// Bump when the ambient east-west Gateway's shape changes.
+const AMBIENT_GATEWAY_VERSION: &str = "ambient-gateway-v1";
 
 fn digest(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
@@ -43,6 +45,11 @@ pub fn shared_remote_reader_hash(namespace: &str, mode: TokenMode) -> String {
 
 pub fn gateway_hash(port: u16) -> String {
     digest(&[GATEWAY_VERSION, &port.to_string()])
+}
+
+/// The ambient east-west Gateway of `network`.
+pub fn ambient_gateway_hash(network: &str) -> String {
+    digest(&[AMBIENT_GATEWAY_VERSION, network])
 }
 
 /// The `istiod-gateway` and `istiod-vs` for the istiod of `revision`.

@@ -253,6 +253,7 @@ pub fn plan(desired: &Topology, observed: &Observed, options: &Options) -> Resul
     planner.detach();
     planner.network();
     planner.service_scopes();
+    planner.mixed_data_planes();
     planner.istiod_exposure();
     planner.attach();
     planner.restarts();

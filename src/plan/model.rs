@@ -223,6 +223,29 @@ pub enum ActionKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
     },
+    /// Label a Gateway API Gateway of the user's install
+    /// `topology.istio.io/network=<network>` (that field only): istiod takes
+    /// it as the network's gateway by this label (a sidecar cluster's
+    /// auto-passthrough Gateway, or an ambient cluster's `istio-east-west` one).
+    SetK8sGatewayNetwork {
+        gateway: String,
+        network: String,
+        previous: Option<String>,
+        /// As for `SetNetwork`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
+    /// The ambient east-west Gateway `istio-eastwestgateway` (Gateway API),
+    /// as Istio's `gen-eastwest-gateway.sh --ambient` renders it, labelled
+    /// with the network: meshform's own object, written back when edited.
+    EnsureAmbientGateway {
+        network: String,
+        spec_hash: String,
+        update: bool,
+        /// As for `SetNetwork`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
     /// Write Istio's plug-in CA Secret `cacerts`: a new intermediate CA for
     /// this primary, its key made by apply and signed by the mesh's root.
     /// The plan carries no key: what is issued is known only in apply.
@@ -315,6 +338,8 @@ impl ActionKind {
             ActionKind::EnsureGateway { .. }
             | ActionKind::DeleteGateway { .. }
             | ActionKind::SetGatewayNetwork { .. }
+            | ActionKind::SetK8sGatewayNetwork { .. }
+            | ActionKind::EnsureAmbientGateway { .. }
             | ActionKind::EnsureIstiodExposure { .. }
             | ActionKind::DeleteIstiodExposure { .. } => 3,
             ActionKind::WriteCaCerts { .. } => 4,
@@ -337,9 +362,13 @@ impl ActionKind {
             ActionKind::EnsureReader { .. }
             | ActionKind::EnsureGateway { .. }
             | ActionKind::EnsureIstiodExposure { .. }
+            | ActionKind::EnsureAmbientGateway { .. }
             // A gateway Service's label: a hand edit put back. On a
             // network move it is held with the move.
             | ActionKind::SetGatewayNetwork { .. } => true,
+            // A Gateway API Gateway's label: a first label or one put back
+            // is safe; moving the user's Gateway to another network waits.
+            ActionKind::SetK8sGatewayNetwork { network, previous, .. } => previous.as_ref().is_none_or(|p| p == network),
             // The label (or namespace) put back, or the control-plane
             // annotation; another network is a move.
             ActionKind::SetNetwork { network, previous, .. } => previous.as_ref().is_none_or(|p| p == network),
@@ -409,8 +438,12 @@ impl Action {
                 ..
             } => Effect::Create,
             ActionKind::WriteCaCerts { .. } => Effect::Update,
-            ActionKind::SetGatewayNetwork { previous: None, .. } => Effect::Create,
-            ActionKind::SetGatewayNetwork { .. } => Effect::Update,
+            ActionKind::SetGatewayNetwork { previous: None, .. }
+            | ActionKind::SetK8sGatewayNetwork { previous: None, .. }
+            | ActionKind::EnsureAmbientGateway { update: false, .. } => Effect::Create,
+            ActionKind::SetGatewayNetwork { .. }
+            | ActionKind::SetK8sGatewayNetwork { .. }
+            | ActionKind::EnsureAmbientGateway { update: true, .. } => Effect::Update,
         }
     }
 
@@ -428,6 +461,8 @@ impl Action {
             self.kind,
             ActionKind::SetNetwork { force: true, .. }
                 | ActionKind::SetGatewayNetwork { force: true, .. }
+                | ActionKind::SetK8sGatewayNetwork { force: true, .. }
+                | ActionKind::EnsureAmbientGateway { force: true, .. }
                 | ActionKind::EnsureReader { force: true, .. }
                 | ActionKind::EnsureGateway { force: true, .. }
                 | ActionKind::EnsureIstiodExposure { force: true, .. }
@@ -461,6 +496,7 @@ impl Action {
             ActionKind::SetNetwork { previous: None, .. } => true,
             ActionKind::EnsureReader { .. }
             | ActionKind::EnsureGateway { .. }
+            | ActionKind::EnsureAmbientGateway { .. }
             | ActionKind::EnsureIstiodExposure { .. } => true,
             // A renewal under the same root keeps workloads' certificates
             // coming; a new intermediate or root changes who trusts whom.
@@ -471,7 +507,8 @@ impl Action {
             | ActionKind::DeleteIstiodExposure { .. }
             | ActionKind::RestartWorkloads { .. }
             | ActionKind::RestartIstiod { .. }
-            | ActionKind::SetGatewayNetwork { .. } => false,
+            | ActionKind::SetGatewayNetwork { .. }
+            | ActionKind::SetK8sGatewayNetwork { .. } => false,
         }
     }
 
@@ -510,6 +547,13 @@ impl Action {
                 format!("Deployment {namespace}/{}", deployments.join(", "))
             }
             ActionKind::SetGatewayNetwork { service, .. } => format!("Service {namespace}/{service}"),
+            ActionKind::SetK8sGatewayNetwork { gateway, .. } => {
+                format!("Gateway.gateway.networking.k8s.io {namespace}/{gateway}")
+            }
+            ActionKind::EnsureAmbientGateway { .. } => format!(
+                "Gateway.gateway.networking.k8s.io {namespace}/{}",
+                crate::objects::AMBIENT_EAST_WEST_GATEWAY
+            ),
         }
     }
 }

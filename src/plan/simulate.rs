@@ -194,6 +194,42 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                     east_west.network = Some(network.clone());
                 }
             }
+            ActionKind::SetK8sGatewayNetwork { gateway, network, .. } => {
+                if let Some(g) = facts.k8s_gateways.as_mut().and_then(|g| g.get_mut(gateway)) {
+                    g.network = Some(network.clone());
+                }
+            }
+            // Written whole; its status address comes from Istio's gateway
+            // controller later, as it does for an east-west Service's.
+            ActionKind::EnsureAmbientGateway { network, spec_hash, .. } => {
+                let gateways = facts.k8s_gateways.get_or_insert_default();
+                let previous = gateways.remove(crate::objects::AMBIENT_EAST_WEST_GATEWAY);
+                let spec = crate::objects::ambient_gateway_spec();
+                gateways.insert(
+                    crate::objects::AMBIENT_EAST_WEST_GATEWAY.to_string(),
+                    crate::observe::model::K8sGatewayFacts {
+                        object: ObjectFacts {
+                            content_sha256: Some(crate::objects::content_sha256(
+                                &crate::objects::ambient_gateway_content(&spec),
+                            )),
+                            ..object("ambient-gateway", Some(spec_hash.clone()))
+                        },
+                        class: crate::objects::EAST_WEST_GATEWAY_CLASS.to_string(),
+                        network: Some(network.clone()),
+                        port_label: None,
+                        listeners: vec![crate::observe::model::ListenerFacts {
+                            name: crate::objects::AMBIENT_LISTENER.to_string(),
+                            port: crate::objects::HBONE_GATEWAY_PORT,
+                            protocol: "HBONE".to_string(),
+                            tls_mode: Some("Terminate".to_string()),
+                            listener_mode: None,
+                        }],
+                        spec_addresses: Vec::new(),
+                        status_addresses: previous.map(|p| p.status_addresses).unwrap_or_default(),
+                        network_owners: Vec::new(),
+                    },
+                );
+            }
             ActionKind::RevokeReaderTokens { name, .. } => {
                 facts.reader_bindings.remove(name);
             }

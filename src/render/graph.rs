@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::observe::model::{ClusterState, Observed};
-use crate::topology::{Role, Topology};
+use crate::topology::{DataPlane, Role, Topology};
 
 /// What an observation says of a node; `NotObserved` when none was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,9 @@ pub struct NetworkGroup {
 pub struct ClusterNode {
     pub name: String,
     pub role: Role,
+    /// The data plane mesh.toml declares: it decides which kind of gateway
+    /// istiod of other networks looks for here.
+    pub data_plane: DataPlane,
     pub seen: Seen,
     /// The `topology.istio.io/network` label found on the mesh namespace,
     /// when it is set and differs from the declared network: the cluster is
@@ -61,13 +64,38 @@ pub struct ClusterNode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayNode {
+    /// The Service, or the Gateway API Gateway, by name.
     pub service: String,
     pub port: u16,
+    pub kind: GatewayKind,
     /// Whether the network's gateway Service exists in the cluster.
     pub seen: Seen,
     /// Where istiod sends other networks (the Service's first address and
     /// istiod's gateway port), when the Service was read and has one.
     pub address: Option<String>,
+}
+
+/// What a network's gateway is, as istiod of its data plane finds it
+/// (`plan/ambient.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayKind {
+    /// The east-west gateway Service labelled with the network (sidecar).
+    Service,
+    /// A labelled Gateway API Gateway with an auto-passthrough listener (sidecar).
+    GatewayApi,
+    /// The ambient `istio-east-west` Gateway (HBONE on 15008).
+    AmbientEastWest,
+}
+
+impl GatewayKind {
+    /// How the graph names it before its name.
+    pub fn describe(self) -> &'static str {
+        match self {
+            GatewayKind::Service => "Service",
+            GatewayKind::GatewayApi => "Gateway API",
+            GatewayKind::AmbientEastWest => "istio-east-west",
+        }
+    }
 }
 
 /// How traffic gets from one cluster to another.
@@ -86,22 +114,69 @@ impl MeshGraph {
             let label = facts.namespace.as_ref()?.network.as_ref()?;
             (*label != cluster.network).then(|| label.clone())
         };
-        let seen = |cluster: &str| match observed.map(|o| o.clusters.get(cluster).map(|c| &c.state)) {
-            None => (Seen::NotObserved, Seen::NotObserved),
-            Some(Some(ClusterState::Reachable(facts))) => {
-                let gateway = if facts.gateway_service.is_some() {
-                    Seen::Found
-                } else {
-                    Seen::Missing
-                };
-                (Seen::Found, gateway)
-            }
-            Some(_) => (Seen::Unknown, Seen::Unknown),
+        let facts = |cluster: &str| observed.map(|o| o.clusters.get(cluster).map(|c| &c.state));
+        let seen = |cluster: &str| match facts(cluster) {
+            None => Seen::NotObserved,
+            Some(Some(ClusterState::Reachable(_))) => Seen::Found,
+            Some(_) => Seen::Unknown,
         };
-        let address = |cluster: &str| {
-            let facts = observed?.facts(cluster)?;
-            facts.gateway_service.as_ref()?;
-            facts.east_west.as_ref()?.istiod_address()
+        // The gateway of the cluster's network as its data plane's istiod
+        // of other networks finds it, what was seen of it and its address.
+        let gateway = |cluster: &crate::topology::Cluster| {
+            let network = &topology.networks[&cluster.network];
+            let reachable = match facts(&cluster.name) {
+                Some(Some(ClusterState::Reachable(facts))) => Some(facts),
+                _ => None,
+            };
+            let unread = match seen(&cluster.name) {
+                Seen::Found => Seen::Missing,
+                other => other,
+            };
+            if cluster.data_plane == DataPlane::Ambient {
+                let found = reachable.and_then(|f| f.ambient_gateway(&cluster.network));
+                return GatewayNode {
+                    service: found
+                        .map_or(crate::objects::AMBIENT_EAST_WEST_GATEWAY, |(n, _)| n)
+                        .to_string(),
+                    port: crate::objects::HBONE_GATEWAY_PORT,
+                    kind: GatewayKind::AmbientEastWest,
+                    seen: if found.is_some() { Seen::Found } else { unread },
+                    address: found.and_then(|(_, g)| {
+                        g.status_addresses
+                            .first()
+                            .map(|a| format!("{a}:{}", crate::objects::HBONE_GATEWAY_PORT))
+                    }),
+                };
+            }
+            let k8s = reachable
+                .filter(|f| f.gateway_service.is_none())
+                .and_then(|f| f.sidecar_k8s_gateway(&cluster.network));
+            if let Some((name, g)) = k8s {
+                let address = g.sidecar_gateways().into_iter().next();
+                let port = address
+                    .as_deref()
+                    .and_then(|a| a.rsplit(':').next()?.parse().ok())
+                    .unwrap_or(network.gateway_port);
+                return GatewayNode {
+                    service: name.to_string(),
+                    port,
+                    kind: GatewayKind::GatewayApi,
+                    seen: Seen::Found,
+                    address,
+                };
+            }
+            GatewayNode {
+                service: network.gateway_service.clone(),
+                port: network.gateway_port,
+                kind: GatewayKind::Service,
+                seen: match reachable {
+                    Some(f) if f.gateway_service.is_some() => Seen::Found,
+                    _ => unread,
+                },
+                address: reachable
+                    .filter(|f| f.gateway_service.is_some())
+                    .and_then(|f| f.east_west.as_ref()?.istiod_address()),
+            }
         };
         let groups = observed.map(|o| o.trust_groups(topology.clusters.iter().map(|c| c.name.as_str())));
         let trust = |cluster: &str| {
@@ -112,20 +187,13 @@ impl MeshGraph {
         let mut networks: BTreeMap<&str, Vec<ClusterNode>> = BTreeMap::new();
         let mut paths = Vec::new();
         for cluster in &topology.clusters {
-            let (cluster_seen, gateway_seen) = seen(&cluster.name);
+            let cluster_seen = seen(&cluster.name);
             let cross_network = topology.clusters.iter().any(|c| c.network != cluster.network);
-            let gateway = cross_network.then(|| {
-                let network = &topology.networks[&cluster.network];
-                GatewayNode {
-                    service: network.gateway_service.clone(),
-                    port: network.gateway_port,
-                    seen: gateway_seen,
-                    address: address(&cluster.name),
-                }
-            });
+            let gateway = cross_network.then(|| gateway(cluster));
             networks.entry(&cluster.network).or_default().push(ClusterNode {
                 name: cluster.name.clone(),
                 role: cluster.role,
+                data_plane: cluster.data_plane,
                 seen: cluster_seen,
                 labelled: labelled(cluster),
                 gateway,
@@ -182,7 +250,12 @@ impl MeshGraph {
             let _ = writeln!(out, "  subgraph n{n}[\"network {}\"]", mermaid_label(&network.name));
             for cluster in &network.clusters {
                 let i = ids[cluster.name.as_str()];
-                let mut label = format!("{}<br/>{}", mermaid_label(&cluster.name), cluster.role.as_str());
+                let mut label = format!(
+                    "{}<br/>{}, {}",
+                    mermaid_label(&cluster.name),
+                    cluster.role.as_str(),
+                    cluster.data_plane.as_str()
+                );
                 if let Some(network) = &cluster.labelled {
                     let _ = write!(label, "<br/>(labelled {})", mermaid_label(network));
                     classes.entry("relabel").or_default().push(format!("c{i}"));
@@ -204,7 +277,8 @@ impl MeshGraph {
                 if let Some(gateway) = &cluster.gateway {
                     let _ = writeln!(
                         out,
-                        "    g{i}{{{{\"gateway {}:{}{}\"}}}}",
+                        "    g{i}{{{{\"gateway {} {}:{}{}\"}}}}",
+                        gateway.kind.describe(),
                         mermaid_label(&gateway.service),
                         gateway.port,
                         gateway_note(gateway)
@@ -262,9 +336,10 @@ impl MeshGraph {
             for cluster in &network.clusters {
                 let i = ids[cluster.name.as_str()];
                 let mut label = format!(
-                    "{}\n{}{}",
+                    "{}\n{}, {}{}",
                     cluster.name,
                     cluster.role.as_str(),
+                    cluster.data_plane.as_str(),
                     seen_note(cluster.seen).replace("<br/>", "\n")
                 );
                 if let Some(network) = &cluster.labelled {
@@ -286,7 +361,8 @@ impl MeshGraph {
                 );
                 if let Some(gateway) = &cluster.gateway {
                     let label = format!(
-                        "gateway {}:{}{}",
+                        "gateway {} {}:{}{}",
+                        gateway.kind.describe(),
                         gateway.service,
                         gateway.port,
                         gateway_note(gateway).replace("<br/>", "\n")
@@ -434,8 +510,8 @@ mod tests {
         insta::assert_snapshot!(graph.mermaid(), @r#"
         flowchart LR
           subgraph n0["network flat"]
-            c0[["a<br/>primary"]]
-            c1("b<br/>remote")
+            c0[["a<br/>primary, sidecar"]]
+            c1("b<br/>remote, sidecar")
           end
           c0 <--> c1
           classDef primary fill:#dbeafe,stroke:#1d4ed8,stroke-width:2px,color:#000
@@ -455,8 +531,8 @@ mod tests {
         let graph = MeshGraph::new(&topology, None);
         let mermaid = graph.mermaid();
         assert!(mermaid.contains("subgraph n0[\"network eu.flat_1\"]"), "{mermaid}");
-        assert!(mermaid.contains("c0[[\"end<br/>primary\"]]"), "{mermaid}");
-        assert!(mermaid.contains("g1{{\"gateway gw-x:15443\"}}"), "{mermaid}");
+        assert!(mermaid.contains("c0[[\"end<br/>primary, sidecar\"]]"), "{mermaid}");
+        assert!(mermaid.contains("g1{{\"gateway Service gw-x:15443\"}}"), "{mermaid}");
         // The only bare `end`s close the subgraphs.
         let ends = mermaid.lines().filter(|l| l.trim() == "end").count();
         assert_eq!(ends, graph.networks.len(), "{mermaid}");
@@ -516,12 +592,12 @@ mod tests {
         assert_eq!(labelled, [("us-east", "old-net")]);
         let mermaid = graph.mermaid();
         assert!(
-            mermaid.contains("us-east<br/>primary<br/>(labelled old-net)"),
+            mermaid.contains("us-east<br/>primary, sidecar<br/>(labelled old-net)"),
             "{mermaid}"
         );
         assert!(mermaid.contains("classDef relabel"), "{mermaid}");
         assert!(
-            graph.dot().contains("us-east\\nprimary\\n(labelled old-net)"),
+            graph.dot().contains("us-east\\nprimary, sidecar\\n(labelled old-net)"),
             "{}",
             graph.dot()
         );
@@ -568,12 +644,100 @@ mod tests {
             "{mermaid}"
         );
         assert!(mermaid.contains("<br/>(no address)\"}}"), "{mermaid}");
-        assert!(mermaid.contains("apac<br/>primary<br/>(root abababab)"), "{mermaid}");
+        assert!(
+            mermaid.contains("apac<br/>primary, sidecar<br/>(root abababab)"),
+            "{mermaid}"
+        );
         assert!(mermaid.contains("classDef trust"), "{mermaid}");
         assert!(graph.dot().contains("(root abababab)"), "{}", graph.dot());
 
         // One root everywhere: nothing to mark.
         let one = MeshGraph::new(&topology, Some(&synthetic::fresh(&topology, scenarios::now())));
         assert!(one.networks.iter().flat_map(|n| &n.clusters).all(|c| c.trust.is_none()));
+    }
+
+    /// Each network's gateway is shown as its data plane's istiod finds it:
+    /// ambient's istio-east-west Gateway at its status address, a sidecar
+    /// network's Gateway API Gateway standing in for the Service.
+    #[test]
+    fn each_network_shows_its_data_plane_and_the_kind_of_its_gateway() {
+        use crate::observe::model::{K8sGatewayFacts, ListenerFacts, ObjectFacts};
+        let topology = scenarios::topology(
+            "[mesh]\nname = \"m\"\n[[cluster]]\nname = \"a\"\nnetwork = \"n1\"\ndata_plane = \"ambient\"\n[[cluster]]\nname = \"b\"\nnetwork = \"n2\"\n[[cluster]]\nname = \"c\"\nnetwork = \"n3\"\n",
+        );
+        let mut observed = synthetic::fresh(&topology, scenarios::now());
+        let gateway =
+            |class: &str, network: &str, listener: ListenerFacts, spec: &[&str], status: &[&str]| K8sGatewayFacts {
+                object: ObjectFacts {
+                    uid: "u".into(),
+                    resource_version: "1".into(),
+                    managed: false,
+                    spec_hash: None,
+                    content_sha256: None,
+                    content_owners: Vec::new(),
+                },
+                class: class.into(),
+                network: Some(network.into()),
+                port_label: None,
+                listeners: vec![listener],
+                spec_addresses: spec.iter().map(|a| a.to_string()).collect(),
+                status_addresses: status.iter().map(|a| a.to_string()).collect(),
+                network_owners: Vec::new(),
+            };
+        let hbone = ListenerFacts {
+            name: "mesh".into(),
+            port: 15008,
+            protocol: "HBONE".into(),
+            tls_mode: Some("Terminate".into()),
+            listener_mode: None,
+        };
+        let passthrough = ListenerFacts {
+            name: "tls".into(),
+            port: 15443,
+            protocol: "TLS".into(),
+            tls_mode: Some("Passthrough".into()),
+            listener_mode: None,
+        };
+        let a = observed.facts_mut("a").unwrap();
+        a.k8s_gateways.get_or_insert_default().insert(
+            "istio-eastwestgateway".into(),
+            gateway("istio-east-west", "n1", hbone, &[], &["192.0.2.1"]),
+        );
+        let b = observed.facts_mut("b").unwrap();
+        b.gateway_service = None;
+        b.east_west = None;
+        b.k8s_gateways = Some(
+            [(
+                "ew".to_string(),
+                gateway("istio", "n2", passthrough, &["192.0.2.2"], &[]),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let graph = MeshGraph::new(&topology, Some(&observed));
+        let mermaid = graph.mermaid();
+        assert!(mermaid.contains("a<br/>primary, ambient"), "{mermaid}");
+        assert!(
+            mermaid.contains("gateway istio-east-west istio-eastwestgateway:15008<br/>at 192.0.2.1:15008"),
+            "{mermaid}"
+        );
+        assert!(
+            mermaid.contains("gateway Gateway API ew:15443<br/>at 192.0.2.2:15443"),
+            "{mermaid}"
+        );
+        assert!(
+            mermaid.contains("gateway Service istio-eastwestgateway:15443"),
+            "{mermaid}"
+        );
+        assert!(
+            graph
+                .dot()
+                .contains("gateway istio-east-west istio-eastwestgateway:15008")
+        );
+        // Not yet written: ambient's Gateway is missing, not a Service.
+        observed.facts_mut("a").unwrap().k8s_gateways = Some(Default::default());
+        let graph = MeshGraph::new(&topology, Some(&observed));
+        let a = graph.networks[0].clusters[0].gateway.clone().unwrap();
+        assert_eq!((a.kind, a.seen), (GatewayKind::AmbientEastWest, Seen::Missing));
     }
 }

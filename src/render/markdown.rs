@@ -10,6 +10,7 @@ use std::io::{self, Write};
 
 use super::graph::{MeshGraph, Seen};
 use super::{change_symbol, count, restart_note, summary};
+use crate::observe::model::Observed;
 use crate::plan::{Action, ActionKind, Change, FindingKind, Phase, Plan};
 use crate::topology::Topology;
 
@@ -21,7 +22,7 @@ pub fn marker(mesh: &str) -> String {
 }
 
 /// Writes the comment; see the module documentation for its layout.
-pub fn plan(plan: &Plan, topology: &Topology, out: &mut dyn Write) -> io::Result<()> {
+pub fn plan(plan: &Plan, topology: &Topology, observed: Option<&Observed>, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{}", marker(&plan.mesh))?;
     let tally = plan.tally();
     let headline = summary(&tally).unwrap_or_else(|| "no changes".to_string());
@@ -45,7 +46,18 @@ pub fn plan(plan: &Plan, topology: &Topology, out: &mut dyn Write) -> io::Result
         writeln!(out)?;
     }
 
-    table(plan, topology, out)?;
+    // Each network's gateway as the observation found it, else as mesh.toml names it.
+    let mut graph = MeshGraph::new(topology, observed);
+    // The plan knows which clusters could not be read; show them so.
+    for node in graph.networks.iter_mut().flat_map(|n| &mut n.clusters) {
+        if plan.deferred.iter().any(|d| d.cluster == node.name) {
+            node.seen = Seen::Unknown;
+            if let Some(gateway) = &mut node.gateway {
+                gateway.seen = Seen::Unknown;
+            }
+        }
+    }
+    table(plan, topology, &graph, out)?;
     findings(plan, out)?;
     if !plan.deferred.is_empty() {
         writeln!(out, "### Deferred clusters")?;
@@ -64,16 +76,6 @@ pub fn plan(plan: &Plan, topology: &Topology, out: &mut dyn Write) -> io::Result
     writeln!(out, "### Mesh")?;
     writeln!(out)?;
     writeln!(out, "```mermaid")?;
-    let mut graph = MeshGraph::new(topology, None);
-    // The plan knows which clusters could not be read; show them so.
-    for node in graph.networks.iter_mut().flat_map(|n| &mut n.clusters) {
-        if plan.deferred.iter().any(|d| d.cluster == node.name) {
-            node.seen = Seen::Unknown;
-            if let Some(gateway) = &mut node.gateway {
-                gateway.seen = Seen::Unknown;
-            }
-        }
-    }
     write!(out, "{}", graph.mermaid())?;
     writeln!(out, "```")?;
     writeln!(out)?;
@@ -121,14 +123,32 @@ fn clusters(plan: &Plan, topology: &Topology) -> Vec<String> {
     names
 }
 
-fn table(plan: &Plan, topology: &Topology, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "| Cluster | Network | Role | Actions | Change |")?;
-    writeln!(out, "| --- | --- | --- | ---: | --- |")?;
+fn table(plan: &Plan, topology: &Topology, graph: &MeshGraph, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "| Cluster | Network | Role | Data plane | Gateway | Actions | Change |"
+    )?;
+    writeln!(out, "| --- | --- | --- | --- | --- | ---: | --- |")?;
     for name in clusters(plan, topology) {
-        let (network, role) = match topology.cluster(&name) {
-            Some(c) => (cell_code(&c.network), c.role.as_str()),
-            None => ("—".to_string(), "not in mesh.toml"),
+        let (network, role, data_plane) = match topology.cluster(&name) {
+            Some(c) => (cell_code(&c.network), c.role.as_str(), c.data_plane.as_str()),
+            None => ("—".to_string(), "not in mesh.toml", "—"),
         };
+        // The kind of the network's gateway, where peers on other networks use one.
+        let gateway = graph
+            .networks
+            .iter()
+            .flat_map(|n| &n.clusters)
+            .find(|c| c.name == name)
+            .and_then(|c| c.gateway.as_ref())
+            .map_or("—".to_string(), |g| {
+                let seen = match g.seen {
+                    Seen::Missing => " (missing)",
+                    Seen::Unknown => " (not read)",
+                    Seen::Found | Seen::NotObserved => "",
+                };
+                format!("{} {}{seen}", g.kind.describe(), cell_code(&g.service))
+            });
         let mut change: Vec<String> = plan
             .changes
             .iter()
@@ -145,7 +165,7 @@ fn table(plan: &Plan, topology: &Topology, out: &mut dyn Write) -> io::Result<()
         };
         writeln!(
             out,
-            "| {} | {network} | {role} | {} | {change} |",
+            "| {} | {network} | {role} | {data_plane} | {gateway} | {} | {change} |",
             cell_code(&name),
             plan.actions_in(&name).count()
         )?;
@@ -328,7 +348,7 @@ mod tests {
 
     fn render(plan: &Plan, topology: &Topology) -> String {
         let mut out = Vec::new();
-        super::plan(plan, topology, &mut out).unwrap();
+        super::plan(plan, topology, None, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -364,7 +384,7 @@ mod tests {
         let (plan, topology) = scenarios::detach();
         let markdown = render(&plan, &topology);
         assert!(
-            markdown.contains("| `apac` | — | not in mesh.toml | 0 | `-` detach |"),
+            markdown.contains("| `apac` | — | not in mesh.toml | — | — | 0 | `-` detach |"),
             "{markdown}"
         );
     }

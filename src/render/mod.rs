@@ -50,12 +50,20 @@ pub enum Format {
 }
 
 /// Writes `plan` in `format`. `topology` is the one the plan was made from:
-/// views take roles and networks from it. Only text uses `style`; markdown
+/// views take roles and networks from it, and markdown each network's
+/// gateway from `observed` when given. Only text uses `style`; markdown
 /// and JSON are never coloured.
-pub fn plan(format: Format, plan: &Plan, topology: &Topology, style: Style, out: &mut dyn Write) -> io::Result<()> {
+pub fn plan(
+    format: Format,
+    plan: &Plan,
+    topology: &Topology,
+    observed: Option<&crate::observe::model::Observed>,
+    style: Style,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     match format {
         Format::Text => text::plan(plan, topology, style, out),
-        Format::Markdown => markdown::plan(plan, topology, out),
+        Format::Markdown => markdown::plan(plan, topology, observed, out),
         Format::Json => json::plan(plan, out),
     }
 }

@@ -122,16 +122,43 @@ pub fn sidecar_east_west(name: &str, network: Option<&str>, address: &str) -> Va
 
 /// Writes a Gateway by server-side apply, as an installer would.
 pub async fn apply_gateway(cluster: &Cluster, gateway: &Value) {
+    apply_gateway_as(cluster, gateway, "istio-installer").await;
+}
+
+/// Writes a Gateway by server-side apply with field manager `manager`
+/// (`helm`, say), taking its fields from any other.
+pub async fn apply_gateway_as(cluster: &Cluster, gateway: &Value, manager: &str) {
     let name = gateway["metadata"]["name"].as_str().expect("a named Gateway");
     let object: DynamicObject = serde_json::from_value(gateway.clone()).unwrap();
-    Api::<DynamicObject>::namespaced_with(cluster.client(), NAMESPACE, &gateway_resource())
-        .patch(
-            name,
-            &PatchParams::apply("istio-installer").force(),
-            &Patch::Apply(&object),
-        )
+    gateways(cluster)
+        .patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(&object))
         .await
         .unwrap_or_else(|e| panic!("applying Gateway {name} in {}: {e}", cluster.name()));
+}
+
+/// The Gateway API Gateways of the mesh namespace.
+pub fn gateways(cluster: &Cluster) -> Api<DynamicObject> {
+    Api::namespaced_with(cluster.client(), NAMESPACE, &gateway_resource())
+}
+
+/// The field managers of a Gateway with what each owns (`fieldsV1`).
+pub async fn gateway_managers(cluster: &Cluster, name: &str) -> Vec<(String, Value)> {
+    let gateway = gateways(cluster)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading Gateway {name} in {}: {e}", cluster.name()));
+    gateway
+        .metadata
+        .managed_fields
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e.manager.unwrap_or_default(),
+                e.fields_v1.map(|f| f.0).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// Sets a Gateway's `status.addresses`, as Istio's gateway controller does

@@ -40,6 +40,8 @@ pub struct Entry {
     pub role: Option<&'static str>,
     /// A remote's `control_plane`.
     pub control_plane: Option<String>,
+    /// `data_plane` of this cluster, overriding the mesh's.
+    pub data_plane: Option<&'static str>,
 }
 
 impl Entry {
@@ -52,7 +54,14 @@ impl Entry {
             network: None,
             role: None,
             control_plane: None,
+            data_plane: None,
         }
+    }
+
+    /// The cluster runs `data_plane` (`sidecar` or `ambient`), whatever the mesh's default.
+    pub fn data_plane(mut self, data_plane: &'static str) -> Entry {
+        self.data_plane = Some(data_plane);
+        self
     }
 
     pub fn network(mut self, network: &str) -> Entry {
@@ -171,6 +180,9 @@ impl Mesh {
             }
             if let Some(primary) = &e.control_plane {
                 let _ = writeln!(text, "control_plane = \"{primary}\"");
+            }
+            if let Some(data_plane) = e.data_plane {
+                let _ = writeln!(text, "data_plane = \"{data_plane}\"");
             }
         }
         std::fs::write(self.file(), text).expect("writing mesh.toml");

@@ -175,6 +175,22 @@ pub fn action_line(action: &Action) -> String {
                 previous.as_deref().unwrap_or("none")
             )
         }
+        ActionKind::SetK8sGatewayNetwork {
+            gateway,
+            network,
+            previous,
+            ..
+        } => format!(
+            "set_k8s_gateway_network {gateway} {}->{network}",
+            previous.as_deref().unwrap_or("none")
+        ),
+        ActionKind::EnsureAmbientGateway { update, .. } => {
+            if *update {
+                "ensure_ambient_gateway/update".to_string()
+            } else {
+                "ensure_ambient_gateway/create".to_string()
+            }
+        }
         ActionKind::WriteCaCerts { mode, .. } => {
             let mode = serde_json::to_value(mode).expect("a mode serialises");
             format!("write_ca_certs/{}", mode.as_str().expect("a mode is a string"))
