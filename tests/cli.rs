@@ -50,9 +50,9 @@ fn graph_draws_dot() {
       node [fontname="Helvetica"];
       subgraph cluster_n0 {
         label="network vpc-prod";
-        c0 [label="prod-a\nprimary", shape=box, style="bold"];
-        c1 [label="prod-b\nprimary", shape=box, style="bold"];
-        c2 [label="prod-c\nremote", shape=box, style="rounded"];
+        c0 [label="prod-a\nprimary, sidecar", shape=box, style="bold"];
+        c1 [label="prod-b\nprimary, sidecar", shape=box, style="bold"];
+        c2 [label="prod-c\nremote, sidecar", shape=box, style="rounded"];
       }
       c0 -> c1 [dir=both];
       c0 -> c2 [dir=both];
@@ -75,7 +75,7 @@ fn graph_with_a_snapshot_marks_a_network_label_that_differs() {
     ]));
     assert_eq!(exit_code(&out), Some(0), "{out}");
     assert!(
-        stdout(&out).contains("eu-central<br/>primary<br/>(labelled eu-central)"),
+        stdout(&out).contains("eu-central<br/>primary, sidecar<br/>(labelled eu-central)"),
         "{out}"
     );
     assert!(stdout(&out).contains("classDef relabel"), "{out}");
@@ -90,7 +90,14 @@ fn graph_refuses_a_file_that_is_not_a_snapshot() {
 
 #[test]
 fn pull_request_markdown_embeds_the_same_diagram_as_graph() {
-    let graph = run(meshform().args(["graph", "-f", "mesh.toml.example"]));
+    // Of the same observation: the markdown draws each gateway as observed.
+    let graph = run(meshform().args([
+        "graph",
+        "-f",
+        "mesh.toml.example",
+        "--observed",
+        "examples/observed.json",
+    ]));
     let markdown = run(meshform().args(PLAN_EXAMPLE).args(["--format", "markdown"]));
     let fenced = format!("```mermaid\n{}```", stdout(&graph));
     assert!(stdout(&markdown).contains(&fenced), "{markdown}\n\n{graph}");
