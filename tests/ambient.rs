@@ -298,7 +298,7 @@ async fn meshform_writes_the_ambient_east_west_gateway_and_repairs_it() {
     }
     // West's user made the sample without its label, by hand (no installer).
     let mut unlabelled = ambient_east_west("n2");
-    unlabelled["metadata"]["labels"] = serde_json::json!({});
+    unlabelled["metadata"].as_object_mut().unwrap().remove("labels");
     apply_gateway_as(west, &unlabelled, "kubectl").await;
     let entries = [Entry::of(east).network("n1"), Entry::of(west).network("n2")];
     let mesh = Mesh::new(&entries);

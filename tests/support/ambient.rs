@@ -104,7 +104,7 @@ pub fn sidecar_east_west(name: &str, network: Option<&str>, address: &str) -> Va
     let mut gateway = json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "Gateway",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {}},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
             "gatewayClassName": "istio",
             "addresses": [{"type": "IPAddress", "value": address}],
@@ -115,7 +115,9 @@ pub fn sidecar_east_west(name: &str, network: Option<&str>, address: &str) -> Va
         }
     });
     if let Some(network) = network {
-        gateway["metadata"]["labels"]["topology.istio.io/network"] = network.into();
+        // No empty map when unlabelled: server-side apply would record the
+        // installer as owning `labels` whole, and every label write conflict.
+        gateway["metadata"]["labels"] = serde_json::json!({"topology.istio.io/network": network});
     }
     gateway
 }
