@@ -1,24 +1,29 @@
 //! `meshform controller` (issue 30), run as a process against real API
-//! servers: it converges a fresh mesh, repairs hand edits with no command,
+//! servers: it converges a fresh mesh, repairs hand edits with no command
+//! (woken by its watches: the tests that say so run with an hour's resync),
+//! rotates a short-lived token on time and revokes the one it replaced,
 //! reports a destructive change of mesh.toml without applying it (a person's
-//! `apply --allow-detach` does, while it runs), keeps the last good mesh.toml
-//! when an edit is invalid, writes nothing with `--auto=none`, and stops on
-//! SIGTERM with the apply lock released. Its status (issue 30 item 3): the
-//! metrics Prometheus scrapes match the clusters, the probes answer, Events
-//! mark transitions and the status ConfigMap holds the plan's summary and no
-//! secret.
+//! `apply --allow-detach` does, while it runs; a person's apply during a
+//! round waits for the lock), keeps the last good mesh.toml when an edit is
+//! invalid, writes nothing with `--auto=none`, and stops on SIGTERM, mid-round
+//! too, with the apply lock and its leadership released. Its status (issue 30
+//! item 3): the metrics Prometheus scrapes match the clusters, the probes
+//! answer, Events mark transitions and the status ConfigMap holds the plan's
+//! summary and no secret.
 
 mod support;
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{Api, DeleteParams};
-use serde_json::Value;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
 use support::controlplane::{Cluster, ControlPlane};
-use support::mesh::{Entry, MESH, Mesh, NAMESPACE, Streamed, remote_secrets};
+use support::mesh::{
+    Entry, MESH, Mesh, NAMESPACE, Streamed, eventually, install_eastwest_gateway, remote_secrets, token_of,
+};
 use support::metrics;
 
 const READER: &str = "meshform-istio-reader-istio-system";
@@ -28,9 +33,15 @@ const ROUND: Duration = Duration::from_secs(120);
 /// `meshform controller` on `mesh` with a short resync and poll, serving
 /// metrics on a free port (tests run side by side).
 fn controller(mesh: &Mesh, args: &[&str]) -> Streamed {
+    controller_every(mesh, "2s", args)
+}
+
+/// `meshform controller` with a resync of `resync`: with "1h", only its
+/// watches, what falls due and its own retries start a round in a test.
+fn controller_every(mesh: &Mesh, resync: &str, args: &[&str]) -> Streamed {
     let mut all = vec![
         "--resync",
-        "2s",
+        resync,
         "--poll",
         "500ms",
         "--retry",
@@ -40,6 +51,14 @@ fn controller(mesh: &Mesh, args: &[&str]) -> Streamed {
     ];
     all.extend_from_slice(args);
     mesh.stream("controller", &all)
+}
+
+/// A merge patch as kubectl sends it: an update owned by `manager`.
+fn by(manager: &str) -> PatchParams {
+    PatchParams {
+        field_manager: Some(manager.into()),
+        ..PatchParams::default()
+    }
 }
 
 /// Reads events until one matches; panics if the controller goes quiet or ends.
@@ -101,7 +120,8 @@ async fn converges_a_fresh_mesh_and_repairs_hand_edits_without_a_command() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let [east, west] = clusters.by_names(["east", "west"]);
     let mesh = Mesh::flat(&[east, west]);
-    let mut stream = controller(&mesh, &[]);
+    // An hour's resync: the repair below is the watches' doing.
+    let mut stream = controller_every(&mesh, "1h", &[]);
     let loaded = until(&mut stream, "loaded", |e| e["event"] == "loaded").await;
     assert_eq!(loaded["clusters"], 2);
     let first = until(&mut stream, "the first round", |e| e["event"] == "round").await;
@@ -125,7 +145,12 @@ async fn converges_a_fresh_mesh_and_repairs_hand_edits_without_a_command() {
         .await
         .expect("deleting the reader role");
     let repaired = until(&mut stream, "the repair", |e| round(e, "applied")).await;
-    assert_eq!(repaired["trigger"], "resync", "{repaired}");
+    assert_eq!(repaired["trigger"], "change", "{repaired}");
+    let changes = repaired["changes"].to_string();
+    assert!(
+        changes.contains("east Secret istio-system/istio-remote-secret-west"),
+        "{repaired}"
+    );
     until(&mut stream, "a converged round", |e| round(e, "converged")).await;
     assert!(remote_secrets(east).await.contains_key("istio-remote-secret-west"));
     assert!(
@@ -644,4 +669,255 @@ fn prometheus_refuses_a_broken_exposition() {
         "no # EOF"
     );
     assert!(metrics::parse(content_type, "# TYPE a gauge\na{x=\"1} 1\n# EOF\n").is_err());
+}
+
+/// `east` and `west` on networks of their own, each behind its east-west
+/// gateway, so that meshform writes a Gateway and a gateway label in each.
+async fn two_networks(clusters: &support::controlplane::Clusters) -> Mesh {
+    let [east, west] = clusters.by_names(["east", "west"]);
+    install_eastwest_gateway(east).await;
+    install_eastwest_gateway(west).await;
+    Mesh::new(&[Entry::of(east).network("n1"), Entry::of(west).network("n2")])
+}
+
+/// Waits for the round that repairs a hand edit: woken by a change (the
+/// resync is an hour away), it writes, and names what changed.
+async fn repaired_by_a_change(stream: &mut Streamed, what: &str, changed: &str) {
+    let repaired = until(stream, what, |e| round(e, "applied")).await;
+    assert_eq!(repaired["trigger"], "change", "{what}: {repaired}");
+    assert!(repaired["changes"].to_string().contains(changed), "{what}: {repaired}");
+    assert!(repaired["held"].as_array().unwrap().is_empty(), "{what}: {repaired}");
+    until(stream, "a converged round", |e| round(e, "converged")).await;
+}
+
+#[tokio::test]
+async fn hand_edits_are_repaired_by_the_watches_with_no_command() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let [east, west] = clusters.by_names(["east", "west"]);
+    let mesh = two_networks(&clusters).await;
+    let mut stream = controller_every(&mesh, "1h", &[]);
+    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+    mesh.assert_plan_empty().await;
+
+    // kubectl label svc istio-eastwestgateway topology.istio.io/network- (in east).
+    let services = Api::<Service>::namespaced(east.client(), NAMESPACE);
+    services
+        .patch(
+            "istio-eastwestgateway",
+            &by("kubectl-label"),
+            &Patch::Merge(json!({"metadata": {"labels": {"topology.istio.io/network": null}}})),
+        )
+        .await
+        .expect("unlabelling east's gateway Service");
+    repaired_by_a_change(
+        &mut stream,
+        "the gateway label",
+        "east Service istio-system/istio-eastwestgateway",
+    )
+    .await;
+    let labels = services
+        .get("istio-eastwestgateway")
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap();
+    assert_eq!(labels["topology.istio.io/network"], "n1");
+
+    // kubectl delete secret istio-remote-secret-east (in west).
+    Api::<Secret>::namespaced(west.client(), NAMESPACE)
+        .delete("istio-remote-secret-east", &DeleteParams::default())
+        .await
+        .expect("deleting a remote secret");
+    repaired_by_a_change(
+        &mut stream,
+        "the remote secret",
+        "west Secret istio-system/istio-remote-secret-east",
+    )
+    .await;
+    assert!(remote_secrets(west).await.contains_key("istio-remote-secret-east"));
+
+    // The binding Secret east's token for west is bound to, deleted in west:
+    // the token stops working, and a new one is written.
+    let old = remote_token(east, "west").await;
+    let bindings = Api::<Secret>::namespaced(west.client(), NAMESPACE);
+    let binding = bindings
+        .list_metadata(&ListParams::default().labels("meshform.io/reader-binding=true"))
+        .await
+        .expect("listing the bindings")
+        .items
+        .into_iter()
+        .next()
+        .and_then(|b| b.metadata.name)
+        .expect("a binding Secret");
+    bindings
+        .delete(&binding, &DeleteParams::default())
+        .await
+        .expect("deleting the binding Secret");
+    repaired_by_a_change(
+        &mut stream,
+        "the revoked token",
+        &format!("west Secret istio-system/{binding}"),
+    )
+    .await;
+    let new = remote_token(east, "west").await;
+    assert_ne!(new, old, "the token bound to the deleted Secret was replaced");
+    assert!(accepted(west, &new).await);
+
+    // kubectl patch gateway cross-network-gateway: its selector removed (in west).
+    let gateways: Api<DynamicObject> =
+        Api::namespaced_with(west.client(), NAMESPACE, &meshform::objects::gateway_resource());
+    let written = gateways.get("cross-network-gateway").await.unwrap().data["spec"].clone();
+    gateways
+        .patch(
+            "cross-network-gateway",
+            &by("kubectl-patch"),
+            &Patch::Merge(json!({"spec": {"selector": null}})),
+        )
+        .await
+        .expect("patching west's Gateway");
+    repaired_by_a_change(
+        &mut stream,
+        "the Gateway",
+        "west Gateway istio-system/cross-network-gateway",
+    )
+    .await;
+    assert_eq!(
+        gateways.get("cross-network-gateway").await.unwrap().data["spec"],
+        written
+    );
+
+    mesh.assert_plan_empty().await;
+    terminate(stream, &mesh).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+/// The reader token `holder`'s remote secret for `peer` carries.
+async fn remote_token(holder: &Cluster, peer: &str) -> String {
+    let secret = remote_secrets(holder)
+        .await
+        .remove(&format!("istio-remote-secret-{peer}"))
+        .unwrap_or_else(|| panic!("{} has no remote secret for {peer}", holder.name()));
+    token_of(&secret.data.expect("data")[peer].0).expect("a token")
+}
+
+/// Whether `peer` accepts `token` (a 401 is a no; any other error fails).
+async fn accepted(peer: &Cluster, token: &str) -> bool {
+    match Api::<Namespace>::all(peer.client_with_token(token).await)
+        .get(NAMESPACE)
+        .await
+    {
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) if status.code == 401 => false,
+        Err(e) => panic!("reading {} with a reader token: {e}", peer.name()),
+    }
+}
+
+#[tokio::test]
+async fn a_short_lived_token_is_rotated_on_time_and_the_replaced_one_revoked_after_the_grace() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let [east, west] = clusters.by_names(["east", "west"]);
+    let entries = [east, west].map(|c| Entry::of(c).network("flat"));
+    let mesh = Mesh::new(&entries);
+    // TokenRequest grants no less than ten minutes: 1% of that is 6 seconds.
+    mesh.write_with(&entries, "[mesh.tokens]\nlifetime = \"10m\"\nrotate_at_percent = 1\n");
+    let mut stream = controller_every(&mesh, "1h", &["--revoke-grace", "3"]);
+    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+    let old = remote_token(east, "west").await;
+
+    // No resync for an hour and no edit: the rotation's moment wakes it.
+    let rotated = until(&mut stream, "the rotation", |e| {
+        e["event"] == "round" && e["trigger"] == "due" && e["done"].as_u64() > Some(0)
+    })
+    .await;
+    assert_eq!(rotated["ending"], "applied", "{rotated}");
+    let new = remote_token(east, "west").await;
+    assert_ne!(new, old, "{rotated}");
+    // Then the grace's end: the replaced token is refused, the new one is not.
+    eventually("west refusing the replaced token", ROUND, async || {
+        (!accepted(west, &old).await).then_some(())
+    })
+    .await;
+    assert!(accepted(west, &remote_token(east, "west").await).await);
+    terminate(stream, &mesh).await;
+    mesh.assert_no_token_leaked(&[east, west]).await;
+}
+
+#[tokio::test]
+async fn a_person_s_apply_during_a_round_waits_for_the_lock() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let [east, west] = clusters.by_names(["east", "west"]);
+    let mesh = Mesh::flat(&[east, west]);
+    let mut stream = controller_every(&mesh, "1h", &[]);
+    until(&mut stream, "a converged round", |e| round(e, "converged")).await;
+
+    // Slow API servers make the repair round last seconds.
+    for c in [east, west] {
+        c.set_latency(Duration::from_millis(500)).await;
+    }
+    Api::<Secret>::namespaced(east.client(), NAMESPACE)
+        .delete("istio-remote-secret-west", &DeleteParams::default())
+        .await
+        .expect("deleting a remote secret");
+    let holder = eventually("the controller's round holding the lock", ROUND, async || {
+        lease(east).await.and_then(|l| l.spec?.holder_identity)
+    })
+    .await;
+    assert!(holder.ends_with(&format!("pid {})", stream.id())), "{holder}");
+    // Without waiting it would be refused: "another apply ... is running".
+    let out = mesh.apply(&["--lock-timeout", "2m"]).await;
+    assert!(!out.stderr.contains("another apply"), "{out}");
+    let round = until(&mut stream, "the repair", |e| {
+        e["event"] == "round" && e["trigger"] == "change"
+    })
+    .await;
+    assert!(round["failed"].as_array().unwrap().is_empty(), "{round}");
+    for c in [east, west] {
+        c.set_latency(Duration::ZERO).await;
+    }
+    assert!(remote_secrets(east).await.contains_key("istio-remote-secret-west"));
+    mesh.assert_plan_empty().await;
+    terminate(stream, &mesh).await;
+}
+
+#[tokio::test]
+async fn sigterm_mid_round_stops_between_actions_and_releases_the_lock_and_leadership() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west", "north"]).await;
+    let [east, west, north] = clusters.by_names(["east", "west", "north"]);
+    let mesh = Mesh::flat(&[east, west, north]);
+    // Slow API servers: the first round (a whole mesh to write) lasts long.
+    for c in [east, west, north] {
+        c.set_latency(Duration::from_millis(700)).await;
+    }
+    let stream = controller_every(
+        &mesh,
+        "1h",
+        &[
+            "--leader-election-cluster",
+            "east",
+            "--leader-election-namespace",
+            "default",
+        ],
+    );
+    eventually("the round holding the lock", ROUND, async || lease(east).await).await;
+    let outcome = terminate(stream, &mesh).await;
+    for c in [east, west, north] {
+        c.set_latency(Duration::ZERO).await;
+    }
+    let events: Vec<Value> = outcome
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let last_round = events
+        .iter()
+        .rfind(|e| e["event"] == "round")
+        .unwrap_or_else(|| panic!("no round reported: {outcome}"));
+    assert_eq!(last_round["ending"], "stopped", "{outcome}");
+    assert!(last_round["failed"].as_array().unwrap().is_empty(), "{outcome}");
+    assert_eq!(lease(east).await, None, "the lock is released");
+    assert_eq!(leader(east).await, None, "leadership is released");
+    // What was not done is done by the next run.
+    mesh.apply(&[]).await;
+    mesh.assert_converged(&[east, west, north]).await;
 }

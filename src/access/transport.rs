@@ -178,6 +178,14 @@ where
     }
 
     fn call(&mut self, request: Request<Req>) -> Self::Future {
+        // A watch's body is meant to stay open (the controller's, for half
+        // an hour): its answer has the deadline, its body only the
+        // keepalive, which finds a dead connection, and the watch's own end.
+        let watch = is_watch(request.uri());
+        // Every request, by method and path (names, never a query's values
+        // or a body): what `bench/controller` counts, and what a person
+        // asks with RUST_LOG=meshform::access=trace.
+        tracing::trace!(method = %request.method(), path = request.uri().path(), watch, "request");
         let response = self.inner.call(request);
         let Some(limit) = self.limit else {
             return Box::pin(async move {
@@ -193,10 +201,16 @@ where
                 .map_err(Into::into)?;
             Ok(response.map(|body| DeadlineBody {
                 body,
-                deadline: Some((Box::pin(tokio::time::sleep_until(deadline)), limit)),
+                deadline: (!watch).then(|| (Box::pin(tokio::time::sleep_until(deadline)), limit)),
             }))
         })
     }
+}
+
+/// Whether a request is a watch (`?watch=true`, as kube and client-go send it).
+fn is_watch(uri: &http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|pair| pair == "watch=true" || pair == "watch=1"))
 }
 
 /// A response body that fails once its request's deadline has passed.
@@ -335,5 +349,35 @@ mod tests {
         let io = error.downcast_ref::<std::io::Error>().expect("an io error");
         assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(io.to_string(), "timed out: no complete response within 0.05s");
+    }
+
+    // A watch's body stays open past the request deadline: the controller's
+    // watches would otherwise be cut and sent again every --timeout.
+    #[tokio::test]
+    async fn a_watch_body_outlives_the_deadline() {
+        use tower::{Layer, Service, ServiceExt};
+
+        let inner = tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(Stalled(false))) });
+        let mut service = DeadlineLayer(Some(Duration::from_millis(50))).layer(inner);
+        let watch = Request::builder()
+            .uri("/api/v1/namespaces/istio-system/secrets?watch=true&timeoutSeconds=1800")
+            .body(())
+            .unwrap();
+        let response = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(watch)
+            .await
+            .expect("headers");
+        let mut body = std::pin::pin!(response.into_body());
+        assert!(std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await.is_some());
+        let open = tokio::time::timeout(
+            Duration::from_millis(200),
+            std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)),
+        )
+        .await;
+        assert!(open.is_err(), "the watch's body was cut at the deadline");
+        assert!(!is_watch(&"/api/v1/secrets?watchers=true".parse().unwrap()));
     }
 }

@@ -1,6 +1,7 @@
 //! `meshform controller`: arguments in, [`controller::run`] until SIGTERM or
-//! Ctrl-C, its events out as JSON lines on stdout and into its
-//! [`controller::status::Status`] (metrics, probes, Events, status object).
+//! Ctrl-C (a round then stops between actions), its events out as JSON lines
+//! on stdout and into its [`controller::status::Status`] (metrics, probes,
+//! Events, status object).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,8 +27,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = AutoArg::Safe)]
     pub auto: AutoArg,
 
-    /// Reconcile at least this often, besides on start, on a change of mesh.toml and when a token's
-    /// rotation or a replaced token's revocation falls due.
+    /// Reconcile at least this often, besides on start, on a change of mesh.toml, on a change a watch sees
+    /// in a cluster (a second after the last of a burst) and when a token's rotation or a replaced token's
+    /// revocation falls due.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub resync: Duration,
 
@@ -108,6 +110,9 @@ pub fn run(args: &Args, cx: &mut Context<'_>) -> Result<Exit, CliError> {
                 namespace,
                 duration: args.leader_election_duration,
             }),
+        // A burst of changes (an apply's dozens of writes) is one round; a
+        // single hand edit is repaired within about a second of it.
+        debounce: (Duration::from_secs(1), Duration::from_secs(10)),
     };
     let status_settings = status::Settings {
         address: args.metrics_address,

@@ -1,8 +1,10 @@
 //! `meshform controller`: the one reconcile ([`crate::reconcile`]) run until
-//! stopped. It owns when to reconcile (on start, when mesh.toml changes, on
-//! a periodic resync, at the next moment something falls due, soon after a
+//! stopped. It owns when to reconcile (on start, when mesh.toml changes,
+//! when a watch sees a change in a cluster ([`watch`], debounced), on a
+//! periodic resync, at the next moment something falls due, soon after a
 //! round that wrote, and again with backoff after a round that could not
-//! finish) and what an unattended
+//! finish), how it stops (SIGTERM ends a round between actions, then the
+//! lock and the Lease are released) and what an unattended
 //! round may write: with `--auto=safe` the plan is made
 //! [`crate::plan::Plan::unattended`], so apply itself holds back what waits
 //! for a person; with `--auto=none` nothing is written.
@@ -15,6 +17,7 @@
 mod election;
 mod source;
 pub mod status;
+mod watch;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ use tokio::time::Instant;
 
 pub use self::election::Election;
 pub use self::source::{Read, Source};
+use self::watch::{Debounce, Watches};
 use crate::access::Sources;
 use crate::apply::{self, Event as ApplyEvent, Progress, lock};
 use crate::observe::model::Observed;
@@ -66,6 +70,9 @@ pub struct Settings {
     pub lock_duration: Duration,
     /// Replicas elect one leader, which alone reconciles; none: this one does.
     pub election: Option<Election>,
+    /// A change seen by a watch is reconciled once no other came for
+    /// `quiet`, or `max` after the first, whichever is sooner.
+    pub debounce: (Duration, Duration),
 }
 
 /// Why a round ran.
@@ -75,6 +82,8 @@ pub enum Trigger {
     Start,
     /// mesh.toml changed to a valid topology.
     Config,
+    /// A watch saw a change in a cluster (the round's `changes` name it).
+    Change,
     Resync,
     /// A token's rotation or a grace period's end.
     Due,
@@ -98,6 +107,8 @@ pub enum Ending {
     /// Something failed, or the round could not start (the lock is held,
     /// the plan refused); retried with backoff.
     Failed,
+    /// SIGTERM: what was in flight finished, nothing after was started.
+    Stopped,
 }
 
 /// One action of a round, as reported: never its data.
@@ -112,6 +123,10 @@ pub struct Line {
 #[derive(Debug, Clone, Serialize)]
 pub struct Round {
     pub trigger: Trigger,
+    /// What the watches saw change since the last round began (a few, by
+    /// cluster, kind and name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
     pub ending: Ending,
     /// Actions done.
     pub done: usize,
@@ -207,8 +222,9 @@ pub trait Watch {
     fn tick(&mut self) {}
 }
 
-/// Runs until `shutdown` completes. A round in progress when it does is let
-/// finish, so the lock is released and no action is cut off half-way.
+/// Runs until `shutdown` completes. A round in progress when it does stops
+/// between actions (those in flight finish), so nothing is cut off half-way,
+/// and then the lock and the leader's Lease are released.
 pub async fn run(settings: &Settings, watch: &mut impl Watch, shutdown: impl Future<Output = ()>) -> Stop {
     tokio::pin!(shutdown);
     let mut source = Source::new(&settings.file);
@@ -216,6 +232,9 @@ pub async fn run(settings: &Settings, watch: &mut impl Watch, shutdown: impl Fut
     let mut next = (Instant::now(), Trigger::Start);
     let mut backoff = settings.retry;
     let mut leader: Option<lock::Lock> = None;
+    // Started for the topology in force once this replica reconciles.
+    let mut watches: Option<Watches> = None;
+    let mut debounce = Debounce::new(settings.debounce.0, settings.debounce.1);
     let stop = loop {
         watch.tick();
         match source.poll().await {
@@ -229,6 +248,7 @@ pub async fn run(settings: &Settings, watch: &mut impl Watch, shutdown: impl Fut
                 topology = Some(new);
                 next = (Instant::now(), if first { Trigger::Start } else { Trigger::Config });
                 backoff = settings.retry;
+                watches = None;
             }
             Some(Read::Invalid(problems)) => watch.event(Event::Invalid {
                 file: source.path(),
@@ -267,16 +287,47 @@ pub async fn run(settings: &Settings, watch: &mut impl Watch, shutdown: impl Fut
             watch.event(Event::LostLeadership);
             break Stop::LostLeadership;
         }
-        if let Some(topology) = &topology
-            && (settings.election.is_none() || leader.is_some())
+        let reconciling = topology
+            .as_ref()
+            .filter(|_| settings.election.is_none() || leader.is_some());
+        if let Some(topology) = reconciling
+            && watches.is_none()
+        {
+            watches = Some(Watches::start(topology, &sources(settings)).await);
+        }
+        // A round owed to a change comes before a later one (a resync, a
+        // retry's backoff); one that confirms a write is soon and sees it too.
+        if let Some(due) = debounce.due()
+            && due < next.0
+            && next.1 != Trigger::AfterWrite
+        {
+            next = (due, Trigger::Change);
+        }
+        if let Some(topology) = reconciling
             && Instant::now() >= next.0
         {
-            let (round, seen) = reconcile_once(topology, settings, next.1).await;
+            let changes = debounce.take();
+            let cancel = apply::Cancel::new();
+            let running = reconcile_once(topology, settings, next.1, &cancel);
+            tokio::pin!(running);
+            let mut stopping = false;
+            let (mut round, seen) = tokio::select! {
+                round = &mut running => round,
+                () = &mut shutdown => {
+                    stopping = true;
+                    cancel.stop(apply::Stop::Terminate);
+                    running.await
+                }
+            };
+            round.changes = changes;
             watch.event(Event::Round {
                 round: &round,
                 topology,
                 seen: seen.as_ref(),
             });
+            if stopping {
+                break Stop::Shutdown;
+            }
             next = if round.unfinished() {
                 let retry = (Instant::now() + backoff, Trigger::Retry);
                 backoff = (backoff * 2).min(settings.resync);
@@ -292,13 +343,44 @@ pub async fn run(settings: &Settings, watch: &mut impl Watch, shutdown: impl Fut
                     _ => resync,
                 }
             };
+            // A cluster that had no client (its kubeconfig unusable) is
+            // watched once it has one: tried again at each resync.
+            if round.trigger == Trigger::Resync
+                && watches.as_ref().is_some_and(|w| w.watched() < topology.clusters.len())
+            {
+                watches = None;
+            }
         }
-        let wake = next.0.min(Instant::now() + settings.poll);
-        tokio::select! {
-            () = &mut shutdown => break Stop::Shutdown,
-            () = tokio::time::sleep_until(wake) => {}
+        // Until the next round, mesh.toml's next read, or the end of a burst
+        // of changes, whichever is first.
+        let poll = Instant::now() + settings.poll;
+        let woken = loop {
+            let mut wake = next.0.min(poll);
+            if let Some(due) = debounce.due()
+                && next.1 != Trigger::AfterWrite
+            {
+                wake = wake.min(due);
+            }
+            let change = async {
+                match &mut watches {
+                    Some(watches) => watches.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => break Some(Stop::Shutdown),
+                () = tokio::time::sleep_until(wake) => break None,
+                change = change => {
+                    tracing::debug!(%change, "changed");
+                    debounce.record(&change, Instant::now());
+                }
+            }
+        };
+        if let Some(stop) = woken {
+            break stop;
         }
     };
+    drop(watches);
     if let Some(lease) = leader {
         lease.release().await;
     }
@@ -336,12 +418,18 @@ fn options(settings: &Settings) -> Options {
     }
 }
 
-async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigger) -> (Round, Option<Seen>) {
+async fn reconcile_once(
+    topology: &Topology,
+    settings: &Settings,
+    trigger: Trigger,
+    cancel: &apply::Cancel,
+) -> (Round, Option<Seen>) {
     let started = std::time::Instant::now();
     let sources = sources(settings);
     let options = options(settings);
     let mut round = Round {
         trigger,
+        changes: Vec::new(),
         ending: Ending::Converged,
         done: 0,
         failed: Vec::new(),
@@ -355,7 +443,16 @@ async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigg
     let mut seen = None;
     match settings.auto {
         Auto::None => {
-            let observed = reconcile::observe(topology, &sources).await;
+            // Reads only: a stop drops them.
+            let observed = tokio::select! {
+                observed = reconcile::observe(topology, &sources) => observed,
+                stop = cancel.wait() => {
+                    round.ending = Ending::Stopped;
+                    round.error = Some(format!("stopped by {stop} before anything was read"));
+                    round.duration_ms = started.elapsed().as_millis();
+                    return (round, None);
+                }
+            };
             round.due = plan::next_due(topology, &observed, &options);
             match plan::plan(topology, &observed, &options) {
                 Ok(plan) => {
@@ -389,8 +486,9 @@ async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigg
                     diff: false,
                     concurrency: settings.concurrency,
                 },
-                // SIGTERM is awaited between rounds: a round runs to its end.
-                cancel: apply::Cancel::new(),
+                // SIGTERM: before execution the round ends at once, during
+                // it between actions; the lock is released either way.
+                cancel: cancel.clone(),
                 lock: lock::LockSettings {
                     holder: settings.lock_holder.clone(),
                     duration: settings.lock_duration,
@@ -435,6 +533,9 @@ async fn reconcile_once(topology: &Topology, settings: &Settings, trigger: Trigg
                 Err(e) => fail(&mut round, &e),
             }
         }
+    }
+    if cancel.stopped().is_some() && round.ending != Ending::Converged {
+        round.ending = Ending::Stopped;
     }
     round.duration_ms = started.elapsed().as_millis();
     (round, seen)

@@ -220,6 +220,8 @@ impl Status {
     fn round(&mut self, round: &Round, topology: &crate::topology::Topology, view: Option<MeshView>) {
         let result = match round.ending {
             Ending::Failed => RoundResult::Failed,
+            // SIGTERM cut it short: what it left undone is the next run's.
+            Ending::Stopped => RoundResult::Incomplete,
             _ if !round.deferred.is_empty() => RoundResult::Incomplete,
             _ => RoundResult::Success,
         };
