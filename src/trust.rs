@@ -81,8 +81,22 @@ pub fn read_root(topology: &Topology, base_dir: &Path) -> Option<TrustRoot> {
     })
 }
 
+/// The root a rotation moves away from (`previous_root_cert`), read as
+/// [`read_root`] reads the root. None unless a rotation is declared.
+pub fn read_previous_root(topology: &Topology, base_dir: &Path) -> Option<TrustRoot> {
+    let file = topology.mesh.trust.managed()?.previous_root_cert.as_deref()?;
+    Some(match pem_file(file, base_dir).and_then(|pem| root_facts(&pem)) {
+        Ok(facts) => TrustRoot::Read(facts),
+        Err(e) => TrustRoot::Unreadable { detail: e.to_string() },
+    })
+}
+
 fn root_pem(managed: &ManagedTrust, base_dir: &Path) -> Result<String, TrustError> {
-    let path = base_dir.join(&managed.root_cert);
+    pem_file(&managed.root_cert, base_dir)
+}
+
+fn pem_file(file: &str, base_dir: &Path) -> Result<String, TrustError> {
+    let path = base_dir.join(file);
     let fail = |reason: String| TrustError::Unreadable {
         what: "certificate",
         path: path.clone(),
@@ -165,6 +179,9 @@ pub fn intermediate_name(mesh: &str, cluster: &str) -> String {
 pub struct Signer {
     root_pem: String,
     root: CertFacts,
+    /// The root a rotation moves away from (`previous_root_cert`): its
+    /// certificate only, published beside the root's during a rotation.
+    previous: Option<(String, CertFacts)>,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
@@ -206,7 +223,39 @@ impl Signer {
         }
         let issuer = rcgen::Issuer::from_ca_cert_der(&der, key)
             .map_err(|e| TrustError::Invalid(format!("the root certificate cannot be used as an issuer ({e})")))?;
-        Ok(Signer { root_pem, root, issuer })
+        let previous = match managed.previous_root_cert.as_deref() {
+            Some(file) => {
+                let pem = pem_file(file, base_dir)?;
+                let facts = root_facts(&pem)?;
+                Some((pem, facts))
+            }
+            None => None,
+        };
+        Ok(Signer {
+            root_pem,
+            root,
+            previous,
+            issuer,
+        })
+    }
+
+    /// SHA-256 of the root a rotation moves away from, if one is declared.
+    pub fn previous_root_sha256(&self) -> Option<&str> {
+        self.previous.as_ref().map(|(_, facts)| facts.sha256.as_str())
+    }
+
+    /// `root-cert.pem` while a rotation trusts both roots: the previous
+    /// root, then the root. The same bytes in stages one and two, for istiod
+    /// takes in a new intermediate without a restart only when
+    /// `root-cert.pem` is byte for byte the one it holds
+    /// (pilot/pkg/bootstrap/istio_ca.go, `handleEvent`).
+    pub fn both_roots_pem(&self) -> Option<String> {
+        let (previous, _) = self.previous.as_ref()?;
+        Some(format!(
+            "{}\n{}\n",
+            previous.trim_end(),
+            self.root_pem.trim_end()
+        ))
     }
 
     /// SHA-256 of the root certificate: a plan made for another root is refused.
@@ -215,12 +264,15 @@ impl Signer {
     }
 
     /// A new intermediate CA named `common_name` (`mesh`, `cluster`), with a
-    /// fresh P-256 key, valid for `lifetime_seconds` from now.
+    /// fresh P-256 key, valid for `lifetime_seconds` from now. With
+    /// `trust_previous`, its `root-cert.pem` holds the previous root beside
+    /// the root ([`Signer::both_roots_pem`]): a rotation's second stage.
     pub fn issue(
         &self,
         mesh: &str,
         cluster: &str,
         lifetime_seconds: u64,
+        trust_previous: bool,
         now: Timestamp,
     ) -> Result<Issued, TrustError> {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
@@ -260,13 +312,17 @@ impl Signer {
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let cert = params.signed_by(&key, &self.issuer).map_err(invalid)?;
         let ca_cert = cert.pem();
-        let root_cert = self.root_pem.trim_end().to_string() + "\n";
+        let own_root = self.root_pem.trim_end().to_string() + "\n";
+        let root_cert = match self.both_roots_pem() {
+            Some(both) if trust_previous => both,
+            _ => own_root.clone(),
+        };
         let roots = [first_cert(&self.root_pem).expect("a root")];
         let facts = cert_facts(cert.der(), &roots)
             .ok_or_else(|| TrustError::Invalid("the issued intermediate cannot be parsed".into()))?;
         Ok(Issued {
-            // cert-chain.pem: the intermediate, then the root (the guide's `cat`).
-            cert_chain: format!("{ca_cert}{root_cert}"),
+            // cert-chain.pem: the intermediate, then its root (the guide's `cat`).
+            cert_chain: format!("{ca_cert}{own_root}"),
             ca_cert,
             ca_key: SecretString::from(key.serialize_pem()),
             root_cert,
@@ -357,6 +413,7 @@ mod tests {
         ManagedTrust {
             root_cert: "root.pem".into(),
             root_key: RootKeySource::File { path: "key.pem".into() },
+            previous_root_cert: None,
             intermediate_lifetime_seconds: 3600,
             renew_before_seconds: 60,
         }
@@ -368,7 +425,7 @@ mod tests {
         let managed = root(dir.path(), 0o600);
         let signer = Signer::load(&managed, dir.path()).await.unwrap();
         let now = Timestamp::now();
-        let issued = signer.issue("mesh1", "east", 3600, now).unwrap();
+        let issued = signer.issue("mesh1", "east", 3600, false, now).unwrap();
         let facts = pem_cert_facts(&issued.ca_cert, &issued.root_cert).unwrap();
         assert_eq!(facts.issued_by.as_deref(), Some(signer.root_sha256()));
         assert!(facts.ca);

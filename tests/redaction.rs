@@ -20,6 +20,7 @@ use secrecy::ExposeSecret;
 use support::controlplane::{Cluster, ControlPlane};
 use support::install::{Install, install_istio};
 use support::mesh::{Entry, Mesh, NAMESPACE, Outcome, eventually, install_eastwest_gateway, remote_secrets, token_of};
+use support::trust::{Root as TestRoot, publish};
 
 /// Every secret value to look for, in each form it could leak in.
 #[derive(Default)]
@@ -757,6 +758,56 @@ async fn no_root_or_intermediate_key_reaches_any_output() {
     for pem in ca_keys(&all).await {
         pem_secrets(&mut secrets, &pem);
     }
+    // A root rotation's three stages (issue 32): a second root, the first as
+    // `previous_root_cert`; each stage's keys are looked for in everything after.
+    let next_key = rcgen::KeyPair::generate().expect("a key");
+    let mut next_params = rcgen::CertificateParams::default();
+    next_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "redaction next root");
+    next_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let next = next_params.self_signed(&next_key).expect("a root");
+    std::fs::write(mesh.dir().join("next-root-cert.pem"), next.pem()).unwrap();
+    let next_key_file = key_dir.path().join("next-root-key.pem");
+    std::fs::write(&next_key_file, next_key.serialize_pem()).unwrap();
+    pem_secrets(&mut secrets, &next_key.serialize_pem());
+    mesh.write_with(
+        &entries,
+        &format!(
+            "[mesh.trust]\nmode = \"managed\"\nroot_cert = \"next-root-cert.pem\"\nprevious_root_cert = \"root-cert.pem\"\nroot_key_command = [\"sh\", \"-c\", \"echo stderr-marker-of-the-key-command >&2; cat {}\"]\n",
+            next_key_file.display()
+        ),
+    );
+    let (old_root, next_root) = (
+        TestRoot {
+            cert: root.pem(),
+            key: key.serialize_pem(),
+        },
+        TestRoot {
+            cert: next.pem(),
+            key: next_key.serialize_pem(),
+        },
+    );
+    outcomes.push(run(&mesh, "plan", &["--format", "json"]).await.expect(0));
+    outcomes.push(run(&mesh, "apply", &["--auto-approve", "--diff"]).await.expect(0));
+    for c in all {
+        publish(c, &[&old_root, &next_root]).await;
+    }
+    outcomes.push(run(&mesh, "check", &["--format", "json"]).await);
+    outcomes.push(
+        run(&mesh, "apply", &["--auto-approve", "--diff", "--format", "json"])
+            .await
+            .expect(0),
+    );
+    for pem in ca_keys(&all).await {
+        pem_secrets(&mut secrets, &pem);
+    }
+    outcomes.push(run(&mesh, "plan", &["--format", "markdown"]).await.expect(0));
+    outcomes.push(run_debug(&mesh, "apply", &["--auto-approve", "--diff"]).await.expect(0));
+    for pem in ca_keys(&all).await {
+        pem_secrets(&mut secrets, &pem);
+    }
+    outcomes.push(run(&mesh, "check", &[]).await);
     // A failing key command: its status, not what it printed.
     mesh.write_with(
         &entries,

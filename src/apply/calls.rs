@@ -98,6 +98,34 @@ impl Run<'_> {
             .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
     }
 
+    /// A JSON merge patch: only the fields `patch` names change, the rest
+    /// is left unread and unsent. A `metadata.resourceVersion` in it makes
+    /// the API server refuse it (409) when the object changed since.
+    pub(super) async fn merge<K>(
+        &self,
+        cluster: &str,
+        api: &Api<K>,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Option<String>, String>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let before = self.live(cluster, api, name).await?;
+        let params = PatchParams {
+            dry_run: self.settings.dry_run,
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        let after = api
+            .patch(name, &params, &Patch::Merge(patch))
+            .await
+            .map_err(|e| describe(cluster, &e))?;
+        Ok(self
+            .wants_diff()
+            .then(|| diff::unified(before.as_ref(), serde_json::to_value(&after).ok().as_ref())))
+    }
+
     /// Creates `object` unless something of its name exists: one request
     /// where a read and then a write would take two. When the API server
     /// answers that the name is taken, or answers so that the create may or

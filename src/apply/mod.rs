@@ -524,6 +524,7 @@ impl Run<'_> {
             ActionKind::WriteCaCerts {
                 mode,
                 root_sha256,
+                previous_root_sha256,
                 lifetime_seconds,
                 precondition,
                 ..
@@ -532,7 +533,7 @@ impl Run<'_> {
                     cluster,
                     client,
                     *mode,
-                    root_sha256,
+                    (root_sha256, previous_root_sha256.as_deref()),
                     *lifetime_seconds,
                     precondition.as_ref(),
                 )

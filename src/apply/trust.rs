@@ -18,7 +18,7 @@ impl Run<'_> {
         cluster: &str,
         client: kube::Client,
         mode: CaCertsMode,
-        root_sha256: &str,
+        (root_sha256, previous_root_sha256): (&str, Option<&str>),
         lifetime_seconds: u64,
         precondition: Option<&Precondition>,
     ) -> Result<Option<String>, String> {
@@ -32,8 +32,18 @@ impl Run<'_> {
                 &signer.root_sha256()[..16]
             ));
         }
+        if signer.previous_root_sha256() != previous_root_sha256 {
+            return Err(
+                "the previous root certificate (`previous_root_cert`) is not the one the plan was made for: plan again"
+                    .to_string(),
+            );
+        }
+        if mode == CaCertsMode::TrustBoth {
+            return self.trust_both(cluster, client, signer, precondition).await;
+        }
+        let trust_previous = mode == CaCertsMode::SignWithNew;
         let issued = signer
-            .issue(self.mesh(), cluster, lifetime_seconds, jiff::Timestamp::now())
+            .issue(self.mesh(), cluster, lifetime_seconds, trust_previous, jiff::Timestamp::now())
             .map_err(|e| e.to_string())?;
         let ns = self.ns();
         let name = objects::CA_CERTS_SECRET;
@@ -69,9 +79,13 @@ impl Run<'_> {
                     "Secret {ns}/{name} was created by someone else after this run read the cluster; it was left as it is: plan and apply again"
                 )),
             },
-            CaCertsMode::Create | CaCertsMode::Renew | CaCertsMode::Reissue => {
-                self.ssa(cluster, &api, name, &secret, true).await
-            }
+            CaCertsMode::Create
+            | CaCertsMode::Renew
+            | CaCertsMode::Reissue
+            | CaCertsMode::SignWithNew
+            | CaCertsMode::DropPrevious
+            // Handled above; never reached.
+            | CaCertsMode::TrustBoth => self.ssa(cluster, &api, name, &secret, true).await,
             // Tools keep whole copies of what they applied in annotations: of
             // a hand-made `cacerts`, that is the replaced intermediate's key,
             // still trusted by the root until it ends. Removed with the take-over.
@@ -82,6 +96,33 @@ impl Run<'_> {
                 self.adopt(cluster, &api, name, secret, &copies).await
             }
         }
+    }
+
+    /// A rotation's first stage: `root-cert.pem` alone is replaced by both
+    /// roots, with a merge patch that names no other key, so the
+    /// intermediate's key is neither read nor sent. The intermediate still
+    /// verifies (it is of the previous root, one of the two), which is all
+    /// istiod asks of the files when it starts
+    /// (security/pkg/pki/util/keycertbundle.go, `Verify`: any root of the
+    /// bundle). The resourceVersion refuses a `cacerts` changed since observe.
+    async fn trust_both(
+        &self,
+        cluster: &str,
+        client: kube::Client,
+        signer: &crate::trust::Signer,
+        precondition: Option<&Precondition>,
+    ) -> Result<Option<String>, String> {
+        use base64::Engine;
+        let precondition = precondition.ok_or("a rotation's first stage changes an existing cacerts: plan again")?;
+        let both = signer
+            .both_roots_pem()
+            .ok_or("no previous root was loaded for this run: plan again")?;
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": precondition.resource_version},
+            "data": {(objects::CA_ROOT_CERT_KEY): base64::engine::general_purpose::STANDARD.encode(both)},
+        });
+        let api: Api<Secret> = Api::namespaced(client, self.ns());
+        self.merge(cluster, &api, objects::CA_CERTS_SECRET, &patch).await
     }
 
     /// `kubectl rollout restart` of each istiod Deployment.

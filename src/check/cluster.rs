@@ -253,7 +253,8 @@ pub(super) fn finding_check(code: &str) -> CheckId {
         | "injection_network"
         | "mesh_id"
         | "ca_cert_expiring"
-        | "ca_certs_unmanaged" => CheckId::Istio,
+        | "ca_certs_unmanaged"
+        | "trust_rotation_blocked" => CheckId::Istio,
         "remote_pilot_address" | "remote_pilot_previous" | "control_plane_on_primary" => CheckId::ControlPlane,
         "remote_secret_duplicate" | "remote_secret_unmanaged" => CheckId::RemoteSecrets,
         "detached_holder" | "detach_not_revoked" | "adopted_token_outlives" => CheckId::Tokens,

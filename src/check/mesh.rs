@@ -32,7 +32,7 @@ pub(super) fn root_of_trust(topology: &Topology, observed: &Observed) -> Check {
 /// The check a plan finding about no one cluster belongs to, by its code.
 pub(super) fn finding_check(code: &str) -> CheckId {
     match code {
-        "root_of_trust" => CheckId::RootOfTrust,
+        "root_of_trust" | "trust_rotation" | "trust_rotation_blocked" => CheckId::RootOfTrust,
         _ => CheckId::Other,
     }
 }

@@ -120,6 +120,7 @@ pub async fn observe_opened(topology: &Topology, connections: &Connections, open
         // A file beside the clusters: the root certificate is public, and
         // the plan judges every cluster's `cacerts` against it.
         trust_root: crate::trust::read_root(topology, connections.base_dir()),
+        trust_previous_root: crate::trust::read_previous_root(topology, connections.base_dir()),
     };
     observed.share_strings();
     observed

@@ -31,6 +31,10 @@ pub struct Observed {
     /// from its file beside the clusters, public facts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_root: Option<TrustRoot>,
+    /// The root a rotation moves away from (`previous_root_cert`), read as
+    /// `trust_root` is; none unless a rotation is declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_previous_root: Option<TrustRoot>,
 }
 
 /// The mesh's root certificate, as read from the file mesh.toml names.

@@ -120,6 +120,7 @@ pub fn fresh(topology: &Topology, now: Timestamp) -> Observed {
         observed_at: now,
         clusters,
         trust_root: None,
+        trust_previous_root: None,
     }
 }
 

@@ -28,7 +28,7 @@
 //! for remotes on other networks), `attach.rs` (attach and updates, workload
 //! restarts), `revocation.rs`, `install.rs` (the Istio install's settings,
 //! trust, addresses), `trust.rs` (managed trust: `cacerts` and istiod
-//! restarts). Beside them: `model.rs` (the plan and its action
+//! restarts), `rotation.rs` (a root rotation's stages). Beside them: `model.rs` (the plan and its action
 //! vocabulary), `index.rs` (lookups over the observation), `bindings.rs`
 //! (binding Secrets placed by holder and peer), `hashes.rs`
 //! (content hashes), `owned.rs` (an object meshform writes whole judged by
@@ -54,6 +54,7 @@ mod model;
 mod network;
 mod owned;
 mod revocation;
+mod rotation;
 pub mod simulate;
 mod trust;
 

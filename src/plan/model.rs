@@ -255,6 +255,11 @@ pub enum ActionKind {
         subject: String,
         /// SHA-256 of the root that signs it: apply refuses another root.
         root_sha256: String,
+        /// A rotation's first two stages: SHA-256 of the root being rotated
+        /// away from, which `root-cert.pem` holds beside `root_sha256`;
+        /// apply refuses another previous root.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_root_sha256: Option<String>,
         /// Lifetime of the intermediate, from when apply signs it.
         lifetime_seconds: u64,
         /// Display only: when the intermediate would expire, issued at the
@@ -304,6 +309,64 @@ pub enum CaCertsMode {
     Reissue,
     /// Replace a `cacerts` meshform did not write (`--adopt`).
     Adopt,
+    /// A root rotation's stage 1: `root-cert.pem` gets the new root beside
+    /// the previous one; the intermediate (of the previous root) and its key
+    /// are left as they are, unread.
+    TrustBoth,
+    /// Stage 2: a new intermediate of the new root; `root-cert.pem` keeps
+    /// both roots.
+    SignWithNew,
+    /// Stage 3: a new intermediate of the new root, and `root-cert.pem` the
+    /// new root alone.
+    DropPrevious,
+}
+
+impl CaCertsMode {
+    /// The root rotation stage the write belongs to: number and name.
+    pub fn rotation_stage(self) -> Option<(u8, &'static str)> {
+        match self {
+            CaCertsMode::TrustBoth => Some(RotationStage::TrustBoth.numbered()),
+            CaCertsMode::SignWithNew => Some(RotationStage::SignWithNew.numbered()),
+            CaCertsMode::DropPrevious => Some(RotationStage::DropPrevious.numbered()),
+            CaCertsMode::Create | CaCertsMode::Renew | CaCertsMode::Reissue | CaCertsMode::Adopt => None,
+        }
+    }
+}
+
+/// The stages of a root rotation, in order; each is planned only once
+/// `check` verifies the one before it everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RotationStage {
+    /// Every `cacerts` and every cluster's `istio-ca-root-cert` trusts both roots.
+    TrustBoth,
+    /// Every intermediate is of the new root.
+    SignWithNew,
+    /// Every `cacerts` and `istio-ca-root-cert` holds the new root alone.
+    DropPrevious,
+}
+
+impl RotationStage {
+    pub fn numbered(self) -> (u8, &'static str) {
+        match self {
+            RotationStage::TrustBoth => (1, "trust both roots"),
+            RotationStage::SignWithNew => (2, "sign with the new root"),
+            RotationStage::DropPrevious => (3, "drop the previous root"),
+        }
+    }
+
+    pub fn next(self) -> Option<RotationStage> {
+        match self {
+            RotationStage::TrustBoth => Some(RotationStage::SignWithNew),
+            RotationStage::SignWithNew => Some(RotationStage::DropPrevious),
+            RotationStage::DropPrevious => None,
+        }
+    }
+
+    /// "stage 2 of 3 (sign with the new root)".
+    pub fn label(self) -> String {
+        let (n, name) = self.numbered();
+        format!("stage {n} of 3 ({name})")
+    }
 }
 
 /// An intermediate CA a write replaces.

@@ -157,12 +157,28 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                 );
                 bindings.push((peer.clone(), action.cluster.clone(), facts.identity.clone()));
             }
+            // A rotation's first stage keeps the intermediate and adds the root.
+            ActionKind::WriteCaCerts {
+                mode: crate::plan::CaCertsMode::TrustBoth,
+                root_sha256,
+                previous_root_sha256,
+                ..
+            } => {
+                if let Some(ca_certs) = facts.ca_certs.as_mut() {
+                    ca_certs.roots = previous_root_sha256.iter().chain([root_sha256]).cloned().collect();
+                    ca_certs.roots.sort();
+                    ca_certs.object.resource_version = format!("simulated-{}", action.cluster);
+                }
+            }
             ActionKind::WriteCaCerts {
                 subject,
                 root_sha256,
+                previous_root_sha256,
                 expires_about,
                 ..
             } => {
+                let mut roots: Vec<String> = previous_root_sha256.iter().chain([root_sha256]).cloned().collect();
+                roots.sort();
                 facts.ca_certs = Some(crate::observe::model::CaCertsFacts {
                     object: object("cacerts", None),
                     ca_cert: Some(crate::observe::model::CertFacts {
@@ -173,7 +189,7 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                         ca: true,
                         issued_by: Some(root_sha256.clone()),
                     }),
-                    roots: vec![root_sha256.clone()],
+                    roots,
                     complete: true,
                 });
             }

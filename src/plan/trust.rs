@@ -61,6 +61,28 @@ impl<'a> Planner<'a> {
                 help: Some("make a new root and rotate the mesh onto it (Istio's plug-in CA guide)".to_string()),
             });
         }
+        match &self.observed.trust_previous_root {
+            None => {}
+            Some(TrustRoot::Read(previous)) => {
+                let previous = previous.clone();
+                let root = root.clone();
+                return self.rotation(managed, &root, &previous);
+            }
+            Some(TrustRoot::Unreadable { detail }) => {
+                self.findings.push(Finding {
+                    kind: FindingKind::Blocker,
+                    code: "meshform::plan::trust_root_unreadable".to_string(),
+                    cluster: None,
+                    concerns: primaries.iter().map(|(c, _)| c.name.clone()).collect(),
+                    message: format!("the previous root certificate cannot be used: {detail}"),
+                    help: Some(
+                        "fix `previous_root_cert` in [mesh.trust] (the PEM certificate of the root the mesh rotates away from)"
+                            .to_string(),
+                    ),
+                });
+                return;
+            }
+        }
         for (cluster, facts) in primaries {
             let subject = crate::trust::intermediate_name(&self.desired.mesh.name, &cluster.name);
             let current = facts.ca_certs.as_ref();
@@ -114,6 +136,9 @@ impl<'a> Planner<'a> {
                         "its cacerts is not a complete intermediate of the mesh's root for this cluster".to_string()
                     }
                     CaCertsMode::Adopt => "take over the plug-in CA (--adopt)".to_string(),
+                    CaCertsMode::TrustBoth | CaCertsMode::SignWithNew | CaCertsMode::DropPrevious => {
+                        unreachable!("planned by the rotation")
+                    }
                 };
                 let precondition = current.map(|c| Precondition {
                     uid: c.object.uid.clone(),
@@ -127,6 +152,7 @@ impl<'a> Planner<'a> {
                         mode,
                         subject,
                         root_sha256: root.sha256.clone(),
+                        previous_root_sha256: None,
                         lifetime_seconds: managed.intermediate_lifetime_seconds,
                         expires_about,
                         replaces,
@@ -135,7 +161,13 @@ impl<'a> Planner<'a> {
                     reason,
                 );
             }
-            self.istiod_restart(cluster, facts, &root.sha256);
+            if !facts.root_certs.as_ref().is_some_and(|r| r.contains(&root.sha256)) {
+                let reason = format!(
+                    "istiod in {} does not serve the mesh's root yet (istio-ca-root-cert): it reads a new root of cacerts when it starts",
+                    cluster.name
+                );
+                self.istiod_restart(cluster, facts, reason);
+            }
         }
     }
 
@@ -146,10 +178,7 @@ impl<'a> Planner<'a> {
     /// `handleEvent` refuses a new root unless MultiRootMesh). Until then its
     /// `istio-ca-root-cert` does not hold the mesh's root: that is what is
     /// judged, so a restart is planned until istiod serves the root.
-    fn istiod_restart(&mut self, cluster: &Cluster, facts: &ClusterFacts, root: &str) {
-        if facts.root_certs.as_ref().is_some_and(|r| r.iter().any(|c| c == root)) {
-            return;
-        }
+    pub(super) fn istiod_restart(&mut self, cluster: &Cluster, facts: &ClusterFacts, reason: String) {
         let deployments: Vec<String> = facts.installs.values().filter_map(|i| i.istiod.clone()).collect();
         if deployments.is_empty() {
             return;
@@ -172,10 +201,7 @@ impl<'a> Planner<'a> {
                 deployments,
                 command,
             },
-            format!(
-                "istiod in {} does not serve the mesh's root yet (istio-ca-root-cert): it reads a new root of cacerts when it starts",
-                cluster.name
-            ),
+            reason,
         );
     }
 
@@ -226,6 +252,6 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn short(sha: &str) -> String {
+pub(super) fn short(sha: &str) -> String {
     format!("sha256:{}", &sha[..sha.len().min(16)])
 }

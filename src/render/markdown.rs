@@ -250,15 +250,7 @@ fn section(plan: &Plan, cluster: &str, out: &mut dyn Write) -> io::Result<()> {
                 line += " **destructive**: needs `apply --allow-detach`";
             }
             writeln!(out, "{line}")?;
-            if let ActionKind::WriteCaCerts {
-                subject,
-                root_sha256,
-                expires_about,
-                replaces,
-                ..
-            } = &action.kind
-            {
-                let note = super::ca_certs_note(subject, root_sha256, *expires_about, replaces.as_ref());
+            if let Some(note) = super::ca_certs_note(&action.kind) {
                 writeln!(out, "  {}", text(&note))?;
             }
             if let ActionKind::RestartWorkloads { enabled, command, .. }

@@ -128,27 +128,47 @@ fn restart_note(enabled: bool) -> &'static str {
 }
 
 /// What a `cacerts` write issues: subject, root, expiry (never a key: the
-/// plan has none), for every view that shows one.
-fn ca_certs_note(
-    subject: &str,
-    root: &str,
-    expires_about: jiff::Timestamp,
-    replaces: Option<&crate::plan::Replaced>,
-) -> String {
+/// plan has none), for every view that shows one; a rotation's writes name
+/// their stage and the roots `root-cert.pem` holds.
+fn ca_certs_note(kind: &crate::plan::ActionKind) -> Option<String> {
+    let crate::plan::ActionKind::WriteCaCerts {
+        mode,
+        subject,
+        root_sha256: root,
+        previous_root_sha256: previous,
+        expires_about,
+        replaces,
+        ..
+    } = kind
+    else {
+        return None;
+    };
     let short = |sha: &str| format!("sha256:{}", &sha[..sha.len().min(16)]);
-    let mut note = format!(
-        "issues \"{subject}\" signed by root {}, valid until about {}",
-        short(root),
-        expires_about.strftime("%Y-%m-%d %H:%M UTC")
-    );
-    if let Some(old) = replaces {
+    let at = |t: &jiff::Timestamp| t.strftime("%Y-%m-%d %H:%M UTC").to_string();
+    let mut note = match mode.rotation_stage() {
+        Some((n, name)) => format!("stage {n} of 3 ({name}): "),
+        None => String::new(),
+    };
+    if *mode == crate::plan::CaCertsMode::TrustBoth {
+        if let Some(kept) = replaces {
+            note += &format!("keeps intermediate {} (ends {})", short(&kept.sha256), at(&kept.not_after));
+        }
+    } else {
         note += &format!(
-            "; replaces {} (ends {})",
-            short(&old.sha256),
-            old.not_after.strftime("%Y-%m-%d %H:%M UTC")
+            "issues \"{subject}\" signed by root {}, valid until about {}",
+            short(root),
+            at(expires_about)
         );
+        if let Some(old) = replaces {
+            note += &format!("; replaces {} (ends {})", short(&old.sha256), at(&old.not_after));
+        }
     }
-    note
+    match previous {
+        Some(previous) => note += &format!("; trusts roots {} and {}", short(previous), short(root)),
+        None if mode.rotation_stage().is_some() => note += &format!("; trusts root {} alone", short(root)),
+        None => {}
+    }
+    Some(note)
 }
 
 #[cfg(test)]

@@ -203,22 +203,8 @@ fn action(action: &Action, namespace: &str, p: Paint, out: &mut dyn Write) -> io
     }
     writeln!(out, "{line}")?;
     writeln!(out, "      {}", p.paint(Tone::Dim, &action.reason))?;
-    if let ActionKind::WriteCaCerts {
-        subject,
-        root_sha256,
-        expires_about,
-        replaces,
-        ..
-    } = &action.kind
-    {
-        writeln!(
-            out,
-            "      {}",
-            p.paint(
-                Tone::Dim,
-                &ca_certs_note(subject, root_sha256, *expires_about, replaces.as_ref())
-            )
-        )?;
+    if let Some(note) = ca_certs_note(&action.kind) {
+        writeln!(out, "      {}", p.paint(Tone::Dim, &note))?;
     }
     if let ActionKind::RestartWorkloads { enabled, command, .. } | ActionKind::RestartIstiod { enabled, command, .. } =
         &action.kind

@@ -96,6 +96,11 @@ pub struct TrustSection {
     /// The root certificate (PEM file), relative to mesh.toml (`managed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_cert: Option<String>,
+    /// The root the mesh is rotating away from (PEM file, relative to
+    /// mesh.toml): set while rotating onto `root_cert`, removed once `check`
+    /// shows the rotation complete. Only its certificate is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_root_cert: Option<String>,
     /// The root's private key (PEM file), relative to mesh.toml; refused
     /// when its group or others may read it, as ssh refuses a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

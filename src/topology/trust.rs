@@ -50,6 +50,10 @@ pub struct ManagedTrust {
     /// The root certificate's PEM file, as written (relative to mesh.toml).
     pub root_cert: String,
     pub root_key: RootKeySource,
+    /// The root being rotated away from (`previous_root_cert`, as written):
+    /// while set, apply moves the mesh onto `root_cert` in three stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_root_cert: Option<String>,
     pub intermediate_lifetime_seconds: u64,
     pub renew_before_seconds: u64,
 }
@@ -86,6 +90,7 @@ pub(super) fn resolve(
         for (key, set) in [
             ("root_cert", section.root_cert.is_some()),
             ("root_key", section.root_key.is_some()),
+            ("previous_root_cert", section.previous_root_cert.is_some()),
             ("root_key_command", section.root_key_command.is_some()),
             ("intermediate_lifetime", section.intermediate_lifetime.is_some()),
             ("renew_before", section.renew_before.is_some()),
@@ -156,6 +161,22 @@ pub(super) fn resolve(
             None
         }
     };
+    let previous_root_cert = match section.previous_root_cert.as_deref().map(str::trim) {
+        None => None,
+        Some(path) if path.is_empty() || path == root_cert => {
+            ok = false;
+            let path_key = "mesh.trust.previous_root_cert";
+            problems.push(
+                Problem::error(Code::InvalidValue, "`previous_root_cert` is not another root's certificate")
+                    .at(path_key)
+                    .label(at(path_key), "the root being rotated away from")
+                    .label(at("mesh.trust.root_cert"), "the root being rotated onto")
+                    .help("set `previous_root_cert` to the old root's PEM file and `root_cert`/`root_key` to the new root's, or remove `previous_root_cert` once the rotation is complete"),
+            );
+            None
+        }
+        Some(path) => Some(path.to_string()),
+    };
     let lifetime = duration(
         section.intermediate_lifetime.as_deref(),
         "mesh.trust.intermediate_lifetime",
@@ -190,6 +211,7 @@ pub(super) fn resolve(
         (true, Some(root_key), Some(lifetime), Some(renew)) => Trust::Managed(ManagedTrust {
             root_cert,
             root_key,
+            previous_root_cert,
             intermediate_lifetime_seconds: lifetime,
             renew_before_seconds: renew,
         }),
@@ -258,6 +280,7 @@ mod tests {
             Trust::Managed(ManagedTrust {
                 root_cert: "r.pem".into(),
                 root_key: RootKeySource::File { path: "k.pem".into() },
+                previous_root_cert: None,
                 intermediate_lifetime_seconds: DEFAULT_INTERMEDIATE_LIFETIME,
                 renew_before_seconds: DEFAULT_RENEW_BEFORE,
             })
@@ -312,6 +335,16 @@ mod tests {
                 "mesh.trust.renew_before",
             ),
             ("root_cert = \"r\"\n", Code::InvalidValue, "mesh.trust.root_cert"),
+            (
+                "mode = \"managed\"\nroot_cert = \"r\"\nroot_key = \"k\"\nprevious_root_cert = \"r\"\n",
+                Code::InvalidValue,
+                "mesh.trust.previous_root_cert",
+            ),
+            (
+                "previous_root_cert = \"old\"\n",
+                Code::InvalidValue,
+                "mesh.trust.previous_root_cert",
+            ),
         ];
         for (extra, code, path) in cases {
             let problems = trust(extra).unwrap_err();

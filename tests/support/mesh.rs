@@ -311,6 +311,11 @@ impl Mesh {
     }
 
     /// Adds output of a spawned run to what the leak check scans.
+    /// Everything meshform printed in this mesh's runs so far.
+    pub fn outputs(&self) -> Vec<String> {
+        self.outputs.borrow().clone()
+    }
+
     pub fn record(&self, output: &str) {
         self.outputs.borrow_mut().push(output.to_string());
     }

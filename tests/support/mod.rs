@@ -18,5 +18,6 @@ pub mod plan_fixtures;
 pub mod reporter;
 pub mod snapshot;
 pub mod state;
+pub mod trust;
 pub mod wds;
 pub mod workload;
