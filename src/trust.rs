@@ -251,11 +251,7 @@ impl Signer {
     /// (pilot/pkg/bootstrap/istio_ca.go, `handleEvent`).
     pub fn both_roots_pem(&self) -> Option<String> {
         let (previous, _) = self.previous.as_ref()?;
-        Some(format!(
-            "{}\n{}\n",
-            previous.trim_end(),
-            self.root_pem.trim_end()
-        ))
+        Some(format!("{}\n{}\n", previous.trim_end(), self.root_pem.trim_end()))
     }
 
     /// SHA-256 of the root certificate: a plan made for another root is refused.

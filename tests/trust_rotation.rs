@@ -21,13 +21,21 @@ use support::trust::{Root, ca_certs, ca_keys, held, manage, publish, rotate};
 
 /// The `cacerts` writes a fresh plan makes: (cluster, mode), sorted.
 async fn planned(mesh: &Mesh) -> Vec<(String, String)> {
-    let plan = mesh.run("plan", &["--format", "json", "--skip-unreachable"]).await.json();
+    let plan = mesh
+        .run("plan", &["--format", "json", "--skip-unreachable"])
+        .await
+        .json();
     let mut writes: Vec<(String, String)> = plan["actions"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|a| a["action"] == "write_ca_certs")
-        .map(|a| (a["cluster"].as_str().unwrap().to_string(), a["mode"].as_str().unwrap().to_string()))
+        .map(|a| {
+            (
+                a["cluster"].as_str().unwrap().to_string(),
+                a["mode"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     writes.sort();
     writes
@@ -78,11 +86,19 @@ async fn a_root_rotation_runs_as_three_applies_each_verified_by_check_before_the
     assert_says(&check(&mesh).await, "stage 1 of 3 (trust both roots) under way");
     assert_eq!(planned(&mesh).await, pairs(&["east", "west"], "trust_both"));
     let plan = mesh.run("plan", &[]).await.expect(0);
-    assert_says(&plan.stdout, "stage 1 of 3 (trust both roots): keeps intermediate sha256:");
+    assert_says(
+        &plan.stdout,
+        "stage 1 of 3 (trust both roots): keeps intermediate sha256:",
+    );
     mesh.apply(&["--diff"]).await;
     for (cluster, before) in [east, west].into_iter().zip(&before) {
         let now = held(cluster).await;
-        assert_eq!(now.intermediate, before.intermediate, "{}: intermediate kept", cluster.name());
+        assert_eq!(
+            now.intermediate,
+            before.intermediate,
+            "{}: intermediate kept",
+            cluster.name()
+        );
         assert_eq!(now.key, before.key, "{}: its key kept", cluster.name());
         assert_eq!(now.chain, before.chain);
         assert_eq!(now.roots, [old.der(), new.der()], "{}: both roots", cluster.name());
@@ -108,7 +124,11 @@ async fn a_root_rotation_runs_as_three_applies_each_verified_by_check_before_the
     mesh.apply(&[]).await;
     for cluster in [east, west] {
         let now = held(cluster).await;
-        assert!(std::ptr::eq(now.signed_by(&[&old, &new]).unwrap(), &new), "{}", cluster.name());
+        assert!(
+            std::ptr::eq(now.signed_by(&[&old, &new]).unwrap(), &new),
+            "{}",
+            cluster.name()
+        );
         assert_eq!(now.roots, [old.der(), new.der()], "root-cert.pem unchanged in stage 2");
         assert_eq!(now.chain, [now.intermediate.clone(), new.der()]);
     }
@@ -150,12 +170,19 @@ async fn a_stage_does_not_start_while_a_cluster_cannot_be_read() {
     west.stop().await;
     let blocked = mesh.run("plan", &["--skip-unreachable", "--timeout", "5s"]).await;
     assert_says(&blocked.to_string(), "trust_rotation_blocked");
-    assert_says(&blocked.to_string(), "stage 1 of 3 (trust both roots) waits, for west could not be read");
+    assert_says(
+        &blocked.to_string(),
+        "stage 1 of 3 (trust both roots) waits, for west could not be read",
+    );
     let refused = mesh
         .run("apply", &["--auto-approve", "--skip-unreachable", "--timeout", "5s"])
         .await;
     assert_says(&refused.to_string(), "trust_rotation_blocked");
-    assert_eq!(held(east).await.roots, before.roots, "east was not moved while west was unknown");
+    assert_eq!(
+        held(east).await.roots,
+        before.roots,
+        "east was not moved while west was unknown"
+    );
     west.start().await;
     assert_eq!(planned(&mesh).await, pairs(&["east", "west"], "trust_both"));
     mesh.apply(&[]).await;
@@ -184,7 +211,11 @@ async fn a_stage_interrupted_mid_apply_converges_when_run_again() {
         assert_eq!(planned(&mesh).await, pairs(&["east", "west"], mode), "stage {stage}");
         west.add_http_fault(lose_answer()).await;
         let interrupted = mesh.run("apply", &["--auto-approve"]).await;
-        assert_eq!(west.clear_http_faults().await, 1, "west's write lost its answer:\n{interrupted}");
+        assert_eq!(
+            west.clear_http_faults().await,
+            1,
+            "west's write lost its answer:\n{interrupted}"
+        );
         assert_ne!(interrupted.code, 0, "stage {stage}: {interrupted}");
         // Run again: the stage's writes are all there, none is made twice.
         mesh.apply(&[]).await;
@@ -198,9 +229,16 @@ async fn a_stage_interrupted_mid_apply_converges_when_run_again() {
         let roots: Vec<&Root> = if stage == 3 { vec![&new] } else { vec![&old, &new] };
         for cluster in [east, west] {
             let now = held(cluster).await;
-            assert_eq!(now.roots, roots.iter().map(|r| r.der()).collect::<Vec<_>>(), "stage {stage}");
+            assert_eq!(
+                now.roots,
+                roots.iter().map(|r| r.der()).collect::<Vec<_>>(),
+                "stage {stage}"
+            );
             let signer = if stage == 1 { &old } else { &new };
-            assert!(std::ptr::eq(now.signed_by(&[&old, &new]).unwrap(), signer), "stage {stage}");
+            assert!(
+                std::ptr::eq(now.signed_by(&[&old, &new]).unwrap(), signer),
+                "stage {stage}"
+            );
         }
         // istiod restarted on the stage's cacerts.
         for cluster in [east, west, north] {
@@ -219,11 +257,7 @@ async fn hand_made_ca_certs(cluster: &Cluster, root: &Root) -> String {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "hand-made intermediate");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    let issuer = rcgen::Issuer::from_ca_cert_pem(
-        &root.cert,
-        rcgen::KeyPair::from_pem(&root.key).unwrap(),
-    )
-    .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&root.cert, rcgen::KeyPair::from_pem(&root.key).unwrap()).unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     let key_pem = key.serialize_pem();
     let data = json!({

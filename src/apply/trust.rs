@@ -43,7 +43,13 @@ impl Run<'_> {
         }
         let trust_previous = mode == CaCertsMode::SignWithNew;
         let issued = signer
-            .issue(self.mesh(), cluster, lifetime_seconds, trust_previous, jiff::Timestamp::now())
+            .issue(
+                self.mesh(),
+                cluster,
+                lifetime_seconds,
+                trust_previous,
+                jiff::Timestamp::now(),
+            )
             .map_err(|e| e.to_string())?;
         let ns = self.ns();
         let name = objects::CA_CERTS_SECRET;

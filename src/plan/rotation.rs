@@ -356,7 +356,8 @@ mod tests {
     fn mesh() -> (Topology, Observed) {
         let text = "[mesh]\nname = \"m\"\n[mesh.trust]\nmode = \"managed\"\nroot_cert = \"n.pem\"\nroot_key = \"k.pem\"\nprevious_root_cert = \"o.pem\"\n[[cluster]]\nname = \"a\"\n[[cluster]]\nname = \"b\"\n[[cluster]]\nname = \"r\"\nrole = \"remote\"\ncontrol_plane = \"a\"\n";
         let (topology, _) = crate::topology::check("t", text.as_bytes()).into_result().unwrap();
-        let mut observed = crate::observe::synthetic::fresh(&topology, jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        let mut observed =
+            crate::observe::synthetic::fresh(&topology, jiff::Timestamp::from_second(1_800_000_000).unwrap());
         observed.trust_root = Some(TrustRoot::Read(root(NEW)));
         observed.trust_previous_root = Some(TrustRoot::Read(root(OLD)));
         for name in ["a", "b", "r"] {
@@ -444,7 +445,10 @@ mod tests {
         assert!(f[0].contains("stage 1 of 3 (trust both roots) verified"), "{f:?}");
         // One primary signed by the new root: stage 2 goes on for the other.
         facts(&mut observed, "a").ca_certs = Some(ca_certs("a", NEW, &[OLD, NEW]));
-        assert_eq!(writes(&topology, &observed).0, [("b".to_string(), CaCertsMode::SignWithNew)]);
+        assert_eq!(
+            writes(&topology, &observed).0,
+            [("b".to_string(), CaCertsMode::SignWithNew)]
+        );
         facts(&mut observed, "b").ca_certs = Some(ca_certs("b", NEW, &[OLD, NEW]));
         assert_eq!(writes(&topology, &observed).0, both(CaCertsMode::DropPrevious));
         for name in ["a", "b"] {
@@ -452,7 +456,10 @@ mod tests {
         }
         let (w, f) = writes(&topology, &observed);
         assert_eq!(w, []);
-        assert!(f[0].contains("stage 3 of 3 (drop the previous root) under way"), "{f:?}");
+        assert!(
+            f[0].contains("stage 3 of 3 (drop the previous root) under way"),
+            "{f:?}"
+        );
         for name in ["a", "b", "r"] {
             facts(&mut observed, name).root_certs = Some(vec![NEW.into()]);
         }
@@ -470,7 +477,10 @@ mod tests {
         };
         let (w, f) = writes(&topology, &observed);
         assert_eq!(w, []);
-        assert!(f[0].starts_with("Blocker") && f[0].contains("waits, for r could not be read"), "{f:?}");
+        assert!(
+            f[0].starts_with("Blocker") && f[0].contains("waits, for r could not be read"),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -151,7 +151,11 @@ fn ca_certs_note(kind: &crate::plan::ActionKind) -> Option<String> {
     };
     if *mode == crate::plan::CaCertsMode::TrustBoth {
         if let Some(kept) = replaces {
-            note += &format!("keeps intermediate {} (ends {})", short(&kept.sha256), at(&kept.not_after));
+            note += &format!(
+                "keeps intermediate {} (ends {})",
+                short(&kept.sha256),
+                at(&kept.not_after)
+            );
         }
     } else {
         note += &format!(
