@@ -228,7 +228,7 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                             content_sha256: Some(crate::objects::content_sha256(
                                 &crate::objects::ambient_gateway_content(&spec),
                             )),
-                            ..object("ambient-gateway", Some(spec_hash.clone()))
+                            ..object("ambient-gateway", Some(spec_hash.as_str()))
                         },
                         class: crate::objects::EAST_WEST_GATEWAY_CLASS.to_string(),
                         network: Some(network.clone()),
