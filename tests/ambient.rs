@@ -403,6 +403,75 @@ async fn meshform_writes_the_ambient_east_west_gateway_and_repairs_it() {
     mesh.assert_converged(&clusters.all()).await;
 }
 
+/// Once both clusters are on one network, meshform deletes the ambient
+/// east-west Gateway it wrote (with its UID and resourceVersion as
+/// preconditions), and leaves the user's Gateway API Gateways alone: the
+/// east-west one it labelled, and an ingress of another class.
+#[tokio::test]
+async fn meshform_deletes_its_ambient_gateway_once_no_peer_is_on_another_network() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let (east, west) = (clusters.by_name("east"), clusters.by_name("west"));
+    for (cluster, network) in [(east, "n1"), (west, "n2")] {
+        install_istio(cluster, &Install::correct(cluster.name(), network)).await;
+        make_istiod_ambient(cluster, true).await;
+        install_ztunnel(cluster, Some(cluster.name()), Some(network)).await;
+        install_gateway_api(cluster).await;
+    }
+    apply_gateway(west, &ambient_east_west("n2")).await;
+    set_gateway_status_address(west, "istio-eastwestgateway", "192.0.2.63").await;
+    let ingress = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "ingress", "namespace": "istio-system"},
+        "spec": {"gatewayClassName": "istio",
+                 "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}
+    });
+    apply_gateway(east, &ingress).await;
+    let entries = [Entry::of(east).network("n1"), Entry::of(west).network("n2")];
+    let mesh = Mesh::new(&entries);
+    mesh.write_with(&entries, "data_plane = \"ambient\"\n");
+    mesh.apply(&[]).await;
+    let written = gateways(east).get("istio-eastwestgateway").await.unwrap();
+    set_gateway_status_address(east, "istio-eastwestgateway", "192.0.2.62").await;
+    mesh.assert_converged(&clusters.all()).await;
+
+    // west moves onto east's network (its Istio reinstalled with it).
+    install_istio(west, &Install::correct("west", "n1")).await;
+    make_istiod_ambient(west, true).await;
+    install_ztunnel(west, Some("west"), Some("n1")).await;
+    let entries = [Entry::of(east).network("n1"), Entry::of(west).network("n1")];
+    mesh.write_with(&entries, "data_plane = \"ambient\"\n");
+    let plan = mesh.run("plan", &["--format", "json"]).await.json();
+    let deletes: Vec<_> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "delete_ambient_gateway")
+        .collect();
+    assert_eq!(deletes.len(), 1, "{plan:#}");
+    assert_eq!(deletes[0]["cluster"], "east");
+    assert_eq!(
+        deletes[0]["precondition"]["uid"].as_str(),
+        written.metadata.uid.as_deref(),
+        "{plan:#}"
+    );
+    mesh.apply(&["--allow-detach", "--restart-workloads"]).await;
+    assert!(
+        gateways(east).get_opt("istio-eastwestgateway").await.unwrap().is_none(),
+        "meshform's ambient Gateway is left"
+    );
+    assert!(gateways(east).get_opt("ingress").await.unwrap().is_some());
+    let users = gateways(west).get("istio-eastwestgateway").await.unwrap();
+    assert!(
+        !users
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("app.kubernetes.io/managed-by"),
+        "the user's Gateway stays theirs"
+    );
+    mesh.assert_converged(&clusters.all()).await;
+}
+
 /// A mesh of a sidecar cluster and an ambient cluster on two networks:
 /// each data plane's pairs work, but Istio has no cross-network path
 /// between them, a warning naming both; on one network there is none.

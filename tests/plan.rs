@@ -208,6 +208,118 @@ fn unmanaged_gateway_is_never_deleted_nor_replaced() {
     assert_eq!(findings(&plan), lines(&["warning a gateway_unmanaged"]));
 }
 
+/// The `istio-eastwestgateway` meshform wrote in ambient cluster `cluster` of `observed`.
+fn own_ambient_gateway(observed: &Observed, cluster: &str) -> meshform::observe::model::K8sGatewayFacts {
+    observed.facts(cluster).unwrap().k8s_gateways.as_ref().unwrap()[meshform::objects::AMBIENT_EAST_WEST_GATEWAY]
+        .clone()
+}
+
+#[test]
+fn ambient_gateway_meshform_wrote_is_deleted_when_no_peer_is_on_another_network() {
+    let before = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"\ndata_plane = \"ambient\"",
+        "name = \"b\"\nnetwork = \"n2\"\ndata_plane = \"ambient\"",
+    ]);
+    let after = mesh_topology(&["name = \"a\"\nnetwork = \"n1\"\ndata_plane = \"ambient\""]);
+    let observed = after_converging(&before, &after);
+    let written = own_ambient_gateway(&observed, "a");
+    assert!(written.object.managed);
+    let plan = plan_ok(&after, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&[
+            "detach a delete_remote_secret b",
+            "detach a revoke_reader_tokens/detach b",
+            "network a delete_ambient_gateway",
+        ])
+    );
+    let action = plan
+        .actions
+        .iter()
+        .find(|a| a.cluster == "a" && a.phase == meshform::plan::Phase::Network)
+        .unwrap();
+    match &action.kind {
+        ActionKind::DeleteAmbientGateway { precondition } => {
+            assert_eq!(
+                (&precondition.uid, &precondition.resource_version),
+                (&written.object.uid, &written.object.resource_version)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A delete waits for a person, as the classic Gateway's does.
+    assert!(!action.kind.unattended());
+    assert_eq!(
+        action.object("istio-system"),
+        "Gateway.gateway.networking.k8s.io istio-system/istio-eastwestgateway"
+    );
+    // Simulated, it is gone, and nothing more is planned for it.
+    let done = meshform::plan::simulate::simulate(&observed, &plan, SignedDuration::from_hours(1));
+    assert!(done.facts("a").unwrap().k8s_gateways.as_ref().unwrap().is_empty());
+    assert_eq!(actions(&plan_ok(&after, &done)), Vec::<String>::new());
+}
+
+#[test]
+fn an_east_west_gateway_not_meshforms_is_never_deleted() {
+    let before = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"\ndata_plane = \"ambient\"",
+        "name = \"b\"\nnetwork = \"n2\"\ndata_plane = \"ambient\"",
+    ]);
+    let after = mesh_topology(&["name = \"a\"\nnetwork = \"n1\"\ndata_plane = \"ambient\""]);
+    let converged = after_converging(&before, &after);
+    let written = own_ambient_gateway(&converged, "a");
+    let kept = lines(&[
+        "detach a delete_remote_secret b",
+        "detach a revoke_reader_tokens/detach b",
+    ]);
+    // The user's, of that name: no meshform labels.
+    let mut users = converged.clone();
+    let gateway = facts_mut(&mut users, "a").k8s_gateways.as_mut().unwrap();
+    gateway
+        .get_mut(meshform::objects::AMBIENT_EAST_WEST_GATEWAY)
+        .unwrap()
+        .object = unmanaged("by-hand");
+    assert_eq!(actions(&plan_ok(&after, &users)), kept);
+    // meshform's labels on a Gateway of another class: not one meshform writes.
+    let mut other_class = converged.clone();
+    let gateways = facts_mut(&mut other_class, "a").k8s_gateways.as_mut().unwrap();
+    gateways
+        .get_mut(meshform::objects::AMBIENT_EAST_WEST_GATEWAY)
+        .unwrap()
+        .class = "istio".to_string();
+    assert_eq!(actions(&plan_ok(&after, &other_class)), kept);
+    // Another name, meshform's labels and class: not meshform's ambient Gateway either.
+    let mut renamed = converged;
+    let gateways = facts_mut(&mut renamed, "a").k8s_gateways.as_mut().unwrap();
+    let own = gateways.remove(meshform::objects::AMBIENT_EAST_WEST_GATEWAY).unwrap();
+    gateways.insert("eastwest".to_string(), own);
+    assert!(written.object.managed);
+    assert_eq!(actions(&plan_ok(&after, &renamed)), kept);
+}
+
+#[test]
+fn ambient_gateway_meshform_wrote_is_deleted_once_the_cluster_runs_sidecars() {
+    let ambient = mesh_topology(&[
+        "name = \"a\"\nnetwork = \"n1\"\ndata_plane = \"ambient\"",
+        "name = \"b\"\nnetwork = \"n2\"\ndata_plane = \"ambient\"",
+    ]);
+    let sidecar = mesh_topology(&["name = \"a\"\nnetwork = \"n1\"", "name = \"b\"\nnetwork = \"n2\""]);
+    let converged = converge(&ambient, &fresh(&ambient));
+    // Both reinstalled with the default profile: the east-west Service is
+    // there, and meshform's ambient Gateway is left over.
+    let mut observed = converge(&sidecar, &fresh(&sidecar));
+    for cluster in ["a", "b"] {
+        let gateways = converged.facts(cluster).unwrap().k8s_gateways.clone();
+        facts_mut(&mut observed, cluster).k8s_gateways = gateways;
+    }
+    let plan = plan_ok(&sidecar, &observed);
+    assert_eq!(
+        actions(&plan),
+        lines(&["network a delete_ambient_gateway", "network b delete_ambient_gateway"])
+    );
+    assert_eq!(findings(&plan), Vec::<String>::new());
+}
+
 // ---------------------------------------------------------------------------
 // Primaries and remotes
 
@@ -2473,6 +2585,18 @@ mod properties {
                             .and_then(|g| g.get(meshform::objects::AMBIENT_EAST_WEST_GATEWAY))
                             .is_none_or(|g| g.object.managed),
                         "writes over an unmanaged east-west Gateway: {:?}",
+                        action
+                    );
+                }
+                ActionKind::DeleteAmbientGateway { .. } => {
+                    let gateway = facts
+                        .k8s_gateways
+                        .as_ref()
+                        .and_then(|g| g.get(meshform::objects::AMBIENT_EAST_WEST_GATEWAY));
+                    prop_assert!(
+                        gateway
+                            .is_some_and(|g| g.object.managed && g.class == meshform::objects::EAST_WEST_GATEWAY_CLASS),
+                        "deletes an east-west Gateway not meshform's: {:?}",
                         action
                     );
                 }

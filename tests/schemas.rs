@@ -36,6 +36,7 @@ fn plan_schema_describes_the_json_plan() {
         "ensure_reader",
         "ensure_gateway",
         "delete_gateway",
+        "delete_ambient_gateway",
         "write_remote_secret",
         "restart_workloads",
         "revoke_reader_tokens",

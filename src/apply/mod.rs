@@ -582,6 +582,11 @@ impl Run<'_> {
                 self.ssa(cluster, &api, objects::AMBIENT_EAST_WEST_GATEWAY, &gateway, *force)
                     .await
             }
+            ActionKind::DeleteAmbientGateway { precondition } => {
+                let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &objects::k8s_gateway_resource());
+                self.delete(cluster, &api, objects::AMBIENT_EAST_WEST_GATEWAY, precondition)
+                    .await
+            }
             ActionKind::RevokeReaderTokens { name, precondition, .. } => {
                 self.delete(cluster, &Api::<Secret>::namespaced(client, ns), name, precondition)
                     .await

@@ -276,7 +276,7 @@ pub(super) fn action_check(action: &Action, observed: &Observed) -> (CheckId, St
         | ActionKind::SetK8sGatewayNetwork { .. }
         | ActionKind::EnsureAmbientGateway { .. } => (CheckId::Gateway, Status::Fail),
         // Left over from a network layout that is gone: harmless until removed.
-        ActionKind::DeleteGateway { .. } => (CheckId::Gateway, Status::Warn),
+        ActionKind::DeleteGateway { .. } | ActionKind::DeleteAmbientGateway { .. } => (CheckId::Gateway, Status::Warn),
         // A remote on another network cannot reach its istiod without it.
         ActionKind::EnsureIstiodExposure { .. } => (CheckId::Gateway, Status::Fail),
         ActionKind::DeleteIstiodExposure { .. } => (CheckId::Gateway, Status::Warn),

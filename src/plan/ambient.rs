@@ -139,6 +139,8 @@ impl<'a> Planner<'a> {
             .iter()
             .flatten()
             .filter(|(_, g)| g.class != objects::REMOTE_GATEWAY_CLASS)
+            // meshform's own ambient one is deleted on a sidecar cluster, never taken.
+            .filter(|(name, g)| own_ambient_gateway(name, g).is_none())
             .filter(|(_, g)| {
                 g.listeners.iter().any(|l| {
                     l.protocol == "HBONE" || g.is_auto_passthrough(l) || l.port == objects::DEFAULT_GATEWAY_PORT
@@ -224,6 +226,11 @@ impl<'a> Planner<'a> {
             self.push(Phase::Network, &cluster.name, kind, reason);
         }
         let Some(peer) = peer else {
+            self.delete_ambient_gateway(
+                cluster,
+                facts,
+                "no peer on another network is left; the cluster is reached directly",
+            );
             return;
         };
         let ns = self.ns().to_string();
@@ -398,6 +405,26 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Deletes the `istio-eastwestgateway` meshform wrote (its labels, of
+    /// class `istio-east-west`), when no ambient peer on another network
+    /// needs it; a user's Gateway, or one of another class, is left alone.
+    pub(super) fn delete_ambient_gateway(&mut self, cluster: &Cluster, facts: &ClusterFacts, reason: &str) {
+        let own = facts
+            .k8s_gateways
+            .iter()
+            .flatten()
+            .find_map(|(name, g)| own_ambient_gateway(name, g));
+        if let Some(own) = own {
+            let kind = ActionKind::DeleteAmbientGateway {
+                precondition: Precondition {
+                    uid: own.uid.clone(),
+                    resource_version: own.resource_version.clone(),
+                },
+            };
+            self.push(Phase::Network, &cluster.name, kind, reason.to_string());
+        }
+    }
+
     /// Sidecar and ambient clusters on different networks: Istio has no
     /// cross-network path between the two data planes. A sidecar drops a
     /// gateway with no mTLS port, which the ambient `istio-east-west` one is
@@ -484,4 +511,13 @@ impl<'a> Planner<'a> {
             "give every ambient cluster the same meshConfig.serviceScopeConfigs".to_string(),
         );
     }
+}
+
+/// meshform's own ambient east-west Gateway: its name, meshform's labels
+/// (`managed`), and the class it writes.
+fn own_ambient_gateway<'f>(name: &str, gateway: &'f K8sGatewayFacts) -> Option<&'f ObjectFacts> {
+    (name == objects::AMBIENT_EAST_WEST_GATEWAY
+        && gateway.object.managed
+        && gateway.class == objects::EAST_WEST_GATEWAY_CLASS)
+        .then_some(&gateway.object)
 }

@@ -130,6 +130,7 @@ fn without_versions(kind: &ActionKind) -> ActionKind {
     match &mut kind {
         ActionKind::DeleteRemoteSecret { precondition, .. }
         | ActionKind::DeleteGateway { precondition }
+        | ActionKind::DeleteAmbientGateway { precondition }
         | ActionKind::RevokeReaderTokens { precondition, .. } => clear(precondition),
         ActionKind::WriteRemoteSecret { precondition, .. } => precondition.iter_mut().for_each(clear),
         // The expected end is display only, worked out from the observation's

@@ -246,6 +246,11 @@ pub enum ActionKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
     },
+    /// Remove meshform's own `istio-eastwestgateway` once no peer is on
+    /// another network, or the cluster is no longer ambient.
+    DeleteAmbientGateway {
+        precondition: Precondition,
+    },
     /// Write Istio's plug-in CA Secret `cacerts`: a new intermediate CA for
     /// this primary, its key made by apply and signed by the mesh's root.
     /// The plan carries no key: what is issued is known only in apply.
@@ -403,6 +408,7 @@ impl ActionKind {
             | ActionKind::SetGatewayNetwork { .. }
             | ActionKind::SetK8sGatewayNetwork { .. }
             | ActionKind::EnsureAmbientGateway { .. }
+            | ActionKind::DeleteAmbientGateway { .. }
             | ActionKind::EnsureIstiodExposure { .. }
             | ActionKind::DeleteIstiodExposure { .. } => 3,
             ActionKind::WriteCaCerts { .. } => 4,
@@ -444,6 +450,7 @@ impl ActionKind {
             ActionKind::RestartIstiod { .. }
             | ActionKind::DeleteRemoteSecret { .. }
             | ActionKind::DeleteGateway { .. }
+            | ActionKind::DeleteAmbientGateway { .. }
             | ActionKind::DeleteIstiodExposure { .. }
             | ActionKind::RestartWorkloads { .. } => false,
         }
@@ -476,6 +483,7 @@ impl Action {
         match &self.kind {
             ActionKind::DeleteRemoteSecret { .. }
             | ActionKind::DeleteGateway { .. }
+            | ActionKind::DeleteAmbientGateway { .. }
             | ActionKind::DeleteIstiodExposure { .. }
             | ActionKind::RevokeReaderTokens { .. } => Effect::Delete,
             ActionKind::EnsureIstiodExposure { update: true, .. } => Effect::Update,
@@ -567,6 +575,7 @@ impl Action {
             ActionKind::DeleteRemoteSecret { .. }
             | ActionKind::SetNetwork { .. }
             | ActionKind::DeleteGateway { .. }
+            | ActionKind::DeleteAmbientGateway { .. }
             | ActionKind::DeleteIstiodExposure { .. }
             | ActionKind::RestartWorkloads { .. }
             | ActionKind::RestartIstiod { .. }
@@ -613,7 +622,7 @@ impl Action {
             ActionKind::SetK8sGatewayNetwork { gateway, .. } => {
                 format!("Gateway.gateway.networking.k8s.io {namespace}/{gateway}")
             }
-            ActionKind::EnsureAmbientGateway { .. } => format!(
+            ActionKind::EnsureAmbientGateway { .. } | ActionKind::DeleteAmbientGateway { .. } => format!(
                 "Gateway.gateway.networking.k8s.io {namespace}/{}",
                 crate::objects::AMBIENT_EAST_WEST_GATEWAY
             ),

@@ -108,6 +108,12 @@ impl<'a> Planner<'a> {
                 self.ambient_gateway(cluster, facts, other_network);
                 continue;
             }
+            // Sidecar pods do not use an ambient east-west Gateway: meshform's goes.
+            self.delete_ambient_gateway(
+                cluster,
+                facts,
+                "a sidecar cluster is reached through its own gateway; no sidecar uses the ambient east-west one",
+            );
             let network = &self.desired.networks[&cluster.network];
             match (other_network, &facts.gateway) {
                 (Some(peer), gateway) => {

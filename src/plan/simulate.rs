@@ -246,6 +246,11 @@ pub fn simulate(observed: &Observed, plan: &Plan, token_lifetime: SignedDuration
                     },
                 );
             }
+            ActionKind::DeleteAmbientGateway { .. } => {
+                if let Some(gateways) = facts.k8s_gateways.as_mut() {
+                    gateways.remove(crate::objects::AMBIENT_EAST_WEST_GATEWAY);
+                }
+            }
             ActionKind::RevokeReaderTokens { name, .. } => {
                 facts.reader_bindings.remove(name);
             }

@@ -159,6 +159,7 @@ pub fn action_line(action: &Action) -> String {
             }
         }
         ActionKind::DeleteGateway { .. } => "delete_gateway".to_string(),
+        ActionKind::DeleteAmbientGateway { .. } => "delete_ambient_gateway".to_string(),
         ActionKind::EnsureIstiodExposure { .. } => "ensure_istiod_exposure".to_string(),
         ActionKind::DeleteIstiodExposure { .. } => "delete_istiod_exposure".to_string(),
         ActionKind::WriteRemoteSecret { mode, .. } => format!("write_remote_secret/{}", mode_name(*mode)),
