@@ -108,7 +108,8 @@ impl<'a> Planner<'a> {
                 self.ambient_gateway(cluster, facts, other_network);
                 continue;
             }
-            // Sidecar pods do not use an ambient east-west Gateway: meshform's goes.
+            // Sidecars skip an ambient east-west Gateway (`pilot/pkg/xds/endpoints/ep_filters.go`,
+            // `selectNetworkGateways`): meshform's goes.
             self.delete_ambient_gateway(
                 cluster,
                 facts,
