@@ -5,6 +5,8 @@
 //! one verb at a time, a permission is taken away and the run that needs it
 //! fails with a message naming the verb and the resource, as the API server
 //! words it; with the verb back, a re-run converges.
+//! `meshform controller` (issue 30) runs under the same account, its
+//! watches included: none is refused, and one repairs a hand edit.
 
 mod support;
 
@@ -23,7 +25,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use support::controlplane::{Cluster, ControlPlane};
 use support::install::{Install, install_istio};
-use support::mesh::{Entry, MESH, Mesh, NAMESPACE, eventually, install_eastwest_gateway};
+use support::mesh::{Entry, MESH, Mesh, NAMESPACE, Streamed, eventually, install_eastwest_gateway};
 
 const RBAC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rbac/meshform.yaml");
 const ACCOUNT: &str = "meshform";
@@ -563,4 +565,67 @@ async fn only_the_control_planes_token_writes_in_its_remote_and_an_old_layout_mo
     until_writes(remote, &moved, "lp-cp-after", (true, true)).await;
     mesh.assert_converged(&all).await;
     mesh.assert_no_token_leaked(&[primary, other]).await;
+}
+
+// ---------------------------------------------------------------------------
+// Issue 30: `meshform controller`'s watches under the same account.
+
+/// The controller's events until a round ends `ending`.
+async fn round_ending(stream: &mut Streamed, ending: &str) -> Value {
+    loop {
+        let line = (stream.next_line(Duration::from_secs(120)).await)
+            .unwrap_or_else(|| panic!("the controller ended or went quiet before a round {ending}"));
+        let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if event["event"] == "round" && event["ending"] == ending {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_controller_watches_with_exactly_the_example_role() {
+    let clusters = ControlPlane::shared().clusters(&["lpw-a", "lpw-b"]).await;
+    let all: Vec<&Cluster> = ["lpw-a", "lpw-b"].iter().map(|n| clusters.by_name(n)).collect();
+    let mut tokens = Vec::new();
+    for &c in &all {
+        tokens.push(install(c).await);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = kubeconfig(dir.path(), &all, &tokens);
+    let mesh = Mesh::new(
+        &all.iter()
+            .map(|c| Entry::of(c).network("flat").kubeconfig(&path))
+            .collect::<Vec<_>>(),
+    );
+    // An hour's resync: only a watch can start the repair below. A watch that
+    // fails is logged at the default level (warn), with the API server's words.
+    let args = ["--resync", "1h", "--poll", "500ms", "--retry", "1s"];
+    let mut stream = mesh.stream(
+        "controller",
+        &[&args[..], &["--metrics-address", "127.0.0.1:0"]].concat(),
+    );
+    round_ending(&mut stream, "converged").await;
+
+    // Deleted by hand: seen by a watch by name (a resourceNames rule).
+    Api::<ClusterRole>::all(all[1].client())
+        .delete(READER_ROLE, &Default::default())
+        .await
+        .expect("deleting the reader ClusterRole");
+    let repaired = round_ending(&mut stream, "applied").await;
+    assert_eq!(repaired["trigger"], "change", "{repaired}");
+    let named = format!("lpw-b ClusterRole {READER_ROLE}");
+    assert!(repaired["changes"].to_string().contains(&named), "{repaired}");
+    round_ending(&mut stream, "converged").await;
+
+    let pid = stream.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = stream.finish(&mesh).await.expect(0);
+    assert!(!out.stderr.contains("forbidden"), "a watch was refused:\n{out}");
+    mesh.assert_no_token_leaked(&all).await;
 }

@@ -198,8 +198,13 @@ impl Scope {
         // unlabelled Secrets of a remote secret's name: every Secret of the
         // namespace, metadata only.
         spawn(self.spawn("Secret", Api::<Secret>::namespaced(client(), &ns), all(), Wake::Any));
-        let accounts = Api::<ServiceAccount>::namespaced(client(), &ns);
-        spawn(self.spawn("ServiceAccount", accounts, all(), Wake::Any));
+        // By name, as observe GETs them: so RBAC grants list and watch of
+        // these names only (a metadata.name field selector is authorized as
+        // the name: `requestinfo.go` in k8s.io/apiserver), not of every one.
+        for name in [objects::READER_SERVICE_ACCOUNT, objects::CONTROL_PLANE_SERVICE_ACCOUNT] {
+            let accounts = Api::<ServiceAccount>::namespaced(client(), &ns);
+            spawn(self.spawn("ServiceAccount", accounts, by_name(name), Wake::Any));
+        }
         // The gateway Services (named per network) and a remote install's istiod Service.
         spawn(self.spawn("Service", Api::<Service>::namespaced(client(), &ns), all(), Wake::Any));
         for role in [
@@ -215,13 +220,27 @@ impl Scope {
             let bindings = Api::<ClusterRoleBinding>::all(client());
             spawn(self.spawn("ClusterRoleBinding", bindings, by_name(&role), Wake::Any));
         }
-        for (kind, resource) in [
-            ("Gateway", objects::gateway_resource()),
-            ("VirtualService", objects::virtual_service_resource()),
-            ("Gateway.gateway.networking.k8s.io", objects::k8s_gateway_resource()),
+        // Istio's by name too; Gateway API Gateways have any name.
+        for (kind, resource, config) in [
+            (
+                "Gateway",
+                objects::gateway_resource(),
+                by_name(objects::CROSS_NETWORK_GATEWAY),
+            ),
+            ("Gateway", objects::gateway_resource(), by_name(objects::ISTIOD_GATEWAY)),
+            (
+                "VirtualService",
+                objects::virtual_service_resource(),
+                by_name(objects::ISTIOD_VIRTUAL_SERVICE),
+            ),
+            (
+                "Gateway.gateway.networking.k8s.io",
+                objects::k8s_gateway_resource(),
+                all(),
+            ),
         ] {
             let api = Api::<DynamicObject>::namespaced_with(client(), &ns, &resource);
-            spawn(self.spawn(kind, api, all(), Wake::Any));
+            spawn(self.spawn(kind, api, config, Wake::Any));
         }
         let deployments = Api::<Deployment>::namespaced(client(), &ns);
         spawn(self.spawn(
