@@ -15,6 +15,10 @@
 //! A cluster left on its own root (istiod's self-signed CA,
 //! pilot/pkg/bootstrap/istio_ca.go) fails that verification both ways, and
 //! `meshform check` reports it under `root_of_trust`.
+//!
+//! Through a root rotation's three applies, istiod restarted on each stage's
+//! `cacerts` issues certificates every other cluster trusts, and publishes
+//! the `istio-ca-root-cert` that lets `check` move the rotation on.
 
 mod support;
 
@@ -25,46 +29,19 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use support::controlplane::{Cluster, ControlPlane};
 use support::istiod::{ISTIOD_TIMEOUT, Istiod, IstiodConfig, Snapshot};
 use support::mesh::{Entry, Mesh, NAMESPACE, eventually};
+use support::trust::{Root, held, manage, rotate};
 
 /// The workload every istiod is asked for a certificate as.
 const WORKLOAD_NAMESPACE: &str = "sample";
 const WORKLOAD: &str = "sample/default";
 const IDENTITY: &str = "spiffe://cluster.local/ns/sample/sa/default";
 
-/// A root CA made for the test: its certificate and key (PEM).
-struct Root {
-    cert: String,
-    key: String,
-}
-
-fn make_root(name: &str) -> Root {
-    let key = rcgen::KeyPair::generate().expect("a key");
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let cert = params.self_signed(&key).expect("a root");
-    Root {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
 /// mesh.toml for `entries`, with managed trust of `root` when given.
 fn write_mesh(mesh: &Mesh, entries: &[Entry], root: Option<&Root>) {
-    let Some(root) = root else {
-        mesh.write(entries);
-        return;
-    };
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(mesh.dir().join("root-cert.pem"), &root.cert).unwrap();
-    let key = mesh.dir().join("root-key.pem");
-    std::fs::write(&key, &root.key).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    mesh.write_with(
-        entries,
-        "[mesh.trust]\nmode = \"managed\"\nroot_cert = \"root-cert.pem\"\nroot_key = \"root-key.pem\"\n",
-    );
+    match root {
+        Some(root) => manage(mesh, entries, root, ""),
+        None => mesh.write(entries),
+    }
 }
 
 fn ders(pem: &str) -> Vec<CertificateDer<'static>> {
@@ -83,54 +60,72 @@ fn start_istiod(cluster: &Cluster, cacerts: bool) -> Istiod {
     Istiod::start(cluster, &config)
 }
 
-/// The chain istiod's CA issued (leaf first, root last), once it has.
-async fn issued(istiod: &Istiod) -> Vec<CertificateDer<'static>> {
+/// A workload certificate as istiod's CA answered a sidecar: the leaf and
+/// the chain under it, and apart the root bundle, the answer's last element
+/// ("the root cert is the last element", security/pkg/server/ca/server.go),
+/// which a peer does not take as trusted.
+struct Issued {
+    /// Leaf first, then `cert-chain.pem`'s certificates.
+    chain: Vec<CertificateDer<'static>>,
+    /// istiod's `root-cert.pem`, every root of it.
+    roots: Vec<CertificateDer<'static>>,
+}
+
+/// The certificate istiod's CA issued, once it has.
+async fn issued(istiod: &Istiod) -> Issued {
     let has_chain = |s: &Snapshot| s.workload.as_ref().is_some_and(|w| !w.chain.is_empty());
     let snapshot = istiod.wait_for("a workload certificate", has_chain).await;
     let workload = snapshot.workload.unwrap();
     assert_eq!(workload.identity, IDENTITY);
-    let chain: Vec<_> = workload.chain.iter().flat_map(|pem| ders(pem)).collect();
-    assert!(chain.len() >= 2, "leaf and root at least: {} certificates", chain.len());
-    chain
+    let (root_bundle, chain) = workload.chain.split_last().expect("a chain");
+    let issued = Issued {
+        chain: chain.iter().flat_map(|pem| ders(pem)).collect(),
+        roots: ders(root_bundle),
+    };
+    assert!(
+        !issued.chain.is_empty() && !issued.roots.is_empty(),
+        "a leaf and a root at least"
+    );
+    issued
 }
 
 /// `istio-ca-root-cert` of the mesh namespace of `cluster`, once its istiod
-/// has published its root there.
+/// has published its root bundle there, all of it.
 async fn published_roots(cluster: &Cluster, istiod: &Istiod) -> Vec<CertificateDer<'static>> {
-    let root = istiod
+    let bundle = istiod
         .wait_for("istiod's root", |s| !s.root_cert.is_empty())
         .await
         .root_cert;
-    let root = ders(&root).remove(0);
+    let want = ders(&bundle);
     let configmaps: Api<ConfigMap> = Api::namespaced(cluster.client(), NAMESPACE);
     eventually(
-        &format!("{}'s istio-ca-root-cert holds its istiod's root", cluster.name()),
+        &format!("{}'s istio-ca-root-cert holds its istiod's roots", cluster.name()),
         ISTIOD_TIMEOUT,
         async || {
             let bundle = configmaps.get_opt("istio-ca-root-cert").await.ok()??;
             let roots = ders(bundle.data?.get("root-cert.pem")?);
-            roots.contains(&root).then_some(roots)
+            (roots == want).then_some(roots)
         },
     )
     .await
 }
 
-/// Whether `chain` (leaf first; its last certificate, the issuing root, is
-/// not trusted by itself) verifies to one of `roots` for mTLS both ways, and
-/// names the workload.
-fn verifies(chain: &[CertificateDer<'static>], roots: &[CertificateDer<'static>]) -> Result<(), String> {
+/// Whether `issued` verifies to one of `roots` for mTLS both ways, and
+/// names the workload: its leaf with the chain under it, as a proxy
+/// presents it; the answer's own roots are not trusted.
+fn verifies(issued: &Issued, roots: &[CertificateDer<'static>]) -> Result<(), String> {
     let anchors: Vec<_> = roots
         .iter()
         .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("a root is no trust anchor: {e:?}"))?;
+    let chain = &issued.chain;
     let leaf = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| format!("the leaf: {e:?}"))?;
-    let intermediates = &chain[1..chain.len() - 1];
     for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
         leaf.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
             &anchors,
-            intermediates,
+            &chain[1..],
             UnixTime::now(),
             usage,
             None,
@@ -154,7 +149,7 @@ fn verifies(chain: &[CertificateDer<'static>], roots: &[CertificateDer<'static>]
 /// says whether a's workload must verify against b's roots.
 fn assert_trust(
     names: &[&str],
-    chains: &[Vec<CertificateDer<'static>>],
+    chains: &[Issued],
     roots: &[Vec<CertificateDer<'static>>],
     trusted: impl Fn(&str, &str) -> bool,
 ) {
@@ -194,7 +189,7 @@ async fn istiod_on_meshforms_cacerts_issues_workload_certificates_every_other_cl
     for cluster in [east, west, north] {
         cluster.create_namespace(WORKLOAD_NAMESPACE).await;
     }
-    let root = make_root("mesh root");
+    let root = Root::new("mesh root");
     let managed = [Entry::of(east).network("flat"), Entry::of(west).network("flat")];
     let mesh = Mesh::new(&managed);
     write_mesh(&mesh, &managed, Some(&root));
@@ -213,11 +208,11 @@ async fn istiod_on_meshforms_cacerts_issues_workload_certificates_every_other_cl
         chains.push(issued(istiod).await);
         roots.push(published_roots(cluster, istiod).await);
     }
-    let mesh_root = ders(&root.cert).remove(0);
+    let mesh_root = ders(&root.cert);
     for (name, chain) in names.iter().zip(&chains).take(2) {
-        assert_eq!(chain.last(), Some(&mesh_root), "{name}'s chain ends at the mesh's root");
+        assert_eq!(chain.roots, mesh_root, "{name}'s chain ends at the mesh's root");
     }
-    assert_ne!(chains[2].last(), Some(&mesh_root));
+    assert_ne!(chains[2].roots, mesh_root);
     // Each workload verifies at home (the harness works) and in the other
     // managed cluster; north's and the others' refuse each other.
     assert_trust(&names, &chains, &roots, |a, b| a == b || (a != "north" && b != "north"));
@@ -242,7 +237,7 @@ async fn istiod_on_meshforms_cacerts_issues_workload_certificates_every_other_cl
     let north_istiod = start_istiod(north, true);
     chains[2] = issued(&north_istiod).await;
     roots[2] = published_roots(north, &north_istiod).await;
-    assert_eq!(chains[2].last(), Some(&mesh_root));
+    assert_eq!(chains[2].roots, mesh_root);
     assert_trust(&names, &chains, &roots, |_, _| true);
     let line = root_of_trust(&mesh).await;
     assert_eq!(line["status"], "pass", "{line:#}");
@@ -250,4 +245,173 @@ async fn istiod_on_meshforms_cacerts_issues_workload_certificates_every_other_cl
         mesh.record(&istiod.output());
     }
     mesh.assert_no_token_leaked(&[east, west, north]).await;
+}
+
+/// The `cacerts` writes a fresh plan makes: (cluster, mode), sorted.
+async fn planned(mesh: &Mesh) -> Vec<(String, String)> {
+    let plan = mesh.run("plan", &["--format", "json"]).await.json();
+    let mut writes: Vec<(String, String)> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "write_ca_certs")
+        .map(|a| {
+            (
+                a["cluster"].as_str().unwrap().into(),
+                a["mode"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    writes.sort();
+    writes
+}
+
+fn both(mode: &str) -> Vec<(String, String)> {
+    ["east", "west"].map(|c| (c.to_string(), mode.to_string())).to_vec()
+}
+
+/// `check`'s JSON holds `words`, which word the rotation's stage.
+async fn check_says(mesh: &Mesh, words: &str) {
+    let text = mesh.run("check", &["--format", "json"]).await.stdout;
+    assert!(text.contains(words), "{words:?} not in:\n{text}");
+}
+
+/// Each primary's istiod restarted on its `cacerts` as it is now, as a
+/// rollout restart after a write would (the harness reads `cacerts` at
+/// start): the certificate each issues and the `istio-ca-root-cert` each
+/// publishes. The old ones stop first: istiod's namespace controller puts
+/// its own bundle back whenever the ConfigMap changes
+/// (pilot/pkg/serviceregistry/kube/controller/namespacecontroller.go).
+async fn restart(
+    mesh: &Mesh,
+    istiods: &mut Vec<Istiod>,
+    primaries: [&Cluster; 2],
+) -> (Vec<Issued>, Vec<Vec<CertificateDer<'static>>>) {
+    for istiod in istiods.drain(..) {
+        mesh.record(&istiod.output());
+    }
+    istiods.extend(primaries.map(|c| start_istiod(c, true)));
+    let (mut chains, mut bundles) = (Vec::new(), Vec::new());
+    for (cluster, istiod) in primaries.into_iter().zip(istiods.iter()) {
+        chains.push(issued(istiod).await);
+        bundles.push(published_roots(cluster, istiod).await);
+    }
+    (chains, bundles)
+}
+
+/// What each istiod issued and published is its `cacerts`: under the
+/// intermediate signed by `signer`, the bundle `roots`.
+async fn assert_on_ca_certs(
+    primaries: [&Cluster; 2],
+    chains: &[Issued],
+    bundles: &[Vec<CertificateDer<'static>>],
+    roots: &[&Root],
+    signer: &Root,
+) {
+    let roots: Vec<Vec<u8>> = roots.iter().map(|r| r.der()).collect();
+    for ((cluster, chain), bundle) in primaries.into_iter().zip(chains).zip(bundles) {
+        let name = cluster.name();
+        let held = held(cluster).await;
+        assert_eq!(
+            chain.chain[1].as_ref(),
+            held.intermediate,
+            "{name}: issued under cacerts' intermediate"
+        );
+        assert!(
+            held.signed_by(&[signer]).is_some(),
+            "{name}: the intermediate is not the stage's signer's"
+        );
+        assert_eq!(held.roots, roots, "{name}: cacerts' root-cert.pem");
+        let as_der = |c: &[CertificateDer<'static>]| c.iter().map(|c| c.to_vec()).collect::<Vec<_>>();
+        assert_eq!(as_der(&chain.roots), roots, "{name}: the roots istiod's CA answers");
+        assert_eq!(as_der(bundle), roots, "{name}: the istio-ca-root-cert istiod published");
+    }
+}
+
+// Issue 32 item 5, the rotation: at each stage each primary's istiod,
+// restarted on its cacerts, issues certificates every other cluster trusts,
+// and so do the certificates it issued the stage before, which workloads
+// hold until they renew. Only a certificate under the old root, kept past
+// stage 3, is refused. istiod takes a complete cacerts as its plugged-in CA
+// (pilot/pkg/bootstrap/istio_ca.go, createIstioCA), every root of its
+// root-cert.pem with it, answers a CSR with them last
+// (security/pkg/server/ca/server.go) and publishes them all as
+// istio-ca-root-cert (pilot/pkg/bootstrap/certcontroller.go, the bundle it
+// hands the namespace controller): no `support::trust::publish` here.
+#[tokio::test]
+#[ignore = "stage 3's apply is refused: its plan carries no previous root while mesh.toml still declares one (src/plan/rotation.rs, src/apply/trust.rs)"]
+async fn istiod_restarted_at_each_stage_of_a_root_rotation_issues_certificates_every_other_cluster_trusts() {
+    let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
+    let primaries @ [east, west] = clusters.by_names(["east", "west"]);
+    for cluster in primaries {
+        cluster.create_namespace(WORKLOAD_NAMESPACE).await;
+    }
+    let (old, new) = (Root::new("old root"), Root::new("new root"));
+    let entries = [Entry::of(east).network("flat"), Entry::of(west).network("flat")];
+    let mesh = Mesh::new(&entries);
+    manage(&mesh, &entries, &old, "");
+    mesh.apply(&[]).await;
+    let names = ["east", "west"];
+    let everywhere = |_: &str, _: &str| true;
+    let nowhere = |_: &str, _: &str| false;
+    let mut istiods = Vec::new();
+
+    // Before: the old root alone.
+    let (before, old_bundles) = restart(&mesh, &mut istiods, primaries).await;
+    assert_on_ca_certs(primaries, &before, &old_bundles, &[&old], &old).await;
+    assert_trust(&names, &before, &old_bundles, everywhere);
+    mesh.assert_converged(&primaries).await;
+    rotate(&mesh, &entries, &old, &new);
+
+    // Stage 1: both roots trusted, the old root's intermediates kept.
+    assert_eq!(planned(&mesh).await, both("trust_both"));
+    mesh.apply(&[]).await;
+    // Written; the running istiods still publish the old root alone.
+    check_says(&mesh, "stage 1 of 3 (trust both roots) under way").await;
+    assert_eq!(planned(&mesh).await, []);
+    let (stage1, bundles) = restart(&mesh, &mut istiods, primaries).await;
+    assert_on_ca_certs(primaries, &stage1, &bundles, &[&old, &new], &old).await;
+    assert_trust(&names, &stage1, &bundles, everywhere);
+    assert_trust(&names, &before, &bundles, everywhere);
+    check_says(
+        &mesh,
+        "stage 1 of 3 (trust both roots) verified in every cluster; stage 2 of 3 (sign with the new root) is planned",
+    )
+    .await;
+
+    // Stage 2: intermediates of the new root under the same two roots.
+    assert_eq!(planned(&mesh).await, both("sign_with_new"));
+    mesh.apply(&[]).await;
+    let (stage2, bundles) = restart(&mesh, &mut istiods, primaries).await;
+    assert_on_ca_certs(primaries, &stage2, &bundles, &[&old, &new], &new).await;
+    assert_trust(&names, &stage2, &bundles, everywhere);
+    assert_trust(&names, &stage1, &bundles, everywhere);
+    assert_trust(&names, &before, &bundles, everywhere);
+    // Why stage 1 had to be verified first: the old root alone refuses them.
+    assert_trust(&names, &stage2, &old_bundles, nowhere);
+    check_says(
+        &mesh,
+        "stage 2 of 3 (sign with the new root) verified in every cluster; stage 3 of 3 (drop the previous root) is planned",
+    )
+    .await;
+
+    // Stage 3: the new root alone.
+    assert_eq!(planned(&mesh).await, both("drop_previous"));
+    mesh.apply(&[]).await;
+    check_says(&mesh, "stage 3 of 3 (drop the previous root) under way").await;
+    let (stage3, bundles) = restart(&mesh, &mut istiods, primaries).await;
+    assert_on_ca_certs(primaries, &stage3, &bundles, &[&new], &new).await;
+    assert_trust(&names, &stage3, &bundles, everywhere);
+    assert_trust(&names, &stage2, &bundles, everywhere);
+    // A certificate under an old-root intermediate, kept from before: refused.
+    assert_trust(&names, &before, &bundles, nowhere);
+    assert_trust(&names, &stage1, &bundles, nowhere);
+    assert_eq!(verifies(&before[0], &bundles[1]), Err("UnknownIssuer".to_string()));
+    check_says(&mesh, "complete, every cluster trusts the new root alone").await;
+    assert_eq!(planned(&mesh).await, []);
+
+    for istiod in &istiods {
+        mesh.record(&istiod.output());
+    }
+    mesh.assert_no_token_leaked(&primaries).await;
 }
