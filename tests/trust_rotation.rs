@@ -211,21 +211,28 @@ async fn a_stage_interrupted_mid_apply_converges_when_run_again() {
         assert_eq!(planned(&mesh).await, pairs(&["east", "west"], mode), "stage {stage}");
         west.add_http_fault(lose_answer()).await;
         let interrupted = mesh.run("apply", &["--auto-approve"]).await;
+        // The plane counts the faults fired since it started: one a stage.
         assert_eq!(
             west.clear_http_faults().await,
-            1,
+            stage,
             "west's write lost its answer:\n{interrupted}"
         );
         assert_ne!(interrupted.code, 0, "stage {stage}: {interrupted}");
-        // Run again: the stage's writes are all there, none is made twice.
-        mesh.apply(&[]).await;
-        // Stage 2 changes no istio-ca-root-cert: verified as written, stage 3 follows.
+        // The lost answer's write is there: nothing of the stage is planned
+        // twice. Stage 2 changes no istio-ca-root-cert, so it is verified as
+        // written and stage 3 is what comes next (the run that applies it is
+        // the next loop's); stages 1 and 3 wait for every istiod's bundle,
+        // and a run again writes nothing.
         let next = if stage == 2 {
             pairs(&["east", "west"], "drop_previous")
         } else {
             Vec::new()
         };
         assert_eq!(planned(&mesh).await, next, "stage {stage} converged");
+        if stage != 2 {
+            mesh.apply(&[]).await;
+            assert_eq!(planned(&mesh).await, next, "stage {stage} run again");
+        }
         let roots: Vec<&Root> = if stage == 3 { vec![&new] } else { vec![&old, &new] };
         for cluster in [east, west] {
             let now = held(cluster).await;

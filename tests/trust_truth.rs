@@ -339,7 +339,6 @@ async fn assert_on_ca_certs(
 // istio-ca-root-cert (pilot/pkg/bootstrap/certcontroller.go, the bundle it
 // hands the namespace controller): no `support::trust::publish` here.
 #[tokio::test]
-#[ignore = "stage 3's apply is refused: its plan carries no previous root while mesh.toml still declares one (src/plan/rotation.rs, src/apply/trust.rs)"]
 async fn istiod_restarted_at_each_stage_of_a_root_rotation_issues_certificates_every_other_cluster_trusts() {
     let clusters = ControlPlane::shared().clusters(&["east", "west"]).await;
     let primaries @ [east, west] = clusters.by_names(["east", "west"]);

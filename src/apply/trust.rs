@@ -32,7 +32,9 @@ impl Run<'_> {
                 &signer.root_sha256()[..16]
             ));
         }
-        if signer.previous_root_sha256() != previous_root_sha256 {
+        // Stage 3 drops the previous root: its plan names none, while
+        // mesh.toml still declares it until the rotation is complete.
+        if mode != CaCertsMode::DropPrevious && signer.previous_root_sha256() != previous_root_sha256 {
             return Err(
                 "the previous root certificate (`previous_root_cert`) is not the one the plan was made for: plan again"
                     .to_string(),
