@@ -48,6 +48,7 @@ mod detach;
 mod due;
 mod exposure;
 pub mod hashes;
+mod holds;
 mod index;
 mod install;
 mod model;
@@ -67,6 +68,7 @@ use thiserror::Error;
 
 pub use compare::{Difference, compare};
 pub use due::next_due;
+pub use holds::{Hold, Holds};
 pub use model::*;
 
 use self::bindings::{Bindings, Matched};
