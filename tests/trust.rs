@@ -10,59 +10,13 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::controlplane::{Cluster, ControlPlane};
 use support::mesh::{Entry, Mesh, NAMESPACE};
+use support::trust::{Root, ca_certs, manage, pem_ders};
 use x509_parser::prelude::{FromDer, X509Certificate};
-
-/// A root CA made for the test: its certificate and key (PEM).
-struct Root {
-    cert: String,
-    key: String,
-}
-
-fn make_root(name: &str) -> Root {
-    let key = rcgen::KeyPair::generate().expect("a key");
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let cert = params.self_signed(&key).expect("a root");
-    Root {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
-/// Writes the root into the mesh's directory (key `mode`) and managed trust into mesh.toml.
-fn manage(mesh: &Mesh, entries: &[Entry], root: &Root, mode: u32, lifetimes: &str) {
-    std::fs::write(mesh.dir().join("root-cert.pem"), &root.cert).unwrap();
-    let key = mesh.dir().join("root-key.pem");
-    std::fs::write(&key, &root.key).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
-    mesh.write_with(
-        entries,
-        &format!(
-            "[mesh.trust]\nmode = \"managed\"\nroot_cert = \"root-cert.pem\"\nroot_key = \"root-key.pem\"\n{lifetimes}"
-        ),
-    );
-}
-
-async fn ca_certs(cluster: &Cluster) -> Option<Secret> {
-    Api::<Secret>::namespaced(cluster.client(), NAMESPACE)
-        .get_opt("cacerts")
-        .await
-        .unwrap_or_else(|e| panic!("reading cacerts in {}: {e}", cluster.name()))
-}
-
-fn pem_ders(pem: &[u8]) -> Vec<Vec<u8>> {
-    use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
-        .map(|c| c.expect("a PEM certificate").to_vec())
-        .collect()
-}
 
 /// Checks `cacerts` of `cluster` as istiod loads it: all four files, the
 /// intermediate a CA named for the cluster and signed by `root`, its key the
@@ -166,8 +120,8 @@ async fn managed_trust_writes_cacerts_that_verify_to_the_root_and_converges() {
     let [east, west] = clusters.by_names(["east", "west"]);
     let entries = [Entry::of(east).network("flat"), Entry::of(west).network("flat")];
     let mesh = Mesh::new(&entries);
-    let root = make_root("mesh root");
-    manage(&mesh, &entries, &root, 0o600, "");
+    let root = Root::new("mesh root");
+    manage(&mesh, &entries, &root, "");
     let mut outputs = Vec::new();
     let saved = mesh.dir().join("plan.json").display().to_string();
     let plan = mesh.run("plan", &["--out", &saved]).await.expect(0);
@@ -203,19 +157,18 @@ async fn an_intermediate_near_its_end_is_renewed() {
     let east = clusters.by_name("east");
     let entries = [Entry::of(east).network("flat")];
     let mesh = Mesh::new(&entries);
-    let root = make_root("mesh root");
+    let root = Root::new("mesh root");
     manage(
         &mesh,
         &entries,
         &root,
-        0o600,
         "intermediate_lifetime = \"2h\"\nrenew_before = \"1h\"\n",
     );
     mesh.apply(&[]).await;
     let (first, _) = assert_ca_certs(east, &root).await;
     mesh.assert_plan_empty().await;
     // Two hours left is within a renewal window of 30 days.
-    manage(&mesh, &entries, &root, 0o600, "");
+    manage(&mesh, &entries, &root, "");
     let check = mesh.run("check", &[]).await;
     assert!(
         check.stdout.contains("ends at"),
@@ -243,8 +196,10 @@ async fn a_root_key_others_can_read_is_refused_and_a_key_command_is_used_quietly
     let east = clusters.by_name("east");
     let entries = [Entry::of(east).network("flat")];
     let mesh = Mesh::new(&entries);
-    let root = make_root("mesh root");
-    manage(&mesh, &entries, &root, 0o644, "");
+    let root = Root::new("mesh root");
+    manage(&mesh, &entries, &root, "");
+    let key = mesh.dir().join("root-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let refused = mesh.run("apply", &["--auto-approve"]).await.expect(1);
     assert!(refused.stderr.contains("meshform::trust::key_permissions"), "{refused}");
     assert!(refused.stderr.contains("chmod 600"), "{refused}");
@@ -287,8 +242,8 @@ async fn istiod_is_restarted_until_it_serves_the_root() {
     support::install::install_istio(east, &support::install::Install::correct(east.name(), "flat")).await;
     let entries = [Entry::of(east).network("flat")];
     let mesh = Mesh::new(&entries);
-    let root = make_root("mesh root");
-    manage(&mesh, &entries, &root, 0o600, "");
+    let root = Root::new("mesh root");
+    manage(&mesh, &entries, &root, "");
     // Without consent the restart is only shown.
     let shown = mesh.apply(&[]).await;
     assert!(shown.stdout.contains("rollout restart deployment/istiod"), "{shown}");

@@ -17,33 +17,7 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::controlplane::{Cluster, ControlPlane};
 use support::mesh::{Entry, Mesh, NAMESPACE};
-use support::trust::{Root, ca_certs, ca_keys, held, manage, publish, rotate};
-
-/// The `cacerts` writes a fresh plan makes: (cluster, mode), sorted.
-async fn planned(mesh: &Mesh) -> Vec<(String, String)> {
-    let plan = mesh
-        .run("plan", &["--format", "json", "--skip-unreachable"])
-        .await
-        .json();
-    let mut writes: Vec<(String, String)> = plan["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["action"] == "write_ca_certs")
-        .map(|a| {
-            (
-                a["cluster"].as_str().unwrap().to_string(),
-                a["mode"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    writes.sort();
-    writes
-}
-
-fn pairs(clusters: &[&str], mode: &str) -> Vec<(String, String)> {
-    clusters.iter().map(|c| (c.to_string(), mode.to_string())).collect()
-}
+use support::trust::{Root, ca_certs, ca_keys, held, manage, pairs, planned, publish, rotate};
 
 /// `check`'s JSON, which words the rotation's stage.
 async fn check(mesh: &Mesh) -> String {

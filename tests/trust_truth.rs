@@ -29,7 +29,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use support::controlplane::{Cluster, ControlPlane};
 use support::istiod::{ISTIOD_TIMEOUT, Istiod, IstiodConfig, Snapshot};
 use support::mesh::{Entry, Mesh, NAMESPACE, eventually};
-use support::trust::{Root, held, manage, rotate};
+use support::trust::{Root, held, manage, pairs, planned, rotate};
 
 /// The workload every istiod is asked for a certificate as.
 const WORKLOAD_NAMESPACE: &str = "sample";
@@ -247,27 +247,8 @@ async fn istiod_on_meshforms_cacerts_issues_workload_certificates_every_other_cl
     mesh.assert_no_token_leaked(&[east, west, north]).await;
 }
 
-/// The `cacerts` writes a fresh plan makes: (cluster, mode), sorted.
-async fn planned(mesh: &Mesh) -> Vec<(String, String)> {
-    let plan = mesh.run("plan", &["--format", "json"]).await.json();
-    let mut writes: Vec<(String, String)> = plan["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["action"] == "write_ca_certs")
-        .map(|a| {
-            (
-                a["cluster"].as_str().unwrap().into(),
-                a["mode"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
-    writes.sort();
-    writes
-}
-
 fn both(mode: &str) -> Vec<(String, String)> {
-    ["east", "west"].map(|c| (c.to_string(), mode.to_string())).to_vec()
+    pairs(&["east", "west"], mode)
 }
 
 /// `check`'s JSON holds `words`, which word the rotation's stage.

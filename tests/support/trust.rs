@@ -153,3 +153,30 @@ pub async fn ca_keys(clusters: &[&Cluster]) -> Vec<String> {
     }
     keys
 }
+
+/// The `cacerts` writes a fresh plan makes (`--skip-unreachable`, so a
+/// stopped cluster's are left out): (cluster, mode), sorted.
+pub async fn planned(mesh: &Mesh) -> Vec<(String, String)> {
+    let plan = mesh
+        .run("plan", &["--format", "json", "--skip-unreachable"])
+        .await
+        .json();
+    let mut writes: Vec<(String, String)> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "write_ca_certs")
+        .map(|a| {
+            (
+                a["cluster"].as_str().unwrap().to_string(),
+                a["mode"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    writes.sort();
+    writes
+}
+
+pub fn pairs(clusters: &[&str], mode: &str) -> Vec<(String, String)> {
+    clusters.iter().map(|c| (c.to_string(), mode.to_string())).collect()
+}
